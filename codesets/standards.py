@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -125,7 +126,7 @@ def validate_codes(arr, standard: str | Standard, normalize: bool = True) -> pa.
     layouts = [l for l in std.layouts if l.regex]
     if not layouts:
         return pa.nulls(n, pa.string())
-    false = pa.array([False] * n)
+    false = pa.array(np.zeros(n, dtype=bool))
     valid, shape_any, prefix_any, length_any = false, false, false, false
     has_marker = any(l.marker for l in layouts)
     for l in layouts:
@@ -139,15 +140,15 @@ def validate_codes(arr, standard: str | Standard, normalize: bool = True) -> pa.
             else:
                 length_any = pc.or_(length_any, pre)
     if not has_marker:
-        prefix_any = pa.array([True] * n)
+        prefix_any = pa.array(np.ones(n, dtype=bool))
         fixed = [l.length for l in layouts if l.length]
         length_any = (pc.fill_null(pc.is_in(pc.utf8_length(s), value_set=pa.array(fixed, pa.int32())), False)
-                      if fixed and len(fixed) == len(layouts) else pa.array([True] * n))
+                      if fixed and len(fixed) == len(layouts) else pa.array(np.ones(n, dtype=bool)))
     bad = pc.and_(present, pc.invert(valid))
     chars_bad = pc.invert(pc.fill_null(pc.match_substring_regex(s, _CHARS), False))
     too_long = (pc.fill_null(pc.greater(pc.utf8_length(s), std.max_length), False)
                 if std.max_length else false)
-    conds = [chars_bad, too_long, pc.invert(prefix_any), pc.invert(length_any), shape_any, pa.array([True] * n)]
+    conds = [chars_bad, too_long, pc.invert(prefix_any), pc.invert(length_any), shape_any, pa.array(np.ones(n, dtype=bool))]
     conds = [pc.and_(bad, c) for c in conds]
     struct = pa.StructArray.from_arrays(conds, [f"c{i}" for i in range(len(conds))])
     return pc.case_when(struct, *[pa.scalar(p) for p in PROBLEMS])
@@ -164,7 +165,7 @@ def parse_codes(arr, standard: str | Standard, normalize: bool = True) -> pa.Tab
         names += [g for g in re.compile(l.regex).groupindex if g not in names] if l.regex else []
     layout_col = pa.nulls(n, pa.string())
     seg_cols = {g: pa.nulls(n, pa.string()) for g in names}
-    taken = pa.array([False] * n)
+    taken = pa.array(np.zeros(n, dtype=bool))
     for l in std.layouts:
         if not l.regex:
             continue

@@ -1,0 +1,492 @@
+"""Settlement-list quality control (医保结算清单质控): rules as data, run vectorised.
+
+Rules live in ``qc_rules.csv`` (rule id, kind, severity, fields, params, zh, en) and the
+code ranges they name in ``qc_code_lists.csv``. Each *kind* is one vectorised check
+below; a rule is a kind plus its parameters, so a region adds or tunes rules by editing
+data. :func:`run_qc` returns one row per finding:
+
+``id`` (the record's id), ``rule``, ``severity``, ``field`` (``diagnoses[2]`` names the
+2nd code of the list), ``value`` (what was read, as text), ``message``.
+
+A rule whose inputs are absent (no such column, no code table) does not run; it never
+fires on missing inputs. Findings are ordered by record, then rule order, then field.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codesets.normalize import normalize_codes, split_pairs
+from codesets.reasons import describe
+from codesets.record import FEE_COLUMNS
+from codesets.standards import validate_codes
+from grouper.io import canonical_columns, code_list, numeric, text
+
+FINDING_SCHEMA = pa.schema([("id", pa.string()), ("rule", pa.string()), ("severity", pa.string()),
+                            ("field", pa.string()), ("value", pa.string()), ("message", pa.string())])
+SEVERITIES = ("error", "warning")
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule: str
+    kind: str
+    severity: str
+    fields: tuple[str, ...]
+    params: dict
+    zh: str
+    en: str
+
+    def message(self, lang: str) -> str:
+        return self.zh if lang == "zh" else self.en
+
+
+def _parse_params(text_: str) -> dict:
+    out = {}
+    for part in filter(None, (p.strip() for p in (text_ or "").split(";"))):
+        k, _, v = part.partition("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_rules(path: str | os.PathLike | None = None) -> tuple[Rule, ...]:
+    """The rules table (default: the package's ``qc_rules.csv``)."""
+    return _load_rules(str(path or Path(__file__).with_name("qc_rules.csv")))
+
+
+@lru_cache(maxsize=8)
+def _load_rules(path: str) -> tuple[Rule, ...]:
+    rules = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh), 2):
+            if row["kind"] not in KINDS:
+                raise ValueError(f"{path}:{n}: rule {row['rule']} has unknown kind {row['kind']!r}")
+            if row["severity"] not in SEVERITIES:
+                raise ValueError(f"{path}:{n}: rule {row['rule']} has unknown severity {row['severity']!r}")
+            rules.append(Rule(row["rule"], row["kind"], row["severity"],
+                              tuple(f for f in row["fields"].split("|") if f),
+                              _parse_params(row["params"]), row["zh"], row["en"]))
+    return tuple(rules)
+
+
+@lru_cache(maxsize=8)
+def code_lists(path: str | None = None) -> dict[str, tuple[tuple[str, str], ...]]:
+    """list name → ((from, to), ...) code ranges, from ``qc_code_lists.csv``."""
+    path = path or str(Path(__file__).with_name("qc_code_lists.csv"))
+    out: dict[str, list] = {}
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for row in csv.DictReader(fh):
+            out.setdefault(row["list"], []).append((row["from"], row["to"]))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def in_ranges(codes: pa.Array, ranges) -> pa.Array:
+    """True where a code's leading characters fall in one of the (from, to) ranges.
+
+    Each range compares the code's first len(from) characters, so ``O00``–``O99`` holds
+    every code of categories O00 to O99 and ``65``–``71`` every procedure of those
+    2-digit categories."""
+    hit = pa.array(np.zeros(len(codes), dtype=bool))
+    for lo, hi in ranges:
+        key = pc.utf8_slice_codeunits(codes, 0, len(lo))
+        inside = pc.and_(pc.greater_equal(key, lo), pc.less_equal(key, hi))
+        hit = pc.or_(hit, pc.fill_null(inside, False))
+    return hit
+
+
+# ---------------------------------------------------------------- the record view
+
+class _View:
+    """Canonical, typed columns of one batch, built on demand and cached."""
+
+    def __init__(self, batch: pa.Table, code_tables: dict | None, scheme=None):
+        self.t = batch
+        self.n = batch.num_rows
+        self.cols = canonical_columns(batch.schema)
+        self.code_tables = code_tables or {}
+        self.scheme = scheme
+        self._cache: dict = {}
+
+    def has(self, name: str) -> bool:
+        return name in self.cols
+
+    def raw(self, name: str):
+        return self.t.column(self.cols[name]) if name in self.cols else None
+
+    def ids(self) -> pa.Array:
+        if "ids" not in self._cache:
+            ids = text(self.raw("id"), self.n)
+            fallback = pa.array([f"#{i}" for i in range(self.n)]) if not self.has("id") else None
+            self._cache["ids"] = fallback if fallback is not None else ids
+        return self._cache["ids"]
+
+    def codes(self, name: str) -> pa.ListArray:
+        key = ("codes", name)
+        if key not in self._cache:
+            self._cache[key] = normalize_codes(code_list(self.raw(name), self.n))
+        return self._cache[key]
+
+    def flat(self, name: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+        """(codes, row index, 0-based position in the list) of every listed code."""
+        key = ("flat", name)
+        if key not in self._cache:
+            lists = self.codes(name)
+            values = pc.list_flatten(lists)
+            parent = np.asarray(pc.list_parent_indices(lists), dtype=np.int64)
+            first = np.searchsorted(parent, parent, side="left")
+            pos = np.arange(len(parent), dtype=np.int64) - first
+            self._cache[key] = (values, parent, pos)
+        return self._cache[key]
+
+    def number(self, name: str) -> pa.Array:
+        key = ("num", name)
+        if key not in self._cache:
+            self._cache[key] = numeric(self.raw(name), self.n)[0]
+        return self._cache[key]
+
+    def string(self, name: str) -> pa.Array:
+        key = ("str", name)
+        if key not in self._cache:
+            self._cache[key] = text(self.raw(name), self.n)
+        return self._cache[key]
+
+    def date(self, name: str) -> pa.Array:
+        key = ("date", name)
+        if key not in self._cache:
+            raw = self.raw(name)
+            if isinstance(raw, pa.ChunkedArray):
+                raw = raw.combine_chunks()
+            if pa.types.is_timestamp(raw.type) or pa.types.is_date(raw.type):
+                d = raw.cast(pa.timestamp("s")) if pa.types.is_date(raw.type) else raw
+            else:
+                s = self.string(name)
+                s = pc.replace_substring(s, "/", "-")
+                s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
+                s = pc.utf8_slice_codeunits(s, 0, 10)
+                d = pc.strptime(s, format="%Y-%m-%d", unit="s", error_is_null=True)
+            self._cache[key] = d
+        return self._cache[key]
+
+
+# ---------------------------------------------------------------- findings
+
+@dataclass
+class _Hits:
+    rows: np.ndarray           # record row index per finding
+    field: object              # str or pa.Array
+    value: pa.Array            # as text
+    pos: np.ndarray | None = None
+    detail: pa.Array | None = None   # optional reason code appended to the message
+
+
+def _list_field(name: str, pos: np.ndarray) -> pa.Array:
+    return pc.binary_join_element_wise(pa.scalar(f"{name}["), pa.array(pos + 1).cast(pa.string()),
+                                       pa.scalar("]"), "")
+
+
+def _mask_rows(mask: pa.Array) -> np.ndarray:
+    return np.flatnonzero(np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool))
+
+
+def _k_code_format(v: _View, r: Rule):
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    values, parent, pos = v.flat(name)
+    problem = validate_codes(values, r.params["standard"], normalize=False)
+    sel = _mask_rows(pc.is_valid(problem))
+    return _Hits(parent[sel], _list_field(name, pos[sel]), values.take(sel), pos[sel], problem.take(sel))
+
+
+def _k_code_unknown(v: _View, r: Rule):
+    name = r.fields[0]
+    table = v.code_tables.get(r.params["table"])
+    if table is None or not v.has(name):
+        return None
+    values, parent, pos = v.flat(name)
+    well_formed = pc.is_null(validate_codes(values, r.params["standard"], normalize=False))
+    unknown = pc.less(table.lookup(values, normalize=False), 0)
+    sel = _mask_rows(pc.and_(pc.and_(pc.is_valid(values), well_formed), unknown))
+    return _Hits(parent[sel], _list_field(name, pos[sel]), values.take(sel), pos[sel])
+
+
+def _k_list_empty(v: _View, r: Rule):
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    first = pc.list_element(pc.if_else(pc.greater(pc.fill_null(pc.list_value_length(v.codes(name)), 0), 0),
+                                       v.codes(name), pa.scalar([None], pa.list_(pa.string()))), 0)
+    rows = _mask_rows(pc.is_null(first))
+    return _Hits(rows, f"{name}[1]", pa.nulls(len(rows), pa.string()))
+
+
+def _principal(v: _View, name: str) -> pa.Array:
+    lists = v.codes(name)
+    has = pc.greater(pc.fill_null(pc.list_value_length(lists), 0), 0)
+    return pc.if_else(has, pc.list_element(pc.if_else(has, lists, pa.scalar([None], pa.list_(pa.string()))), 0),
+                      pa.scalar(None, pa.string()))
+
+
+def _k_principal_in_list(v: _View, r: Rule):
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    principal = _principal(v, name)
+    head, tail = split_pairs(principal)
+    hit = in_ranges(head, code_lists()[r.params["list"]])
+    if r.params.get("asterisk") == "1":
+        # a manifestation code written alone (with its * and no dagger code before it)
+        lone = pc.and_(pc.is_null(tail), pc.fill_null(pc.ends_with(head, "*"), False))
+        hit = pc.or_(hit, lone)
+    rows = _mask_rows(hit)
+    return _Hits(rows, f"{name}[1]", principal.take(rows))
+
+
+def _sex(v: _View) -> pa.Array:
+    return v.string("sex")
+
+
+def _k_sex_code_list(v: _View, r: Rule):
+    name = r.fields[1]
+    if not (v.has("sex") and v.has(name)):
+        return None
+    values, parent, pos = v.flat(name)
+    head, tail = split_pairs(values)
+    ranges = code_lists()[r.params["list"]]
+    hit = pc.or_(in_ranges(head, ranges), in_ranges(pc.fill_null(tail, ""), ranges))
+    sex_of_code = _sex(v).take(pa.array(parent))
+    hit = pc.and_(hit, pc.fill_null(pc.equal(sex_of_code, r.params["conflict_sex"]), False))
+    sel = _mask_rows(hit)
+    value = pc.binary_join_element_wise(pa.scalar("sex="), sex_of_code.take(sel), pa.scalar(" "),
+                                        values.take(sel), "")
+    return _Hits(parent[sel], _list_field(name, pos[sel]), value, pos[sel])
+
+
+def _k_sex_mdc(v: _View, r: Rule):
+    if not v.has("sex"):
+        return None
+    if v.has("mdc"):
+        mdc = v.string("mdc")
+    elif v.scheme is not None:
+        try:
+            from grouper.api import group_table  # optional: the grouper is a separate room
+        except ImportError:
+            return None
+        mdc = text(group_table(v.t, v.scheme).column("mdc"), v.n)
+    else:
+        return None
+    mdc = pc.utf8_slice_codeunits(pc.replace_substring_regex(pc.utf8_upper(mdc), "^MDC", ""), 0, 1)
+    sex = _sex(v)
+    hit = pa.array(np.zeros(v.n, dtype=bool))
+    for letter, required in r.params.items():
+        conflict = pc.and_(pc.equal(mdc, letter), pc.and_(pc.is_in(sex, value_set=pa.array(["1", "2"])),
+                                                          pc.not_equal(sex, required)))
+        hit = pc.or_(hit, pc.fill_null(conflict, False))
+    rows = _mask_rows(hit)
+    value = pc.binary_join_element_wise(pa.scalar("sex="), sex.take(rows), pa.scalar(" mdc="), mdc.take(rows), "")
+    return _Hits(rows, "sex", value)
+
+
+def _k_age_code_list(v: _View, r: Rule):
+    name = r.fields[-1]
+    if not v.has(name) or not (v.has("age") or v.has("age_days")):
+        return None
+    values, parent, pos = v.flat(name)
+    head, _ = split_pairs(values)
+    hit = in_ranges(head, code_lists()[r.params["list"]])
+    age = v.number("age") if v.has("age") else pa.nulls(v.n, pa.float64())
+    days = v.number("age_days") if v.has("age_days") else pa.nulls(v.n, pa.float64())
+    bad = pa.array(np.zeros(v.n, dtype=bool))
+    if "max_age_days" in r.params:
+        limit = float(r.params["max_age_days"])
+        older = pc.or_(pc.fill_null(pc.greater(days, limit), False), pc.fill_null(pc.greater_equal(age, 1), False))
+        bad = pc.or_(bad, older)
+    if "min_age" in r.params:
+        bad = pc.or_(bad, pc.fill_null(pc.less(age, float(r.params["min_age"])), False))
+    if "max_age" in r.params:
+        bad = pc.or_(bad, pc.fill_null(pc.greater(age, float(r.params["max_age"])), False))
+    idx = pa.array(parent)
+    hit = pc.and_(hit, bad.take(idx))
+    sel = _mask_rows(hit)
+    rows = parent[sel]
+    value = pc.binary_join_element_wise(
+        pa.scalar("age="), pc.fill_null(age.take(pa.array(rows)).cast(pa.string()), ""),
+        pa.scalar(" age_days="), pc.fill_null(days.take(pa.array(rows)).cast(pa.string()), ""),
+        pa.scalar(" "), values.take(sel), "")
+    return _Hits(rows, _list_field(name, pos[sel]), value, pos[sel])
+
+
+def _k_newborn_weight(v: _View, r: Rule):
+    if not v.has("age_days"):
+        return None
+    days = v.number("age_days")
+    age = v.number("age") if v.has("age") else pa.nulls(v.n, pa.float64())
+    weight = v.number("birth_weight_g") if v.has("birth_weight_g") else pa.nulls(v.n, pa.float64())
+    newborn = pc.and_(pc.fill_null(pc.less_equal(days, float(r.params["max_age_days"])), False),
+                      pc.fill_null(pc.less(age, 1), True))
+    missing = pc.fill_null(pc.less_equal(weight, 0), True)
+    rows = _mask_rows(pc.and_(newborn, missing))
+    return _Hits(rows, "birth_weight_g", weight.take(pa.array(rows)).cast(pa.string()))
+
+
+def _k_duplicate_codes(v: _View, r: Rule):
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    values, parent, pos = v.flat(name)
+    if len(values) == 0:
+        return _Hits(np.zeros(0, np.int64), name, pa.array([], pa.string()))
+    t = pa.table({"row": parent, "code": values, "pos": pos}).filter(pc.is_valid(values))
+    first = t.group_by(["row", "code"]).aggregate([("pos", "min"), ("pos", "count")])
+    dup = first.filter(pc.greater(first["pos_count"], 1))
+    # report every later occurrence of a code already listed in the same record
+    later = t.join(dup, ["row", "code"], join_type="inner")
+    later = later.filter(pc.greater(later["pos"], later["pos_min"]))
+    later = later.sort_by([("row", "ascending"), ("pos", "ascending")])
+    p = later["pos"].to_numpy()
+    return _Hits(later["row"].to_numpy(), _list_field(name, p), later["code"].combine_chunks(), p)
+
+
+def _k_not_positive(v: _View, r: Rule):
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    x = v.number(name)
+    rows = _mask_rows(pc.less_equal(x, 0))
+    return _Hits(rows, name, x.take(pa.array(rows)).cast(pa.string()))
+
+
+def _k_date_order(v: _View, r: Rule):
+    a, b = r.fields
+    if not (v.has(a) and v.has(b)):
+        return None
+    rows = _mask_rows(pc.less(v.date(b), v.date(a)))
+    idx = pa.array(rows)
+    value = pc.binary_join_element_wise(v.string(a).take(idx), v.string(b).take(idx), " > ")
+    return _Hits(rows, f"{a}|{b}", value)
+
+
+def _k_cost_sum(v: _View, r: Rule):
+    name = r.fields[0]
+    fees = [f for f in FEE_COLUMNS if v.has(f)]
+    if not v.has(name) or not fees:
+        return None
+    total = v.number(name)
+    parts = [v.number(f) for f in fees]
+    any_fee = parts[0].is_valid()
+    acc = pc.fill_null(parts[0], 0.0)
+    for p in parts[1:]:
+        any_fee = pc.or_(any_fee, p.is_valid())
+        acc = pc.add(acc, pc.fill_null(p, 0.0))
+    # compare in cents so float noise never fires the rule
+    diff = pc.abs(pc.subtract(pc.round(pc.multiply(total, 100)), pc.round(pc.multiply(acc, 100))))
+    tol = round(float(r.params.get("tolerance", "0.01")) * 100)
+    rows = _mask_rows(pc.and_(any_fee, pc.greater(diff, tol)))
+    idx = pa.array(rows)
+    value = pc.binary_join_element_wise(pc.round(total.take(idx), 2).cast(pa.string()),
+                                        pc.round(acc.take(idx), 2).cast(pa.string()), " != ")
+    return _Hits(rows, name, value)
+
+
+def _k_field_format(v: _View, r: Rule):
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    s = normalize_codes(v.string(name))
+    problem = validate_codes(s, r.params["standard"], normalize=False)
+    rows = _mask_rows(pc.is_valid(problem))
+    idx = pa.array(rows)
+    return _Hits(rows, name, v.string(name).take(idx), None, problem.take(idx))
+
+
+def _k_fee_without_code(v: _View, r: Rule):
+    fee, name = r.fields
+    if not (v.has(fee) and v.has(name)):
+        return None
+    charged = pc.fill_null(pc.greater(v.number(fee), 0), False)
+    principal = _principal(v, name)
+    rows = _mask_rows(pc.and_(charged, pc.is_null(principal)))
+    return _Hits(rows, name + "[1]", v.number(fee).take(pa.array(rows)).cast(pa.string()))
+
+
+KINDS = {
+    "code_format": _k_code_format, "code_unknown": _k_code_unknown, "list_empty": _k_list_empty,
+    "principal_in_list": _k_principal_in_list, "sex_code_list": _k_sex_code_list,
+    "sex_mdc": _k_sex_mdc, "age_code_list": _k_age_code_list, "newborn_weight": _k_newborn_weight,
+    "duplicate_codes": _k_duplicate_codes, "not_positive": _k_not_positive,
+    "date_order": _k_date_order, "cost_sum": _k_cost_sum, "field_format": _k_field_format,
+    "fee_without_code": _k_fee_without_code,
+}
+
+
+# ---------------------------------------------------------------- running
+
+def _as_table(batch_or_table) -> pa.Table:
+    if isinstance(batch_or_table, pa.RecordBatch):
+        return pa.Table.from_batches([batch_or_table])
+    if isinstance(batch_or_table, pa.Table):
+        return batch_or_table
+    from grouper.io import as_table
+    return as_table(batch_or_table)
+
+
+def run_qc(batch_or_table, rules=None, code_tables: dict | None = None, *, lang: str = "en",
+           scheme=None, only: set[str] | None = None) -> pa.Table:
+    """Findings of the QC rules on one batch or table (schema :data:`FINDING_SCHEMA`).
+
+    ``rules``: a sequence of :class:`Rule` or a path to a rules CSV (default: the
+    package's). ``code_tables``: ``{"diagnosis": CodeTable, "procedure": CodeTable}``;
+    without them the unknown-code rules do not run. ``scheme``: optional CHS-DRG
+    scheme for the sex-restricted-MDC rule when the table has no ``mdc`` column.
+    ``only``: run just these rule ids."""
+    table = _as_table(batch_or_table)
+    if rules is None or isinstance(rules, (str, os.PathLike)):
+        rules = load_rules(rules)
+    view = _View(table, code_tables, scheme)
+    ids = view.ids()
+    parts = []
+    for order, rule in enumerate(rules):
+        if only is not None and rule.rule not in only:
+            continue
+        hits = KINDS[rule.kind](view, rule)
+        if hits is None or len(hits.rows) == 0:
+            continue
+        k = len(hits.rows)
+        field = hits.field if isinstance(hits.field, pa.Array) else pa.array([hits.field] * k, pa.string())
+        msg = pa.array([rule.message(lang)] * k, pa.string())
+        if hits.detail is not None:
+            reasons = {c: describe(c, lang) for c in pc.unique(hits.detail).to_pylist() if c}
+            detail = pc.take(pa.array(list(reasons.values()), pa.string()),
+                             pc.index_in(hits.detail, value_set=pa.array(list(reasons.keys()), pa.string())))
+            msg = pc.binary_join_element_wise(msg, detail, ": ")
+        parts.append(pa.table({
+            "_row": pa.array(hits.rows, pa.int64()),
+            "_order": pa.array(np.full(k, order, np.int64)),
+            "_pos": pa.array(hits.pos if hits.pos is not None else np.full(k, -1, np.int64), pa.int64()),
+            "id": ids.take(pa.array(hits.rows, pa.int64())),
+            "rule": pa.array([rule.rule] * k, pa.string()),
+            "severity": pa.array([rule.severity] * k, pa.string()),
+            "field": field.cast(pa.string()),
+            "value": hits.value.cast(pa.string()),
+            "message": msg,
+        }))
+    if not parts:
+        return FINDING_SCHEMA.empty_table()
+    out = pa.concat_tables(parts).sort_by([("_row", "ascending"), ("_order", "ascending"), ("_pos", "ascending")])
+    return out.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA)
+
+
+def rules_skipped(table_or_schema, rules=None, code_tables: dict | None = None) -> list[str]:
+    """Rules that cannot run on these columns / without these code tables (for reporting)."""
+    schema = table_or_schema if isinstance(table_or_schema, pa.Schema) else table_or_schema.schema
+    if rules is None or isinstance(rules, (str, os.PathLike)):
+        rules = load_rules(rules)
+    view = _View(schema.empty_table(), code_tables)
+    return [r.rule for r in rules if KINDS[r.kind](view, r) is None]
