@@ -53,6 +53,139 @@ def main():
 
 # --- weights and settlement commands (weights/) ---
 
+@main.command("weights")
+@click.argument("history", type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Region policy (TOML).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Weights file (.parquet or .csv).")
+@click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
+@click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
+    """Relative weights (RW) per group from history, with CV per group and RIV.
+
+    \b
+    Example:
+      drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
+    """
+    from weights.runs import make_weights
+    r = make_weights(history, policy_path, out, scheme=scheme, group_column=group_column, quiet=quiet)
+    t = r.table
+    import pyarrow.compute as pc
+    unpriced = pc.sum(pc.is_null(t["weight"])).as_py()
+    high_cv = pc.sum(pc.fill_null(pc.greater_equal(t["cv"], 1.0), False)).as_py()
+    click.echo(f"{t.num_rows} groups ({unpriced} without weight), RIV {r.riv:.4f}, {high_cv} group(s) with CV >= 1; "
+               f"years {r.years}; excluded {r.excluded or 'none'} -> {out}")
+
+
+@main.command("settle")
+@click.argument("period")
+@click.argument("records", required=False, type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Region policy (TOML).")
+@click.option("--ledger", "ledger_path", required=True, type=click.Path(dir_okay=False), help="Ledger database (SQLite).")
+@click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+              help="Weight table: computed (.parquet) or official (CSV drg,weight).")
+@click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
+@click.option("--final", is_flag=True, help="Annual settlement (清算) of the year PERIOD from the ledger.")
+@click.option("--reopen", is_flag=True, help="Settle an already settled period again, as a new revision.")
+@click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def settle_cmd(period, records, policy_path, ledger_path, weights_path, scheme, out, final, reopen, group_column, quiet):
+    """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
+
+    \b
+    Example:
+      drgdip settle 2026-10 discharges-2026-10.parquet --scheme chs11.drgscheme \\
+          --weights weights.parquet --policy region.toml --ledger region.db --out settled/2026-10
+      drgdip settle 2026 --final --policy region.toml --ledger region.db
+    """
+    from weights.ledger import LedgerError
+    from weights.runs import settle_annual, settle_month, summary_text
+    try:
+        if final:
+            result = settle_annual(period, policy_path=policy_path, ledger_path=ledger_path, out=out,
+                                   reopen=reopen, quiet=quiet)
+        else:
+            if records is None or weights_path is None:
+                raise click.UsageError("a monthly settlement needs RECORDS and --weights (or use --final for a year)")
+            result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
+                                  ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
+                                  group_column=group_column, quiet=quiet)
+    except LedgerError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(summary_text(result))
+
+
+@main.group("ledger")
+def ledger_group():
+    """The settlement ledger: what was settled, when, with what."""
+
+
+@ledger_group.command("show")
+@click.argument("ledger_path", type=click.Path(dir_okay=False))
+@user_errors
+def ledger_show_cmd(ledger_path):
+    """List every settlement run with its inputs' hashes and point values.
+
+    \b
+    Example:
+      drgdip ledger show region.db
+    """
+    from weights.ledger import show
+    click.echo(show(ledger_path))
+
+
+@main.command("simulate")
+@click.argument("records", type=click.Path(dir_okay=False))
+@click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False), help="Weight table.")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Region policy (TOML).")
+@click.option("--hospital", help="Only this hospital's records (hospital_id).")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False), help="Take the last period's point values from this ledger.")
+@click.option("--point-value", "point_values", multiple=True, metavar="FUND=VALUE",
+              help="Point value per fund, e.g. employee=43.41 (overrides the ledger).")
+@click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
+@click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the priced cases here (.parquet/.csv).")
+@click.option("--limit", default=20, show_default=True, help="Rows shown per table.")
+@user_errors
+def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, point_values, scheme, group_column, out, limit):
+    """A hospital's revenue vs cost by DRG, department and doctor, with CMI and efficiency indices.
+
+    \b
+    Example:
+      drgdip simulate our-discharges.parquet --hospital H23010000001 --weights weights.parquet \\
+          --policy region.toml --ledger region.db
+    """
+    from contextlib import closing
+    from grouper.io import read_table, write_table
+    from weights import ledger as ledger_mod
+    from weights.policy import load_policy
+    from weights.relative_weights import read_weight_table
+    from weights.runs import group_if_needed
+    from weights.simulate import last_point_values, report_text, simulate
+    values, source = {}, "--point-value"
+    if ledger_path:
+        with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
+            period, values = last_point_values(conn)
+        source = f"ledger {period}"
+    for item in point_values:
+        fund, _, v = item.partition("=")
+        try:
+            values[fund.strip()] = float(v)
+        except ValueError:
+            raise UserError(f"--point-value {item!r}: use FUND=VALUE, e.g. employee=43.41") from None
+    if not values:
+        raise UserError("no point value: pass --ledger or --point-value FUND=VALUE")
+    table = group_if_needed(read_table(records), scheme, group_column)
+    result = simulate(table, read_weight_table(weights_path, group_column), load_policy(policy_path), values,
+                      hospital_id=hospital, group_column=group_column)
+    click.echo(f"point values ({source}): " + ", ".join(f"{k} {v:.6f}" for k, v in sorted(values.items())))
+    click.echo(report_text(result, limit))
+    if out:
+        write_table(result["cases"], out)
+
 
 # --- DIP commands ---
 

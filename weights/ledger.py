@@ -1,0 +1,220 @@
+"""The settlement ledger (结算台账): every settlement run, in an embedded SQLite database.
+
+SQLite (stdlib, transactional, one file): each run is written in ONE transaction, so a
+run that fails half-way leaves the ledger as it was. A run records its period and kind
+(monthly 月度预结算 / annual 年度清算), revision, time, scheme id, the policy text and
+hash, the SHA-256 of every input file, the per-fund figures (point values) and the
+per-hospital results (money in integer cents). Settling a period that is already settled
+is refused unless ``reopen``; the new run is then the next revision and the previous one
+is kept, marked superseded.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY,
+    period TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('monthly', 'annual')),
+    revision INTEGER NOT NULL,
+    current INTEGER NOT NULL CHECK (current IN (0, 1)),
+    created_at TEXT NOT NULL,
+    scheme_id TEXT,
+    policy_sha256 TEXT NOT NULL,
+    policy_text TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    UNIQUE (period, kind, revision)
+);
+CREATE TABLE IF NOT EXISTS fund_results (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    fund TEXT NOT NULL,
+    budget_cents INTEGER,
+    personal_share_cents INTEGER NOT NULL,
+    total_points REAL NOT NULL,
+    point_value REAL,
+    cases INTEGER NOT NULL,
+    PRIMARY KEY (run_id, fund)
+);
+CREATE TABLE IF NOT EXISTS hospital_results (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    hospital_id TEXT NOT NULL,
+    fund TEXT NOT NULL,
+    cases INTEGER NOT NULL,
+    unpriced_cases INTEGER NOT NULL,
+    weight_sum REAL NOT NULL,
+    points REAL NOT NULL,
+    point_value REAL,
+    personal_share_cents INTEGER NOT NULL,
+    payment_cents INTEGER NOT NULL,
+    amount_due_cents INTEGER NOT NULL,
+    withheld_cents INTEGER NOT NULL,
+    paid_cents INTEGER NOT NULL,
+    cost_cents INTEGER NOT NULL,
+    unpriced_cost_cents INTEGER NOT NULL,
+    adjustment_cents INTEGER,
+    monthly_paid_cents INTEGER,
+    balance_cents INTEGER,
+    PRIMARY KEY (run_id, hospital_id, fund)
+);
+CREATE INDEX IF NOT EXISTS runs_period ON runs (kind, period, current);
+"""
+
+HOSPITAL_FIELDS = ("hospital_id", "fund", "cases", "unpriced_cases", "weight_sum", "points", "point_value",
+                   "personal_share_cents", "payment_cents", "amount_due_cents", "withheld_cents", "paid_cents",
+                   "cost_cents", "unpriced_cost_cents", "adjustment_cents", "monthly_paid_cents", "balance_cents")
+
+
+class LedgerError(ValueError):
+    """A ledger operation refused (one line for a person)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def connect(path: str | os.PathLike, create: bool = True) -> sqlite3.Connection:
+    """Open (and create when asked) a ledger database; autocommit mode, explicit transactions."""
+    p = Path(path)
+    if not create and not p.is_file():
+        raise LedgerError(f"{p}: no such ledger")
+    if create:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(str(p), isolation_level=None, timeout=30)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.executescript(_DDL)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"{p}: not a drgdip ledger ({exc})") from None
+    return conn
+
+
+def current_run(conn: sqlite3.Connection, period: str, kind: str) -> dict | None:
+    row = conn.execute("SELECT run_id, revision, created_at FROM runs WHERE period=? AND kind=? AND current=1",
+                       (period, kind)).fetchone()
+    return None if row is None else {"run_id": row[0], "revision": row[1], "created_at": row[2]}
+
+
+def check_open(conn: sqlite3.Connection, period: str, kind: str, reopen: bool) -> int:
+    """The revision a new run of this period would get, or LedgerError if settled and not reopened."""
+    cur = current_run(conn, period, kind)
+    if cur is None:
+        last = conn.execute("SELECT MAX(revision) FROM runs WHERE period=? AND kind=?", (period, kind)).fetchone()[0]
+        return (last or 0) + 1
+    if not reopen:
+        raise LedgerError(f"{kind} settlement of {period} is already recorded (revision {cur['revision']}, "
+                          f"{cur['created_at']}); use --reopen to settle it again as revision {cur['revision'] + 1}")
+    return cur["revision"] + 1
+
+
+def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str, str], scheme_id: str | None,
+               reopen: bool = False, now: str | None = None) -> int:
+    """Write one settlement run (all of it or nothing). Returns its revision."""
+    created = now or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    h = settlement.hospitals
+    cols = {name: (h[name].to_pylist() if name in h.column_names else [None] * h.num_rows)
+            for name in HOSPITAL_FIELDS}
+    rows = list(zip(*(cols[name] for name in HOSPITAL_FIELDS)))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        revision = check_open(conn, settlement.period, settlement.kind, reopen)
+        conn.execute("UPDATE runs SET current=0 WHERE period=? AND kind=? AND current=1",
+                     (settlement.period, settlement.kind))
+        cur = conn.execute(
+            "INSERT INTO runs (period, kind, revision, current, created_at, scheme_id, policy_sha256, policy_text,"
+            " inputs, summary) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (settlement.period, settlement.kind, revision, 1, created, scheme_id, policy.sha256, policy.source,
+             json.dumps(inputs, sort_keys=True, ensure_ascii=False),
+             json.dumps(settlement.summary(), sort_keys=True, ensure_ascii=False)))
+        run_id = cur.lastrowid
+        for fund, f in sorted(settlement.funds.items()):
+            conn.execute("INSERT INTO fund_results VALUES (?,?,?,?,?,?,?)",
+                         (run_id, fund, None if f.get("budget") is None else round(f["budget"] * 100),
+                          round(f["personal_share"] * 100), f["total_points"], f["point_value"], f["cases"]))
+        conn.executemany(f"INSERT INTO hospital_results (run_id, {', '.join(HOSPITAL_FIELDS)}) VALUES "
+                         f"(?, {', '.join('?' * len(HOSPITAL_FIELDS))})",
+                         [(run_id, *(None if isinstance(v, float) and v != v else v for v in r)) for r in rows])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return revision
+
+
+def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[str]]:
+    """The hospital rows of the year's current monthly runs, and the months they cover."""
+    months = [r[0] for r in conn.execute(
+        "SELECT period FROM runs WHERE kind='monthly' AND current=1 AND period LIKE ? ORDER BY period",
+        (f"{year}-%",))]
+    if not months:
+        raise LedgerError(f"the ledger has no monthly settlement of {year}: settle its months first")
+    q = (f"SELECT {', '.join('h.' + c for c in HOSPITAL_FIELDS[:14])} FROM hospital_results h JOIN runs r "
+         "USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period LIKE ? ORDER BY r.period, "
+         "h.hospital_id, h.fund")
+    data = conn.execute(q, (f"{year}-%",)).fetchall()
+    names = HOSPITAL_FIELDS[:14]
+    cols = list(zip(*data)) if data else [[] for _ in names]
+    types = {"hospital_id": pa.string(), "fund": pa.string(), "weight_sum": pa.float64(), "points": pa.float64(),
+             "point_value": pa.float64()}
+    return pa.table({n: pa.array(list(c), types.get(n, pa.int64())) for n, c in zip(names, cols)}), months
+
+
+def runs(conn: sqlite3.Connection) -> list[dict]:
+    """Every run, oldest first, with its per-fund point values."""
+    out = []
+    for row in conn.execute("SELECT run_id, period, kind, revision, current, created_at, scheme_id, policy_sha256,"
+                            " inputs FROM runs ORDER BY run_id"):
+        funds = conn.execute("SELECT fund, budget_cents, personal_share_cents, total_points, point_value, cases"
+                             " FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
+        hospitals = conn.execute("SELECT COUNT(*), SUM(amount_due_cents), SUM(paid_cents) FROM hospital_results"
+                                 " WHERE run_id=?", (row[0],)).fetchone()
+        out.append({"run_id": row[0], "period": row[1], "kind": row[2], "revision": row[3],
+                    "current": bool(row[4]), "created_at": row[5], "scheme_id": row[6], "policy_sha256": row[7],
+                    "inputs": json.loads(row[8]),
+                    "funds": [{"fund": f[0], "budget": None if f[1] is None else f[1] / 100, "personal_share":
+                               f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5]} for f in funds],
+                    "hospitals": hospitals[0], "amount_due": (hospitals[1] or 0) / 100,
+                    "paid": (hospitals[2] or 0) / 100})
+    return out
+
+
+def show(path: str | os.PathLike) -> str:
+    """A printable account of what was settled, when, with what."""
+    with closing(connect(path, create=False)) as conn:
+        rs = runs(conn)
+    if not rs:
+        return f"{path}: no settlement recorded"
+    lines = [f"{'run':>4} {'period':<8} {'kind':<8} {'rev':>3} {'state':<10} {'fund':<9} {'cases':>8} "
+             f"{'points':>14} {'point value':>12} {'budget':>16} {'hospitals':>9} {'recorded (UTC)':<25} policy / scheme"]
+    for r in rs:
+        state = "current" if r["current"] else "superseded"
+        for i, f in enumerate(r["funds"] or [{"fund": "-", "cases": 0, "total_points": 0.0, "point_value": None,
+                                              "budget": None}]):
+            pv = "-" if f["point_value"] is None else f"{f['point_value']:.6f}"
+            bud = "-" if f["budget"] is None else f"{f['budget']:.2f}"
+            tail = (f"{r['created_at']:<25} {r['policy_sha256'][:12]} / {r['scheme_id'] or '-'}" if i == 0 else "")
+            lines.append(f"{r['run_id'] if i == 0 else '':>4} {r['period'] if i == 0 else '':<8} "
+                         f"{r['kind'] if i == 0 else '':<8} {r['revision'] if i == 0 else '':>3} "
+                         f"{state if i == 0 else '':<10} {f['fund']:<9} {f['cases']:>8} {f['total_points']:>14.4f} "
+                         f"{pv:>12} {bud:>16} {r['hospitals'] if i == 0 else '':>9} {tail}")
+        for name, digest in sorted(r["inputs"].items()):
+            lines.append(f"{'':>4}   input {name}: {digest}")
+    return "\n".join(lines)

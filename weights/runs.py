@@ -1,0 +1,206 @@
+"""Whole runs behind the commands: files in, weights or a settlement out, recorded in the ledger.
+
+``make_weights`` (drgdip weights), ``settle_month`` (drgdip settle PERIOD RECORDS) and
+``settle_annual`` (drgdip settle YEAR --final). Order of a monthly run: read and check
+everything, refuse early if the period is settled (and not reopened), write the outputs
+into a temporary folder, record the run in the ledger (one transaction), then move the
+folder into place. A failure at any step leaves the previous outputs and the ledger as
+they were.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import closing
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from grouper.io import InputError, read_table, write_table
+from weights import ledger as ledger_mod
+from weights.points import price_cases
+from weights.policy import Policy, load_policy
+from weights.relative_weights import compute_weights, read_weight_table
+from weights.settlement import Settlement, hospitals_csv_table, review_table, settle_period, settle_year
+
+
+def _progress(total: int, quiet: bool, desc: str):
+    return tqdm(total=total, desc=desc, unit="step", disable=quiet, leave=False, file=None)
+
+
+def scheme_id(scheme: str | os.PathLike | None) -> str | None:
+    """name:sha256-prefix of a compiled scheme file (or the folder name of a scheme folder)."""
+    if scheme is None:
+        return None
+    p = Path(scheme)
+    if p.is_file():
+        return f"{p.name}:{ledger_mod.file_sha256(p)[:16]}"
+    return p.name
+
+
+def group_if_needed(table: pa.Table, scheme, group_column: str = "drg") -> pa.Table:
+    """The records as given if they carry the group column, else grouped with the scheme."""
+    if group_column in table.column_names:
+        return table
+    if scheme is None:
+        raise InputError(f"records have no {group_column!r} column: pass --scheme to group them first")
+    try:
+        from grouper import api
+    except ImportError as exc:  # the grouper is optional for pricing already-grouped records
+        raise InputError(f"records have no {group_column!r} column and the grouper is not available ({exc})") from None
+    return api.group_table(table, api.load_scheme(scheme))
+
+
+def make_weights(history_path, policy_path, out_path, scheme=None, group_column: str = "drg",
+                 quiet: bool = False):
+    """Read history, group it if needed, compute weights, write them (Parquet or CSV)."""
+    with _progress(4, quiet, "weights") as bar:
+        policy = load_policy(policy_path)
+        bar.update()
+        history = group_if_needed(read_table(history_path), scheme, group_column)
+        bar.update()
+        result = compute_weights(history, policy, group_column)
+        bar.update()
+        write_table(result.table, out_path)
+        bar.update()
+    return result
+
+
+def _atomic_dir(out: Path):
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace folder ``out`` by ``tmp`` (the old one is removed only once the new one is in place)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rmdir(old)
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def summary_json(settlement: Settlement, extra: dict) -> str:
+    doc = settlement.summary()
+    doc.update(extra)
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_outputs(folder: Path, settlement: Settlement, extra: dict) -> None:
+    """cases.parquet, review.csv (monthly), hospitals.csv, summary.json into ``folder``."""
+    if settlement.cases is not None:
+        write_table(settlement.cases, folder / "cases.parquet")
+        write_table(review_table(settlement.cases), folder / "review.csv")
+    write_table(hospitals_csv_table(settlement.hospitals), folder / "hospitals.csv")
+    (folder / "summary.json").write_text(summary_json(settlement, extra), encoding="utf-8")
+
+
+def settle_month(period: str, records_path, *, policy_path, weights_path, ledger_path, out=None, scheme=None,
+                 reopen: bool = False, group_column: str = "drg", quiet: bool = False,
+                 now: str | None = None) -> Settlement:
+    """Monthly pre-settlement of one period's discharge records (see the module doc)."""
+    if len(period) != 7:
+        raise InputError(f"period {period!r}: a monthly settlement needs YYYY-MM (use --final for a year)")
+    with _progress(7, quiet, f"settle {period}") as bar:
+        policy = load_policy(policy_path)
+        with closing(ledger_mod.connect(ledger_path)) as conn:
+            ledger_mod.check_open(conn, period, "monthly", reopen)
+        bar.update()
+        records = read_table(records_path)
+        bar.update()
+        records = group_if_needed(records, scheme, group_column)
+        bar.update()
+        weights = read_weight_table(weights_path, group_column)
+        priced = price_cases(records, weights, policy, group_column=group_column, period=period)
+        bar.update()
+        result = settle_period(priced, policy, period)
+        bar.update()
+        inputs = {"records": ledger_mod.file_sha256(records_path), "weights": ledger_mod.file_sha256(weights_path),
+                  "policy": policy.sha256}
+        sid = scheme_id(scheme)
+        if scheme is not None and Path(scheme).is_file():
+            inputs["scheme"] = ledger_mod.file_sha256(scheme)
+        extra = {"inputs": inputs, "scheme_id": sid, "policy_name": policy.name, "form": policy.form,
+                 "reasons": _reason_counts(priced)}
+        tmp = _atomic_dir(Path(out)) if out is not None else None
+        try:
+            if tmp is not None:
+                write_outputs(tmp, result, extra)
+            bar.update()
+            with closing(ledger_mod.connect(ledger_path)) as conn:
+                ledger_mod.record_run(conn, result, policy=policy, inputs=inputs, scheme_id=sid, reopen=reopen,
+                                      now=now)
+            if tmp is not None:
+                _swap_in(tmp, Path(out))
+                tmp = None
+            bar.update()
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool = False,
+                  quiet: bool = False, now: str | None = None) -> Settlement:
+    """Annual settlement (清算) of a year from the ledger's monthly runs."""
+    if len(year) != 4 or not year.isdigit():
+        raise InputError(f"period {year!r}: an annual settlement (--final) needs a year, YYYY")
+    policy = load_policy(policy_path)
+    with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
+        ledger_mod.check_open(conn, year, "annual", reopen)
+        monthly, months = ledger_mod.monthly_rows(conn, year)
+    result = settle_year(monthly, policy, year)
+    if len(months) < 12:
+        result.notes.append(f"only {len(months)} month(s) settled in {year}: {', '.join(months)}")
+    inputs = {"policy": policy.sha256, "months": ",".join(months)}
+    extra = {"inputs": inputs, "months": months, "policy_name": policy.name, "form": policy.form}
+    tmp = _atomic_dir(Path(out)) if out is not None else None
+    try:
+        if tmp is not None:
+            write_outputs(tmp, result, extra)
+        with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
+            ledger_mod.record_run(conn, result, policy=policy, inputs=inputs, scheme_id=None, reopen=reopen, now=now)
+        if tmp is not None:
+            _swap_in(tmp, Path(out))
+            tmp = None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _reason_counts(priced: pa.Table) -> dict[str, int]:
+    vc = pc.value_counts(priced["pricing_reason"])
+    return {v.as_py(): c.as_py() for v, c in sorted(zip(vc.field("values"), vc.field("counts")),
+                                                      key=lambda x: x[0].as_py())}
+
+
+def summary_text(settlement: Settlement) -> str:
+    """The printed summary table, one line per fund."""
+    annual = settlement.kind == "annual"
+    head = (f"{'fund':<9} {'cases':>8} {'unpriced':>8} {'points':>14} {'point value':>12} {'budget':>16} "
+            f"{'personal':>14} {'amount due':>16} " + (f"{'adjustment':>12} {'balance':>14}" if annual else
+                                                      f"{'withheld':>14} {'paid':>16}"))
+    lines = [f"{settlement.kind} settlement {settlement.period}", head]
+    for fund, f in sorted(settlement.funds.items()):
+        pv = "-" if f["point_value"] is None else f"{f['point_value']:.6f}"
+        bud = "-" if f["budget"] is None else f"{f['budget']:.2f}"
+        tail = (f"{f['adjustment']:>12.2f} {f['balance']:>14.2f}" if annual else
+                f"{f['withheld']:>14.2f} {f['paid']:>16.2f}")
+        lines.append(f"{fund:<9} {f['cases']:>8} {f['unpriced_cases']:>8} {f['total_points']:>14.4f} {pv:>12} "
+                     f"{bud:>16} {f['personal_share']:>14.2f} {f['amount_due']:>16.2f} {tail}")
+    lines += [f"note: {n}" for n in settlement.notes]
+    return "\n".join(lines)
