@@ -1,0 +1,107 @@
+"""Library API of the CHS-DRG grouper: what the CLI, a notebook or a Spark job calls.
+
+>>> scheme = load_scheme("../shared/data/chs-drg/CHS_DRG_11")      # or a .drgscheme file
+>>> grouped = group_table(records, scheme)                          # input columns + mdc, adrg, drg, status, reason
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from grouper import kernel
+from grouper.compile import SchemeError, compile_scheme
+from grouper.encode import CodeSet, Encoder, result_columns
+from grouper.io import AtomicWriter, DEFAULT_BATCH_SIZE, as_table, open_batches
+from grouper.scheme import Scheme
+
+TEACHING_SCHEME = Path(__file__).with_name("teaching_scheme")
+OUTPUT_COLUMNS = ("mdc", "adrg", "drg", "status", "reason")
+
+
+def load_scheme(path: str | os.PathLike | Scheme | None = None, rules: str | os.PathLike | None = None,
+                allow_gaps: bool = False) -> Scheme:
+    """A compiled scheme from a ``.drgscheme`` file or a folder of published tables.
+
+    ``None`` gives the built-in teaching scheme (教学方案, not an official one)."""
+    if isinstance(path, Scheme):
+        return path
+    p = Path(path) if path is not None else TEACHING_SCHEME
+    if p.is_dir():
+        scheme, _ = compile_scheme(p, rules, allow_gaps=allow_gaps)
+        return scheme
+    if not p.exists():
+        raise SchemeError(f"{p}: no such scheme file or folder")
+    return Scheme.load(p)
+
+
+def load_codes(folder: str | os.PathLike | None) -> CodeSet | None:
+    """The national code set (ZD_INFO / SS_INFO and mappings) from a folder, or None."""
+    return CodeSet.from_folder(folder) if folder else None
+
+
+class Grouper:
+    """A scheme (and optional code set) ready to group many batches."""
+
+    def __init__(self, scheme: Scheme, codes: CodeSet | None = None):
+        self.scheme = scheme
+        self.encoder = Encoder(scheme, codes)
+        self._reason_map = kernel.reason_map()
+
+    def arrays(self, batch: pa.RecordBatch | pa.Table):
+        """Kernel results for a batch: (mdc idx, adrg id, drg id, reason id in the reason table)."""
+        enc = self.encoder.encode(batch)
+        m, a, d, r = kernel.run(self.scheme, enc.values, enc.sex, enc.diag_ptr, enc.diag_ids,
+                                enc.proc_ptr, enc.proc_ids, enc.bad_value)
+        return m, a, d, self._reason_map[r]
+
+    def group_batch(self, batch: pa.RecordBatch | pa.Table):
+        """The batch with its columns unchanged, in order, plus ``mdc, adrg, drg, status, reason``."""
+        m, a, d, r = self.arrays(batch)
+        cols = result_columns(self.scheme, m, a, d, r)
+        names = [n for n in batch.schema.names if n not in OUTPUT_COLUMNS]
+        arrays = [batch.column(n) for n in names] + [cols[k] for k in OUTPUT_COLUMNS]
+        names = names + list(OUTPUT_COLUMNS)
+        if isinstance(batch, pa.Table):
+            return pa.Table.from_arrays(arrays, names=names)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def group_table(data, scheme: Scheme | str | os.PathLike | None = None, codes: CodeSet | None = None) -> pa.Table:
+    """Group a whole table (Arrow Table, pandas DataFrame or path)."""
+    table = as_table(data)
+    return Grouper(load_scheme(scheme), codes).group_batch(table.combine_chunks())
+
+
+def group_batches(batches: Iterable[pa.RecordBatch], scheme: Scheme, codes: CodeSet | None = None) -> Iterator[pa.RecordBatch]:
+    g = Grouper(scheme, codes)
+    for b in batches:
+        yield g.group_batch(b)
+
+
+def group_file(src: str | os.PathLike, dst: str | os.PathLike, scheme: Scheme, codes: CodeSet | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE, progress=None) -> dict:
+    """Stream SRC through the grouper into DST (written atomically). Returns counts by status."""
+    g = Grouper(scheme, codes)
+    counts: dict[str, int] = {}
+    writer = None
+    try:
+        for batch in open_batches(src, batch_size):
+            out = g.group_batch(batch)
+            if writer is None:
+                writer = AtomicWriter(dst, out.schema).__enter__()
+            writer.write(out)
+            for s, n in zip(*np.unique(out.column("status").to_numpy(zero_copy_only=False).astype(str), return_counts=True)):
+                counts[s] = counts.get(s, 0) + int(n)
+            if progress is not None:
+                progress(out.num_rows)
+    except BaseException as exc:
+        if writer is not None:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if writer is not None:
+        writer.__exit__(None, None, None)
+    return counts

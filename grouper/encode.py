@@ -1,0 +1,171 @@
+"""The Arrow ↔ array boundary: record batches in, the kernel's integer arrays out, and back.
+
+Code strings become integer ids through Arrow dictionary encoding: each distinct string
+of a batch is looked up once (and cached across batches), never once per row. A code is
+looked up as written, then normalised (blanks, full-width characters, case), then through
+the edition mapping when a code set is given (国家临床版 → 医保版). Ids: >= 0 a code of the
+scheme, -1 not used by the scheme, -2 not a code of the code set (when one is given).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codesets.normalize import normalize_code
+from grouper.io import canonical_columns, code_list, numeric, text
+from grouper.scheme import FIELDS
+
+SEX_WORDS = {"1": 1, "男": 1, "M": 1, "MALE": 1, "2": 2, "女": 2, "F": 2, "FEMALE": 2}
+
+
+@dataclass
+class CodeSet:
+    """Optional national code set: which codes exist and how old editions map to them."""
+    diagnoses: object = None      # codesets.code_tables.CodeTable
+    procedures: object = None
+    diagnosis_map: dict | None = None
+    procedure_map: dict | None = None
+
+    @classmethod
+    def from_folder(cls, folder) -> "CodeSet":
+        from pathlib import Path
+
+        from codesets.code_tables import load_code_table, load_mapping
+        f = Path(folder)
+        need = ["ZD_INFO.dat", "SS_INFO.dat"]
+        missing = [n for n in need if not (f / n).exists()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: not a code-set folder, missing {', '.join(missing)}")
+        return cls(load_code_table(f / "ZD_INFO.dat"), load_code_table(f / "SS_INFO.dat"),
+                   load_mapping(f / "ZD_MAP.dat") if (f / "ZD_MAP.dat").exists() else None,
+                   load_mapping(f / "SS_MAP.dat") if (f / "SS_MAP.dat").exists() else None)
+
+
+@dataclass
+class Encoded:
+    values: np.ndarray      # float64 [n, len(FIELDS)]
+    sex: np.ndarray         # int8
+    diag_ptr: np.ndarray    # int64 [n+1]
+    diag_ids: np.ndarray    # int32
+    proc_ptr: np.ndarray
+    proc_ids: np.ndarray
+    bad_value: np.ndarray   # bool: a field present but unreadable
+
+    @property
+    def n(self) -> int:
+        return self.sex.shape[0]
+
+
+class Encoder:
+    """Turns record batches into kernel arrays for one scheme (and optional code set)."""
+
+    def __init__(self, scheme, codes: CodeSet | None = None):
+        self.scheme = scheme
+        self.codes = codes
+        self._cache = {"diag": {}, "proc": {}}
+
+    def code_id(self, code: str | None, kind: str) -> int:
+        cache = self._cache[kind]
+        hit = cache.get(code)
+        if hit is not None:
+            return hit
+        cache[code] = result = self._lookup(code, kind)
+        return result
+
+    def canonical_code(self, code: str | None, kind: str) -> str | None:
+        """The code as the scheme (or code set) knows it, or None."""
+        i = self.code_id(code, kind)
+        if i >= 0:
+            return (self.scheme.diag_codes if kind == "diag" else self.scheme.proc_codes)[i]
+        return None
+
+    def _lookup(self, code, kind) -> int:
+        if code is None:
+            return -3
+        index = self.scheme.diag_index if kind == "diag" else self.scheme.proc_index
+        if code in index:
+            return index[code]
+        norm = normalize_code(code)
+        if not norm:
+            return -3
+        if norm in index:
+            return index[norm]
+        table = mapping = None
+        if self.codes is not None:
+            table = self.codes.diagnoses if kind == "diag" else self.codes.procedures
+            mapping = self.codes.diagnosis_map if kind == "diag" else self.codes.procedure_map
+        if mapping:
+            mapped = mapping.get(norm)
+            if mapped is not None and mapped in index:
+                return index[mapped]
+            if mapped is not None and table is not None and mapped in table:
+                return -1
+        if table is not None and norm not in table:
+            return -2
+        return -1
+
+    def _codes(self, array, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        lists = code_list(array, n)
+        offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        offsets = offsets - offsets[0]
+        flat = lists.flatten()
+        if len(flat) == 0:
+            return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        enc = flat.dictionary_encode()
+        words = enc.dictionary.to_pylist()
+        lut = np.fromiter((self.code_id(w, kind) for w in words), dtype=np.int32, count=len(words))
+        idx = enc.indices.to_numpy(zero_copy_only=False)
+        null = np.asarray(enc.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        ids = np.where(null, -3, lut[np.where(null, 0, idx).astype(np.int64)]).astype(np.int32)
+        keep = ids != -3
+        if keep.all():
+            return offsets, ids
+        row = np.repeat(np.arange(n), np.diff(offsets))
+        counts = np.bincount(row[keep], minlength=n)
+        new = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=new[1:])
+        return new, ids[keep]
+
+    def encode(self, batch: pa.RecordBatch | pa.Table) -> Encoded:
+        n = batch.num_rows
+        cols = canonical_columns(batch.schema)
+        get = lambda name: batch.column(cols[name]) if name in cols else None  # noqa: E731
+        values = np.empty((n, len(FIELDS)), dtype=np.float64)
+        bad = np.zeros(n, dtype=bool)
+        for j, f in enumerate(FIELDS):
+            v, b = numeric(get(f), n)
+            values[:, j] = v.to_numpy(zero_copy_only=False)
+            bad |= np.asarray(b.to_numpy(zero_copy_only=False), dtype=bool)
+        sex_text = text(get("sex"), n)
+        enc = sex_text.dictionary_encode()
+        lut = np.array([SEX_WORDS.get(str(w).strip().upper(), -1) for w in enc.dictionary.to_pylist()] + [0],
+                       dtype=np.int8)
+        idx = enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False)
+        sex = lut[idx] if n else np.zeros(0, dtype=np.int8)
+        dptr, dids = self._codes(get("diagnoses"), n, "diag")
+        pptr, pids = self._codes(get("procedures"), n, "proc")
+        return Encoded(values, np.ascontiguousarray(sex, dtype=np.int8), dptr, dids, pptr, pids, bad)
+
+
+# ------------------------------------------------------------------ results back to Arrow
+
+def _take(labels: list[str], ids: np.ndarray, missing: str | None) -> pa.Array:
+    arr = pa.array(list(labels) + [missing], type=pa.string())
+    safe = np.where(ids < 0, len(labels), ids).astype(np.int64)
+    return arr.take(pa.array(safe))
+
+
+def result_columns(scheme, mdc: np.ndarray, adrg: np.ndarray, drg: np.ndarray, reason: np.ndarray) -> dict[str, pa.Array]:
+    """The output columns ``mdc, adrg, drg, status, reason`` from the kernel's arrays."""
+    from codesets.reasons import reason_table
+    table = reason_table()
+    return {
+        "mdc": _take(scheme.mdc_codes, mdc.astype(np.int64), None),
+        "adrg": _take(scheme.adrg_codes, adrg.astype(np.int64), None),
+        "drg": _take(scheme.drg_codes, drg.astype(np.int64), "0000"),
+        "status": _take([r.status for r in table], reason.astype(np.int64), None),
+        "reason": _take([r.code for r in table], reason.astype(np.int64), None),
+    }

@@ -1,0 +1,279 @@
+"""The CHS-DRG grouping kernel: numba over integer-encoded records and scheme arrays.
+
+Pure functions, arrays in and arrays out, no Python objects and no I/O. One record:
+validate → MDCs in the scheme's trial order (entry by principal-diagnosis table or by an
+operating-room principal procedure, sex, conditions, body regions) → the MDC's ADRGs in
+trial order (alternatives of terms of code lists) → the ADRG's DRG candidates by severity
+(MCC/CC with exclusion tables) and conditions. :mod:`grouper.reference` is the same
+algorithm in plain Python with a trace, and the tests hold the two equal.
+
+Record arrays: ``values`` float64 [n, len(FIELDS)] (NaN = missing), ``sex`` int8
+(1, 2; 0 missing; -1 unreadable), ``diag_ptr``/``diag_ids`` and ``proc_ptr``/``proc_ids``
+(CSR, principal first; id -1: not in the scheme, -2: not in the code set).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from codesets.reasons import reason_id
+
+#: Reason codes the kernel can return, in the order of the ``reasons`` argument.
+KERNEL_REASONS = (
+    "OK", "UNKNOWN_SECONDARY_IGNORED", "NO_MDC", "NO_ADRG", "NO_DRG", "MISSING_DIAGNOSIS",
+    "UNKNOWN_DIAGNOSIS", "MISSING_SEX", "INVALID_SEX", "MISSING_AGE", "INVALID_AGE",
+    "INVALID_AGE_DAYS", "MISSING_AGE_DAYS", "MISSING_BIRTH_WEIGHT", "INVALID_BIRTH_WEIGHT",
+    "SEX_CONFLICT", "BAD_VALUE",
+)
+(R_OK, R_SECONDARY_IGNORED, R_NO_MDC, R_NO_ADRG, R_NO_DRG, R_MISSING_DIAGNOSIS, R_UNKNOWN_DIAGNOSIS,
+ R_MISSING_SEX, R_INVALID_SEX, R_MISSING_AGE, R_INVALID_AGE, R_INVALID_AGE_DAYS, R_MISSING_AGE_DAYS,
+ R_MISSING_BIRTH_WEIGHT, R_INVALID_BIRTH_WEIGHT, R_SEX_CONFLICT, R_BAD_VALUE) = range(len(KERNEL_REASONS))
+
+F_AGE, F_AGE_DAYS, F_BIRTH_WEIGHT, F_LOS, F_VENT = range(5)
+
+
+def reason_map() -> np.ndarray:
+    """Kernel reason index → id in :mod:`codesets.reasons`."""
+    return np.array([reason_id(r) for r in KERNEL_REASONS], dtype=np.int16)
+
+
+@njit(cache=True, inline="always")
+def _member(ptr, ids, code, lst):
+    if code < 0 or lst < 0:
+        return False
+    for k in range(ptr[code], ptr[code + 1]):
+        if ids[k] == lst:
+            return True
+        if ids[k] > lst:
+            return False
+    return False
+
+
+@njit(cache=True)
+def _conds_ok(values, i, start, end, cond_field, cond_lo, cond_hi):
+    for k in range(start, end):
+        v = values[i, cond_field[k]]
+        if np.isnan(v) or v < cond_lo[k] or v > cond_hi[k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table):
+    """Highest CC level (0, 1 CC, 2 MCC) among secondary diagnoses not excluded by the principal."""
+    pd = diag_ids[d0]
+    best = 0
+    for k in range(d0 + 1, d1):
+        d = diag_ids[k]
+        if d < 0:
+            continue
+        lvl = cc_level[d]
+        if lvl <= best:
+            continue
+        t = cc_table[d]
+        if t >= 0 and _member(diag_list_ptr, diag_list_ids, pd, t):
+            continue
+        best = lvl
+    return best
+
+
+@njit(cache=True)
+def _term_ok(role, lst, d0, d1, p0, p1, diag_ids, proc_ids, dptr, dids, pptr, pids, proc_is_or):
+    pd = diag_ids[d0]
+    pp = proc_ids[p0] if p1 > p0 else -1
+    if role == 0:    # pdx
+        return _member(dptr, dids, pd, lst)
+    if role == 1:    # odx
+        for k in range(d0 + 1, d1):
+            if _member(dptr, dids, diag_ids[k], lst):
+                return True
+        return False
+    if role == 2:    # adx
+        for k in range(d0, d1):
+            if _member(dptr, dids, diag_ids[k], lst):
+                return True
+        return False
+    if role == 3:    # ppx
+        return _member(pptr, pids, pp, lst)
+    if role == 4:    # apx
+        for k in range(p0, p1):
+            if _member(pptr, pids, proc_ids[k], lst):
+                return True
+        return False
+    if role == 5:    # orpx
+        return pp >= 0 and proc_is_or[pp] == 1
+    if role == 6:    # nopx
+        return not (pp >= 0 and proc_is_or[pp] == 1)
+    if role == 7:    # orpx_except
+        return pp >= 0 and proc_is_or[pp] == 1 and not _member(pptr, pids, pp, lst)
+    if role == 8:    # pdx_mdc
+        return _member(dptr, dids, pd, lst)
+    return False
+
+
+@njit(cache=True)
+def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
+                 diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
+                 mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
+                 mdc_adrg_ptr, mdc_adrgs, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
+                 adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
+                 cond_field, cond_lo, cond_hi, bad_value):
+    """(mdc index, adrg id, drg id, kernel reason) of record i."""
+    newborn_days, min_bw, max_bw, max_age, fall_through = params[0], params[1], params[2], params[3], params[4]
+    d0, d1 = diag_ptr[i], diag_ptr[i + 1]
+    p0, p1 = proc_ptr[i], proc_ptr[i + 1]
+    # -- validation
+    if bad_value[i]:
+        return -1, -1, -1, R_BAD_VALUE
+    s = sex[i]
+    if s == 0:
+        return -1, -1, -1, R_MISSING_SEX
+    if s < 0:
+        return -1, -1, -1, R_INVALID_SEX
+    age = values[i, F_AGE]
+    if np.isnan(age):
+        return -1, -1, -1, R_MISSING_AGE
+    if age < 0 or age > max_age:
+        return -1, -1, -1, R_INVALID_AGE
+    if d1 <= d0:
+        return -1, -1, -1, R_MISSING_DIAGNOSIS
+    if diag_ids[d0] == -2:
+        return -1, -1, -1, R_UNKNOWN_DIAGNOSIS
+    if age < 1:
+        ad = values[i, F_AGE_DAYS]
+        if np.isnan(ad):
+            return -1, -1, -1, R_MISSING_AGE_DAYS
+        if ad < 0 or ad > 365:
+            return -1, -1, -1, R_INVALID_AGE_DAYS
+        if ad <= newborn_days:
+            bw = values[i, F_BIRTH_WEIGHT]
+            if np.isnan(bw):
+                return -1, -1, -1, R_MISSING_BIRTH_WEIGHT
+            if bw < min_bw or bw > max_bw:
+                return -1, -1, -1, R_INVALID_BIRTH_WEIGHT
+    ok_reason = R_OK
+    for k in range(d0 + 1, d1):
+        if diag_ids[k] == -2:
+            ok_reason = R_SECONDARY_IGNORED
+    for k in range(p0, p1):
+        if proc_ids[k] == -2:
+            ok_reason = R_SECONDARY_IGNORED
+    pd = diag_ids[d0]
+    pp = proc_ids[p0] if p1 > p0 else -1
+    sev = -1
+    entered = False
+    sex_conflict = False
+    regions_seen = np.zeros(32, dtype=np.bool_)
+    for m in range(mdc_entry.shape[0]):
+        # -- MDC entry
+        if mdc_entry[m] == 1:
+            if not (pp >= 0 and proc_is_or[pp] == 1):
+                continue
+        elif not _member(diag_list_ptr, diag_list_ids, pd, mdc_table[m]):
+            continue
+        if mdc_sex[m] != 0 and s != mdc_sex[m]:
+            sex_conflict = True
+            continue
+        if not _conds_ok(values, i, mdc_cond_ptr[m], mdc_cond_ptr[m + 1], cond_field, cond_lo, cond_hi):
+            continue
+        if mdc_min_regions[m] > 0:
+            r0, r1 = mdc_region_ptr[m], mdc_region_ptr[m + 1]
+            for r in range(r1 - r0):
+                regions_seen[r] = False
+            for k in range(d0, d1):
+                for r in range(r0, r1):
+                    if _member(diag_list_ptr, diag_list_ids, diag_ids[k], mdc_regions[r]):
+                        regions_seen[r - r0] = True
+            n = 0
+            for r in range(r1 - r0):
+                if regions_seen[r]:
+                    n += 1
+            if n < mdc_min_regions[m]:
+                continue
+        entered = True
+        # -- ADRGs of the MDC in trial order
+        for ai in range(mdc_adrg_ptr[m], mdc_adrg_ptr[m + 1]):
+            a = mdc_adrgs[ai]
+            matched = False
+            for alt in range(adrg_alt_ptr[a], adrg_alt_ptr[a + 1]):
+                all_terms = True
+                for t in range(alt_term_ptr[alt], alt_term_ptr[alt + 1]):
+                    any_opt = False
+                    for o in range(term_opt_ptr[t], term_opt_ptr[t + 1]):
+                        if _term_ok(opt_role[o], opt_list[o], d0, d1, p0, p1, diag_ids, proc_ids,
+                                    diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or):
+                            any_opt = True
+                            break
+                    if not any_opt:
+                        all_terms = False
+                        break
+                if all_terms:
+                    matched = True
+                    break
+            if not matched:
+                continue
+            if not _conds_ok(values, i, adrg_cond_ptr[a], adrg_cond_ptr[a + 1], cond_field, cond_lo, cond_hi):
+                continue
+            # -- DRG by severity and conditions
+            if sev < 0:
+                sev = _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table)
+            for c in range(adrg_drg_ptr[a], adrg_drg_ptr[a + 1]):
+                if sev < cand_sev_min[c] or sev > cand_sev_max[c]:
+                    continue
+                if _conds_ok(values, i, cand_cond_ptr[c], cand_cond_ptr[c + 1], cond_field, cond_lo, cond_hi):
+                    return m, a, cand_drg[c], ok_reason
+            return m, a, -1, R_NO_DRG
+        if fall_through == 0:
+            return m, -1, -1, R_NO_ADRG
+    if entered:
+        return -1, -1, -1, R_NO_ADRG
+    if sex_conflict:
+        return -1, -1, -1, R_SEX_CONFLICT
+    return -1, -1, -1, R_NO_MDC
+
+
+@njit(cache=True, parallel=True)
+def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
+                diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
+                mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
+                mdc_adrg_ptr, mdc_adrgs, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
+                adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
+                cond_field, cond_lo, cond_hi):
+    n = sex.shape[0]
+    out_mdc = np.empty(n, dtype=np.int16)
+    out_adrg = np.empty(n, dtype=np.int32)
+    out_drg = np.empty(n, dtype=np.int32)
+    out_reason = np.empty(n, dtype=np.int16)
+    for i in prange(n):
+        m, a, d, r = group_record(
+            i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
+            diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
+            mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
+            mdc_adrg_ptr, mdc_adrgs, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
+            adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
+            cond_field, cond_lo, cond_hi, bad_value)
+        out_mdc[i] = m
+        out_adrg[i] = a
+        out_drg[i] = d
+        out_reason[i] = r
+    return out_mdc, out_adrg, out_drg, out_reason
+
+
+SCHEME_ARGS = ("diag_list_ptr", "diag_list_ids", "proc_list_ptr", "proc_list_ids", "proc_is_or", "cc_level",
+               "cc_table", "mdc_entry", "mdc_table", "mdc_sex", "mdc_min_regions", "mdc_region_ptr",
+               "mdc_regions", "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "adrg_alt_ptr", "alt_term_ptr",
+               "term_opt_ptr", "opt_role", "opt_list", "adrg_cond_ptr", "adrg_drg_ptr", "cand_drg",
+               "cand_sev_min", "cand_sev_max", "cand_cond_ptr", "cond_field", "cond_lo", "cond_hi")
+
+
+def scheme_params(scheme) -> np.ndarray:
+    v = scheme.validation
+    return np.array([float(v.get("newborn_max_age_days", 28)), float(v.get("min_birth_weight_g", 100)),
+                     float(v.get("max_birth_weight_g", 10000)), float(v.get("max_age_years", 150)),
+                     1.0 if scheme.meta.get("fall_through", True) else 0.0], dtype=np.float64)
+
+
+def run(scheme, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value):
+    """Group encoded records with a compiled scheme; returns (mdc idx, adrg id, drg id, kernel reason)."""
+    return group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, scheme_params(scheme),
+                       *(scheme.arrays[k] for k in SCHEME_ARGS))
