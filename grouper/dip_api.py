@@ -545,7 +545,9 @@ def read_reference(data) -> pa.Table:
     sub = K.diagnosis_subcategory(dg)
     is_cat = pc.fill_null(pc.match_substring_regex(dg, r"^[A-Z][0-9]{2}$"), False)
     diag = pc.if_else(pc.equal(kind, "comprehensive"), dg, pc.if_else(is_cat, dg, sub))
-    if "procedures" in pick:
+    if "procedures" in pick and pa.types.is_list(t.schema.field(pick["procedures"]).type):
+        procs = K.counted_procedures(code_list(t[pick["procedures"]], n))
+    elif "procedures" in pick:
         ptext = text(t[pick["procedures"]], n)
         ptext = pc.if_else(pc.is_in(pc.fill_null(ptext, ""), pa.array(_NO_PROCEDURE_WORDS)), pa.scalar(None, pa.string()), ptext)
         ptext = pc.replace_substring_regex(pc.fill_null(ptext, ""), r"[+/、\s]+", "|")
