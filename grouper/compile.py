@@ -181,11 +181,13 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
                 ids.append(-1)
         adrg_lists[a.code] = ids
 
-    conds: list[tuple[int, float, float]] = []
+    # three pools of conditions (ADRG, DRG candidate, MDC), concatenated at the end
+    pools: dict[str, list[tuple[int, float, float]]] = {"adrg": [], "cand": [], "mdc": []}
 
-    def add_conds(cs) -> None:
+    def add_conds(cs, pool: str) -> int:
         for f, lo, hi in cs:
-            conds.append((FIELDS.index(f), lo, hi))
+            pools[pool].append((FIELDS.index(f), lo, hi))
+        return len(pools[pool])
 
     mdc_rules = rules.get("mdc", {})
     alt_ptr, term_ptr, opt_ptr = [0], [0], [0]
@@ -243,8 +245,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         for c in mdc_rules.get(a.mdc, {}).get("adrg_default_conditions", []):
             if c["field"] not in stated and not ({"age", "age_days"} & stated and c["field"] in ("age", "age_days")):
                 cs.append((c["field"], float(c.get("min", -math.inf)), float(c.get("max", math.inf))))
-        add_conds(cs)
-        adrg_cond_ptr.append(len(conds))
+        adrg_cond_ptr.append(add_conds(cs, "adrg"))
         # DRG candidates
         adrg_state = {f for f, _, _ in cs}
         drgs = by_adrg.get(a.code, [])
@@ -270,8 +271,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
             cand_drg.append(drg_index[c])
             cand_min.append(lo)
             cand_max.append(hi)
-            add_conds(dc)
-            cand_cond_ptr.append(len(conds))
+            cand_cond_ptr.append(add_conds(dc, "cand"))
         adrg_drg_ptr.append(len(cand_drg))
         if not drgs:
             problems.append(Problem("3_DRG.txt", 0, a.code, "ADRG has no DRG"))
@@ -282,7 +282,6 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
     mdc_entry, mdc_tab, mdc_sex, mdc_minr, mdc_cond_ptr = [], [], [], [], [0]
     mdc_region_rows, mdc_adrg_rows = [], []
     adrg_id = {c: i for i, c in enumerate(adrg_codes)}
-    cond_start = len(conds)
     mdc_conds = []
     for code in order:
         r = mdc_rules.get(code, {})
@@ -296,11 +295,12 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         members = [x for x in adrgs if x.mdc == code]
         members.sort(key=lambda x: (kinds.get(x.code[1], 2), adrg_order.get(x.code, 0)))
         mdc_adrg_rows.append([adrg_id[x.code] for x in members])
-    # MDC conditions live in the same condition arrays, after the ADRG and DRG ones
     for cs in mdc_conds:
-        add_conds(cs)
-        mdc_cond_ptr.append(len(conds) - cond_start)
-    mdc_cond_ptr = [p + cond_start for p in mdc_cond_ptr]
+        mdc_cond_ptr.append(add_conds(cs, "mdc"))
+    n_adrg_c, n_cand_c = len(pools["adrg"]), len(pools["cand"])
+    cand_cond_ptr = [p + n_adrg_c for p in cand_cond_ptr]
+    mdc_cond_ptr = [p + n_adrg_c + n_cand_c for p in mdc_cond_ptr]
+    conds = pools["adrg"] + pools["cand"] + pools["mdc"]
 
     # CC / MCC
     cc_level = np.zeros(len(diag), dtype=np.int8)
