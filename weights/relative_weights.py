@@ -180,7 +180,7 @@ def compute_weights(history: pa.Table, policy: Policy, group_column: str = "drg"
     sst = float(((xk - xk.mean()) ** 2).sum()) if xk.size else 0.0
     riv = 1.0 - float(ssw_g.sum()) / sst if sst > 0 else float("nan")
 
-    rule = np.full(ng, "OK", dtype=object)
+    rule = np.full(ng, "WEIGHT_OK", dtype=object)
     mean_used = gmean.copy()
     small = used < policy.weights.min_cases
     how = policy.weights.small_group_rule
