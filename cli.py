@@ -189,6 +189,94 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
 
 # --- DIP commands ---
 
+@main.group("dip")
+def dip_group():
+    """DIP (按病种分值付费): build a local catalogue, compare it, check a record's candidate groups.
+
+    \b
+    Example:
+      drgdip dip catalog history.parquet --policy region.toml -o dip-catalog.parquet
+      drgdip dip recommend --catalog dip-catalog.parquet --record '{"diagnoses": "K80.100", "procedures": "51.2300"}'
+    """
+
+
+@dip_group.command("catalog")
+@click.argument("history", required=False, type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False), help="Policy TOML; its [dip] table overrides the defaults.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Catalogue file (.parquet or .csv), or the comparison with --compare.")
+@click.option("--procedure-types", type=click.Path(dir_okay=False), help="CSV prefix,type table of procedure types (official one, if any).")
+@click.option("--scheme", type=click.Path(), help="CHS-DRG scheme to derive procedure types from (surgical / operative ADRG lists).")
+@click.option("--compare", nargs=2, type=click.Path(dir_okay=False), help="Compare two catalogues (ours or the national layout) instead.")
+@user_errors
+def dip_catalog(history, policy, output, procedure_types, scheme, compare):
+    """Build the local DIP catalogue from history (or compare two catalogues).
+
+    \b
+    Example:
+      drgdip dip catalog history-2023-2025.parquet --policy region.toml -o dip-catalog.parquet
+      drgdip dip catalog --compare dip-catalog.parquet national-dip.csv -o diff.csv
+    """
+    from grouper import dip_api
+    from grouper.io import write_table
+    if compare:
+        diff = dip_api.compare_catalogs(*compare)
+        st = diff["status"].to_pylist()
+        click.echo(f"both: {st.count('both')}  only in {compare[0]}: {st.count('only_a')}  "
+                   f"only in {compare[1]}: {st.count('only_b')}")
+        if output:
+            write_table(diff, output)
+            click.echo(f"wrote {output}")
+        else:
+            for r in [r for r in diff.to_pylist() if r["status"] == "both"][:20]:
+                click.echo(f"{r['group_key']:<40} {r['score_a']:>10.4f} {r['score_b']:>10.4f}  x{r['score_ratio']}")
+        return
+    if not history or not output:
+        raise ValueError("give a HISTORY file and -o OUTPUT (or --compare A B)")
+    cat = dip_api.build_catalog(history, policy, procedure_types, scheme)
+    dip_api.write_catalog(cat, output)
+    m = dip_api.catalog_meta(cat)
+    click.echo(f"wrote {output}: {m['core_groups']} core + {m['comprehensive_groups']} comprehensive groups "
+               f"from {m['cases_used']} cases (trimmed {m['cases_trimmed']}), RIV {m['riv']}")
+    for reason, n in m["history_excluded"].items():
+        click.echo(f"left out: {n} history rows ({reason})")
+    click.echo(f"procedure types: {m['procedure_type_source']}")
+    for r in m["auxiliary"]["rows"]:
+        if r["applied"]:
+            click.echo(f"auxiliary {r['factor']} {r['label']}: x{r['coefficient']} ({r['rests_on_cases']} cases)")
+
+
+@dip_group.command("recommend")
+@click.option("--catalog", required=True, type=click.Path(dir_okay=False), help="DIP catalogue file.")
+@click.option("--record", "record_json", required=True, help="One record as JSON (settlement-list field names or aliases).")
+@click.option("--json", "as_json", is_flag=True, help="Print the candidates as JSON.")
+@user_errors
+def dip_recommend(catalog, record_json, as_json):
+    """Every candidate DIP group of one record with its score and why it matches or not, best first.
+
+    \b
+    Example:
+      drgdip dip recommend --catalog dip-catalog.parquet \\
+        --record '{"diagnoses": ["K80.100"], "procedures": ["51.2300", "51.1000"], "age": 67}'
+    """
+    import json as _json
+    from grouper import dip_api
+    try:
+        record = _json.loads(record_json)
+    except _json.JSONDecodeError as exc:
+        raise ValueError(f"--record is not valid JSON: {exc}") from None
+    recs = dip_api.recommend(record, catalog)
+    if as_json:
+        click.echo(_json.dumps(recs, ensure_ascii=False, indent=1))
+        return
+    if not recs:
+        click.echo("no candidate group: the catalogue has no group for this diagnosis")
+    for r in recs:
+        mark = "*" if r["chosen"] else " "
+        extra = f" coefficient x{r['coefficient']} -> {r['adjusted_score']}" if r["chosen"] else ""
+        click.echo(f"{mark}{r['rank']:>2} {r['group_key']:<36} {r['kind']:<13} {r['score']:>10.4f} "
+                   f"{r['match'] or 'no':<13} {r['why']}{extra}")
+
+
 
 # --- demo, synth and report commands ---
 
