@@ -50,6 +50,149 @@ def main():
 
 # --- codes and quality-control commands (codesets/) ---
 
+def _code_tables_option(fn):
+    fn = click.option("--code-tables", "code_tables_dir", type=click.Path(),
+                      help="Folder with ZD_INFO.dat (diagnoses) and SS_INFO.dat (procedures).")(fn)
+    fn = click.option("--diagnosis-table", type=click.Path(), help="`code name` diagnosis table.")(fn)
+    fn = click.option("--procedure-table", type=click.Path(), help="`code name` procedure table.")(fn)
+    return fn
+
+
+def _echo_table(table) -> None:
+    import pyarrow as pa
+    if table.num_rows == 0:
+        click.echo("  (none)")
+        return
+    cols = table.column_names
+    rows = [[("" if v is None else str(v)) for v in r.values()] for r in table.to_pylist()]
+    width = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(cols, width)))
+    for r in rows:
+        click.echo("  " + "  ".join(v.ljust(w) for v, w in zip(r, width)))
+
+
+@main.group("codes")
+def codes_group():
+    """The 15 medical-insurance coding standards: explain, validate, map codes.
+
+    \b
+    Example:
+      drgdip codes info H11010500001
+      drgdip codes validate discharges.parquet --code-tables ../shared/data/codesets
+      drgdip codes map old.csv --mapping ZD_MAP.dat -o mapped.csv
+    """
+
+
+@codes_group.command("info")
+@click.argument("code", required=False)
+@click.option("--standard", help="Check against this standard (id from `drgdip codes info`).")
+@user_errors
+def codes_info(code, standard):
+    """Which standard a code follows, its segments and what they mean.
+
+    Without CODE: list the standards.
+
+    \b
+    Example:
+      drgdip codes info H11010500001
+      drgdip codes info I21.000x005
+      drgdip codes info H1101050001 --standard fixed_hospital
+    """
+    from codesets.reasons import describe
+    from codesets.standards import identify, parse_code, standards
+    if not code:
+        for s in standards().values():
+            click.echo(f"{s.number:>2}  {s.id:<20} {s.zh}  {s.en}  "
+                       f"[{', '.join(l.status for l in s.layouts)}]")
+        return
+    found = [parse_code(code, standard)] if standard else identify(code)
+    if not found or not found[0].valid:
+        p = found[0] if found else None
+        why = describe(p.problem) if p and p.problem else "fits no standard's layout"
+        raise UserError(f"{code}: invalid{' ' + p.standard.id if p else ''}: {why}")
+    for p in found:
+        click.echo(f"{p.code}: {p.standard.zh} / {p.standard.en} (standard {p.standard.number}, "
+                   f"layout {p.layout.name}, {p.layout.status})")
+        for name, value in p.segments.items():
+            click.echo(f"  {name:<14} {value:<12} {p.layout.segments.get(name, '')}")
+
+
+@codes_group.command("validate")
+@click.argument("records", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Write one row per invalid code (Parquet/CSV).")
+@_code_tables_option
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@user_errors
+def codes_validate(records, output, code_tables_dir, diagnosis_table, procedure_table, lang):
+    """Check every coded column against its standard (and the code tables, if given).
+
+    \b
+    Example:
+      drgdip codes validate discharges.parquet --code-tables ../shared/data/codesets -o bad_codes.csv
+    """
+    from codesets.qc import CODE_KINDS, check_file, load_code_tables, load_rules
+    tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
+    rules = [r for r in load_rules() if r.kind in CODE_KINDS]
+    s = check_file(records, output, rules=rules, code_tables=tables, lang=lang)
+    click.echo(f"{s.records} records, {s.findings} invalid codes")
+    _echo_table(s.by_rule)
+    if s.skipped:
+        click.echo(f"not checked (column or code table absent): {', '.join(s.skipped)}")
+
+
+@codes_group.command("map")
+@click.argument("records", type=click.Path())
+@click.option("--mapping", required=True, type=click.Path(), help="`source target` mapping table.")
+@click.option("--from", "source", help="Source edition label, recorded in the output metadata.")
+@click.option("--to", "target", help="Target edition label, recorded in the output metadata.")
+@click.option("--column", "columns", multiple=True, help="Column(s) to map (default: diagnoses).")
+@click.option("-o", "--output", required=True, type=click.Path())
+@user_errors
+def codes_map(records, mapping, source, target, columns, output):
+    """Map codes to another edition; codes without a mapping are kept and listed.
+
+    \b
+    Example:
+      drgdip codes map old.csv --mapping ../shared/data/codesets/ZD_MAP.dat \\
+        --from icd10-clinical-2.0 --to icd10-insurance-2.0 -o mapped.csv
+    """
+    from codesets.code_tables import map_file
+    s = map_file(records, output, mapping, list(columns) or None,
+                 source_edition=source, target_edition=target)
+    click.echo(f"{s.codes} codes, {s.mapped} mapped, {s.codes - s.mapped} without a mapping "
+               f"({len(s.unmapped)} distinct)")
+    for code, n in list(s.unmapped.items())[:20]:
+        click.echo(f"  unmapped {code} x{n}")
+
+
+@main.command("check")
+@click.argument("records", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Findings file: id, rule, severity, field, value, message.")
+@_code_tables_option
+@click.option("--rules", "rules_path", type=click.Path(), help="Rules CSV (default: the built-in qc_rules.csv).")
+@click.option("--summary", "summary_path", type=click.Path(), help="Write findings by hospital and rule (CSV/Parquet).")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@user_errors
+def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table, rules_path, summary_path, lang):
+    """Settlement-list quality control (结算清单质控) before grouping.
+
+    \b
+    Example:
+      drgdip check discharges.parquet -o issues.parquet --code-tables ../shared/data/codesets
+      drgdip check discharges.csv --lang zh --summary by_hospital.csv
+    """
+    from codesets.qc import check_file, load_code_tables, load_rules
+    from grouper.io import write_table
+    rules = load_rules(rules_path)
+    tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
+    s = check_file(records, output, rules=rules, code_tables=tables, lang=lang)
+    click.echo(f"{s.records} records, {s.findings} findings")
+    _echo_table(s.by_rule)
+    if s.skipped:
+        click.echo(f"rules not run (column or code table absent): {', '.join(s.skipped)}")
+    if summary_path:
+        write_table(s.by_hospital, summary_path)
+
 
 # --- weights and settlement commands (weights/) ---
 

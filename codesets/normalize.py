@@ -46,51 +46,58 @@ _INNER_X = r"([^+])X"
 _INNER_X_RE = re.compile(_INNER_X)
 
 
-def _ascii_rules(s: str) -> str:
+def _ascii_rules(s: str, lower_x: bool = True) -> str:
     s = _BLANKS_RE.sub("", s).upper()
+    if not lower_x:
+        return s
     # twice: a match consumes the character before X, so "XX" needs a second pass
     s = _INNER_X_RE.sub(r"\1x", s)
     return _INNER_X_RE.sub(r"\1x", s)
 
 
-def normalize_code(s: str | None) -> str | None:
-    """One code in its official spelling (None for None or a blank string)."""
+def normalize_code(s: str | None, lower_x: bool = True) -> str | None:
+    """One code in its official spelling (None for None or a blank string).
+
+    ``lower_x=False`` skips rule 3's lower-case extension ``x`` (for the standards whose
+    codes are upper case throughout: hospital, doctor, drug, consumable codes...)."""
     if s is None:
         return None
     s = str(s)
     if not s.isascii():
         s = unicodedata.normalize("NFKC", s).translate(_LOOKALIKE_TABLE)
-    s = _ascii_rules(s)
+    s = _ascii_rules(s, lower_x)
     return s or None
 
 
-def _normalize_string_array(arr: pa.Array) -> pa.Array:
+def _normalize_string_array(arr: pa.Array, lower_x: bool = True) -> pa.Array:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = arr.cast(pa.string())
     out_type = arr.type
     s = pc.replace_substring_regex(arr, _BLANKS, "")
     s = pc.utf8_upper(s)
-    s = pc.replace_substring_regex(s, _INNER_X, r"\1x")
-    s = pc.replace_substring_regex(s, _INNER_X, r"\1x")
+    if lower_x:
+        s = pc.replace_substring_regex(s, _INNER_X, r"\1x")
+        s = pc.replace_substring_regex(s, _INNER_X, r"\1x")
     ascii_ = pc.fill_null(pc.string_is_ascii(arr), True)
     if not pc.all(ascii_).as_py():
         # rare path: distinct non-ASCII values, each normalised once in Python
         odd = pc.filter(arr, pc.invert(ascii_))
         distinct = pc.unique(odd)
-        fixed = pa.array([normalize_code(v) for v in distinct.to_pylist()], type=out_type)
+        fixed = pa.array([normalize_code(v, lower_x) for v in distinct.to_pylist()], type=out_type)
         idx = pc.index_in(arr, value_set=distinct)
         s = pc.if_else(ascii_, s, pc.take(fixed, idx))
     empty = pc.fill_null(pc.equal(s, ""), False)
     return pc.if_else(empty, pa.scalar(None, out_type), s)
 
 
-def normalize_codes(arr):
+def normalize_codes(arr, lower_x: bool = True):
     """Normalise an Arrow array of codes; nulls stay null.
 
     Accepts string arrays, list<string> arrays (each element normalised, list shape and
-    null lists kept), chunked arrays of either, and dictionary-encoded strings."""
+    null lists kept), chunked arrays of either, and dictionary-encoded strings.
+    ``lower_x``: as in :func:`normalize_code`."""
     if isinstance(arr, pa.ChunkedArray):
-        return pa.chunked_array([normalize_codes(c) for c in arr.chunks],
+        return pa.chunked_array([normalize_codes(c, lower_x) for c in arr.chunks],
                                 type=_result_type(arr.type))
     if not isinstance(arr, pa.Array):
         arr = pa.array(arr, type=pa.string())
@@ -101,13 +108,13 @@ def normalize_codes(arr):
         offsets = arr.offsets
         start = offsets[0].as_py()
         values = arr.values.slice(start, offsets[-1].as_py() - start)
-        new_values = _normalize_string_array(values.cast(pa.string()))
+        new_values = _normalize_string_array(values.cast(pa.string()), lower_x)
         rebased = pc.subtract(offsets, offsets[0])
         cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
         return cls.from_arrays(rebased, new_values, mask=arr.is_null())
     if pa.types.is_dictionary(t):
         arr = arr.cast(pa.string())
-    return _normalize_string_array(arr)
+    return _normalize_string_array(arr, lower_x)
 
 
 def _result_type(t: pa.DataType) -> pa.DataType:

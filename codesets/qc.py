@@ -110,6 +110,8 @@ class _View:
         self.t = batch
         self.n = batch.num_rows
         self.cols = canonical_columns(batch.schema)
+        for name in batch.schema.names:   # grouping outputs (mdc, drg...) keep their names
+            self.cols.setdefault(name, name)
         self.code_tables = code_tables or {}
         self.scheme = scheme
         self._cache: dict = {}
@@ -399,8 +401,7 @@ def _k_field_format(v: _View, r: Rule):
     name = r.fields[0]
     if not v.has(name):
         return None
-    s = normalize_codes(v.string(name))
-    problem = validate_codes(s, r.params["standard"], normalize=False)
+    problem = validate_codes(v.string(name), r.params["standard"])
     rows = _mask_rows(pc.is_valid(problem))
     idx = pa.array(rows)
     return _Hits(rows, name, v.string(name).take(idx), None, problem.take(idx))
@@ -446,7 +447,12 @@ def run_qc(batch_or_table, rules=None, code_tables: dict | None = None, *, lang:
     without them the unknown-code rules do not run. ``scheme``: optional CHS-DRG
     scheme for the sex-restricted-MDC rule when the table has no ``mdc`` column.
     ``only``: run just these rule ids."""
-    table = _as_table(batch_or_table)
+    out = _findings(_as_table(batch_or_table), rules, code_tables, lang, scheme, only)
+    return out.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA)
+
+
+def _findings(table: pa.Table, rules, code_tables, lang, scheme, only) -> pa.Table:
+    """Findings with the helper column ``_row`` (row index in ``table``)."""
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
     view = _View(table, code_tables, scheme)
@@ -478,9 +484,9 @@ def run_qc(batch_or_table, rules=None, code_tables: dict | None = None, *, lang:
             "message": msg,
         }))
     if not parts:
-        return FINDING_SCHEMA.empty_table()
+        return pa.schema([("_row", pa.int64()), *FINDING_SCHEMA]).empty_table()
     out = pa.concat_tables(parts).sort_by([("_row", "ascending"), ("_order", "ascending"), ("_pos", "ascending")])
-    return out.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA)
+    return out.select(["_row", *FINDING_SCHEMA.names])
 
 
 def rules_skipped(table_or_schema, rules=None, code_tables: dict | None = None) -> list[str]:
@@ -490,3 +496,98 @@ def rules_skipped(table_or_schema, rules=None, code_tables: dict | None = None) 
         rules = load_rules(rules)
     view = _View(schema.empty_table(), code_tables)
     return [r.rule for r in rules if KINDS[r.kind](view, r) is None]
+
+
+# ---------------------------------------------------------------- files and summaries
+
+@dataclass
+class CheckSummary:
+    records: int
+    findings: int
+    by_rule: pa.Table        # rule, severity, findings, records
+    by_hospital: pa.Table    # hospital_id, rule, severity, findings, records
+    skipped: list
+
+
+def _count(findings: pa.Table, hospital: pa.Array) -> pa.Table:
+    t = pa.table({"hospital_id": pc.fill_null(hospital.take(findings["_row"]), "(none)"),
+                  "rule": findings["rule"], "severity": findings["severity"], "_row": findings["_row"]})
+    return t.group_by(["hospital_id", "rule", "severity"]).aggregate(
+        [("_row", "count"), ("_row", "count_distinct")]).rename_columns(
+        ["hospital_id", "rule", "severity", "findings", "records"])
+
+
+def summarize(parts: list[pa.Table], rules) -> tuple[pa.Table, pa.Table]:
+    """(by rule, by hospital and rule) from per-batch counts, in rule order then hospital."""
+    order = {r.rule: i for i, r in enumerate(rules)}
+    if parts:
+        t = pa.concat_tables(parts).group_by(["hospital_id", "rule", "severity"]).aggregate(
+            [("findings", "sum"), ("records", "sum")]).rename_columns(
+            ["hospital_id", "rule", "severity", "findings", "records"])
+    else:
+        t = pa.table({"hospital_id": pa.array([], pa.string()), "rule": pa.array([], pa.string()),
+                      "severity": pa.array([], pa.string()), "findings": pa.array([], pa.int64()),
+                      "records": pa.array([], pa.int64())})
+    t = t.append_column("_o", pa.array([order.get(r, len(order)) for r in t["rule"].to_pylist()], pa.int64()))
+    by_h = t.sort_by([("hospital_id", "ascending"), ("_o", "ascending")]).drop_columns(["_o"])
+    by_r = t.group_by(["rule", "severity", "_o"]).aggregate([("findings", "sum"), ("records", "sum")])
+    by_r = by_r.sort_by([("_o", "ascending")]).drop_columns(["_o"]).rename_columns(
+        ["rule", "severity", "findings", "records"])
+    return by_r, by_h
+
+
+def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=None,
+               batch_size: int | None = None, scheme=None) -> CheckSummary:
+    """Run the QC rules over a record file batch by batch; write findings to ``out``."""
+    from grouper.io import DEFAULT_BATCH_SIZE, AtomicWriter, open_batches
+    if rules is None or isinstance(rules, (str, os.PathLike)):
+        rules = load_rules(rules)
+    counts, records, total, skipped = [], 0, 0, None
+    writer = AtomicWriter(out, FINDING_SCHEMA) if out else None
+    ctx = writer if writer is not None else _Null()
+    with ctx as w:
+        for batch in open_batches(path, batch_size or DEFAULT_BATCH_SIZE):
+            table = pa.Table.from_batches([batch])
+            if skipped is None:
+                skipped = rules_skipped(table.schema, rules, code_tables)
+            f = _findings(table, rules, code_tables, lang, scheme, only)
+            cols = canonical_columns(table.schema)
+            hospital = text(table.column(cols["hospital_id"]) if "hospital_id" in cols else None, table.num_rows)
+            counts.append(_count(f, hospital))
+            if w is not None:
+                w.write(f.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA))
+            records += table.num_rows
+            total += f.num_rows
+    by_rule, by_hospital = summarize(counts, rules)
+    return CheckSummary(records, total, by_rule, by_hospital, skipped or [])
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def load_code_tables(folder=None, diagnosis=None, procedure=None) -> dict:
+    """{"diagnosis": CodeTable, "procedure": CodeTable} from explicit paths or a folder
+    holding ``ZD_INFO.dat`` / ``SS_INFO.dat``; missing ones are left out."""
+    from codesets.code_tables import load_code_table
+    out = {}
+    if folder:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: not a folder of code tables")
+        for kind, name in (("diagnosis", "ZD_INFO.dat"), ("procedure", "SS_INFO.dat")):
+            if (folder / name).exists():
+                out[kind] = load_code_table(folder / name)
+    if diagnosis:
+        out["diagnosis"] = load_code_table(diagnosis)
+    if procedure:
+        out["procedure"] = load_code_table(procedure)
+    return out
+
+
+#: rule kinds that check codes only (what ``drgdip codes validate`` runs)
+CODE_KINDS = ("code_format", "code_unknown", "field_format")

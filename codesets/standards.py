@@ -55,6 +55,7 @@ class Standard:
     max_length: int
     layouts: tuple[Layout, ...]
     columns: tuple[str, ...] = ()
+    lower_x: bool = False     # codes use a lower-case extension x (ICD editions)
 
     @property
     def has_code(self) -> bool:
@@ -76,7 +77,7 @@ def standards() -> dict[str, Standard]:
                                dict(l.get("segments", {})), l.get("length"), l.get("region"))
                         for l in s["layout"])
         out[s["id"]] = Standard(s["id"], s["number"], s["zh"], s["en"], s.get("max_length", 0),
-                                layouts, tuple(s.get("columns", ())))
+                                layouts, tuple(s.get("columns", ())), bool(s.get("lower_x", False)))
     return out
 
 
@@ -120,7 +121,7 @@ def _layout_ok(s: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array]:
 def validate_codes(arr, standard: str | Standard, normalize: bool = True) -> pa.Array:
     """Problem code per value (string), null where the code is valid or null."""
     std = get_standard(standard)
-    s = normalize_codes(_as_strings(arr)) if normalize else _as_strings(arr)
+    s = normalize_codes(_as_strings(arr), std.lower_x) if normalize else _as_strings(arr)
     n = len(s)
     present = pc.is_valid(s)
     layouts = [l for l in std.layouts if l.regex]
@@ -158,7 +159,7 @@ def parse_codes(arr, standard: str | Standard, normalize: bool = True) -> pa.Tab
     """Vectorised parse: columns ``code``, ``layout`` (name of the first layout that fits,
     null if none) and one column per segment name of the standard (null where absent)."""
     std = get_standard(standard)
-    s = normalize_codes(_as_strings(arr)) if normalize else _as_strings(arr)
+    s = normalize_codes(_as_strings(arr), std.lower_x) if normalize else _as_strings(arr)
     n = len(s)
     names: list[str] = []
     for l in std.layouts:
@@ -199,7 +200,7 @@ class ParsedCode:
 def parse_code(code: str | None, standard: str | Standard) -> ParsedCode:
     """Parse one code against a standard (the scalar twin of :func:`parse_codes`)."""
     std = get_standard(standard)
-    norm = normalize_code(code)
+    norm = normalize_code(code, std.lower_x)
     problem = validate_codes(pa.array([norm], pa.string()), std, normalize=False)[0].as_py()
     layout, segments = None, {}
     if norm is not None and problem is None:
@@ -214,9 +215,11 @@ def parse_code(code: str | None, standard: str | Standard) -> ParsedCode:
 
 
 def identify(code: str | None) -> list[ParsedCode]:
-    """Every standard whose layout the code fits, most specific first: verified and
-    reported layouts before the catch-all layouts of standards whose layout is unpublished."""
+    """Every standard whose layout the code fits, verified layouts first; the catch-all
+    layouts of standards whose layout is unpublished count only when nothing else fits."""
     found = [p for s in standards().values() if s.has_code
              for p in [parse_code(code, s)] if p.valid]
     rank = {"verified": 0, "reported": 1, "unpublished": 2}
-    return sorted(found, key=lambda p: (rank[p.layout.status], p.standard.number))
+    found.sort(key=lambda p: (rank[p.layout.status], p.standard.number))
+    specific = [p for p in found if p.layout.status != "unpublished"]
+    return specific or found

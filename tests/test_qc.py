@@ -1,0 +1,135 @@
+"""QC rules: for every rule a record that fires it and one that does not; conformance files."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from codesets.code_tables import load_code_table
+from codesets.qc import FINDING_SCHEMA, in_ranges, load_rules, rules_skipped, run_qc
+from grouper.io import read_table
+from tests.conftest import need_shared
+
+BASE = {"id": "r", "hospital_id": "H11010500001", "doctor_id": "D110105000123", "sex": "1",
+        "age": 40.0, "age_days": None, "birth_weight_g": None, "los_days": 5.0,
+        "admission_date": "2024-01-01", "discharge_date": "2024-01-06",
+        "diagnoses": "K80.100", "procedures": "51.2300", "total_cost": 100.0,
+        "fee_surgery": 60.0, "fee_bed": 40.0}
+
+
+def table(*records) -> pa.Table:
+    rows = [{**BASE, "id": f"r{i}", **r} for i, r in enumerate(records)]
+    return pa.Table.from_pylist(rows)
+
+
+@pytest.fixture
+def code_tables(tmp_path):
+    zd = tmp_path / "zd.dat"
+    zd.write_text("K80.100 胆囊结石伴急性胆囊炎\nO80.000 单胎顺产\nN40.x00 前列腺增生\n"
+                  "P07.300 早产儿\nV43.500 汽车乘员损伤\nA01.002+G01* 伤寒性脑膜炎\n", encoding="utf-8")
+    ss = tmp_path / "ss.dat"
+    ss.write_text("51.2300 腹腔镜下胆囊切除术\n60.2900 经尿道前列腺切除术\n68.4100 腹腔镜子宫切除术\n", encoding="utf-8")
+    return {"diagnosis": load_code_table(zd), "procedure": load_code_table(ss)}
+
+
+# (rule, record that fires it, record that does not)
+CASES = [
+    ("QC_DIAGNOSIS_FORMAT", {"diagnoses": "K80.100|K8O.1"}, {"diagnoses": "k80.100|K80.100x001"}),
+    ("QC_PROCEDURE_FORMAT", {"procedures": "51.23"}, {"procedures": "51.2300"}),
+    ("QC_DIAGNOSIS_UNKNOWN", {"diagnoses": "K80.100|K81.000"}, {"diagnoses": "K80.100|O80.000"}),
+    ("QC_PROCEDURE_UNKNOWN", {"procedures": "51.2200"}, {"procedures": "51.2300"}),
+    ("QC_PRINCIPAL_MISSING", {"diagnoses": None}, {"diagnoses": "K80.100"}),
+    ("QC_PRINCIPAL_MANIFESTATION", {"diagnoses": "G01*"}, {"diagnoses": "A01.002+G01*"}),
+    ("QC_PRINCIPAL_EXTERNAL_CAUSE", {"diagnoses": "V43.500|S06.000"}, {"diagnoses": "S06.000|V43.500"}),
+    ("QC_PRINCIPAL_SUPPLEMENTARY", {"diagnoses": "B96.200|N39.000"}, {"diagnoses": "N39.000|B96.200"}),
+    ("QC_SEX_DIAGNOSIS_FEMALE", {"sex": "1", "diagnoses": "K80.100|O80.000"}, {"sex": "2", "diagnoses": "K80.100|O80.000"}),
+    ("QC_SEX_DIAGNOSIS_MALE", {"sex": "2", "diagnoses": "N40.x00"}, {"sex": "1", "diagnoses": "N40.x00"}),
+    ("QC_SEX_PROCEDURE_FEMALE", {"sex": "1", "procedures": "68.4100"}, {"sex": "2", "procedures": "68.4100"}),
+    ("QC_SEX_PROCEDURE_MALE", {"sex": "2", "procedures": "60.2900"}, {"sex": "1", "procedures": "60.2900"}),
+    ("QC_SEX_MDC", {"sex": "2", "mdc": "MDCM"}, {"sex": "1", "mdc": "MDCM"}),
+    ("QC_PERINATAL_AGE", {"age": 0.0, "age_days": 40.0, "birth_weight_g": 3000.0, "diagnoses": "P07.300"},
+     {"age": 0.0, "age_days": 20.0, "birth_weight_g": 3000.0, "diagnoses": "P07.300"}),
+    ("QC_OBSTETRIC_AGE", {"sex": "2", "age": 62.0, "diagnoses": "O80.000"}, {"sex": "2", "age": 30.0, "diagnoses": "O80.000"}),
+    ("QC_NEWBORN_NO_WEIGHT", {"age": 0.0, "age_days": 3.0, "diagnoses": "P07.300"},
+     {"age": 0.0, "age_days": 3.0, "birth_weight_g": 2100.0, "diagnoses": "P07.300"}),
+    ("QC_DUPLICATE_DIAGNOSIS", {"diagnoses": "K80.100|O80.000|k80.100"}, {"diagnoses": "K80.100|K80.100x001"}),
+    ("QC_DUPLICATE_PROCEDURE", {"procedures": "51.2300|51.2300"}, {"procedures": "51.2300"}),
+    ("QC_LOS_NOT_POSITIVE", {"los_days": 0.0}, {"los_days": 1.0}),
+    ("QC_DATES_ORDER", {"admission_date": "2024-01-06", "discharge_date": "2024/01/01"},
+     {"admission_date": "20240101", "discharge_date": "2024-01-06 10:00:00"}),
+    ("QC_COST_SUM", {"total_cost": 100.02}, {"total_cost": 100.01}),
+    ("QC_HOSPITAL_CODE", {"hospital_id": "H1101050001"}, {"hospital_id": "h11010500001"}),
+    ("QC_DOCTOR_CODE", {"doctor_id": "D990105000123"}, {"doctor_id": "D440305000123"}),
+    ("QC_SURGERY_FEE_NO_PROCEDURE", {"procedures": None}, {"procedures": None, "fee_surgery": 0.0, "fee_bed": 100.0}),
+]
+
+
+def test_every_rule_has_a_case():
+    assert {r.rule for r in load_rules()} == {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize("rule,fires,quiet", CASES, ids=[c[0] for c in CASES])
+def test_rule_fires_and_stays_quiet(rule, fires, quiet, code_tables):
+    t = table(fires, quiet)
+    if "mdc" not in fires:
+        t = t.append_column("mdc", pa.array(["MDCH", "MDCH"]))
+    f = run_qc(t, code_tables=code_tables)
+    hit = f.filter(pa.compute.equal(f["rule"], rule))
+    assert hit["id"].to_pylist() == ["r0"], f.to_pylist()
+
+
+def test_finding_columns_and_values(code_tables):
+    f = run_qc(table({"sex": "1", "diagnoses": "K80.100|O80.000|k80.100"}), code_tables=code_tables, lang="zh")
+    assert f.schema == FINDING_SCHEMA
+    rows = {r["rule"]: r for r in f.to_pylist()}
+    assert rows["QC_SEX_DIAGNOSIS_FEMALE"]["field"] == "diagnoses[2]"
+    assert rows["QC_SEX_DIAGNOSIS_FEMALE"]["value"] == "sex=1 O80.000"
+    assert rows["QC_SEX_DIAGNOSIS_FEMALE"]["message"] == "男性患者出现女性特有诊断"
+    assert rows["QC_DUPLICATE_DIAGNOSIS"]["field"] == "diagnoses[3]"   # the later copy is reported
+
+
+def test_format_message_names_the_problem():
+    f = run_qc(table({"hospital_id": "X11010500001"}), only={"QC_HOSPITAL_CODE"})
+    assert f["message"][0].as_py() == ("The designated hospital code is malformed: "
+                                       "The code does not start with the standard's marker letter(s)")
+
+
+def test_cost_sum_in_cents_and_only_with_fees():
+    t = table({"total_cost": 0.3, "fee_surgery": 0.1, "fee_bed": 0.2})  # 0.1 + 0.2 != 0.3 in floats
+    assert run_qc(t, only={"QC_COST_SUM"}).num_rows == 0
+    assert run_qc(t.drop_columns(["fee_surgery", "fee_bed"]), only={"QC_COST_SUM"}).num_rows == 0
+
+
+def test_rules_skip_when_inputs_are_absent():
+    t = pa.table({"id": ["a"], "diagnoses": ["K80.100"]})
+    skipped = rules_skipped(t)
+    assert "QC_DIAGNOSIS_UNKNOWN" in skipped and "QC_COST_SUM" in skipped
+    assert "QC_DIAGNOSIS_FORMAT" not in skipped
+    assert run_qc(t).num_rows == 0
+
+
+def test_ranges():
+    codes = pa.array(["O00.000", "O99.800", "P00.0", "N69.9", "65.0100", "71.9", "72.1", None])
+    assert in_ranges(codes, [("O00", "O99")]).to_pylist() == [True, True, False, False, False, False, False, False]
+    assert in_ranges(codes, [("65", "71")]).to_pylist() == [False] * 4 + [True, True, False, False]
+
+
+def test_aliases_and_list_columns():
+    t = pa.table({"setl_id": ["s1"], "gend": [2], "diag_code": [["N40.x00"]]})
+    f = run_qc(t)
+    assert f.to_pylist()[0]["id"] == "s1" and f.to_pylist()[0]["rule"] == "QC_SEX_DIAGNOSIS_MALE"
+
+
+@pytest.mark.parametrize("name", ["chs-drg-1.1-cases.csv", "chs-drg-1.1-beijing-cases.csv"])
+def test_conformance_files_every_finding_explainable(name):
+    t = read_table(need_shared("conformance", name))
+    tables = {"diagnosis": load_code_table(need_shared("codesets", "ZD_INFO.dat")),
+              "procedure": load_code_table(need_shared("codesets", "SS_INFO.dat"))}
+    f = run_qc(t, code_tables=tables)
+    assert f.num_rows > 0
+    rules = {r.rule for r in load_rules()}
+    assert set(f["rule"].to_pylist()) <= rules
+    assert f["id"].null_count == 0 and f["message"].null_count == 0
+    assert set(f["id"].to_pylist()) <= set(t["id"].cast(pa.string()).to_pylist())
+    # every unknown-code finding really is absent from the table and well formed
+    unknown = f.filter(pa.compute.equal(f["rule"], "QC_DIAGNOSIS_UNKNOWN"))["value"].to_pylist()
+    assert all(c not in tables["diagnosis"].index for c in unknown)
