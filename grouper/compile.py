@@ -231,6 +231,8 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
             for terms in alts:
                 if not any(r in proc_roles for t in terms for r, _ in t):
                     terms.append([(ROLE_ORPX, -1)])
+        if not alts or not any(alts):
+            problems.append(Problem("4_ADRG_DETAIL.txt", a.line, a.code, "ADRG without any entry rule"))
         for terms in alts:
             for opts in terms:
                 for r, l in opts:

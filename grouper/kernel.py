@@ -190,7 +190,8 @@ def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
                     n += 1
             if n < mdc_min_regions[m]:
                 continue
-        entered = True
+        if mdc_entry[m] == 0:
+            entered = True
         # -- ADRGs of the MDC in trial order
         for ai in range(mdc_adrg_ptr[m], mdc_adrg_ptr[m + 1]):
             a = mdc_adrgs[ai]

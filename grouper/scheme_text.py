@@ -508,8 +508,7 @@ class _Detail:
         adrg.alternatives = [[t for t in alt if adrg.lists[t[0]].codes or adrg.lists[t[0]].role in
                               ("orpx", "orpx_except", "nopx", "pdx_mdc")] for alt in alts]
         adrg.alternatives = [a for a in adrg.alternatives if a]
-        if not adrg.alternatives:
-            self.problems.append(Problem(self.path.name, adrg.line, adrg.code, "ADRG without any entry rule"))
+        # an ADRG with no list at all is judged by the compiler (a surgical one means any OR procedure)
 
     def _formula(self, adrg: AdrgRule):
         """Parse 入组条件 lines into alternatives over the ADRG's lists."""
