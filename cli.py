@@ -27,7 +27,7 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (InputError, ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+        except (InputError, ValueError, KeyError, OSError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(msg) from None
     return wrapper

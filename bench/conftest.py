@@ -1,0 +1,25 @@
+"""Fixtures for the pytest-benchmark suites (``pytest bench/``): a scheme and 100k synthetic records."""
+from __future__ import annotations
+
+import pytest
+
+from bench.synthetic import synthetic_records
+from grouper.api import load_scheme
+from grouper.encode import Encoder
+
+N = 100_000
+
+
+@pytest.fixture(scope="session")
+def scheme():
+    return load_scheme(None)
+
+
+@pytest.fixture(scope="session")
+def records(scheme):
+    return synthetic_records(scheme, N, seed=0)
+
+
+@pytest.fixture(scope="session")
+def encoded(scheme, records):
+    return Encoder(scheme).encode(records)

@@ -1,0 +1,174 @@
+"""Grouper throughput on synthetic records (吞吐量): plain Python, kernel, encoder, end to end.
+
+    python -m bench.throughput --records 2000000 --scheme ../shared/data/chs-drg/CHS_DRG_11
+
+(a) plain Python: ``kernel.group_record`` run by the interpreter (numba's ``py_func``, with the
+    helper functions it calls swapped for their ``py_func`` too) over the first ``--sample`` records;
+(b) kernel: ``kernel.run`` on the encoded arrays (warmed up first, best of ``--repeat``);
+(c) encoder: Arrow table → arrays (best of ``--repeat``);
+(d) end to end: Parquet → Parquet in a separate process (``drgdip group`` when the command
+    exists, else ``grouper.api.group_file``), wall time and the child's peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.synthetic import synthetic_records
+from grouper import kernel
+from grouper.api import load_scheme
+from grouper.compile import SchemeError
+from grouper.encode import Encoder
+
+CHUNK = 1_000_000
+
+
+@contextlib.contextmanager
+def interpreted_kernel():
+    """Inside the block every numba function of ``grouper.kernel`` is its plain-Python original."""
+    saved = {k: v for k, v in vars(kernel).items() if isinstance(v, numba.core.dispatcher.Dispatcher)}
+    try:
+        for k, v in saved.items():
+            setattr(kernel, k, v.py_func)
+        yield kernel.group_record
+    finally:
+        for k, v in saved.items():
+            setattr(kernel, k, v)
+
+
+def _best(fn, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def python_path(scheme, enc, sample: int) -> tuple[float, np.ndarray]:
+    """Seconds for the interpreted kernel over records 0..sample-1, and its (sample, 4) results."""
+    params = kernel.scheme_params(scheme)
+    arrays = [scheme.arrays[k] for k in kernel.SCHEME_ARGS]
+    out = np.empty((sample, 4), dtype=np.int64)
+    with interpreted_kernel() as group_record:
+        t0 = time.perf_counter()
+        for i in range(sample):
+            out[i] = group_record(i, enc.values, enc.sex, enc.diag_ptr, enc.diag_ids, enc.proc_ptr, enc.proc_ids,
+                                  params, *arrays, enc.bad_value)
+        return time.perf_counter() - t0, out
+
+
+def write_input(scheme, n: int, seed: int, path: Path) -> None:
+    """``n`` synthetic records into a Parquet file, generated in chunks (bounded memory)."""
+    writer = None
+    for k, start in enumerate(range(0, n, CHUNK)):
+        t = synthetic_records(scheme, min(CHUNK, n - start), seed + k)
+        t = t.set_column(0, "id", pa.array(np.arange(start + 1, start + t.num_rows + 1, dtype=np.int64)))
+        if writer is None:
+            writer = pq.ParquetWriter(path, t.schema)
+        writer.write_table(t)
+    writer.close()
+
+
+def end_to_end_command(src: Path, dst: Path, scheme_file: Path) -> list[str]:
+    exe = shutil.which("drgdip") or str(Path(sys.executable).with_name("drgdip"))
+    if Path(exe).exists() and subprocess.run([exe, "group", "--help"], capture_output=True).returncode == 0:
+        return [exe, "group", str(src), "-o", str(dst), "--scheme", str(scheme_file)]
+    code = ("import sys; from grouper.api import load_scheme, group_file; "
+            "group_file(sys.argv[1], sys.argv[2], load_scheme(sys.argv[3]))")
+    return [sys.executable, "-c", code, str(src), str(dst), str(scheme_file)]
+
+
+def end_to_end(scheme, n: int, seed: int, workdir: Path) -> dict:
+    src, dst, scheme_file = workdir / "in.parquet", workdir / "out.parquet", workdir / "scheme.drgscheme"
+    scheme.save(scheme_file)
+    write_input(scheme, n, seed, src)
+    cmd = end_to_end_command(src, dst, scheme_file)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    seconds = time.perf_counter() - t0
+    rows = pq.ParquetFile(dst).metadata.num_rows
+    if rows != n:
+        raise RuntimeError(f"end to end wrote {rows} rows for {n} records")
+    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"e2e_records": n, "e2e_seconds": seconds, "e2e_rps": n / seconds, "e2e_peak_rss_mb": rss_kb / 1024,
+            "e2e_input_mb": src.stat().st_size / 2**20,
+            "e2e_command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}
+
+
+def measure(records: int, scheme_path: str | None = None, sample: int = 2000, seed: int = 0, repeat: int = 3,
+            e2e_records: int | None = None) -> dict:
+    allow_gaps = False
+    try:
+        scheme = load_scheme(scheme_path)
+    except SchemeError:
+        scheme, allow_gaps = load_scheme(scheme_path, allow_gaps=True), True
+    t0 = time.perf_counter()
+    table = synthetic_records(scheme, records, seed)
+    gen_s = time.perf_counter() - t0
+    encoder = Encoder(scheme)
+    encoder.encode(table.slice(0, 100))
+    enc_s, enc = _best(lambda: encoder.encode(table), repeat)
+    args = (enc.values, enc.sex, enc.diag_ptr, enc.diag_ids, enc.proc_ptr, enc.proc_ids, enc.bad_value)
+    kernel.run(scheme, *args)                                 # compile or load the cache
+    ker_s, res = _best(lambda: kernel.run(scheme, *args), repeat)
+    sample = min(sample, records)
+    py_s, py = python_path(scheme, enc, sample)
+    same = all(np.array_equal(py[:, j], np.asarray(res[j][:sample], dtype=np.int64)) for j in range(4))
+    out = {"records": records, "sample": sample, "seed": seed, "cpu_count": os.cpu_count(),
+           "numba_threads": numba.get_num_threads(), "scheme": scheme.label if hasattr(scheme, "label") else "",
+           "allow_gaps": allow_gaps, "generate_seconds": gen_s,
+           "python_rps": sample / py_s, "kernel_rps": records / ker_s, "encoder_rps": records / enc_s,
+           "kernel_over_python": (records / ker_s) / (sample / py_s), "python_matches_kernel": bool(same)}
+    with tempfile.TemporaryDirectory(prefix="drgdip-bench-") as tmp:
+        out.update(end_to_end(scheme, e2e_records or records, seed, Path(tmp)))
+    return out
+
+
+def _table(r: dict) -> str:
+    lines = [f"scheme {r['scheme']}  records {r['records']:,}  cpu_count {r['cpu_count']}  "
+             f"numba threads {r['numba_threads']}",
+             f"{'path':<34}{'records/s':>14}",
+             f"{'plain Python (sample ' + format(r['sample'], ',') + ')':<34}{r['python_rps']:>14,.0f}",
+             f"{'kernel (encoded arrays, warm)':<34}{r['kernel_rps']:>14,.0f}",
+             f"{'encoder (Arrow -> arrays)':<34}{r['encoder_rps']:>14,.0f}",
+             f"{'end to end Parquet (' + format(r['e2e_records'], ',') + ')':<34}{r['e2e_rps']:>14,.0f}",
+             f"kernel / python = {r['kernel_over_python']:,.0f}x   python == kernel on sample: "
+             f"{r['python_matches_kernel']}",
+             f"end to end: {r['e2e_seconds']:.1f} s, child peak RSS {r['e2e_peak_rss_mb']:,.0f} MB, "
+             f"input {r['e2e_input_mb']:,.0f} MB",
+             f"command: {r['e2e_command']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
+    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--scheme", default=None, help="scheme folder or .drgscheme (default: teaching scheme)")
+    p.add_argument("--sample", type=int, default=2000, help="records for the plain-Python path")
+    p.add_argument("--e2e-records", type=int, default=None, help="records for end to end (default --records)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    r = measure(a.records, a.scheme, a.sample, a.seed, a.repeat, a.e2e_records)
+    print(json.dumps(r, indent=2) if a.json else _table(r))
+    return r
+
+
+if __name__ == "__main__":
+    main()
