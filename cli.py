@@ -423,6 +423,34 @@ def dip_recommend(catalog, record_json, as_json):
 
 # --- demo, synth and report commands ---
 
+@main.command("synth")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Records file (.parquet, .arrow or .csv).")
+@click.option("--scheme", type=click.Path(), help="Scheme folder or .drgscheme file (default: the built-in teaching scheme).")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same bytes.")
+@click.option("--years", default="2024", show_default=True, help="Years, comma-separated (e.g. 2022,2023,2024).")
+@click.option("--months", default=12, show_default=True, help="Months per year (1-12).")
+@click.option("--hospitals", default=12, show_default=True, help="Number of hospitals (levels 3/2/1).")
+@click.option("--records-per-month", default=2000, show_default=True, help="Mean discharges per month in the region.")
+@click.option("--hospitals-out", type=click.Path(dir_okay=False), help="Also write the hospitals (id, level, ...) here.")
+@user_errors
+def synth_cmd(out, scheme, seed, years, months, hospitals, records_per_month, hospitals_out):
+    """Synthesise a region's discharge records (synthetic, for learning and tests).
+
+    \b
+    Example:
+      drgdip synth -o region.parquet --years 2023,2024 --seed 7
+      drgdip synth -o bj.parquet --scheme ../shared/data/chs-drg/CHS_DRG_11_BJ --records-per-month 500
+    """
+    from grouper.io import write_table
+    from synth.region import load_params, make_hospitals, synthesize_region
+    ys = [int(y) for y in years.split(",") if y.strip()]
+    table = synthesize_region(scheme, seed=seed, years=ys, months=months, hospitals=hospitals,
+                              records_per_month=records_per_month)
+    write_table(table, out)
+    if hospitals_out:
+        write_table(make_hospitals(hospitals, seed, load_params()), hospitals_out)
+    click.echo(f"{table.num_rows} records, {hospitals} hospitals, years {ys} -> {out}")
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
