@@ -266,3 +266,47 @@ def compute_scores(cost: np.ndarray, group: np.ndarray, year: np.ndarray, n_grou
     return ScoreResult(cases=cases, cases_trimmed=cases - kept_cases, mean_cost=mean_cost, score=score,
                        cv=cv, plain_mean=plain, keep=keep, overall_mean=overall, riv=riv,
                        year_weights=weights)
+
+
+# ---------------------------------------------------------------- pricing (point method)
+
+def price_dip_cases(grouped, catalog, policy, period: str | None = None):
+    """Price DIP-grouped cases with the settlement's point method (``weights.points.price_cases``).
+
+    points = score × auxiliary coefficient × hospital coefficient, deviation cases
+    included: each (group, coefficient) pair is priced as its own group whose weight is
+    score × coefficient / base (so deviation bands read a relative weight, as for DRG)
+    with ``base_points`` = the catalogue's base, and whose mean cost is the group's
+    mean cost × coefficient. Adds the input's columns nothing but price_cases' columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from grouper.dip_api import catalog_meta, prepare_catalog
+    from weights.points import price_cases
+
+    cat = prepare_catalog(catalog)
+    base = float(catalog_meta(cat.table).get("base", 100.0))
+    if "dip_group" not in grouped.column_names:
+        raise ValueError("records have no dip_group column: group them with the DIP catalogue first")
+    coef = pc.fill_null(grouped["dip_coefficient"], 1.0) if "dip_coefficient" in grouped.column_names \
+        else pa.array(np.ones(grouped.num_rows))
+    coef_txt = pc.cast(pc.round(coef, 4), pa.string())
+    key = pc.binary_join_element_wise(grouped["dip_group"], coef_txt, "@")
+    t = cat.table
+    uniq = pc.unique(key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key).drop_null()
+    parts = pc.split_pattern(uniq, "@", max_splits=1)
+    g = pc.list_element(parts, 0)
+    c = pc.cast(pc.list_element(parts, 1), pa.float64()).to_numpy(zero_copy_only=False)
+    at = pc.index_in(g, value_set=t["group_key"]).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(at.astype(np.float64))
+    idx = np.where(found, at, 0).astype(np.int64)
+    score = t["score"].to_numpy()[idx] if t.num_rows else np.zeros(len(idx))
+    mean = (t["mean_cost"].to_numpy(zero_copy_only=False)[idx] if "mean_cost" in t.column_names
+            else np.full(len(idx), np.nan))
+    weights = pa.table({"_dip_key": uniq,
+                        "weight": pa.array(np.where(found, score * c / base, np.nan)),
+                        "mean_cost": pa.array(np.where(found, mean * c, np.nan))})
+    cases = grouped.append_column("_dip_key", key)
+    priced = price_cases(cases, weights, policy, group_column="_dip_key", weight_column="weight",
+                         base_points=base, period=period)
+    return priced.drop_columns(["_dip_key"])
