@@ -133,3 +133,42 @@ def test_conformance_files_every_finding_explainable(name):
     # every unknown-code finding really is absent from the table and well formed
     unknown = f.filter(pa.compute.equal(f["rule"], "QC_DIAGNOSIS_UNKNOWN"))["value"].to_pylist()
     assert all(c not in tables["diagnosis"].index for c in unknown)
+
+
+def test_cli_check_and_codes(tmp_path):
+    from click.testing import CliRunner
+    from cli import main
+    src = tmp_path / "d.csv"
+    src.write_text("id,hospital_id,sex,diagnoses,procedures\n"
+                   "a,H11010500001,1,K80.100|O80.000,51.2300\n"
+                   "b,H1101050001,2,K80.100,\n", encoding="utf-8")
+    out, summary = tmp_path / "issues.csv", tmp_path / "sum.csv"
+    r = CliRunner().invoke(main, ["check", str(src), "-o", str(out), "--summary", str(summary)])
+    assert r.exit_code == 0, r.output
+    assert "2 records, 2 findings" in r.output
+    rows = read_table(out).to_pylist()
+    assert [(x["id"], x["rule"]) for x in rows] == [("a", "QC_SEX_DIAGNOSIS_FEMALE"), ("b", "QC_HOSPITAL_CODE")]
+    by_h = read_table(summary).to_pylist()
+    assert {(x["hospital_id"], x["rule"]) for x in by_h} == {("H11010500001", "QC_SEX_DIAGNOSIS_FEMALE"),
+                                                             ("H1101050001", "QC_HOSPITAL_CODE")}
+    r = CliRunner().invoke(main, ["codes", "info", "H11010500001"])
+    assert r.exit_code == 0 and "region         110105" in r.output
+    r = CliRunner().invoke(main, ["codes", "info", "H1101050001", "--standard", "fixed_hospital"])
+    assert r.exit_code == 2
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "missing.csv")])
+    assert r.exit_code == 2
+
+
+def test_cli_map_keeps_unmapped(tmp_path):
+    from click.testing import CliRunner
+    from cli import main
+    m = tmp_path / "map.dat"
+    m.write_text("A01.000x002 A01.003\n", encoding="utf-8")
+    src = tmp_path / "old.csv"
+    src.write_text("id,diagnoses\n1,A01.000x002|Q99.999\n", encoding="utf-8")
+    out = tmp_path / "new.csv"
+    r = CliRunner().invoke(main, ["codes", "map", str(src), "--mapping", str(m), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "2 codes, 1 mapped, 1 without a mapping" in r.output
+    row = read_table(out).to_pylist()[0]
+    assert row["diagnoses_mapped"] == "A01.003|Q99.999" and row["diagnoses_unmapped"] == "Q99.999"
