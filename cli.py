@@ -47,6 +47,145 @@ def main():
 
 # --- grouping commands (grouper/) ---
 
+def _scheme(path, rules=None):
+    from grouper.api import load_scheme
+    return load_scheme(path, rules)
+
+
+@main.group("scheme")
+def scheme_group():
+    """Compile and inspect CHS-DRG schemes (分组方案).
+
+    \b
+    Example:
+      drgdip scheme compile ../shared/data/chs-drg/CHS_DRG_11 -o chs11.drgscheme
+      drgdip scheme info chs11.drgscheme
+    """
+
+
+@scheme_group.command("compile")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Compiled scheme file to write.")
+@click.option("--rules", type=click.Path(dir_okay=False), help="General rules TOML (default: the folder's rules.toml, else CHS-DRG 1.x).")
+@click.option("--allow-gaps", is_flag=True, help="Write the scheme even if some lines could not be read (they are listed).")
+@user_errors
+def scheme_compile(folder, output, rules, allow_gaps):
+    """Compile a folder of published scheme tables into one .drgscheme file.
+
+    Every line the importer cannot read is listed with file and line; the command
+    fails on any unless --allow-gaps is given.
+
+    \b
+    Example:
+      drgdip scheme compile ../shared/data/chs-drg/CHS_DRG_11 -o chs11.drgscheme
+    """
+    from grouper.compile import SchemeError, compile_scheme
+    try:
+        scheme, problems = compile_scheme(folder, rules, allow_gaps=allow_gaps)
+    except SchemeError as exc:
+        for p in exc.problems[:50]:
+            click.echo(f"  {p}", err=True)
+        raise UserError(str(exc)) from None
+    for p in problems[:50]:
+        click.echo(f"  gap: {p}", err=True)
+    scheme.save(output)
+    c = scheme.meta["counts"]
+    click.echo(f"{scheme.meta['name']}: {c['mdc']} MDC, {c['adrg']} ADRG, {c['drg']} DRG, {c['mcc']} MCC, "
+               f"{c['cc']} CC, {c['exclusion_tables']} exclusion tables; {len(problems)} gap(s) -> {output}")
+
+
+@scheme_group.command("info")
+@click.argument("scheme")
+@user_errors
+def scheme_info(scheme):
+    """Show a scheme's name, version, source hash and counts.
+
+    \b
+    Example:
+      drgdip scheme info chs11.drgscheme
+    """
+    import json
+    click.echo(json.dumps(_scheme(scheme).meta, ensure_ascii=False, indent=2))
+
+
+@main.command("group")
+@click.argument("records", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.parquet, .csv or .arrow).")
+@click.option("--scheme", default=None, help="Compiled scheme or folder of published tables (default: the built-in teaching scheme).")
+@click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder (ZD_INFO.dat, SS_INFO.dat, maps) to validate and map codes.")
+@click.option("--method", type=click.Choice(["drg", "dip"]), default="drg", show_default=True)
+@click.option("--catalog", type=click.Path(dir_okay=False), help="DIP catalogue (with --method dip).")
+@click.option("--batch-size", default=65536, show_default=True, help="Records per batch (memory stays bounded).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def group_cmd(records, output, scheme, codes_dir, method, catalog, batch_size, quiet):
+    """Group discharge records: every input column passes through, plus mdc, adrg, drg, status, reason.
+
+    \b
+    Example:
+      drgdip group discharges.parquet -o grouped.parquet --scheme chs11.drgscheme
+      drgdip group cases.csv -o grouped.csv --scheme ../shared/data/chs-drg/CHS_DRG_11
+      drgdip group discharges.parquet -o dip.parquet --method dip --catalog dip-catalog.parquet
+    """
+    if method == "dip":
+        from grouper.dip_api import group_dip, load_catalog
+        from grouper.io import read_table, write_table
+        if not catalog:
+            raise UserError("--method dip needs --catalog")
+        write_table(group_dip(read_table(records), load_catalog(catalog)), output)
+        return
+    from tqdm import tqdm
+
+    from grouper.api import group_file, load_codes
+    sch = _scheme(scheme)
+    with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0) as bar:
+        counts = group_file(records, output, sch, load_codes(codes_dir), batch_size=batch_size, progress=bar.update)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    click.echo(f"{sum(counts.values())} records grouped with {sch.meta.get('name')}: {summary} -> {output}")
+
+
+@main.command("explain")
+@click.option("--scheme", default=None, help="Compiled scheme or folder (default: teaching scheme).")
+@click.option("--record", "record_json", required=True, help="One record as JSON.")
+@click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@user_errors
+def explain_cmd(scheme, record_json, codes_dir, as_json):
+    """Explain one record's grouping path in words a hospital coder understands.
+
+    \b
+    Example:
+      drgdip explain --scheme chs11.drgscheme --record '{"sex":"1","age":67,"diagnoses":["I21.000","E11.900"],"procedures":["36.0601"]}'
+    """
+    import json
+
+    from grouper.api import load_codes
+    from grouper.reference import explain
+    try:
+        json.loads(record_json)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--record is not valid JSON: {exc.msg}") from None
+    e = explain(record_json, _scheme(scheme), load_codes(codes_dir))
+    click.echo(json.dumps(e.as_dict(), ensure_ascii=False, indent=2) if as_json else e.text())
+
+
+@main.command("conformance")
+@click.argument("cases", type=click.Path(dir_okay=False))
+@click.option("--scheme", required=True, help="Compiled scheme or folder of published tables.")
+@click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
+@user_errors
+def conformance_cmd(cases, scheme, codes_dir):
+    """Compare with another grouper's answers: agreement on drg, adrg, mdc, status; disagreements by cause.
+
+    \b
+    Example:
+      drgdip conformance ../shared/data/conformance/chs-drg-1.1-cases.csv --scheme chs11.drgscheme
+    """
+    from grouper.api import load_codes
+    from grouper.conformance import conformance
+    click.echo(conformance(cases, _scheme(scheme), load_codes(codes_dir)).text())
+
+
 
 # --- codes and quality-control commands (codesets/) ---
 
@@ -59,7 +198,6 @@ def _code_tables_option(fn):
 
 
 def _echo_table(table) -> None:
-    import pyarrow as pa
     if table.num_rows == 0:
         click.echo("  (none)")
         return
