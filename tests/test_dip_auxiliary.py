@@ -98,3 +98,19 @@ def test_cci_index_by_family():
                   ["C16.900", "C78.700", "C16.900"],          # malignancy 2 vs metastasis 6 → 6
                   None])
     assert cci_index(d).tolist() == [2, 3, 1, 6, 0]
+
+
+def test_points_carry_the_auxiliary_coefficient(built):
+    from weights.dip_scores import price_dip_cases
+    from weights.policy import parse_policy
+    _, cat = built
+    new = pa.table({"diagnoses": ["K80.100", "K80.100"], "procedures": ["", ""], "age": [80.0, 40.0],
+                    "hospital_id": ["H1", "H1"], "fund": ["职工", "职工"], "discharge_date": ["2026-10-01"] * 2,
+                    "personal_share": [0.0, 0.0], "total_cost": [15000.0, 10000.0]})
+    g = group_dip(new, cat)
+    pol = parse_policy({"budget": {"employee": {"2026-10": 1000.0}}, "coefficients": {"level": {"3A": 1.0},
+                        "hospital_level": {"H1": "3A"}}})
+    p = price_dip_cases(g, cat, pol).to_pylist()
+    coef = _aux(cat)[("age", "elderly")]["coefficient"]
+    assert p[0]["case_type"] == "normal" and p[0]["points"] == pytest.approx(g["dip_score"][0].as_py() * coef)
+    assert p[1]["points"] == pytest.approx(g["dip_score"][1].as_py())

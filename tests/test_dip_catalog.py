@@ -132,3 +132,30 @@ def test_compare_with_national_layout(tmp_path, catalog):
     assert diff["K80.1|none"]["score_b"] == 60
     assert diff["K80.1|51.1000+51.2200"]["status"] == "only_b"
     assert diff["K80|surgery"]["status"] == "only_a"
+
+
+def test_procedure_type_table_override(tmp_path):
+    p = tmp_path / "types.csv"
+    p.write_text("prefix,type\n51.10,therapeutic\n", encoding="utf-8")
+    cat = build_catalog(history(), POLICY, procedure_types=p)
+    assert "K80|therapeutic" in _rows(cat) and "K80|diagnostic" not in _rows(cat)
+    assert catalog_meta(cat)["procedure_type_source"].startswith(f"procedure type table {p}")
+    cat2 = build_catalog(history(), {**POLICY, "procedure_types": {"51.1": "surgery"}})
+    assert _rows(cat2)["K80|surgery"]["cases"] == 5
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prefix,type\n51.10,operation\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        build_catalog(history(), POLICY, procedure_types=bad)
+
+
+def test_procedure_types_derived_from_a_drg_scheme():
+    api = pytest.importorskip("grouper.api")
+    from grouper.dip_api import types_from_scheme
+    scheme = api.load_scheme(None)
+    derived = types_from_scheme(scheme)
+    assert set(derived.values()) == {"surgery", "therapeutic"}
+    cat = build_catalog(history(), POLICY, scheme=scheme)
+    meta = catalog_meta(cat)
+    assert "derived from CHS-DRG scheme" in meta["procedure_type_source"]
+    some = next(iter(derived))
+    assert meta["procedure_types"][some] == derived[some]
