@@ -138,7 +138,7 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, batch_size, q
 
     from grouper.api import group_file, load_codes
     sch = _scheme(scheme)
-    with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0) as bar:
+    with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
         counts = group_file(records, output, sch, load_codes(codes_dir), batch_size=batch_size, progress=bar.update)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     click.echo(f"{sum(counts.values())} records grouped with {sch.meta.get('name')}: {summary} -> {output}")

@@ -1,0 +1,68 @@
+"""Records in, records out: passthrough, bad input, files, the compiled scheme file."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from grouper.api import group_file, group_table, load_scheme
+from grouper.scheme import Scheme
+
+
+@pytest.fixture(scope="module")
+def teaching():
+    return load_scheme(None)
+
+
+def test_columns_pass_through_in_order(teaching):
+    t = pa.table({"zz": ["a", "b"], "sex": ["1", "2"], "age": [50, 60], "diagnoses": ["I21.001|E11.900", ""]})
+    out = group_table(t, teaching)
+    assert out.column_names == ["zz", "sex", "age", "diagnoses", "mdc", "adrg", "drg", "status", "reason"]
+    assert out.column("zz").to_pylist() == ["a", "b"]
+    assert out.column("reason").to_pylist()[1] == "MISSING_DIAGNOSIS"
+
+
+def test_bad_records_get_a_reason_never_dropped(teaching):
+    rows = [
+        {"sex": None, "age": "50", "diagnoses": "I21.001"},
+        {"sex": "3", "age": "50", "diagnoses": "I21.001"},
+        {"sex": "1", "age": None, "diagnoses": "I21.001"},
+        {"sex": "1", "age": "fifty", "diagnoses": "I21.001"},
+        {"sex": "1", "age": "0", "diagnoses": "P07.300"},
+    ]
+    out = group_table(pa.Table.from_pylist(rows), teaching)
+    assert out.num_rows == 5
+    assert out.column("reason").to_pylist() == ["MISSING_SEX", "INVALID_SEX", "MISSING_AGE", "BAD_VALUE", "MISSING_AGE_DAYS"]
+    assert set(out.column("status").to_pylist()) == {"invalid"}
+
+
+def test_scheme_file_roundtrip_is_byte_identical(tmp_path, teaching):
+    a, b = tmp_path / "a.drgscheme", tmp_path / "b.drgscheme"
+    teaching.save(a)
+    Scheme.load(a).save(b)
+    assert a.read_bytes() == b.read_bytes()
+    assert Scheme.load(a).drg_codes == teaching.drg_codes
+
+
+def test_group_file_streams_and_is_deterministic(tmp_path, teaching):
+    src = tmp_path / "in.csv"
+    src.write_text("id,sex,age,diagnoses,procedures\n" + "".join(f"{i},1,{20 + i % 50},I21.001|E11.900,\n" for i in range(500)), encoding="utf-8")
+    out1, out2 = tmp_path / "o1.parquet", tmp_path / "o2.parquet"
+    c1 = group_file(src, out1, teaching, batch_size=64)
+    group_file(src, out2, teaching, batch_size=64)
+    assert sum(c1.values()) == 500
+    assert out1.read_bytes() == out2.read_bytes()
+    assert pq.read_table(out1).column("id").to_pylist()[:3] == ["0", "1", "2"]
+
+
+def test_cli_unusable_file_is_one_line_exit_2(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    r = subprocess.run([sys.executable, "-m", "cli", "group", str(empty), "-o", str(tmp_path / "o.csv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "empty" in r.stderr
+    assert "Traceback" not in r.stderr
