@@ -433,9 +433,10 @@ def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
     out = {
         "dip_group": group,
         "dip_score": col(score, pa.float64()),
-        "dip_match": pa.array(np.array(MATCH_NAMES, dtype=object)[kind].tolist(), pa.string(), mask=~grouped),
-        "dip_status": pa.array(status.tolist(), pa.string()),
-        "dip_reason": pa.array(reason.tolist(), pa.string()),
+        "dip_match": pc.if_else(mask, pa.scalar(None, pa.string()),
+                                pa.array(MATCH_NAMES, pa.string()).take(pa.array(kind.astype(np.int64)))),
+        "dip_status": pa.array(status, pa.string()),
+        "dip_reason": pa.array(reason, pa.string()),
         "dip_cci": pa.array(cci, pa.int64()),
         "dip_coef_severity": col(np.round(coefs["severity"], 4), pa.float64()),
         "dip_coef_tumour": col(np.round(coefs["tumour"], 4), pa.float64()),

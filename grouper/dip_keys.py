@@ -130,7 +130,7 @@ def counted_procedures(procedures: pa.ListArray, excluded=()) -> pa.ListArray:
     order = pc.sort_indices(t, sort_keys=[("p", "ascending"), ("v", "ascending")]).to_numpy()
     values = values.take(pa.array(order))
     parents = parents[order]
-    vnp = np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+    vnp = pc.dictionary_encode(values).indices.to_numpy(zero_copy_only=False)
     dup = np.zeros(len(parents), dtype=bool)
     dup[1:] = (parents[1:] == parents[:-1]) & (vnp[1:] == vnp[:-1])
     return _rebuild(values.filter(pa.array(~dup)), parents[~dup], n)

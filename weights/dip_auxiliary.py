@@ -59,8 +59,9 @@ def cci_index(diagnoses: pa.ListArray) -> np.ndarray:
         head = pc.utf8_slice_codeunits(codes, 0, length)
         idx = pc.index_in(head, value_set=pa.array(keys)).to_numpy(zero_copy_only=False).astype(np.float64)
         hit = ~np.isnan(idx) & ~done
-        for j in np.nonzero(hit)[0]:
-            fam[j], wt[j] = by_len[length][keys[int(idx[j])]]
+        at = idx[hit].astype(np.int64)
+        fam[hit] = np.array([by_len[length][k][0] for k in keys], dtype=np.int64)[at]
+        wt[hit] = np.array([by_len[length][k][1] for k in keys], dtype=np.int64)[at]
         done |= hit
     ok = fam >= 0
     per = np.zeros((n, len(families)), dtype=np.int64)
