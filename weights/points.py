@@ -62,6 +62,12 @@ def _np(a: pa.Array, fill) -> np.ndarray:
     return pc.fill_null(a, fill).to_numpy(zero_copy_only=False)
 
 
+def _decode(ids: np.ndarray, names) -> pa.Array:
+    """Small integer ids → their names as a string array (no per-row Python)."""
+    return pa.DictionaryArray.from_arrays(pa.array(ids.astype(np.int32)), pa.array(list(names), pa.string())
+                                          ).cast(pa.string())
+
+
 def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None) -> pa.Table:
@@ -84,19 +90,23 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     if base_points is None:
         base_points = policy.base_points if policy.form == "point" else 1.0
 
-    reason = np.full(n, "", dtype=object)
+    codes: list[str] = [""]                  # reason codes; index 0 = not decided yet
+    reason = np.zeros(n, dtype=np.int16)
+
+    def code_id(code: str) -> int:
+        if code not in codes:
+            codes.append(code)
+        return codes.index(code)
 
     def unpriced(mask: np.ndarray, code: str):
-        hit = mask & (reason == "")
-        reason[hit] = code
+        reason[mask & (reason == 0)] = code_id(code)
 
     # --- grouping outcome
     group = text(cases[group_column], n)
     if "status" in cases.column_names:
         st = text(cases["status"], n)
-        st_np = _np(st, "").astype(object)
-        unpriced(st_np == "invalid", "INVALID_RECORD")
-        unpriced(~np.isin(st_np, PRICED_STATUSES), "NOT_GROUPED")
+        unpriced(_np(pc.equal(st, "invalid"), False), "INVALID_RECORD")
+        unpriced(~_np(pc.is_in(st, pa.array(PRICED_STATUSES)), False), "NOT_GROUPED")
     gnull = _np(pc.is_null(group), True) | _np(pc.is_in(group, pa.array(UNGROUPED_CODES)), False)
     unpriced(gnull, "NOT_GROUPED")
 
@@ -136,9 +146,8 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         month = month_of(cases[cols["discharge_date"]])
         present = _np(pc.is_valid(text(cases[cols["discharge_date"]], n)), False)
         unpriced(present & _np(pc.is_null(month), True), "BAD_DISCHARGE_DATE")
-        mtext = _np(month, "").astype(str)
-        inside = np.char.startswith(mtext, period) if len(period) == 4 else (mtext == period)
-        unpriced(present & ~inside, "OUT_OF_PERIOD")
+        inside = pc.starts_with(month, period) if len(period) == 4 else pc.equal(month, period)
+        unpriced(present & ~_np(inside, False), "OUT_OF_PERIOD")
 
     # --- hospital coefficient: looked up once per distinct hospital
     henc = pc.dictionary_encode(hosp)
@@ -146,7 +155,7 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     hco = np.array([policy.coefficient(h) for h in hnames] + [policy.coefficient_default], dtype=np.float64)
     coefficient = hco[_np(henc.indices, len(hnames)).astype(np.int64)]
 
-    priceable = reason == ""
+    priceable = reason == 0
 
     # --- group mean cost
     if policy.deviation.group_mean == "table":
@@ -160,7 +169,7 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
             period_mean = s / c
         gmean = np.where(priceable, period_mean[gi], np.nan)
     unpriced(priceable & ~(gmean > 0), "NO_GROUP_MEAN_COST")
-    priceable = reason == ""
+    priceable = reason == 0
 
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(priceable, cost / gmean, np.nan)
@@ -199,16 +208,16 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     elif sr.payment == "normal":
         points[special] = base[special]
 
-    case_type = np.full(n, "unpriced", dtype=object)
-    case_type[normal], case_type[high], case_type[low], case_type[special] = \
-        "normal", "high_cost", "low_cost", "special_review"
-    reason[normal] = "PRICED_NORMAL"
-    reason[high] = "HIGH_COST_CASE"
-    reason[low] = "LOW_COST_CASE"
-    reason[special & flagged] = "SPECIAL_REVIEW_FLAG"
-    reason[special & ~flagged] = "SPECIAL_REVIEW_COST"
+    case_type = np.full(n, CASE_TYPES.index("unpriced"), dtype=np.int8)
+    for mask, name in ((normal, "normal"), (high, "high_cost"), (low, "low_cost"), (special, "special_review")):
+        case_type[mask] = CASE_TYPES.index(name)
+    reason[normal] = code_id("PRICED_NORMAL")
+    reason[high] = code_id("HIGH_COST_CASE")
+    reason[low] = code_id("LOW_COST_CASE")
+    reason[special & flagged] = code_id("SPECIAL_REVIEW_FLAG")
+    reason[special & ~flagged] = code_id("SPECIAL_REVIEW_COST")
     if sr.payment == "hold":
-        reason[special] = "SPECIAL_REVIEW_HOLD"
+        reason[special] = code_id("SPECIAL_REVIEW_HOLD")
 
     out = cases.drop_columns([c for c in PRICE_COLUMNS if c in cases.column_names])
     add = {
@@ -218,8 +227,8 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         "cost_ratio": pa.array(ratio, pa.float64(), from_pandas=True),
         "coefficient": pa.array(coefficient, pa.float64()),
         "base_points": pa.array(np.where(priceable, base, np.nan), pa.float64(), from_pandas=True),
-        "case_type": pa.array(case_type.tolist(), pa.string()),
-        "pricing_reason": pa.array(reason.tolist(), pa.string()),
+        "case_type": _decode(case_type, CASE_TYPES),
+        "pricing_reason": _decode(reason, codes),
         "points": pa.array(points, pa.float64(), from_pandas=True),
     }
     for name, arr in add.items():

@@ -113,15 +113,27 @@ def _point_value(policy: Policy, fund: str, period: str, points_total: float,
     return (budget + personal_cents) / 100.0 / points_total, budget, budget + personal_cents
 
 
-def _hospital_keys(hosp: pa.Array, fund: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fund_codes(fund: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Index of each row's fund in FUNDS (len(FUNDS) for none)."""
+    return pc.fill_null(pc.index_in(fund, value_set=pa.array(FUNDS)), len(FUNDS)).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+
+
+def _hospital_keys(hosp: pa.Array | pa.ChunkedArray, fcode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hospital ids, fund names, row → key index) for the (hospital, fund) pairs, sorted."""
-    h = _np(pc.fill_null(hosp, ""), "").astype(str)
-    f = np.where(fund == None, "", fund).astype(str)  # noqa: E711
-    pair = np.char.add(np.char.add(h, "\x1f"), f)
-    keys, inv = np.unique(pair, return_inverse=True)
-    parts = [k.split("\x1f") for k in keys.tolist()]
-    return (np.array([p[0] for p in parts], dtype=object), np.array([p[1] for p in parts], dtype=object),
-            inv.reshape(-1))
+    h = pc.fill_null(hosp, "")
+    if isinstance(h, pa.ChunkedArray):
+        h = h.combine_chunks()
+    enc = pc.dictionary_encode(h)
+    dic = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(dic.astype(str), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    width = len(FUNDS) + 1
+    combined = rank[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] * width + fcode
+    keys, inv = np.unique(combined, return_inverse=True)
+    names = np.array(list(FUNDS) + [""], dtype=object)
+    return dic[order][keys // width], names[keys % width], inv.reshape(-1)
 
 
 def _np(a, fill):
@@ -134,7 +146,7 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
     cols = canonical_columns(priced.schema)
     points = _np(priced["points"], np.nan)
     pool = np.isfinite(points)
-    fund = np.array(priced["fund_key"].to_pylist(), dtype=object)
+    fcode = fund_codes(priced["fund_key"])
     personal = to_cents(np.nan_to_num(_np(numeric(priced[cols["personal_share"]], n)[0], 0.0))) \
         if "personal_share" in cols else np.zeros(n, np.int64)
     cost = to_cents(np.nan_to_num(_np(numeric(priced[cols["total_cost"]], n)[0], 0.0)))
@@ -144,8 +156,8 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
     funds: dict[str, dict] = {}
     value_of: dict[str, float | None] = {}
     notes: list[str] = []
-    for f in FUNDS:
-        m = pool & (fund == f)
+    for fi, f in enumerate(FUNDS):
+        m = pool & (fcode == fi)
         ptotal = float(points[m].sum())
         ps = int(personal[m].sum())
         has_budget = f in policy.budget and period in policy.budget[f]
@@ -158,7 +170,7 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
             amount[m] = distribute_cents(points[m] * value, total)
         elif budget:
             notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
-        unp = (~pool) & (fund == f)
+        unp = (~pool) & (fcode == fi)
         funds[f] = {
             "budget": yuan(budget) if budget is not None else None,
             "rate": value if policy.form == "rate" and budget is None else None,
@@ -166,12 +178,12 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
             "cases": int(m.sum()), "unpriced_cases": int(unp.sum()), "unpriced_cost": yuan(cost[unp].sum()),
             "payment": yuan(amount[m].sum()),
         }
-    unknown = (~pool) & (fund == None)  # noqa: E711
+    unknown = (~pool) & (fcode == len(FUNDS))
     if unknown.any():
         notes.append(f"{int(unknown.sum())} case(s) of no known fund are unpriced (see review)")
 
     hid, hfund, key = _hospital_keys(text(priced[cols["hospital_id"]], n) if "hospital_id" in cols
-                                     else pa.nulls(n, pa.string()), fund)
+                                     else pa.nulls(n, pa.string()), fcode)
     keep_key = hfund != ""
     k = len(hid)
 
@@ -246,9 +258,7 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
     ``monthly`` columns: hospital_id, fund, cases, unpriced_cases, weight_sum, points,
     personal_share_cents, payment_cents, amount_due_cents, withheld_cents, paid_cents, cost_cents,
     unpriced_cost_cents (one row per hospital, fund and month)."""
-    hid_a = monthly["hospital_id"]
-    fund = np.array(monthly["fund"].to_pylist(), dtype=object)
-    hid, hfund, key = _hospital_keys(hid_a, fund)
+    hid, hfund, key = _hospital_keys(monthly["hospital_id"], fund_codes(monthly["fund"]))
     k = len(hid)
 
     def tot(name, dtype=np.int64):
