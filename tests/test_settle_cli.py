@@ -143,3 +143,24 @@ def test_simulate_revenue_vs_cost(files):
         "--ledger", t / "r.db", "--quiet")
     r = run("simulate", t / "oct.parquet", "--weights", t / "w.parquet", "--policy", POLICY, "--ledger", t / "r.db")
     assert r.exit_code == 0 and "ledger 2026-10" in r.stdout
+
+
+def test_rate_form_with_the_official_harbin_table(tmp_path):
+    from tests.conftest import need_shared
+    table = need_shared("weights", "harbin-2024.csv")
+    (tmp_path / "harbin.toml").write_text(
+        '[region]\nform = "rate"\n[rate.employee]\n"2024" = 12252.70\n[rate.resident]\n"2024" = 9649.24\n'
+        '[deviation]\ngroup_mean = "period"\n', encoding="utf-8")
+    pq.write_table(pa.table({"hospital_id": ["H1", "H1", "H2"], "fund": ["职工", "职工", "居民"],
+                             "discharge_date": ["2024-05-01"] * 3, "drg": ["AA19", "NOPE", "AA19"],
+                             "total_cost": [200000.0, 5000.0, 150000.0], "personal_share": [20000.0, 500.0, 30000.0]}),
+                   tmp_path / "may.parquet")
+    r = run("settle", "2024-05", tmp_path / "may.parquet", "--weights", table, "--policy", tmp_path / "harbin.toml",
+            "--ledger", tmp_path / "h.db", "--out", tmp_path / "out", "--quiet")
+    assert r.exit_code == 0, r.output
+    cases = pq.read_table(tmp_path / "out" / "cases.parquet").to_pylist()
+    # AA19 weighs 18.2858: 18.2858 × 12,252.70 = 224,050.42166 → 224,050.42; × 9,649.24 = 173,686.32 + 2,757.75 = 176,444.07
+    assert [c["amount"] for c in cases] == [224050.42, None, 176444.07]
+    assert cases[1]["pricing_reason"] == "GROUP_NOT_IN_TABLE" and cases[1]["points"] is None
+    review = (tmp_path / "out" / "review.csv").read_text()
+    assert "NOPE" in review and "5000" in review
