@@ -116,8 +116,9 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         raise InputError(f"period {period!r}: a monthly settlement needs YYYY-MM (use --final for a year)")
     with _progress(7, quiet, f"settle {period}") as bar:
         policy = load_policy(policy_path)
-        with closing(ledger_mod.connect(ledger_path)) as conn:
-            ledger_mod.check_open(conn, period, "monthly", reopen)
+        if Path(ledger_path).exists():   # refuse early; a new ledger is only created by a successful run
+            with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
+                ledger_mod.check_open(conn, period, "monthly", reopen)
         bar.update()
         records = read_table(records_path)
         bar.update()
