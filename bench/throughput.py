@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -87,10 +88,41 @@ def write_input(scheme, n: int, seed: int, path: Path) -> None:
 def end_to_end_command(src: Path, dst: Path, scheme_file: Path) -> list[str]:
     exe = shutil.which("drgdip") or str(Path(sys.executable).with_name("drgdip"))
     if Path(exe).exists() and subprocess.run([exe, "group", "--help"], capture_output=True).returncode == 0:
-        return [exe, "group", str(src), "-o", str(dst), "--scheme", str(scheme_file)]
+        return [exe, "group", str(src), "-o", str(dst), "--scheme", str(scheme_file), "--quiet"]
     code = ("import sys; from grouper.api import load_scheme, group_file; "
             "group_file(sys.argv[1], sys.argv[2], load_scheme(sys.argv[3]))")
     return [sys.executable, "-c", code, str(src), str(dst), str(scheme_file)]
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def run_measured(cmd: list[str], cwd: Path, poll: float = 0.02) -> tuple[float, int]:
+    """(wall seconds, peak RSS in KB) of a child process.
+
+    On Linux the peak is the child's own VmHWM, polled every ``poll`` s (the rusage of a child
+    inherits the parent's high-water mark from before exec, which would report this process's
+    size); elsewhere ``wait4``'s ru_maxrss."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _hwm_kb(proc.pid))
+            time.sleep(poll)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {log.read().decode(errors='replace')[-500:]}")
+    if peak == 0:
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, peak
 
 
 def end_to_end(scheme, n: int, seed: int, workdir: Path) -> dict:
@@ -98,13 +130,10 @@ def end_to_end(scheme, n: int, seed: int, workdir: Path) -> dict:
     scheme.save(scheme_file)
     write_input(scheme, n, seed, src)
     cmd = end_to_end_command(src, dst, scheme_file)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
-    seconds = time.perf_counter() - t0
+    seconds, rss_kb = run_measured(cmd, cwd=Path(__file__).resolve().parents[1])
     rows = pq.ParquetFile(dst).metadata.num_rows
     if rows != n:
         raise RuntimeError(f"end to end wrote {rows} rows for {n} records")
-    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"e2e_records": n, "e2e_seconds": seconds, "e2e_rps": n / seconds, "e2e_peak_rss_mb": rss_kb / 1024,
             "e2e_input_mb": src.stat().st_size / 2**20,
             "e2e_command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}
