@@ -127,14 +127,17 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, batch_size, q
       drgdip group cases.csv -o grouped.csv --scheme ../shared/data/chs-drg/CHS_DRG_11
       drgdip group discharges.parquet -o dip.parquet --method dip --catalog dip-catalog.parquet
     """
+    from tqdm import tqdm
     if method == "dip":
-        from grouper.dip_api import group_dip, load_catalog
-        from grouper.io import read_table, write_table
+        from grouper.dip_api import group_dip, load_catalog, prepare_catalog
+        from grouper.io import transform_file
         if not catalog:
             raise UserError("--method dip needs --catalog")
-        write_table(group_dip(read_table(records), load_catalog(catalog)), output)
+        prepared = prepare_catalog(load_catalog(catalog))
+        with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
+            n = transform_file(records, output, lambda b: group_dip(b, prepared), batch_size, bar.update)
+        click.echo(f"{n} records grouped with DIP catalogue {catalog} -> {output}")
         return
-    from tqdm import tqdm
 
     from grouper.api import group_file, load_codes
     sch = _scheme(scheme)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from grouper import kernel
 from grouper.compile import SchemeError, compile_scheme
 from grouper.encode import CodeSet, Encoder, result_columns
-from grouper.io import AtomicWriter, DEFAULT_BATCH_SIZE, as_table, open_batches
+from grouper.io import DEFAULT_BATCH_SIZE, as_table, transform_file
 from grouper.scheme import Scheme
 
 TEACHING_SCHEME = Path(__file__).with_name("teaching_scheme")
@@ -87,21 +87,12 @@ def group_file(src: str | os.PathLike, dst: str | os.PathLike, scheme: Scheme, c
     """Stream SRC through the grouper into DST (written atomically). Returns counts by status."""
     g = Grouper(scheme, codes)
     counts: dict[str, int] = {}
-    writer = None
-    try:
-        for batch in open_batches(src, batch_size):
-            out = g.group_batch(batch)
-            if writer is None:
-                writer = AtomicWriter(dst, out.schema).__enter__()
-            writer.write(out)
-            for s, n in zip(*np.unique(out.column("status").to_numpy(zero_copy_only=False).astype(str), return_counts=True)):
-                counts[s] = counts.get(s, 0) + int(n)
-            if progress is not None:
-                progress(out.num_rows)
-    except BaseException as exc:
-        if writer is not None:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    if writer is not None:
-        writer.__exit__(None, None, None)
+
+    def step(batch):
+        out = g.group_batch(batch)
+        for s, n in zip(*np.unique(out.column("status").to_numpy(zero_copy_only=False).astype(str), return_counts=True)):
+            counts[s] = counts.get(s, 0) + int(n)
+        return out
+
+    transform_file(src, dst, step, batch_size, progress)
     return counts

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from grouper.api import group_table
+from grouper.api import group_table, load_scheme
 from grouper.io import as_table
 
 STATUS_WORDS = {"分组成功": "grouped", "无法入组": "ungroupable", "歧义病案": "ambiguous"}
@@ -23,17 +23,38 @@ REFERENCE_DEFECTS = {
     "REF_SKIPS_SEX_MDC": "the reference never enters MDCM/MDCN (男性/女性生殖系统); the rule groups these by the MDC table and sex",
     "REF_PV1_AGE": "the reference puts babies under 29 days in PV1, whose rule is 29天≤出生年龄＜1周岁",
     "REF_AGE_SPLIT_UNREACHED": "the reference never assigns the ≤6-year splits (小于等于6岁) its scheme defines",
+    "REF_ADRG_ORDER": "the reference tries an ADRG whose rule has several entry conditions after the MDC's other "
+                      "ADRGs (e.g. WB1 after WC1); the scheme lists it first and it is the more specific group",
 }
 
 
-def classify(exp_drg: str, drg: str, mdc: str | None, reason: str, age_days: float) -> str:
-    """The cause class of one disagreement."""
+def _split_rule_adrgs(scheme) -> dict[str, int]:
+    """ADRG → trial position, for ADRGs whose rule has several alternatives or OR-ed lists."""
+    a = scheme.arrays
+    out = {}
+    for m in range(len(scheme.mdc_codes)):
+        for pos, ai in enumerate(range(int(a["mdc_adrg_ptr"][m]), int(a["mdc_adrg_ptr"][m + 1]))):
+            ad = int(a["mdc_adrgs"][ai])
+            alts = range(int(a["adrg_alt_ptr"][ad]), int(a["adrg_alt_ptr"][ad + 1]))
+            multi = len(alts) > 1 or any(
+                int(a["term_opt_ptr"][t + 1]) - int(a["term_opt_ptr"][t]) > 1
+                for alt in alts for t in range(int(a["alt_term_ptr"][alt]), int(a["alt_term_ptr"][alt + 1])))
+            out[scheme.adrg_codes[ad]] = (pos, multi)
+    return out
+
+
+def classify(exp_drg: str, drg: str, mdc: str | None, reason: str, age_days: float, order=None) -> str:
+    """The cause class of one disagreement (``order``: :func:`_split_rule_adrgs` of the scheme)."""
     if mdc in ("MDCM", "MDCN"):
         return "REF_SKIPS_SEX_MDC"
     if exp_drg[:3] == "PV1" and drg == "0000" and not (age_days >= 29):
         return "REF_PV1_AGE"
     if exp_drg[:3] == drg[:3] and drg[3:] in ("B", "C", "D"):
         return "REF_AGE_SPLIT_UNREACHED"
+    if order and exp_drg[:1] == drg[:1] and drg[:3] in order and exp_drg[:3] in order:
+        (ours_pos, ours_multi), (exp_pos, _) = order[drg[:3]], order[exp_drg[:3]]
+        if ours_multi and ours_pos < exp_pos:
+            return "REF_ADRG_ORDER"
     if exp_drg == "0000":
         return f"OURS_GROUPED_REF_NOT ({reason})"
     if drg == "0000":
@@ -86,6 +107,8 @@ def conformance(cases, scheme, codes=None) -> ConformanceReport:
     for c in ("expected_drg",):
         if c not in table.column_names:
             raise ValueError(f"cases file has no column {c!r}: not a conformance file")
+    scheme = load_scheme(scheme)
+    order = _split_rule_adrgs(scheme)
     out = group_table(table, scheme, codes)
     exp = {k: _col(out, f"expected_{k}") for k in ("status", "mdc", "adrg", "drg")}
     ours = {k: _col(out, k) for k in ("status", "mdc", "adrg", "drg")}
@@ -101,7 +124,7 @@ def conformance(cases, scheme, codes=None) -> ConformanceReport:
     counts: Counter = Counter()
     examples: dict[str, dict] = {}
     for i in np.nonzero(exp["drg"].astype(str) != ours["drg"].astype(str))[0]:
-        k = classify(str(exp["drg"][i]), str(ours["drg"][i]), out.column("mdc")[i].as_py(), str(reasons[i]), age_days[i])
+        k = classify(str(exp["drg"][i]), str(ours["drg"][i]), out.column("mdc")[i].as_py(), str(reasons[i]), age_days[i], order)
         counts[k] += 1
         examples.setdefault(k, {"id": ids[i], "expected": exp["drg"][i], "ours": ours["drg"][i],
                                 "diagnoses": dx[i], "procedures": px[i]})

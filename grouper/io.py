@@ -268,3 +268,28 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> None:
     """Write a whole table atomically (format from the extension)."""
     with AtomicWriter(path, table.schema if file_format(path) != "csv" else _csv_ready(table).schema) as w:
         w.write(table)
+
+
+def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_size: int = DEFAULT_BATCH_SIZE,
+                   progress=None) -> int:
+    """Stream SRC batch by batch through ``fn`` (batch → batch) into DST, written atomically.
+
+    Memory stays bounded by the batch size; on any error DST is left as it was."""
+    writer = None
+    rows = 0
+    try:
+        for batch in open_batches(src, batch_size):
+            out = fn(batch)
+            if writer is None:
+                writer = AtomicWriter(dst, out.schema).__enter__()
+            writer.write(out)
+            rows += out.num_rows
+            if progress is not None:
+                progress(out.num_rows)
+    except BaseException as exc:
+        if writer is not None:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if writer is not None:
+        writer.__exit__(None, None, None)
+    return rows
