@@ -593,5 +593,49 @@ def synth_cmd(out, scheme, seed, years, months, hospitals, records_per_month, ho
     click.echo(f"{table.num_rows} records, {hospitals} hospitals, years {ys} -> {out}")
 
 
+@main.command("demo")
+@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--seed", default=2024, show_default=True, help="Random seed of the synthetic region.")
+@click.option("--records-per-month", type=int, help="Mean discharges per month (default: synth.toml [demo]).")
+@click.option("--hospitals", type=int, help="Number of hospitals (default: synth.toml [demo]).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def demo_cmd(out, seed, records_per_month, hospitals, quiet):
+    """Quick start: synthesise a region, compute weights, settle a year, write the report.
+
+    Uses the built-in teaching scheme (not an official scheme) and synthetic records.
+
+    \b
+    Example:
+      drgdip demo --out demo/
+      drgdip report demo/ledger.db --outputs demo/settled -o demo/report.html
+    """
+    from synth.demo import run_demo, summary_table
+    result = run_demo(out, seed=seed, progress=not quiet, records_per_month=records_per_month, hospitals=hospitals)
+    click.echo(summary_table(result))
+
+
+@main.command("report")
+@click.argument("ledger_path", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--outputs", type=click.Path(file_okay=False),
+              help="Folder holding the settled periods' outputs (<period>/cases.parquet) for group-level sections.")
+@user_errors
+def report_cmd(ledger_path, out, outputs):
+    """Write the self-contained HTML report of a settled ledger.
+
+    \b
+    Example:
+      drgdip report region.db --outputs settled/ -o report.html
+    """
+    from weights.ledger import LedgerError
+    from weights.report import write_report
+    try:
+        path = write_report(ledger_path, out, outputs=outputs)
+    except LedgerError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"report -> {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
