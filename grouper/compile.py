@@ -282,7 +282,8 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
     order = list(rules.get("mdc_order", []))
     order = [m for m in order if m in mdc_by_code] + [m.code for m in st.mdcs if m.code not in order]
     mdc_entry, mdc_tab, mdc_sex, mdc_minr, mdc_cond_ptr = [], [], [], [], [0]
-    mdc_region_rows, mdc_adrg_rows = [], []
+    mdc_region_rows, mdc_adrg_rows, mdc_surg_end, mdc_qy = [], [], [], []
+    qy_mdcs = set(rules.get("ambiguous_group_mdcs", []))
     adrg_id = {c: i for i, c in enumerate(adrg_codes)}
     mdc_conds = []
     for code in order:
@@ -297,6 +298,15 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         members = [x for x in adrgs if x.mdc == code]
         members.sort(key=lambda x: (kinds.get(x.code[1], 2), adrg_order.get(x.code, 0)))
         mdc_adrg_rows.append([adrg_id[x.code] for x in members])
+        mdc_surg_end.append(sum(1 for x in members if kinds.get(x.code[1], 2) == 0))
+        qy = f"{code[3]}QY"
+        if code in qy_mdcs or "*" in qy_mdcs:
+            if qy not in drg_index:
+                drg_index[qy] = len(drg_codes)
+                drg_codes.append(qy)
+            mdc_qy.append(drg_index[qy])
+        else:
+            mdc_qy.append(-1)
     for cs in mdc_conds:
         mdc_cond_ptr.append(add_conds(cs, "mdc"))
     n_adrg_c, n_cand_c = len(pools["adrg"]), len(pools["cand"])
@@ -322,6 +332,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         is_or[proc[c]] = 1
     rptr, rflat = _csr(mdc_region_rows)
     aptr, aflat = _csr(mdc_adrg_rows)
+    surg_end = [int(aptr[i]) + n for i, n in enumerate(mdc_surg_end)]
     i32 = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
     arrays = {
         "diag_list_ptr": dptr, "diag_list_ids": dflat, "proc_list_ptr": pptr, "proc_list_ids": pflat,
@@ -329,6 +340,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         "mdc_entry": i32(mdc_entry), "mdc_table": i32(mdc_tab), "mdc_sex": i32(mdc_sex),
         "mdc_min_regions": i32(mdc_minr), "mdc_region_ptr": rptr, "mdc_regions": rflat,
         "mdc_cond_ptr": i32(mdc_cond_ptr), "mdc_adrg_ptr": aptr, "mdc_adrgs": aflat,
+        "mdc_surgical_end": i32(surg_end), "mdc_qy_drg": i32(mdc_qy),
         "adrg_alt_ptr": i32(alt_ptr), "alt_term_ptr": i32(term_ptr), "term_opt_ptr": i32(opt_ptr),
         "opt_role": i32(opt_role), "opt_list": i32(opt_list), "adrg_cond_ptr": i32(adrg_cond_ptr),
         "adrg_drg_ptr": i32(adrg_drg_ptr), "cand_drg": i32(cand_drg), "cand_sev_min": i32(cand_min),
@@ -340,6 +352,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
     names.update({m.code: m.name for m in st.mdcs})
     names.update(st.adrg_names)
     names.update(st.drgs)
+    names.update({c: f"{names.get('MDC' + c[0], c[0])} 歧义组 (ambiguous)" for c in drg_codes if c.endswith("QY")})
     names.update(st.procedure_names)
     names.update(st.diagnosis_names)
     validation = dict(rules.get("validation", {}))

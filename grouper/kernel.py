@@ -23,11 +23,11 @@ KERNEL_REASONS = (
     "OK", "UNKNOWN_SECONDARY_IGNORED", "NO_MDC", "NO_ADRG", "NO_DRG", "MISSING_DIAGNOSIS",
     "UNKNOWN_DIAGNOSIS", "MISSING_SEX", "INVALID_SEX", "MISSING_AGE", "INVALID_AGE",
     "INVALID_AGE_DAYS", "MISSING_AGE_DAYS", "MISSING_BIRTH_WEIGHT", "INVALID_BIRTH_WEIGHT",
-    "SEX_CONFLICT", "BAD_VALUE",
+    "SEX_CONFLICT", "BAD_VALUE", "AMBIGUOUS_OR_PROCEDURE",
 )
 (R_OK, R_SECONDARY_IGNORED, R_NO_MDC, R_NO_ADRG, R_NO_DRG, R_MISSING_DIAGNOSIS, R_UNKNOWN_DIAGNOSIS,
  R_MISSING_SEX, R_INVALID_SEX, R_MISSING_AGE, R_INVALID_AGE, R_INVALID_AGE_DAYS, R_MISSING_AGE_DAYS,
- R_MISSING_BIRTH_WEIGHT, R_INVALID_BIRTH_WEIGHT, R_SEX_CONFLICT, R_BAD_VALUE) = range(len(KERNEL_REASONS))
+ R_MISSING_BIRTH_WEIGHT, R_INVALID_BIRTH_WEIGHT, R_SEX_CONFLICT, R_BAD_VALUE, R_AMBIGUOUS) = range(len(KERNEL_REASONS))
 
 F_AGE, F_AGE_DAYS, F_BIRTH_WEIGHT, F_LOS, F_VENT = range(5)
 
@@ -115,7 +115,7 @@ def _term_ok(role, lst, d0, d1, p0, p1, diag_ids, proc_ids, dptr, dids, pptr, pi
 def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
                  diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
                  mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                 mdc_adrg_ptr, mdc_adrgs, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
+                 mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
                  adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
                  cond_field, cond_lo, cond_hi, bad_value):
     """(mdc index, adrg id, drg id, kernel reason) of record i."""
@@ -194,6 +194,9 @@ def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
             entered = True
         # -- ADRGs of the MDC in trial order
         for ai in range(mdc_adrg_ptr[m], mdc_adrg_ptr[m + 1]):
+            if ai == mdc_surgical_end[m] and mdc_qy_drg[m] >= 0 and pp >= 0 and proc_is_or[pp] == 1:
+                # an OR procedure that no surgical ADRG of the MDC takes: ambiguous group (歧义组)
+                return m, -1, mdc_qy_drg[m], R_AMBIGUOUS
             a = mdc_adrgs[ai]
             matched = False
             for alt in range(adrg_alt_ptr[a], adrg_alt_ptr[a + 1]):
@@ -224,6 +227,8 @@ def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
                 if _conds_ok(values, i, cand_cond_ptr[c], cand_cond_ptr[c + 1], cond_field, cond_lo, cond_hi):
                     return m, a, cand_drg[c], ok_reason
             return m, a, -1, R_NO_DRG
+        if mdc_surgical_end[m] == mdc_adrg_ptr[m + 1] and mdc_qy_drg[m] >= 0 and pp >= 0 and proc_is_or[pp] == 1:
+            return m, -1, mdc_qy_drg[m], R_AMBIGUOUS
         if fall_through == 0:
             return m, -1, -1, R_NO_ADRG
     if entered:
@@ -237,8 +242,8 @@ def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
 def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
                 diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
                 mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                mdc_adrg_ptr, mdc_adrgs, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
-                adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
+                mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
+                opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
                 cond_field, cond_lo, cond_hi):
     n = sex.shape[0]
     out_mdc = np.empty(n, dtype=np.int16)
@@ -250,8 +255,8 @@ def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, 
             i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
             diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
             mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-            mdc_adrg_ptr, mdc_adrgs, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
-            adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
+            mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
+            opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
             cond_field, cond_lo, cond_hi, bad_value)
         out_mdc[i] = m
         out_adrg[i] = a
@@ -262,7 +267,7 @@ def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, 
 
 SCHEME_ARGS = ("diag_list_ptr", "diag_list_ids", "proc_list_ptr", "proc_list_ids", "proc_is_or", "cc_level",
                "cc_table", "mdc_entry", "mdc_table", "mdc_sex", "mdc_min_regions", "mdc_region_ptr",
-               "mdc_regions", "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "adrg_alt_ptr", "alt_term_ptr",
+               "mdc_regions", "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "mdc_surgical_end", "mdc_qy_drg", "adrg_alt_ptr", "alt_term_ptr",
                "term_opt_ptr", "opt_role", "opt_list", "adrg_cond_ptr", "adrg_drg_ptr", "cand_drg",
                "cand_sev_min", "cand_sev_max", "cand_cond_ptr", "cond_field", "cond_lo", "cond_hi")
 

@@ -203,7 +203,12 @@ def group_encoded_py(scheme: Scheme, enc, i: int, trace: bool = False):
                 continue
             cx.log(f"{code}: diagnoses cover body regions {seen}")
         entered = entered or a["mdc_entry"][m] == 0
+        qy = int(a["mdc_qy_drg"][m])
+        or_pp = pp >= 0 and a["proc_is_or"][pp] == 1
         for ai in range(int(a["mdc_adrg_ptr"][m]), int(a["mdc_adrg_ptr"][m + 1])):
+            if ai == a["mdc_surgical_end"][m] and qy >= 0 and or_pp:
+                cx.log(f"{code}: the operating-room principal procedure fits none of its surgical ADRGs: ambiguous group {scheme.drg_codes[qy]}")
+                return m, -1, qy, K.R_AMBIGUOUS, cx.steps
             ad = int(a["mdc_adrgs"][ai])
             acode = scheme.adrg_codes[ad]
             matched_words = None
@@ -240,6 +245,9 @@ def group_encoded_py(scheme: Scheme, enc, i: int, trace: bool = False):
                     return m, ad, int(a["cand_drg"][c]), ok_reason, cx.steps
             cx.log(f"ADRG {acode}: no DRG of the scheme fits severity and conditions")
             return m, ad, -1, K.R_NO_DRG, cx.steps
+        if a["mdc_surgical_end"][m] == a["mdc_adrg_ptr"][m + 1] and qy >= 0 and or_pp:
+            cx.log(f"{code}: the operating-room principal procedure fits none of its surgical ADRGs: ambiguous group {scheme.drg_codes[qy]}")
+            return m, -1, qy, K.R_AMBIGUOUS, cx.steps
         cx.log(f"{code}: no ADRG of this MDC accepts the record; trying the next MDC")
         if not scheme.meta.get("fall_through", True):
             return m, -1, -1, K.R_NO_ADRG, cx.steps

@@ -16,7 +16,8 @@ Array vocabulary (all int32 unless noted; ``*_ptr`` arrays are CSR offsets):
   -1 none); a CC/MCC is excluded when the principal diagnosis belongs to that list.
 - MDCs in trial order: ``mdc_entry`` (0 principal table, 1 OR principal procedure),
   ``mdc_table``, ``mdc_sex``, ``mdc_min_regions``, ``mdc_region_ptr/mdc_regions``,
-  ``mdc_cond_ptr``, ``mdc_adrg_ptr/mdc_adrgs`` (ADRG ids in trial order).
+  ``mdc_cond_ptr``, ``mdc_adrg_ptr/mdc_adrgs`` (ADRG ids in trial order), ``mdc_surgical_end``
+  (where its surgical ADRGs end in ``mdc_adrgs``), ``mdc_qy_drg`` (its ambiguous group 歧义组, -1 none).
 - ADRGs: ``adrg_alt_ptr`` → alternatives, ``alt_term_ptr`` → terms, ``term_opt_ptr`` →
   options ``opt_role``/``opt_list``; ``adrg_cond_ptr`` conditions; ``adrg_drg_ptr`` →
   DRG candidates in trial order ``cand_drg``, ``cand_sev_min``, ``cand_sev_max``, ``cand_cond_ptr``.
@@ -58,7 +59,7 @@ ARRAY_NAMES = (
     "diag_list_ptr", "diag_list_ids", "proc_list_ptr", "proc_list_ids", "proc_is_or",
     "cc_level", "cc_table",
     "mdc_entry", "mdc_table", "mdc_sex", "mdc_min_regions", "mdc_region_ptr", "mdc_regions",
-    "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs",
+    "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "mdc_surgical_end", "mdc_qy_drg",
     "adrg_alt_ptr", "alt_term_ptr", "term_opt_ptr", "opt_role", "opt_list", "adrg_cond_ptr",
     "adrg_drg_ptr", "cand_drg", "cand_sev_min", "cand_sev_max", "cand_cond_ptr",
     "cond_field", "cond_lo", "cond_hi",

@@ -162,3 +162,20 @@ def test_unusable_folder_reports_file_and_line(tmp_path):
     assert "4_ADRG_DETAIL.txt:" in str(err.value)
     scheme, problems = compile_scheme(tmp_path, allow_gaps=True)
     assert problems and all(p.file == "4_ADRG_DETAIL.txt" for p in problems)
+
+
+def test_ambiguous_group_when_the_rules_ask_for_it(tmp_path):
+    from grouper.compile import DEFAULT_RULES
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    # the catch-all surgical ADRG removed: an OR procedure no surgical ADRG takes
+    (tmp_path / "4_ADRG_DETAIL.txt").write_text(DETAIL.replace("FJ1 循环系统其他手术\n全部手术\n", ""), encoding="utf-8")
+    rules = DEFAULT_RULES.read_text(encoding="utf-8").replace("ambiguous_group_mdcs = []", 'ambiguous_group_mdcs = ["MDCF"]')
+    (tmp_path / "rules.toml").write_text(rules, encoding="utf-8")
+    scheme = load_scheme(tmp_path, allow_gaps=True)
+    assert g(scheme, diagnoses=["I21.001"], procedures=["35.2100"]) == ("FQY", "ambiguous", "AMBIGUOUS_OR_PROCEDURE")
+    # without an OR procedure the medical ADRG still applies
+    assert g(scheme, diagnoses=["I21.001"])[0] == "FR15"
+    # and without the rule, the record goes on to the medical ADRGs
+    (tmp_path / "rules.toml").unlink()
+    assert g(load_scheme(tmp_path, allow_gaps=True), diagnoses=["I21.001"], procedures=["35.2100"])[0] == "FR15"
