@@ -244,3 +244,46 @@ def test_every_code_is_a_real_code_of_the_medical_insurance_edition():
     assert len(d) > 150 and len(p) > 60
     assert not d - diag, f"not ICD-10 医保版 2.0 codes: {sorted(d - diag)}"
     assert not p - proc, f"not ICD-9-CM-3 医保版 2.0 codes: {sorted(p - proc)}"
+
+
+# ---------------------------------------------------------------- through the project's compiler
+
+CASES = [
+    # id, sex, age, age_days, birth weight, diagnoses, procedures → expected DRG (worked from the tables)
+    ("ami-mcc", "1", 65, None, None, ["I21.000", "J96.000"], [], "FR11"),          # J96.000 MCC, 表7-2 lacks I21
+    ("pci-cc", "1", 58, None, None, ["I21.000", "I50.000"], ["36.0700"], "FM13"),   # PCI is operative (not OR)
+    ("cc-excluded", "2", 70, None, None, ["J18.900", "J15.900"], [], "ES25"),     # J15.900's 表7-1 holds J18.900
+    ("mcc-excluded", "1", 72, None, None, ["J96.000", "J96.900", "E87.600"], [], "EZ13"),  # MCC dropped, CC stays
+    ("kidney-tx", "1", 45, None, None, ["N18.500"], ["55.6900"], "AE19"),          # pre-MDC by OR procedure
+    ("ecmo-vent", "2", 60, None, None, ["J96.000", "J18.900"], ["96.7200"], "AH13"),
+    ("vlbw", "1", 0, 3, 1200, ["P07.100", "P22.000"], [], "PS11"),                 # < 1500 g, P22.000 MCC
+    ("lbw", "2", 0, 1, 2200, ["P07.300"], [], "PS39"),                             # 2000-2499 g, not split
+    ("infant", "2", 0, 60, 3100, ["P59.900"], [], "PV15"),                         # 29 days ≤ age < 1 year
+    ("valve-cabg", "1", 66, None, None, ["I35.000"], ["35.2100", "36.1200"], "FB19"),  # 同时包含 … 和 …
+    ("valve", "2", 70, None, None, ["I35.000"], ["35.2200"], "FB25"),
+    ("kidney-ca-op", "1", 61, None, None, ["C64.x00", "N17.900"], ["55.5100"], "LA11"),  # diagnosis AND procedure
+    ("kidney-ca-med", "1", 61, None, None, ["C64.x00"], [], "LZ15"),               # no procedure: medical ADRG
+    ("delivery", "2", 28, None, None, ["O80.000"], [], "OR15"),                    # OR1 splits 3/5
+    ("caesarean-mcc", "2", 31, None, None, ["O80.000", "O14.100"], ["74.1x00"], "OB11"),
+]
+
+
+def test_the_project_compiles_and_groups_it_as_worked_by_hand():
+    import pyarrow as pa
+    from grouper.api import group_table, load_scheme
+
+    scheme = load_scheme(None)
+    assert scheme.meta["name"] == "drgdip teaching scheme" and scheme.meta["official"] is False
+    assert scheme.meta["problems"] == 0
+    assert scheme.meta["counts"] == {"mdc": 9, "adrg": 71, "drg": 161, "mcc": 40, "cc": 81, "exclusion_tables": 18}
+    t = pa.table({
+        "id": [c[0] for c in CASES], "sex": [c[1] for c in CASES], "age": [float(c[2]) for c in CASES],
+        "age_days": pa.array([c[3] for c in CASES], pa.float64()),
+        "birth_weight_g": pa.array([c[4] for c in CASES], pa.float64()),
+        "los_days": [5.0] * len(CASES), "discharge_disposition": ["1"] * len(CASES),
+        "diagnoses": [c[5] for c in CASES], "procedures": pa.array([c[6] for c in CASES], pa.list_(pa.string())),
+    })
+    g = group_table(t, scheme)
+    got = dict(zip(g["id"].to_pylist(), g["drg"].to_pylist()))
+    assert got == {c[0]: c[7] for c in CASES}
+    assert set(g["status"].to_pylist()) == {"grouped"}
