@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Record fields a condition may test (index = field id in ``cond_field``).
 FIELDS = ("age", "age_days", "birth_weight_g", "los_days", "ventilation_hours")
