@@ -67,7 +67,9 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) 
         raise InputError(f"{path}: empty file")
     try:
         if fmt == "parquet":
-            pf = pq.ParquetFile(path)
+            # no pre-buffering and a buffered stream: memory stays flat whatever the row-group
+            # size (pre-buffered reads keep every row group read so far in the memory pool)
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22)
             yielded = False
             for b in pf.iter_batches(batch_size=batch_size):
                 yielded = True
