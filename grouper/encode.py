@@ -21,6 +21,16 @@ from grouper.scheme import FIELDS
 SEX_WORDS = {"1": 1, "男": 1, "M": 1, "MALE": 1, "2": 2, "女": 2, "F": 2, "FEMALE": 2}
 
 
+def _split_fast(array, n: int) -> pa.ListArray:
+    """'|'-joined text split on '|' only (other separators are caught afterwards); lists as they are."""
+    if array is not None:
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            return pc.split_pattern(array, "|").cast(pa.list_(pa.string()))
+    return code_list(array, n)
+
+
 @dataclass
 class CodeSet:
     """Optional national code set: which codes exist and how old editions map to them."""
@@ -66,6 +76,10 @@ class Encoder:
         self.scheme = scheme
         self.codes = codes
         self._cache = {"diag": {}, "proc": {}}
+        # every string met so far and its id, as Arrow/NumPy arrays: a batch's tokens are
+        # matched against them in one vectorised call; only strings never seen go to Python
+        self._known = {k: pa.array([], pa.string()) for k in ("diag", "proc")}
+        self._known_ids = {k: np.zeros(0, dtype=np.int32) for k in ("diag", "proc")}
 
     def code_id(self, code: str | None, kind: str) -> int:
         cache = self._cache[kind]
@@ -107,19 +121,36 @@ class Encoder:
             return -2
         return -1
 
-    def _codes(self, array, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        lists = code_list(array, n)
+    def _learn(self, words: pa.Array, kind: str) -> None:
+        """Resolve strings never seen before (Python, once per distinct string) and remember them."""
+        new = pc.unique(words.filter(pc.is_valid(words)))
+        if len(new) == 0:
+            return
+        ids = np.fromiter((self.code_id(w, kind) for w in new.to_pylist()), dtype=np.int32, count=len(new))
+        self._known[kind] = pa.concat_arrays([self._known[kind], new.cast(pa.string())])
+        self._known_ids[kind] = np.concatenate([self._known_ids[kind], ids])
+
+    def _codes(self, array, n: int, kind: str, split=_split_fast) -> tuple[np.ndarray, np.ndarray]:
+        lists = split(array, n)
         offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
         offsets = offsets - offsets[0]
         flat = lists.flatten()
         if len(flat) == 0:
             return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        enc = flat.dictionary_encode()
-        words = enc.dictionary.to_pylist()
-        lut = np.fromiter((self.code_id(w, kind) for w in words), dtype=np.int32, count=len(words))
-        idx = enc.indices.to_numpy(zero_copy_only=False)
-        null = np.asarray(enc.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        ids = np.where(null, -3, lut[np.where(null, 0, idx).astype(np.int64)]).astype(np.int32)
+        pos = pc.index_in(flat, value_set=self._known[kind])
+        unseen = pc.and_(pc.is_null(pos), pc.is_valid(flat))
+        if pc.any(unseen).as_py():
+            words = flat.filter(unseen)
+            if split is _split_fast and pc.any(pc.match_substring_regex(words, r"[;,；，]")).as_py():
+                # codes separated by something other than '|': the general splitter
+                return self._codes(array, n, kind, split=code_list)
+            self._learn(words, kind)
+            pos = pc.index_in(flat, value_set=self._known[kind])
+        p = pos.to_numpy(zero_copy_only=False)
+        if pos.null_count:
+            p = np.where(np.isnan(p), -1, p)
+        p = np.asarray(p, dtype=np.int64)
+        ids = np.where(p < 0, -3, self._known_ids[kind][np.maximum(p, 0)]).astype(np.int32)
         keep = ids != -3
         if keep.all():
             return offsets, ids

@@ -66,3 +66,14 @@ def test_cli_unusable_file_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "empty" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_code_lists_in_any_form_give_the_same_groups(teaching):
+    forms = [
+        pa.table({"sex": ["1"], "age": [50], "diagnoses": ["J18.900|E11.900"], "procedures": [""]}),
+        pa.table({"sex": ["1"], "age": [50], "diagnoses": ["J18.900, E11.900"], "procedures": [None]}),
+        pa.table({"sex": ["1"], "age": [50], "diagnoses": [["J18.900", "E11.900"]], "procedures": [[]]}),
+        pa.table({"gend": ["1"], "年龄": [50], "诊断编码": ["J18.900；E11.900"]}),
+    ]
+    drgs = {group_table(t, teaching).column("drg")[0].as_py() for t in forms}
+    assert len(drgs) == 1 and drgs != {"0000"}
