@@ -2,7 +2,7 @@
 
     python -m bench.throughput --records 2000000 --scheme ../shared/data/chs-drg/CHS_DRG_11
 
-(a) plain Python: ``kernel.group_record`` run by the interpreter (numba's ``py_func``, with the
+(a) plain Python: ``kernel.group_range`` run by the interpreter (numba's ``py_func``, with the
     helper functions it calls swapped for their ``py_func`` too) over the first ``--sample`` records;
 (b) kernel: ``kernel.run`` on the encoded arrays (warmed up first, best of ``--repeat``);
 (c) encoder: Arrow table → arrays (best of ``--repeat``);
@@ -45,7 +45,7 @@ def interpreted_kernel():
     try:
         for k, v in saved.items():
             setattr(kernel, k, v.py_func)
-        yield kernel.group_record
+        yield kernel.group_range
     finally:
         for k, v in saved.items():
             setattr(kernel, k, v)
@@ -64,13 +64,12 @@ def python_path(scheme, enc, sample: int) -> tuple[float, np.ndarray]:
     """Seconds for the interpreted kernel over records 0..sample-1, and its (sample, 4) results."""
     params = kernel.scheme_params(scheme)
     arrays = [scheme.arrays[k] for k in kernel.SCHEME_ARGS]
-    out = np.empty((sample, 4), dtype=np.int64)
-    with interpreted_kernel() as group_record:
+    cols = [np.empty(sample, dtype=np.int64) for _ in range(4)]
+    with interpreted_kernel() as group_range:
         t0 = time.perf_counter()
-        for i in range(sample):
-            out[i] = group_record(i, enc.values, enc.sex, enc.diag_ptr, enc.diag_ids, enc.proc_ptr, enc.proc_ids,
-                                  params, *arrays, enc.bad_value)
-        return time.perf_counter() - t0, out
+        group_range(0, sample, *cols, enc.values, enc.sex, enc.diag_ptr, enc.diag_ids, enc.proc_ptr, enc.proc_ids,
+                    enc.bad_value, params, *arrays)
+        return time.perf_counter() - t0, np.stack(cols, axis=1)
 
 
 def write_input(scheme, n: int, seed: int, path: Path) -> None:

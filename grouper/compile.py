@@ -323,6 +323,42 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
             cc_level[i] = level
             cc_table[i] = excl_id.get(t, -1) if t else -1
 
+    # ADRG prefilter: per code and position (principal / other), a bitmask of the ADRGs with
+    # a list that could take the code there; an ADRG can only match a record one of whose
+    # codes sets its bit, unless its rule has a term no code list backs (operating-room or
+    # no-procedure roles): those are always tried.
+    n_adrg = len(adrg_codes)
+    words = max(1, (n_adrg + 63) // 64)
+    masks = {k: np.zeros((len(diag) if k[0] == "d" else len(proc), words), dtype=np.uint64)
+             for k in ("dp", "ds", "pp", "ps")}
+    positions = {"pdx": ("dp",), "odx": ("ds",), "adx": ("dp", "ds"), "ppx": ("pp",), "apx": ("pp", "ps")}
+    adrg_always = np.zeros(n_adrg, dtype=np.uint8)
+    list_adrgs: dict[int, set[tuple[str, int]]] = defaultdict(set)
+    for a_i in range(n_adrg):
+        for o in range(opt_ptr[term_ptr[alt_ptr[a_i]]], opt_ptr[term_ptr[alt_ptr[a_i + 1]]]):
+            role, lst = ROLES[opt_role[o]], opt_list[o]
+            if role in positions:
+                for pos in positions[role]:
+                    list_adrgs[lst].add((pos, a_i))
+            else:
+                adrg_always[a_i] = 1
+    for member in (diag_member, proc_member):
+        for code_id, lists in member.items():
+            for lst in lists:
+                for pos, a_i in list_adrgs.get(lst, ()):
+                    if (pos[0] == "d") == (member is diag_member):
+                        masks[pos][code_id, a_i // 64] |= np.uint64(1) << np.uint64(a_i % 64)
+    diag_s_any = masks["ds"].any(axis=1).astype(np.uint8)
+    proc_s_any = masks["ps"].any(axis=1).astype(np.uint8)
+
+    # per diagnosis, the MDCs (bit = trial position) whose principal-diagnosis table holds it
+    diag_mdc = np.zeros(len(diag), dtype=np.uint64)
+    table_pos = {mdc_tab[m]: m for m in range(len(order)) if mdc_tab[m] >= 0}
+    for code_id, lists in diag_member.items():
+        for lst in lists:
+            if lst in table_pos:
+                diag_mdc[code_id] |= np.uint64(1) << np.uint64(table_pos[lst])
+
     diag_codes = [c for c, _ in sorted(diag.items(), key=lambda kv: kv[1])]
     proc_codes = [c for c, _ in sorted(proc.items(), key=lambda kv: kv[1])]
     dptr, dflat = _csr([sorted(diag_member.get(i, ())) for i in range(len(diag_codes))])
@@ -341,6 +377,9 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         "mdc_min_regions": i32(mdc_minr), "mdc_region_ptr": rptr, "mdc_regions": rflat,
         "mdc_cond_ptr": i32(mdc_cond_ptr), "mdc_adrg_ptr": aptr, "mdc_adrgs": aflat,
         "mdc_surgical_end": i32(surg_end), "mdc_qy_drg": i32(mdc_qy),
+        "diag_mdc_mask": diag_mdc, "adrg_always": adrg_always,
+        "diag_adrg_mask_p": masks["dp"], "diag_adrg_mask_s": masks["ds"], "diag_s_any": diag_s_any,
+        "proc_adrg_mask_p": masks["pp"], "proc_adrg_mask_s": masks["ps"], "proc_s_any": proc_s_any,
         "adrg_alt_ptr": i32(alt_ptr), "alt_term_ptr": i32(term_ptr), "term_opt_ptr": i32(opt_ptr),
         "opt_role": i32(opt_role), "opt_list": i32(opt_list), "adrg_cond_ptr": i32(adrg_cond_ptr),
         "adrg_drg_ptr": i32(adrg_drg_ptr), "cand_drg": i32(cand_drg), "cand_sev_min": i32(cand_min),

@@ -49,7 +49,7 @@ def _member(ptr, ids, code, lst):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _conds_ok(values, i, start, end, cond_field, cond_lo, cond_hi):
     for k in range(start, end):
         v = values[i, cond_field[k]]
@@ -58,7 +58,7 @@ def _conds_ok(values, i, start, end, cond_field, cond_lo, cond_hi):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table):
     """Highest CC level (0, 1 CC, 2 MCC) among secondary diagnoses not excluded by the principal."""
     pd = diag_ids[d0]
@@ -77,7 +77,7 @@ def _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _term_ok(role, lst, d0, d1, p0, p1, diag_ids, proc_ids, dptr, dids, pptr, pids, proc_is_or):
     pd = diag_ids[d0]
     pp = proc_ids[p0] if p1 > p0 else -1
@@ -112,137 +112,180 @@ def _term_ok(role, lst, d0, d1, p0, p1, diag_ids, proc_ids, dptr, dids, pptr, pi
 
 
 @njit(cache=True)
-def group_record(i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
-                 diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
-                 mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                 mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, adrg_alt_ptr, alt_term_ptr, term_opt_ptr, opt_role, opt_list,
-                 adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
-                 cond_field, cond_lo, cond_hi, bad_value):
-    """(mdc index, adrg id, drg id, kernel reason) of record i."""
+def group_range(lo, hi, out_mdc, out_adrg, out_drg, out_reason,
+                values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
+                diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
+                mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
+                mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p, diag_adrg_mask_s, diag_s_any,
+                proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any,
+                adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
+                opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
+                cond_field, cond_lo, cond_hi):
+    """Group records lo..hi-1 into the output arrays (mdc index, adrg id, drg id, kernel reason).
+
+    The whole per-record path is one loop body (no call per record): numba passes arrays
+    to a function that LLVM does not inline as dozens of scalars, which cost more than the
+    grouping itself."""
     newborn_days, min_bw, max_bw, max_age, fall_through = params[0], params[1], params[2], params[3], params[4]
-    d0, d1 = diag_ptr[i], diag_ptr[i + 1]
-    p0, p1 = proc_ptr[i], proc_ptr[i + 1]
-    # -- validation
-    if bad_value[i]:
-        return -1, -1, -1, R_BAD_VALUE
-    s = sex[i]
-    if s == 0:
-        return -1, -1, -1, R_MISSING_SEX
-    if s < 0:
-        return -1, -1, -1, R_INVALID_SEX
-    age = values[i, F_AGE]
-    if np.isnan(age):
-        return -1, -1, -1, R_MISSING_AGE
-    if age < 0 or age > max_age:
-        return -1, -1, -1, R_INVALID_AGE
-    if d1 <= d0:
-        return -1, -1, -1, R_MISSING_DIAGNOSIS
-    if diag_ids[d0] == -2:
-        return -1, -1, -1, R_UNKNOWN_DIAGNOSIS
-    if age < 1:
-        ad = values[i, F_AGE_DAYS]
-        if np.isnan(ad):
-            return -1, -1, -1, R_MISSING_AGE_DAYS
-        if ad < 0 or ad > 365:
-            return -1, -1, -1, R_INVALID_AGE_DAYS
-        if ad <= newborn_days:
-            bw = values[i, F_BIRTH_WEIGHT]
-            if np.isnan(bw):
-                return -1, -1, -1, R_MISSING_BIRTH_WEIGHT
-            if bw < min_bw or bw > max_bw:
-                return -1, -1, -1, R_INVALID_BIRTH_WEIGHT
-    ok_reason = R_OK
-    for k in range(d0 + 1, d1):
-        if diag_ids[k] == -2:
-            ok_reason = R_SECONDARY_IGNORED
-    for k in range(p0, p1):
-        if proc_ids[k] == -2:
-            ok_reason = R_SECONDARY_IGNORED
-    pd = diag_ids[d0]
-    pp = proc_ids[p0] if p1 > p0 else -1
-    sev = -1
-    entered = False
-    sex_conflict = False
-    regions_seen = np.zeros(32, dtype=np.bool_)
-    for m in range(mdc_entry.shape[0]):
-        # -- MDC entry
-        if mdc_entry[m] == 1:
-            if not (pp >= 0 and proc_is_or[pp] == 1):
-                continue
-        elif not _member(diag_list_ptr, diag_list_ids, pd, mdc_table[m]):
+    n_mdc = mdc_entry.shape[0]
+    words = diag_adrg_mask_p.shape[1]
+    cand = np.zeros(words, dtype=np.uint64)   # the record's candidate ADRGs (prefilter), reused
+    for i in range(lo, hi):
+        rm, ra, rd, rr = -1, -1, -1, R_NO_MDC
+        d0, d1 = diag_ptr[i], diag_ptr[i + 1]
+        p0, p1 = proc_ptr[i], proc_ptr[i + 1]
+        s = sex[i]
+        age = values[i, F_AGE]
+        # -- validation (first failing check gives the reason)
+        valid = False
+        if bad_value[i]:
+            rr = R_BAD_VALUE
+        elif s == 0:
+            rr = R_MISSING_SEX
+        elif s < 0:
+            rr = R_INVALID_SEX
+        elif np.isnan(age):
+            rr = R_MISSING_AGE
+        elif age < 0 or age > max_age:
+            rr = R_INVALID_AGE
+        elif d1 <= d0:
+            rr = R_MISSING_DIAGNOSIS
+        elif diag_ids[d0] == -2:
+            rr = R_UNKNOWN_DIAGNOSIS
+        else:
+            valid = True
+            if age < 1:
+                ad = values[i, F_AGE_DAYS]
+                if np.isnan(ad):
+                    rr, valid = R_MISSING_AGE_DAYS, False
+                elif ad < 0 or ad > 365:
+                    rr, valid = R_INVALID_AGE_DAYS, False
+                elif ad <= newborn_days:
+                    bw = values[i, F_BIRTH_WEIGHT]
+                    if np.isnan(bw):
+                        rr, valid = R_MISSING_BIRTH_WEIGHT, False
+                    elif bw < min_bw or bw > max_bw:
+                        rr, valid = R_INVALID_BIRTH_WEIGHT, False
+        if not valid:
+            out_mdc[i], out_adrg[i], out_drg[i], out_reason[i] = -1, -1, -1, rr
             continue
-        if mdc_sex[m] != 0 and s != mdc_sex[m]:
-            sex_conflict = True
-            continue
-        if not _conds_ok(values, i, mdc_cond_ptr[m], mdc_cond_ptr[m + 1], cond_field, cond_lo, cond_hi):
-            continue
-        if mdc_min_regions[m] > 0:
-            r0, r1 = mdc_region_ptr[m], mdc_region_ptr[m + 1]
-            for r in range(r1 - r0):
-                regions_seen[r] = False
-            for k in range(d0, d1):
-                for r in range(r0, r1):
-                    if _member(diag_list_ptr, diag_list_ids, diag_ids[k], mdc_regions[r]):
-                        regions_seen[r - r0] = True
-            n = 0
-            for r in range(r1 - r0):
-                if regions_seen[r]:
-                    n += 1
-            if n < mdc_min_regions[m]:
-                continue
-        if mdc_entry[m] == 0:
-            entered = True
-        # -- ADRGs of the MDC in trial order
-        for ai in range(mdc_adrg_ptr[m], mdc_adrg_ptr[m + 1]):
-            if ai == mdc_surgical_end[m] and mdc_qy_drg[m] >= 0 and pp >= 0 and proc_is_or[pp] == 1:
-                # an OR procedure that no surgical ADRG of the MDC takes: ambiguous group (歧义组)
-                return m, -1, mdc_qy_drg[m], R_AMBIGUOUS
-            a = mdc_adrgs[ai]
-            matched = False
-            for alt in range(adrg_alt_ptr[a], adrg_alt_ptr[a + 1]):
-                all_terms = True
-                for t in range(alt_term_ptr[alt], alt_term_ptr[alt + 1]):
-                    any_opt = False
-                    for o in range(term_opt_ptr[t], term_opt_ptr[t + 1]):
-                        if _term_ok(opt_role[o], opt_list[o], d0, d1, p0, p1, diag_ids, proc_ids,
-                                    diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or):
-                            any_opt = True
-                            break
-                    if not any_opt:
-                        all_terms = False
-                        break
-                if all_terms:
-                    matched = True
-                    break
-            if not matched:
-                continue
-            if not _conds_ok(values, i, adrg_cond_ptr[a], adrg_cond_ptr[a + 1], cond_field, cond_lo, cond_hi):
-                continue
-            # -- DRG by severity and conditions
-            if sev < 0:
-                sev = _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table)
-            for c in range(adrg_drg_ptr[a], adrg_drg_ptr[a + 1]):
-                if sev < cand_sev_min[c] or sev > cand_sev_max[c]:
+        ok_reason = R_OK
+        for k in range(d0 + 1, d1):
+            if diag_ids[k] == -2:
+                ok_reason = R_SECONDARY_IGNORED
+        for k in range(p0, p1):
+            if proc_ids[k] == -2:
+                ok_reason = R_SECONDARY_IGNORED
+        pd = diag_ids[d0]
+        pp = proc_ids[p0] if p1 > p0 else -1
+        or_pp = pp >= 0 and proc_is_or[pp] == 1
+        # candidate ADRGs: those with a list that holds one of the record's codes in its place
+        for w in range(words):
+            cand[w] = diag_adrg_mask_p[pd, w] if pd >= 0 else 0
+        if pp >= 0:
+            for w in range(words):
+                cand[w] |= proc_adrg_mask_p[pp, w]
+        for k in range(d0 + 1, d1):
+            c = diag_ids[k]
+            if c >= 0 and diag_s_any[c]:
+                for w in range(words):
+                    cand[w] |= diag_adrg_mask_s[c, w]
+        for k in range(p0 + 1, p1):
+            c = proc_ids[k]
+            if c >= 0 and proc_s_any[c]:
+                for w in range(words):
+                    cand[w] |= proc_adrg_mask_s[c, w]
+        sev = -1
+        entered = False
+        sex_conflict = False
+        done = False
+        for m in range(n_mdc):
+            # -- MDC entry
+            if mdc_entry[m] == 1:
+                if not or_pp:
                     continue
-                if _conds_ok(values, i, cand_cond_ptr[c], cand_cond_ptr[c + 1], cond_field, cond_lo, cond_hi):
-                    return m, a, cand_drg[c], ok_reason
-            return m, a, -1, R_NO_DRG
-        if mdc_surgical_end[m] == mdc_adrg_ptr[m + 1] and mdc_qy_drg[m] >= 0 and pp >= 0 and proc_is_or[pp] == 1:
-            return m, -1, mdc_qy_drg[m], R_AMBIGUOUS
-        if fall_through == 0:
-            return m, -1, -1, R_NO_ADRG
-    if entered:
-        return -1, -1, -1, R_NO_ADRG
-    if sex_conflict:
-        return -1, -1, -1, R_SEX_CONFLICT
-    return -1, -1, -1, R_NO_MDC
+            elif pd < 0 or (diag_mdc_mask[pd] >> np.uint64(m)) & np.uint64(1) == 0:
+                continue
+            if mdc_sex[m] != 0 and s != mdc_sex[m]:
+                sex_conflict = True
+                continue
+            if not _conds_ok(values, i, mdc_cond_ptr[m], mdc_cond_ptr[m + 1], cond_field, cond_lo, cond_hi):
+                continue
+            if mdc_min_regions[m] > 0:
+                n_regions = 0
+                for r in range(mdc_region_ptr[m], mdc_region_ptr[m + 1]):
+                    for k in range(d0, d1):
+                        if _member(diag_list_ptr, diag_list_ids, diag_ids[k], mdc_regions[r]):
+                            n_regions += 1
+                            break
+                if n_regions < mdc_min_regions[m]:
+                    continue
+            if mdc_entry[m] == 0:
+                entered = True
+            # -- ADRGs of the MDC in trial order
+            for ai in range(mdc_adrg_ptr[m], mdc_adrg_ptr[m + 1]):
+                if ai == mdc_surgical_end[m] and mdc_qy_drg[m] >= 0 and or_pp:
+                    # an OR procedure that no surgical ADRG of the MDC takes: ambiguous group (歧义组)
+                    rm, ra, rd, rr, done = m, -1, mdc_qy_drg[m], R_AMBIGUOUS, True
+                    break
+                a = mdc_adrgs[ai]
+                if adrg_always[a] == 0 and (cand[a >> 6] >> np.uint64(a & 63)) & np.uint64(1) == 0:
+                    continue   # none of the record's codes is in any list of this ADRG
+                matched = False
+                for alt in range(adrg_alt_ptr[a], adrg_alt_ptr[a + 1]):
+                    all_terms = True
+                    for t in range(alt_term_ptr[alt], alt_term_ptr[alt + 1]):
+                        any_opt = False
+                        for o in range(term_opt_ptr[t], term_opt_ptr[t + 1]):
+                            if _term_ok(opt_role[o], opt_list[o], d0, d1, p0, p1, diag_ids, proc_ids,
+                                        diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or):
+                                any_opt = True
+                                break
+                        if not any_opt:
+                            all_terms = False
+                            break
+                    if all_terms:
+                        matched = True
+                        break
+                if not matched:
+                    continue
+                if not _conds_ok(values, i, adrg_cond_ptr[a], adrg_cond_ptr[a + 1], cond_field, cond_lo, cond_hi):
+                    continue
+                # -- DRG by severity and conditions
+                if sev < 0:
+                    sev = _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table)
+                rm, ra, rd, rr, done = m, a, -1, R_NO_DRG, True
+                for c in range(adrg_drg_ptr[a], adrg_drg_ptr[a + 1]):
+                    if sev < cand_sev_min[c] or sev > cand_sev_max[c]:
+                        continue
+                    if _conds_ok(values, i, cand_cond_ptr[c], cand_cond_ptr[c + 1], cond_field, cond_lo, cond_hi):
+                        rd, rr = cand_drg[c], ok_reason
+                        break
+                break
+            if done:
+                break
+            if mdc_surgical_end[m] == mdc_adrg_ptr[m + 1] and mdc_qy_drg[m] >= 0 and or_pp:
+                rm, ra, rd, rr, done = m, -1, mdc_qy_drg[m], R_AMBIGUOUS, True
+                break
+            if fall_through == 0:
+                rm, rr, done = m, R_NO_ADRG, True
+                break
+        if not done:
+            rr = R_NO_ADRG if entered else (R_SEX_CONFLICT if sex_conflict else R_NO_MDC)
+        out_mdc[i], out_adrg[i], out_drg[i], out_reason[i] = rm, ra, rd, rr
+
+
+#: Records per task of the parallel loop.
+CHUNK = 1024
 
 
 @njit(cache=True, parallel=True)
 def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
                 diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
                 mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
+                mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p, diag_adrg_mask_s, diag_s_any,
+                proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any,
+                adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
                 opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
                 cond_field, cond_lo, cond_hi):
     n = sex.shape[0]
@@ -250,24 +293,24 @@ def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, 
     out_adrg = np.empty(n, dtype=np.int32)
     out_drg = np.empty(n, dtype=np.int32)
     out_reason = np.empty(n, dtype=np.int16)
-    for i in prange(n):
-        m, a, d, r = group_record(
-            i, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, params,
-            diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
-            mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-            mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
-            opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
-            cond_field, cond_lo, cond_hi, bad_value)
-        out_mdc[i] = m
-        out_adrg[i] = a
-        out_drg[i] = d
-        out_reason[i] = r
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        group_range(c * CHUNK, min(n, (c + 1) * CHUNK), out_mdc, out_adrg, out_drg, out_reason,
+                    values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
+                    diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
+                    mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
+                    mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p, diag_adrg_mask_s, diag_s_any,
+                proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any,
+                adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
+                    opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max,
+                    cand_cond_ptr, cond_field, cond_lo, cond_hi)
     return out_mdc, out_adrg, out_drg, out_reason
 
 
 SCHEME_ARGS = ("diag_list_ptr", "diag_list_ids", "proc_list_ptr", "proc_list_ids", "proc_is_or", "cc_level",
                "cc_table", "mdc_entry", "mdc_table", "mdc_sex", "mdc_min_regions", "mdc_region_ptr",
-               "mdc_regions", "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "mdc_surgical_end", "mdc_qy_drg", "adrg_alt_ptr", "alt_term_ptr",
+               "mdc_regions", "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "mdc_surgical_end", "mdc_qy_drg",
+               "diag_mdc_mask", "adrg_always", "diag_adrg_mask_p", "diag_adrg_mask_s", "diag_s_any",
+               "proc_adrg_mask_p", "proc_adrg_mask_s", "proc_s_any", "adrg_alt_ptr", "alt_term_ptr",
                "term_opt_ptr", "opt_role", "opt_list", "adrg_cond_ptr", "adrg_drg_ptr", "cand_drg",
                "cand_sev_min", "cand_sev_max", "cand_cond_ptr", "cond_field", "cond_lo", "cond_hi")
 

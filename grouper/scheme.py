@@ -18,6 +18,11 @@ Array vocabulary (all int32 unless noted; ``*_ptr`` arrays are CSR offsets):
   ``mdc_table``, ``mdc_sex``, ``mdc_min_regions``, ``mdc_region_ptr/mdc_regions``,
   ``mdc_cond_ptr``, ``mdc_adrg_ptr/mdc_adrgs`` (ADRG ids in trial order), ``mdc_surgical_end``
   (where its surgical ADRGs end in ``mdc_adrgs``), ``mdc_qy_drg`` (its ambiguous group 歧义组, -1 none).
+- prefilter: ``diag_mdc_mask`` (uint64 per diagnosis: bit m when MDC m's table holds it),
+  ``diag_adrg_mask_p/_s``, ``proc_adrg_mask_p/_s`` (uint64 [codes, words]: the ADRGs with a
+  list that takes the code as principal / as another code), ``diag_s_any``/``proc_s_any``
+  (the code is in any such list as another code) and ``adrg_always`` (ADRGs with a term no
+  code list backs).
 - ADRGs: ``adrg_alt_ptr`` → alternatives, ``alt_term_ptr`` → terms, ``term_opt_ptr`` →
   options ``opt_role``/``opt_list``; ``adrg_cond_ptr`` conditions; ``adrg_drg_ptr`` →
   DRG candidates in trial order ``cand_drg``, ``cand_sev_min``, ``cand_sev_max``, ``cand_cond_ptr``.
@@ -35,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 #: Record fields a condition may test (index = field id in ``cond_field``).
 FIELDS = ("age", "age_days", "birth_weight_g", "los_days", "ventilation_hours")
@@ -60,6 +65,8 @@ ARRAY_NAMES = (
     "cc_level", "cc_table",
     "mdc_entry", "mdc_table", "mdc_sex", "mdc_min_regions", "mdc_region_ptr", "mdc_regions",
     "mdc_cond_ptr", "mdc_adrg_ptr", "mdc_adrgs", "mdc_surgical_end", "mdc_qy_drg",
+    "diag_mdc_mask", "adrg_always", "diag_adrg_mask_p", "diag_adrg_mask_s", "diag_s_any",
+    "proc_adrg_mask_p", "proc_adrg_mask_s", "proc_s_any",
     "adrg_alt_ptr", "alt_term_ptr", "term_opt_ptr", "opt_role", "opt_list", "adrg_cond_ptr",
     "adrg_drg_ptr", "cand_drg", "cand_sev_min", "cand_sev_max", "cand_cond_ptr",
     "cond_field", "cond_lo", "cond_hi",
