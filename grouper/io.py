@@ -276,22 +276,43 @@ def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_siz
                    progress=None) -> int:
     """Stream SRC batch by batch through ``fn`` (batch → batch) into DST, written atomically.
 
-    Memory stays bounded by the batch size; on any error DST is left as it was."""
+    Reading the next batch and writing the previous one run in background threads while
+    ``fn`` works on the current one (Arrow releases the GIL for file I/O and encoding); at
+    most one batch waits on each side, so memory stays bounded by a few batches. On any
+    error DST is left as it was."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = open_batches(src, batch_size)
+    end = object()
     writer = None
     rows = 0
-    try:
-        for batch in open_batches(src, batch_size):
-            out = fn(batch)
-            if writer is None:
-                writer = AtomicWriter(dst, out.schema).__enter__()
-            writer.write(out)
-            rows += out.num_rows
-            if progress is not None:
-                progress(out.num_rows)
-    except BaseException as exc:
-        if writer is not None:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
-        raise
+    with ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="drgdip-write") as writing:
+        pending_write = None
+        try:
+            pending_read = reader.submit(next, batches, end)
+            while True:
+                batch = pending_read.result()
+                if batch is end:
+                    break
+                pending_read = reader.submit(next, batches, end)
+                out = fn(batch)
+                if writer is None:
+                    writer = AtomicWriter(dst, out.schema).__enter__()
+                if pending_write is not None:
+                    pending_write.result()
+                pending_write = writing.submit(writer.write, out)
+                rows += out.num_rows
+                if progress is not None:
+                    progress(out.num_rows)
+            if pending_write is not None:
+                pending_write.result()
+        except BaseException as exc:
+            if pending_write is not None:
+                pending_write.exception()          # let the write in flight finish first
+            if writer is not None:
+                writer.__exit__(type(exc), exc, exc.__traceback__)
+            raise
     if writer is not None:
         writer.__exit__(None, None, None)
     return rows

@@ -77,3 +77,23 @@ def test_code_lists_in_any_form_give_the_same_groups(teaching):
     ]
     drgs = {group_table(t, teaching).column("drg")[0].as_py() for t in forms}
     assert len(drgs) == 1 and drgs != {"0000"}
+
+
+def test_a_failing_batch_leaves_the_previous_output_intact(tmp_path, teaching):
+    from grouper.io import transform_file
+    src = tmp_path / "in.csv"
+    src.write_text("id,sex,age,diagnoses\n" + "".join(f"{i},1,50,J18.900\n" for i in range(300)), encoding="utf-8")
+    dst = tmp_path / "out.csv"
+    dst.write_text("previous\n", encoding="utf-8")
+    calls = []
+
+    def fn(batch):
+        calls.append(batch.num_rows)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return batch
+
+    with pytest.raises(RuntimeError):
+        transform_file(src, dst, fn, batch_size=100)
+    assert dst.read_text(encoding="utf-8") == "previous\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.csv")]
