@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from codesets.reasons import reason_table
 from grouper import kernel
 from grouper.compile import SchemeError, compile_scheme
 from grouper.encode import CodeSet, Encoder, result_columns
@@ -50,6 +51,15 @@ class Grouper:
         self.scheme = scheme
         self.encoder = Encoder(scheme, codes)
         self._reason_map = kernel.reason_map()
+        #: records grouped so far by reason id (codesets.reasons order)
+        self.reason_counts = np.zeros(len(reason_table()), dtype=np.int64)
+
+    def status_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for reason, n in zip(reason_table(), self.reason_counts):
+            if n:
+                out[reason.status] = out.get(reason.status, 0) + int(n)
+        return out
 
     def arrays(self, batch: pa.RecordBatch | pa.Table):
         """Kernel results for a batch: (mdc idx, adrg id, drg id, reason id in the reason table)."""
@@ -61,6 +71,7 @@ class Grouper:
     def group_batch(self, batch: pa.RecordBatch | pa.Table):
         """The batch with its columns unchanged, in order, plus ``mdc, adrg, drg, status, reason``."""
         m, a, d, r = self.arrays(batch)
+        self.reason_counts += np.bincount(r, minlength=len(self.reason_counts))
         cols = result_columns(self.scheme, m, a, d, r)
         names = [n for n in batch.schema.names if n not in OUTPUT_COLUMNS]
         arrays = [batch.column(n) for n in names] + [cols[k] for k in OUTPUT_COLUMNS]
@@ -86,13 +97,5 @@ def group_file(src: str | os.PathLike, dst: str | os.PathLike, scheme: Scheme, c
                batch_size: int = DEFAULT_BATCH_SIZE, progress=None) -> dict:
     """Stream SRC through the grouper into DST (written atomically). Returns counts by status."""
     g = Grouper(scheme, codes)
-    counts: dict[str, int] = {}
-
-    def step(batch):
-        out = g.group_batch(batch)
-        for s, n in zip(*np.unique(out.column("status").to_numpy(zero_copy_only=False).astype(str), return_counts=True)):
-            counts[s] = counts.get(s, 0) + int(n)
-        return out
-
-    transform_file(src, dst, step, batch_size, progress)
-    return counts
+    transform_file(src, dst, g.group_batch, batch_size, progress)
+    return g.status_counts()

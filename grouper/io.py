@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -164,11 +165,11 @@ def code_list(array: pa.Array | pa.ChunkedArray | None, length: int) -> pa.ListA
 def numeric(array: pa.Array | pa.ChunkedArray | None, length: int) -> tuple[pa.Array, pa.Array]:
     """(float64 values with nulls, bool mask of values present but unreadable)."""
     if array is None:
-        return pa.nulls(length, pa.float64()), pa.array([False] * length)
+        return pa.nulls(length, pa.float64()), pa.array(np.zeros(length, dtype=bool))
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type):
-        return array.cast(pa.float64()), pa.array([False] * length)
+        return array.cast(pa.float64()), pa.array(np.zeros(length, dtype=bool))
     text = pc.utf8_trim_whitespace(array.cast(pa.string()))
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
     ok = pc.match_substring_regex(text, r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
