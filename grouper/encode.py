@@ -17,18 +17,9 @@ import pyarrow.compute as pc
 from codesets.normalize import normalize_code
 from grouper.io import canonical_columns, code_list, numeric, text
 from grouper.scheme import FIELDS
+from grouper.tokens import UNSEEN, StringTable, string_buffers, tokenize
 
 SEX_WORDS = {"1": 1, "男": 1, "M": 1, "MALE": 1, "2": 2, "女": 2, "F": 2, "FEMALE": 2}
-
-
-def _split_fast(array, n: int) -> pa.ListArray:
-    """'|'-joined text split on '|' only (other separators are caught afterwards); lists as they are."""
-    if array is not None:
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-            return pc.split_pattern(array, "|").cast(pa.list_(pa.string()))
-    return code_list(array, n)
 
 
 @dataclass
@@ -76,8 +67,10 @@ class Encoder:
         self.scheme = scheme
         self.codes = codes
         self._cache = {"diag": {}, "proc": {}}
-        # every string met so far and its id, as Arrow/NumPy arrays: a batch's tokens are
-        # matched against them in one vectorised call; only strings never seen go to Python
+        # every string met so far and its id: a batch's tokens are split and matched in
+        # compiled code (grouper.tokens); only strings never seen go to Python
+        self._tables = {k: StringTable() for k in ("diag", "proc")}
+        # the same for the general (Arrow compute) path taken when other separators appear
         self._known = {k: pa.array([], pa.string()) for k in ("diag", "proc")}
         self._known_ids = {k: np.zeros(0, dtype=np.int32) for k in ("diag", "proc")}
 
@@ -130,7 +123,50 @@ class Encoder:
         self._known[kind] = pa.concat_arrays([self._known[kind], new.cast(pa.string())])
         self._known_ids[kind] = np.concatenate([self._known_ids[kind], ids])
 
-    def _codes(self, array, n: int, kind: str, split=_split_fast) -> tuple[np.ndarray, np.ndarray]:
+    def _codes(self, array, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row_ptr, ids) of a code column: compiled split and lookup, Python for new strings."""
+        if array is None:
+            return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        t = array.type
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            row_offsets = np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+            values, split = array.values, False
+            if not pa.types.is_string(values.type):
+                values = values.cast(pa.string())
+        else:
+            row_offsets = np.arange(n + 1, dtype=np.int64)
+            values, split = (array if pa.types.is_string(t) else array.cast(pa.string())), True
+        offsets, data, valid = string_buffers(values)
+        table = self._tables[kind]
+        args = (row_offsets, offsets, data, valid, split)
+        row_ptr, ids, starts, ends = tokenize(*args, table.slots, table.key_offsets, table.key_data, table.ids)
+        unseen = ids == UNSEEN
+        if unseen.any():
+            lengths = ends[unseen] - starts[unseen]
+            total = int(lengths.sum())
+            first = np.repeat(starts[unseen] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+            raw = data[first + np.arange(total)]
+            offs = np.zeros(len(lengths) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offs[1:])
+            words = pc.unique(pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offs), pa.py_buffer(raw.tobytes())))
+            if split and pc.any(pc.match_substring_regex(words, r"[;,；，]")).as_py():
+                # codes separated by something other than '|': the general splitter
+                return self._codes_general(array, n, kind)
+            table.add({w.encode("utf-8"): self.code_id(w, kind) for w in words.to_pylist()})
+            row_ptr, ids, _, _ = tokenize(*args, table.slots, table.key_offsets, table.key_data, table.ids)
+        keep = ids != -3
+        if keep.all():
+            return row_ptr, ids
+        row = np.repeat(np.arange(n), np.diff(row_ptr))
+        counts = np.bincount(row[keep], minlength=n)
+        new = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=new[1:])
+        return new, ids[keep]
+
+    def _codes_general(self, array, n: int, kind: str, split=code_list) -> tuple[np.ndarray, np.ndarray]:
+        """Arrow-compute path for code text with separators other than '|'."""
         lists = split(array, n)
         offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
         offsets = offsets - offsets[0]
@@ -141,9 +177,6 @@ class Encoder:
         unseen = pc.and_(pc.is_null(pos), pc.is_valid(flat))
         if pc.any(unseen).as_py():
             words = flat.filter(unseen)
-            if split is _split_fast and pc.any(pc.match_substring_regex(words, r"[;,；，]")).as_py():
-                # codes separated by something other than '|': the general splitter
-                return self._codes(array, n, kind, split=code_list)
             self._learn(words, kind)
             pos = pc.index_in(flat, value_set=self._known[kind])
         p = pos.to_numpy(zero_copy_only=False)
