@@ -115,10 +115,12 @@ def scheme_info(scheme):
 @click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder (ZD_INFO.dat, SS_INFO.dat, maps) to validate and map codes.")
 @click.option("--method", type=click.Choice(["drg", "dip"]), default="drg", show_default=True)
 @click.option("--catalog", type=click.Path(dir_okay=False), help="DIP catalogue (with --method dip).")
+@click.option("--check", "check_out", type=click.Path(dir_okay=False),
+              help="Also run settlement-list quality control; findings written to this file.")
 @click.option("--batch-size", default=65536, show_default=True, help="Records per batch (memory stays bounded).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def group_cmd(records, output, scheme, codes_dir, method, catalog, batch_size, quiet):
+def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, batch_size, quiet):
     """Group discharge records: every input column passes through, plus mdc, adrg, drg, status, reason.
 
     \b
@@ -126,6 +128,7 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, batch_size, q
       drgdip group discharges.parquet -o grouped.parquet --scheme chs11.drgscheme
       drgdip group cases.csv -o grouped.csv --scheme ../shared/data/chs-drg/CHS_DRG_11
       drgdip group discharges.parquet -o dip.parquet --method dip --catalog dip-catalog.parquet
+      drgdip group discharges.parquet -o grouped.parquet --check findings.parquet --codes ../shared/data/codesets
     """
     from tqdm import tqdm
     if method == "dip":
@@ -142,9 +145,17 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, batch_size, q
     from grouper.api import group_file, load_codes
     sch = _scheme(scheme)
     with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
-        counts = group_file(records, output, sch, load_codes(codes_dir), batch_size=batch_size, progress=bar.update)
+        tables = None
+        if check_out and codes_dir:
+            from codesets.qc import load_code_tables
+            tables = load_code_tables(codes_dir)
+        counts = group_file(records, output, sch, load_codes(codes_dir), batch_size=batch_size, progress=bar.update,
+                            check_dst=check_out, code_tables=tables)
+    findings = counts.pop("findings", 0)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     click.echo(f"{sum(counts.values())} records grouped with {sch.meta.get('name')}: {summary} -> {output}")
+    if check_out:
+        click.echo(f"{findings} quality-control findings -> {check_out}")
 
 
 @main.command("explain")
@@ -170,6 +181,20 @@ def explain_cmd(scheme, record_json, codes_dir, as_json):
         raise UserError(f"--record is not valid JSON: {exc.msg}") from None
     e = explain(record_json, _scheme(scheme), load_codes(codes_dir))
     click.echo(json.dumps(e.as_dict(), ensure_ascii=False, indent=2) if as_json else e.text())
+
+
+@main.command("bench", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_cmd(args):
+    """Measure throughput: plain Python vs compiled kernel vs end to end (same as python -m bench.throughput).
+
+    \b
+    Example:
+      drgdip bench --records 2000000 --scheme ../shared/data/chs-drg/CHS_DRG_11
+      drgdip bench --records 100000 --json
+    """
+    from bench.throughput import main as bench_main
+    bench_main(list(args))
 
 
 @main.command("conformance")

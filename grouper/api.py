@@ -16,7 +16,7 @@ from codesets.reasons import reason_table
 from grouper import kernel
 from grouper.compile import SchemeError, compile_scheme
 from grouper.encode import CodeSet, Encoder, result_columns
-from grouper.io import DEFAULT_BATCH_SIZE, as_table, transform_file
+from grouper.io import DEFAULT_BATCH_SIZE, AtomicWriter, as_table, transform_file
 from grouper.scheme import Scheme
 
 TEACHING_SCHEME = Path(__file__).with_name("teaching_scheme")
@@ -94,8 +94,25 @@ def group_batches(batches: Iterable[pa.RecordBatch], scheme: Scheme, codes: Code
 
 
 def group_file(src: str | os.PathLike, dst: str | os.PathLike, scheme: Scheme, codes: CodeSet | None = None,
-               batch_size: int = DEFAULT_BATCH_SIZE, progress=None) -> dict:
-    """Stream SRC through the grouper into DST (written atomically). Returns counts by status."""
+               batch_size: int = DEFAULT_BATCH_SIZE, progress=None, check_dst: str | os.PathLike | None = None,
+               code_tables: dict | None = None) -> dict:
+    """Stream SRC through the grouper into DST (written atomically). Returns counts by status.
+
+    With ``check_dst``, the settlement-list quality-control rules (codesets.qc) run on the
+    same batches and their findings go to that file (``findings`` in the returned counts)."""
     g = Grouper(scheme, codes)
-    transform_file(src, dst, g.group_batch, batch_size, progress)
-    return g.status_counts()
+    if check_dst is None:
+        transform_file(src, dst, g.group_batch, batch_size, progress)
+        return g.status_counts()
+    from codesets.qc import FINDING_SCHEMA, run_qc
+    found = 0
+    with AtomicWriter(check_dst, FINDING_SCHEMA) as findings:
+        def step(batch):
+            nonlocal found
+            out = g.group_batch(batch)
+            f = run_qc(out, code_tables=code_tables, scheme=scheme)
+            findings.write(f)
+            found += f.num_rows
+            return out
+        transform_file(src, dst, step, batch_size, progress)
+    return {**g.status_counts(), "findings": found}

@@ -97,3 +97,19 @@ def test_a_failing_batch_leaves_the_previous_output_intact(tmp_path, teaching):
         transform_file(src, dst, fn, batch_size=100)
     assert dst.read_text(encoding="utf-8") == "previous\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.csv")]
+
+
+def test_group_with_check_writes_findings_beside_the_groups(tmp_path):
+    from click.testing import CliRunner
+    from cli import main
+    src = tmp_path / "in.csv"
+    src.write_text("id,sex,age,los_days,diagnoses,procedures\n1,1,50,5,J18.900|J18.900,\n2,1,50,0,J18.900,\n",
+                   encoding="utf-8")
+    r = CliRunner().invoke(main, ["group", str(src), "-o", str(tmp_path / "g.csv"), "--check", str(tmp_path / "f.csv"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    import pyarrow.csv as pacsv
+    f = pacsv.read_csv(tmp_path / "f.csv").to_pylist()
+    rules = {(x["id"], x["rule"]) for x in f}
+    assert any(i == 1 and "DUP" in rule for i, rule in rules)       # duplicate diagnosis on record 1
+    assert any(i == 2 and "LOS" in rule for i, rule in rules)       # length of stay 0 on record 2
+    assert "findings" in r.output
