@@ -429,7 +429,12 @@ def settle_cmd(period, records, policy_path, ledger_path, weights_path, scheme, 
 
 @main.group("ledger")
 def ledger_group():
-    """The settlement ledger: what was settled, when, with what."""
+    """The settlement ledger: what was settled, when, with what.
+
+    \b
+    Example:
+      drgdip ledger show region.db
+    """
 
 
 @ledger_group.command("show")
