@@ -70,9 +70,6 @@ class Encoder:
         # every string met so far and its id: a batch's tokens are split and matched in
         # compiled code (grouper.tokens); only strings never seen go to Python
         self._tables = {k: StringTable() for k in ("diag", "proc")}
-        # the same for the general (Arrow compute) path taken when other separators appear
-        self._known = {k: pa.array([], pa.string()) for k in ("diag", "proc")}
-        self._known_ids = {k: np.zeros(0, dtype=np.int32) for k in ("diag", "proc")}
 
     def code_id(self, code: str | None, kind: str) -> int:
         cache = self._cache[kind]
@@ -114,15 +111,6 @@ class Encoder:
             return -2
         return -1
 
-    def _learn(self, words: pa.Array, kind: str) -> None:
-        """Resolve strings never seen before (Python, once per distinct string) and remember them."""
-        new = pc.unique(words.filter(pc.is_valid(words)))
-        if len(new) == 0:
-            return
-        ids = np.fromiter((self.code_id(w, kind) for w in new.to_pylist()), dtype=np.int32, count=len(new))
-        self._known[kind] = pa.concat_arrays([self._known[kind], new.cast(pa.string())])
-        self._known_ids[kind] = np.concatenate([self._known_ids[kind], ids])
-
     def _codes(self, array, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """(row_ptr, ids) of a code column: compiled split and lookup, Python for new strings."""
         if array is None:
@@ -152,42 +140,14 @@ class Encoder:
             np.cumsum(lengths, out=offs[1:])
             words = pc.unique(pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offs), pa.py_buffer(raw.tobytes())))
             if split and pc.any(pc.match_substring_regex(words, r"[;,；，]")).as_py():
-                # codes separated by something other than '|': the general splitter
-                return self._codes_general(array, n, kind)
+                # codes separated by something other than '|': split by every separator, then as lists
+                return self._codes(code_list(array, n), n, kind)
             table.add({w.encode("utf-8"): self.code_id(w, kind) for w in words.to_pylist()})
             row_ptr, ids, _, _ = tokenize(*args, table.slots, table.key_offsets, table.key_data, table.ids)
-        keep = ids != -3
+        keep = ids != -3          # strings that normalise to nothing
         if keep.all():
             return row_ptr, ids
         row = np.repeat(np.arange(n), np.diff(row_ptr))
-        counts = np.bincount(row[keep], minlength=n)
-        new = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(counts, out=new[1:])
-        return new, ids[keep]
-
-    def _codes_general(self, array, n: int, kind: str, split=code_list) -> tuple[np.ndarray, np.ndarray]:
-        """Arrow-compute path for code text with separators other than '|'."""
-        lists = split(array, n)
-        offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
-        offsets = offsets - offsets[0]
-        flat = lists.flatten()
-        if len(flat) == 0:
-            return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        pos = pc.index_in(flat, value_set=self._known[kind])
-        unseen = pc.and_(pc.is_null(pos), pc.is_valid(flat))
-        if pc.any(unseen).as_py():
-            words = flat.filter(unseen)
-            self._learn(words, kind)
-            pos = pc.index_in(flat, value_set=self._known[kind])
-        p = pos.to_numpy(zero_copy_only=False)
-        if pos.null_count:
-            p = np.where(np.isnan(p), -1, p)
-        p = np.asarray(p, dtype=np.int64)
-        ids = np.where(p < 0, -3, self._known_ids[kind][np.maximum(p, 0)]).astype(np.int32)
-        keep = ids != -3
-        if keep.all():
-            return offsets, ids
-        row = np.repeat(np.arange(n), np.diff(offsets))
         counts = np.bincount(row[keep], minlength=n)
         new = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=new[1:])

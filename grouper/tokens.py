@@ -39,27 +39,6 @@ def build_table(key_offsets, key_data, capacity):
     return slots
 
 
-@njit(cache=True, inline="always")
-def _find(data, a, b, slots, key_offsets, key_data):
-    mask = np.uint64(slots.shape[0] - 1)
-    j = _hash(data, a, b) & mask
-    n = b - a
-    while True:
-        s = slots[j]
-        if s == -1:
-            return -1
-        ka, kb = key_offsets[s], key_offsets[s + 1]
-        if kb - ka == n:
-            same = True
-            for k in range(n):
-                if key_data[ka + k] != data[a + k]:
-                    same = False
-                    break
-            if same:
-                return s
-        j = (j + np.uint64(1)) & mask
-
-
 @njit(cache=True)
 def tokenize(row_offsets, value_offsets, data, valid, split, slots, key_offsets, key_data, key_ids):
     """Ids of the tokens of every row.
