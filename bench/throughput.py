@@ -63,12 +63,12 @@ def _best(fn, repeat: int) -> tuple[float, object]:
 def python_path(scheme, enc, sample: int) -> tuple[float, np.ndarray]:
     """Seconds for the interpreted kernel over records 0..sample-1, and its (sample, 4) results."""
     params = kernel.scheme_params(scheme)
-    arrays = [scheme.arrays[k] for k in kernel.SCHEME_ARGS]
+    arrays = kernel.scheme_tuple(scheme)
     cols = [np.empty(sample, dtype=np.int64) for _ in range(4)]
     with interpreted_kernel() as group_range:
         t0 = time.perf_counter()
         group_range(0, sample, *cols, enc.values, enc.sex, enc.diag_ptr, enc.diag_ids, enc.proc_ptr, enc.proc_ids,
-                    enc.bad_value, params, *arrays)
+                    enc.bad_value, params, arrays)
         return time.perf_counter() - t0, np.stack(cols, axis=1)
 
 

@@ -113,19 +113,18 @@ def _term_ok(role, lst, d0, d1, p0, p1, diag_ids, proc_ids, dptr, dids, pptr, pi
 
 @njit(cache=True)
 def group_range(lo, hi, out_mdc, out_adrg, out_drg, out_reason,
-                values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
-                diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
-                mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p, diag_adrg_mask_s, diag_s_any,
-                proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any,
-                adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
-                opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
-                cond_field, cond_lo, cond_hi):
+                values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params, scheme_arrays):
     """Group records lo..hi-1 into the output arrays (mdc index, adrg id, drg id, kernel reason).
 
     The whole per-record path is one loop body (no call per record): numba passes arrays
     to a function that LLVM does not inline as dozens of scalars, which cost more than the
     grouping itself."""
+    (diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
+     mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
+     mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p,
+     diag_adrg_mask_s, diag_s_any, proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any, adrg_alt_ptr, alt_term_ptr,
+     term_opt_ptr, opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max,
+     cand_cond_ptr, cond_field, cond_lo, cond_hi) = scheme_arrays
     newborn_days, min_bw, max_bw, max_age, fall_through = params[0], params[1], params[2], params[3], params[4]
     n_mdc = mdc_entry.shape[0]
     words = diag_adrg_mask_p.shape[1]
@@ -280,14 +279,8 @@ CHUNK = 1024
 
 
 @njit(cache=True, parallel=True)
-def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
-                diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
-                mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p, diag_adrg_mask_s, diag_s_any,
-                proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any,
-                adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
-                opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max, cand_cond_ptr,
-                cond_field, cond_lo, cond_hi):
+def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params, scheme_arrays):
+    """All records, in chunks of CHUNK over the cores; ``scheme_arrays`` in SCHEME_ARGS order."""
     n = sex.shape[0]
     out_mdc = np.empty(n, dtype=np.int16)
     out_adrg = np.empty(n, dtype=np.int32)
@@ -295,14 +288,7 @@ def group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, 
     out_reason = np.empty(n, dtype=np.int16)
     for c in prange((n + CHUNK - 1) // CHUNK):
         group_range(c * CHUNK, min(n, (c + 1) * CHUNK), out_mdc, out_adrg, out_drg, out_reason,
-                    values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params,
-                    diag_list_ptr, diag_list_ids, proc_list_ptr, proc_list_ids, proc_is_or, cc_level, cc_table,
-                    mdc_entry, mdc_table, mdc_sex, mdc_min_regions, mdc_region_ptr, mdc_regions, mdc_cond_ptr,
-                    mdc_adrg_ptr, mdc_adrgs, mdc_surgical_end, mdc_qy_drg, diag_mdc_mask, adrg_always, diag_adrg_mask_p, diag_adrg_mask_s, diag_s_any,
-                proc_adrg_mask_p, proc_adrg_mask_s, proc_s_any,
-                adrg_alt_ptr, alt_term_ptr, term_opt_ptr,
-                    opt_role, opt_list, adrg_cond_ptr, adrg_drg_ptr, cand_drg, cand_sev_min, cand_sev_max,
-                    cand_cond_ptr, cond_field, cond_lo, cond_hi)
+                    values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, params, scheme_arrays)
     return out_mdc, out_adrg, out_drg, out_reason
 
 
@@ -325,4 +311,9 @@ def scheme_params(scheme) -> np.ndarray:
 def run(scheme, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value):
     """Group encoded records with a compiled scheme; returns (mdc idx, adrg id, drg id, kernel reason)."""
     return group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, scheme_params(scheme),
-                       *(scheme.arrays[k] for k in SCHEME_ARGS))
+                       scheme_tuple(scheme))
+
+
+def scheme_tuple(scheme) -> tuple:
+    """The scheme's arrays in the order the kernel unpacks them."""
+    return tuple(scheme.arrays[k] for k in SCHEME_ARGS)
