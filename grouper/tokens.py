@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
+from numba import njit, prange
 
 UNSEEN = -9
 SEP = 0x7C  # '|'
@@ -39,75 +39,89 @@ def build_table(key_offsets, key_data, capacity):
     return slots
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _next_token(data, a, b0, split):
+    """(start, end without blanks, next position, hash) of the token at a (start == end: empty)."""
+    while a < b0 and (data[a] == 32 or data[a] == 9):   # leading blanks
+        a += 1
+    h = np.uint64(14695981039346656037)
+    b = a
+    last = a
+    while b < b0:
+        c = data[b]
+        if split and c == SEP:
+            break
+        if c != 32 and c != 9:
+            last = b + 1
+        h = (h ^ np.uint64(c)) * np.uint64(1099511628211)
+        b += 1
+    if last < b:          # trailing blanks were hashed: hash the trimmed token again
+        h = _hash(data, a, last)
+    return a, last, b + 1, h
+
+
+@njit(cache=True, parallel=True)
 def tokenize(row_offsets, value_offsets, data, valid, split, slots, key_offsets, key_data, key_ids):
-    """Ids of the tokens of every row.
+    """Ids of the tokens of every row, rows in parallel.
 
     Row r holds values ``row_offsets[r]..row_offsets[r+1]`` of the string array
     (``value_offsets``/``data``/``valid``); with ``split`` each value is further split on
     '|'. Returns (row_ptr int64 [rows+1], ids int32, token_start int64, token_end int64):
     known tokens get their id from ``key_ids``, unknown ones ``UNSEEN`` with their byte span.
-    One pass over the bytes finds the separator and hashes the token at once."""
+    A first pass counts each row's tokens, a second hashes and looks them up in place."""
     rows = row_offsets.shape[0] - 1
-    v0, v1 = row_offsets[0], row_offsets[rows]
-    # at most one token per byte of these values plus one per value (the array may be a
-    # slice of a much larger buffer: count only the bytes in range)
-    cap = (value_offsets[v1] - value_offsets[v0] if v1 > v0 else 0) + (v1 - v0) + 1
-    ids = np.empty(cap, dtype=np.int32)
-    starts = np.empty(cap, dtype=np.int64)
-    ends = np.empty(cap, dtype=np.int64)
+    counts = np.zeros(rows, dtype=np.int64)
+    for r in prange(rows):
+        n = 0
+        for v in range(row_offsets[r], row_offsets[r + 1]):
+            if valid[v]:
+                a, b0 = value_offsets[v], value_offsets[v + 1]
+                while a <= b0:
+                    x, y, a, _ = _next_token(data, a, b0, split)
+                    if y > x:
+                        n += 1
+        counts[r] = n
     row_ptr = np.zeros(rows + 1, dtype=np.int64)
-    mask = np.uint64(slots.shape[0] - 1)
-    prime = np.uint64(1099511628211)
-    t = 0
     for r in range(rows):
+        row_ptr[r + 1] = row_ptr[r] + counts[r]
+    total = row_ptr[rows]
+    ids = np.empty(total, dtype=np.int32)
+    starts = np.empty(total, dtype=np.int64)
+    ends = np.empty(total, dtype=np.int64)
+    mask = np.uint64(slots.shape[0] - 1)
+    for r in prange(rows):
+        t = row_ptr[r]
         for v in range(row_offsets[r], row_offsets[r + 1]):
             if not valid[v]:
                 continue
-            b0 = value_offsets[v + 1]
-            a = value_offsets[v]
+            a, b0 = value_offsets[v], value_offsets[v + 1]
             while a <= b0:
-                while a < b0 and (data[a] == 32 or data[a] == 9):   # leading blanks
-                    a += 1
-                h = np.uint64(14695981039346656037)
-                b = a
-                last = a          # end of the token without trailing blanks
-                while b < b0:
-                    c = data[b]
-                    if split and c == SEP:
+                x, y, a, h = _next_token(data, a, b0, split)
+                if y <= x:
+                    continue
+                j = h & mask
+                found = -1
+                n = y - x
+                while True:
+                    k = slots[j]
+                    if k == -1:
                         break
-                    if c != 32 and c != 9:
-                        last = b + 1
-                    h = (h ^ np.uint64(c)) * prime
-                    b += 1
-                if last > a:
-                    if last < b:  # trailing blanks were hashed: hash the trimmed token again
-                        h = _hash(data, a, last)
-                    j = h & mask
-                    s = -1
-                    n = last - a
-                    while True:
-                        k = slots[j]
-                        if k == -1:
-                            break
-                        ka = key_offsets[k]
-                        if key_offsets[k + 1] - ka == n:
-                            same = True
-                            for q in range(n):
-                                if key_data[ka + q] != data[a + q]:
-                                    same = False
-                                    break
-                            if same:
-                                s = k
+                    ka = key_offsets[k]
+                    if key_offsets[k + 1] - ka == n:
+                        same = True
+                        for q in range(n):
+                            if key_data[ka + q] != data[x + q]:
+                                same = False
                                 break
-                        j = (j + np.uint64(1)) & mask
-                    ids[t] = key_ids[s] if s >= 0 else UNSEEN
-                    starts[t] = a
-                    ends[t] = last
-                    t += 1
-                a = b + 1
-        row_ptr[r + 1] = t
-    return row_ptr, ids[:t].copy(), starts[:t].copy(), ends[:t].copy()
+                        if same:
+                            found = k
+                            break
+                    j = (j + np.uint64(1)) & mask
+                ids[t] = key_ids[found] if found >= 0 else UNSEEN
+                starts[t] = x
+                ends[t] = y
+                t += 1
+    return row_ptr, ids, starts, ends
 
 
 class StringTable:
