@@ -200,10 +200,11 @@ class AtomicWriter:
     Use as a context manager; on an exception the temporary file is removed and the
     previous content of PATH (if any) is left untouched."""
 
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema):
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, sample: pa.RecordBatch | pa.Table | None = None):
         self.path = Path(path)
         self.fmt = file_format(self.path)
         self.schema = schema
+        self.sample = sample
         self.rows = 0
         self._tmp = None
         self._writer = None
@@ -214,7 +215,8 @@ class AtomicWriter:
         os.close(fd)
         self._tmp = Path(tmp)
         if self.fmt == "parquet":
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd",
+                                            use_dictionary=_dictionary_columns(self.schema, self.sample))
         elif self.fmt == "arrow":
             self._sink = pa.OSFile(str(self._tmp), "wb")
             self._writer = ipc.new_file(self._sink, self.schema)
@@ -242,6 +244,22 @@ class AtomicWriter:
             else:
                 self._tmp.unlink(missing_ok=True)
         return False
+
+
+def _dictionary_columns(schema: pa.Schema, sample) -> list[str] | bool:
+    """Columns worth Parquet dictionary encoding: repetitive ones in the first batch.
+
+    Trying a dictionary on nearly unique text (ids, code lists) costs time for nothing."""
+    if sample is None or sample.num_rows < 1000:
+        return True
+    out = []
+    for name, col in zip(sample.schema.names, sample.columns):
+        t = col.type
+        if pa.types.is_nested(t):
+            continue
+        if pa.types.is_dictionary(t) or pc.count_distinct(col).as_py() <= sample.num_rows // 4:
+            out.append(name)
+    return out
 
 
 def _csv_schema(schema: pa.Schema) -> pa.Schema:
@@ -299,7 +317,7 @@ def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_siz
                 pending_read = reader.submit(next, batches, end)
                 out = fn(batch)
                 if writer is None:
-                    writer = AtomicWriter(dst, out.schema).__enter__()
+                    writer = AtomicWriter(dst, out.schema, sample=out).__enter__()
                 if pending_write is not None:
                     pending_write.result()
                 pending_write = writing.submit(writer.write, out)
