@@ -64,6 +64,8 @@ def name_conditions(name: str) -> list[tuple[str, float, float]]:
             hi = g("hi")
         if "hi_fixed" in spec:
             hi = float(spec["hi_fixed"])
+        if "equals" in spec:
+            lo = hi = float(spec["equals"])
         if "lt" in spec:
             hi = float(np.nextafter(g("lt"), -math.inf))
         if "gt" in spec:
@@ -181,12 +183,24 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
                 ids.append(-1)
         adrg_lists[a.code] = ids
 
+    # fields derived from code lists (rules' derived_fields): base record fields come first
+    derived = []
+    for name, spec in rules.get("derived_fields", {}).items():
+        kind = "proc" if "procedures" in spec else "diag"
+        codes = spec.get("procedures", spec.get("diagnoses", []))
+        derived.append([name, kind, new_list(f"derived field {name}", codes, kind)])
+    fields = list(FIELDS) + [d[0] for d in derived]
+
     # three pools of conditions (ADRG, DRG candidate, MDC), concatenated at the end
     pools: dict[str, list[tuple[int, float, float]]] = {"adrg": [], "cand": [], "mdc": []}
 
-    def add_conds(cs, pool: str) -> int:
+    def add_conds(cs, pool: str, where: str = "") -> int:
         for f, lo, hi in cs:
-            pools[pool].append((FIELDS.index(f), lo, hi))
+            if f not in fields:
+                problems.append(Problem("rules", 0, where, f"condition on field {f!r}, which neither the record "
+                                        "nor the rules' derived_fields define"))
+                continue
+            pools[pool].append((fields.index(f), lo, hi))
         return len(pools[pool])
 
     mdc_rules = rules.get("mdc", {})
@@ -247,7 +261,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         for c in mdc_rules.get(a.mdc, {}).get("adrg_default_conditions", []):
             if c["field"] not in stated and not ({"age", "age_days"} & stated and c["field"] in ("age", "age_days")):
                 cs.append((c["field"], float(c.get("min", -math.inf)), float(c.get("max", math.inf))))
-        adrg_cond_ptr.append(add_conds(cs, "adrg"))
+        adrg_cond_ptr.append(add_conds(cs, "adrg", a.code))
         # DRG candidates
         adrg_state = {f for f, _, _ in cs}
         drgs = by_adrg.get(a.code, [])
@@ -273,7 +287,7 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
             cand_drg.append(drg_index[c])
             cand_min.append(lo)
             cand_max.append(hi)
-            cand_cond_ptr.append(add_conds(dc, "cand"))
+            cand_cond_ptr.append(add_conds(dc, "cand", c))
         adrg_drg_ptr.append(len(cand_drg))
         if not drgs:
             problems.append(Problem("3_DRG.txt", 0, a.code, "ADRG has no DRG"))
@@ -395,6 +409,6 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
     names.update(st.procedure_names)
     names.update(st.diagnosis_names)
     validation = dict(rules.get("validation", {}))
-    return Scheme(meta={}, arrays=arrays, diag_codes=diag_codes, proc_codes=proc_codes, mdc_codes=order,
-                  adrg_codes=adrg_codes, drg_codes=drg_codes, names=names, list_names=list_names,
-                  validation=validation)
+    return Scheme(meta={"fields": fields, "derived_fields": derived}, arrays=arrays, diag_codes=diag_codes,
+                  proc_codes=proc_codes, mdc_codes=order, adrg_codes=adrg_codes, drg_codes=drg_codes, names=names,
+                  list_names=list_names, validation=validation)

@@ -157,7 +157,7 @@ class Encoder:
         n = batch.num_rows
         cols = canonical_columns(batch.schema)
         get = lambda name: batch.column(cols[name]) if name in cols else None  # noqa: E731
-        values = np.empty((n, len(FIELDS)), dtype=np.float64)
+        values = np.empty((n, len(self.scheme.fields)), dtype=np.float64)
         bad = np.zeros(n, dtype=bool)
         for j, f in enumerate(FIELDS):
             v, b = numeric(get(f), n)
@@ -171,7 +171,32 @@ class Encoder:
         sex = lut[idx] if n else np.zeros(0, dtype=np.int8)
         dptr, dids = self._codes(get("diagnoses"), n, "diag")
         pptr, pids = self._codes(get("procedures"), n, "proc")
+        for j, (name, kind, lst) in enumerate(self.scheme.derived_fields, start=len(FIELDS)):
+            ptr, ids = (pptr, pids) if kind == "proc" else (dptr, dids)
+            values[:, j] = _any_in_list(self._in_list(kind, lst), ptr, ids, n)
         return Encoded(values, np.ascontiguousarray(sex, dtype=np.int8), dptr, dids, pptr, pids, bad)
+
+    def _in_list(self, kind: str, lst: int) -> np.ndarray:
+        """Per code id of the scheme: is it in list ``lst`` (cached)."""
+        key = (kind, lst)
+        cache = self.__dict__.setdefault("_in_list_cache", {})
+        if key not in cache:
+            a = self.scheme.arrays
+            ptr, ids = (a["proc_list_ptr"], a["proc_list_ids"]) if kind == "proc" else (a["diag_list_ptr"], a["diag_list_ids"])
+            owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+            flag = np.zeros(len(ptr) - 1, dtype=bool)
+            flag[owner[ids == lst]] = True
+            cache[key] = flag
+        return cache[key]
+
+
+def _any_in_list(in_list: np.ndarray, ptr: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """1.0 for rows with a code in the list, else 0.0."""
+    hit = np.zeros(len(ids), dtype=bool)
+    ok = ids >= 0
+    hit[ok] = in_list[ids[ok]]
+    row = np.repeat(np.arange(n), np.diff(ptr))
+    return (np.bincount(row[hit], minlength=n) > 0).astype(np.float64)
 
 
 # ------------------------------------------------------------------ results back to Arrow

@@ -17,7 +17,7 @@ import pyarrow as pa
 from codesets.reasons import describe, reason_table
 from grouper import kernel as K
 from grouper.encode import CodeSet, Encoder
-from grouper.scheme import FIELDS, ROLES, ROLE_WORDS, Scheme
+from grouper.scheme import ROLES, ROLE_WORDS, Scheme
 
 SEV_WORDS = {0: "无并发症或合并症 (no CC/MCC)", 1: "并发症或合并症 CC", 2: "严重并发症或合并症 MCC"}
 
@@ -70,7 +70,7 @@ class _Ctx:
     def conds_ok(self, start: int, end: int, what: str) -> bool:
         a = self.a
         for k in range(start, end):
-            f = FIELDS[a["cond_field"][k]]
+            f = self.s.fields[a["cond_field"][k]]
             v = float(self.e.values[self.i, a["cond_field"][k]])
             lo, hi = float(a["cond_lo"][k]), float(a["cond_hi"][k])
             if math.isnan(v) or v < lo or v > hi:

@@ -26,7 +26,8 @@ Array vocabulary (all int32 unless noted; ``*_ptr`` arrays are CSR offsets):
 - ADRGs: ``adrg_alt_ptr`` → alternatives, ``alt_term_ptr`` → terms, ``term_opt_ptr`` →
   options ``opt_role``/``opt_list``; ``adrg_cond_ptr`` conditions; ``adrg_drg_ptr`` →
   DRG candidates in trial order ``cand_drg``, ``cand_sev_min``, ``cand_sev_max``, ``cand_cond_ptr``.
-- conditions: ``cond_field`` (see FIELDS), ``cond_lo``/``cond_hi`` (float64, inclusive).
+- conditions: ``cond_field`` (index into :attr:`Scheme.fields`: FIELDS, then fields derived
+  from code lists, e.g. robot_assisted), ``cond_lo``/``cond_hi`` (float64, inclusive).
 """
 from __future__ import annotations
 
@@ -106,6 +107,16 @@ class Scheme:
         if arrays is not None and name in arrays:
             return arrays[name]
         raise AttributeError(name)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Record fields a condition may test: FIELDS, then the rules' derived fields."""
+        return tuple(self.meta.get("fields", FIELDS))
+
+    @property
+    def derived_fields(self) -> list:
+        """[name, "proc" | "diag", list id] of each field derived from a code list."""
+        return self.meta.get("derived_fields", [])
 
     @property
     def label(self) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from grouper.scheme import FIELDS as COND_FIELDS, ROLES
+from grouper.scheme import ROLES
 
 KINDS = ("premdc", "surgical", "operative", "medical")
 
@@ -55,7 +55,7 @@ def _members(ptr: np.ndarray, ids: np.ndarray, n_lists: int) -> list[np.ndarray]
 def _conditions(s, start: int, end: int) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
     for k in range(start, end):
-        name = COND_FIELDS[int(s.cond_field[k])]
+        name = s.fields[int(s.cond_field[k])]
         lo, hi = float(s.cond_lo[k]), float(s.cond_hi[k])
         plo, phi = out.get(name, (-math.inf, math.inf))
         out[name] = (max(lo, plo), min(hi, phi))

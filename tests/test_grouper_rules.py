@@ -179,3 +179,20 @@ def test_ambiguous_group_when_the_rules_ask_for_it(tmp_path):
     # and without the rule, the record goes on to the medical ADRGs
     (tmp_path / "rules.toml").unlink()
     assert g(load_scheme(tmp_path, allow_gaps=True), diagnoses=["I21.001"], procedures=["35.2100"])[0] == "FR15"
+
+
+def test_split_by_robot_assisted_surgery_and_age_band_is_data(tmp_path):
+    """CHS-DRG 3.0-style splits come from group names and the rules' derived fields: no kernel change."""
+    files = dict(FILES)
+    files["3_DRG.txt"] = files["3_DRG.txt"].replace(
+        "FB19 心脏瓣膜手术\n",
+        "FB1A 心脏瓣膜手术，机器人辅助\nFB1B 心脏瓣膜手术，小于6岁\nFB19 心脏瓣膜手术\n")
+    files["SS_VALID.dat"] += "17.4100 开放性机器人援助操作\n"
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    scheme = load_scheme(tmp_path)
+    valve = dict(diagnoses=["I50.900"], procedures=["35.2100", "39.6100"])
+    assert g(scheme, **valve)[0] == "FB19"
+    assert g(scheme, **{**valve, "procedures": ["35.2100", "39.6100", "17.4100"]})[0] == "FB1A"
+    assert g(scheme, age=4.0, **valve)[0] == "FB1B"
+    assert "robot_assisted" in scheme.fields
