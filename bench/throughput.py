@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from bench.synthetic import synthetic_records
 from grouper import kernel
+from grouper.reference import group_encoded_py
 from grouper.api import load_scheme
 from grouper.compile import SchemeError
 from grouper.encode import Encoder
@@ -157,11 +158,18 @@ def measure(records: int, scheme_path: str | None = None, sample: int = 2000, se
     sample = min(sample, records)
     py_s, py = python_path(scheme, enc, sample)
     same = all(np.array_equal(py[:, j], np.asarray(res[j][:sample], dtype=np.int64)) for j in range(4))
+    # the explain path (grouper.reference: the algorithm written for people, no trace kept)
+    t0 = time.perf_counter()
+    ref = [group_encoded_py(scheme, enc, i)[:4] for i in range(sample)]
+    ref_s = time.perf_counter() - t0
+    same_ref = all(tuple(int(x) for x in ref[i]) == tuple(int(res[j][i]) for j in range(4)) for i in range(sample))
     out = {"records": records, "sample": sample, "seed": seed, "cpu_count": os.cpu_count(),
            "numba_threads": numba.get_num_threads(), "scheme": scheme.label if hasattr(scheme, "label") else "",
            "allow_gaps": allow_gaps, "generate_seconds": gen_s,
            "python_rps": sample / py_s, "kernel_rps": records / ker_s, "encoder_rps": records / enc_s,
-           "kernel_over_python": (records / ker_s) / (sample / py_s), "python_matches_kernel": bool(same)}
+           "kernel_over_python": (records / ker_s) / (sample / py_s), "python_matches_kernel": bool(same),
+           "explain_rps": sample / ref_s, "kernel_over_explain": (records / ker_s) / (sample / ref_s),
+           "explain_matches_kernel": bool(same_ref)}
     with tempfile.TemporaryDirectory(prefix="drgdip-bench-") as tmp:
         out.update(end_to_end(scheme, e2e_records or records, seed, Path(tmp)))
     return out
@@ -172,11 +180,14 @@ def _table(r: dict) -> str:
              f"numba threads {r['numba_threads']}",
              f"{'path':<34}{'records/s':>14}",
              f"{'plain Python (sample ' + format(r['sample'], ',') + ')':<34}{r['python_rps']:>14,.0f}",
+             f"{'explain path (sample, no trace)':<34}{r['explain_rps']:>14,.0f}",
              f"{'kernel (encoded arrays, warm)':<34}{r['kernel_rps']:>14,.0f}",
              f"{'encoder (Arrow -> arrays)':<34}{r['encoder_rps']:>14,.0f}",
              f"{'end to end Parquet (' + format(r['e2e_records'], ',') + ')':<34}{r['e2e_rps']:>14,.0f}",
              f"kernel / python = {r['kernel_over_python']:,.0f}x   python == kernel on sample: "
              f"{r['python_matches_kernel']}",
+             f"kernel / explain path = {r['kernel_over_explain']:,.0f}x   explain == kernel on sample: "
+             f"{r['explain_matches_kernel']}",
              f"end to end: {r['e2e_seconds']:.1f} s, child peak RSS {r['e2e_peak_rss_mb']:,.0f} MB, "
              f"input {r['e2e_input_mb']:,.0f} MB",
              f"command: {r['e2e_command']}"]
