@@ -79,13 +79,6 @@ class Encoder:
         cache[code] = result = self._lookup(code, kind)
         return result
 
-    def canonical_code(self, code: str | None, kind: str) -> str | None:
-        """The code as the scheme (or code set) knows it, or None."""
-        i = self.code_id(code, kind)
-        if i >= 0:
-            return (self.scheme.diag_codes if kind == "diag" else self.scheme.proc_codes)[i]
-        return None
-
     def _lookup(self, code, kind) -> int:
         if code is None:
             return -3

@@ -27,7 +27,6 @@ PROC_RE = re.compile(r"^[0-9]{2}\.[0-9xX]{1,4}([xX]?[0-9]{1,4})?$")
 ADRG_RE = re.compile(r"^[A-Z]{2}[0-9]$")
 DRG_RE = re.compile(r"^[A-Z]{2}[0-9][0-9A-Z]$")
 MDC_RE = re.compile(r"^MDC[A-Z]$")
-TABLE_REF_RE = re.compile(r"表\s*([0-9]+(?:\s*-\s*[0-9]+)+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,6 @@ def _code_name_file(path: Path, key_re: re.Pattern, problems: list[Problem]) -> 
     return out
 
 
-TABLE_TOKEN_RE = re.compile(r"表\s*([0-9]+(?:\s*-\s*[0-9]+)+)")
 
 
 CODE_TOKEN = r"(?<!\S)([A-Z][0-9]{2}\.[0-9A-Za-z]+(?:\+[A-Z][0-9]{2}(?:\.[0-9A-Za-z]+)?\*)?)(?=\s|$)"
@@ -321,7 +319,7 @@ class _Detail:
                 if items and items[-1][0] in ("code", "adrg", "mdc", "formula", "region"):
                     items[-1][1] = items[-1][1] + raw.strip()
                     prev_norm = _norm(items[-1][1])
-                elif self._in_mdcz_table(items):
+                elif self._in_principal_table(items):
                     items.append(["region", _norm(raw), i + 1])
                     prev_kind, prev_norm = "region", _norm(raw)
                 else:
@@ -342,7 +340,7 @@ class _Detail:
                 return True
         return False
 
-    def _in_mdcz_table(self, items) -> bool:
+    def _in_principal_table(self, items) -> bool:
         for k, text, _ in reversed(items):
             if k == "adrg":
                 return False
