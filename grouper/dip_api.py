@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from grouper import dip_keys as K
-from grouper.dip_match import COMPREHENSIVE, CONTAINED, EXACT, MATCH_NAMES, CompiledCatalog, compile_arrays, run_kernel
+from grouper.dip_match import MATCH_NAMES, CompiledCatalog, compile_arrays, run_kernel
 from grouper.io import InputError, as_table, canonical_columns, code_list, numeric, read_table, text, write_table
 
 META_KEY = b"drgdip.dip"

@@ -78,28 +78,28 @@ def _severity(d0, d1, diag_ids, diag_list_ptr, diag_list_ids, cc_level, cc_table
 
 
 @njit(cache=True, inline="always")
+def _any_member(ptr, ids, codes, k0, k1, lst):
+    """Is any of codes[k0:k1] in list ``lst``."""
+    for k in range(k0, k1):
+        if _member(ptr, ids, codes[k], lst):
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
 def _term_ok(role, lst, d0, d1, p0, p1, diag_ids, proc_ids, dptr, dids, pptr, pids, proc_is_or):
     pd = diag_ids[d0]
     pp = proc_ids[p0] if p1 > p0 else -1
     if role == 0:    # pdx
         return _member(dptr, dids, pd, lst)
     if role == 1:    # odx
-        for k in range(d0 + 1, d1):
-            if _member(dptr, dids, diag_ids[k], lst):
-                return True
-        return False
+        return _any_member(dptr, dids, diag_ids, d0 + 1, d1, lst)
     if role == 2:    # adx
-        for k in range(d0, d1):
-            if _member(dptr, dids, diag_ids[k], lst):
-                return True
-        return False
+        return _any_member(dptr, dids, diag_ids, d0, d1, lst)
     if role == 3:    # ppx
         return _member(pptr, pids, pp, lst)
     if role == 4:    # apx
-        for k in range(p0, p1):
-            if _member(pptr, pids, proc_ids[k], lst):
-                return True
-        return False
+        return _any_member(pptr, pids, proc_ids, p0, p1, lst)
     if role == 5:    # orpx
         return pp >= 0 and proc_is_or[pp] == 1
     if role == 6:    # nopx

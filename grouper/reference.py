@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from codesets.reasons import describe, reason_table
+from codesets.reasons import reason_table
 from grouper import kernel as K
 from grouper.encode import CodeSet, Encoder
 from grouper.scheme import ROLES, ROLE_WORDS, Scheme

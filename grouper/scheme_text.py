@@ -356,10 +356,8 @@ class _Detail:
         in_table = False             # inside an MDC's 主诊表
         region: str | None = None
         cur: CodeList | None = None
-        pending_alt = False
-        pending_and = False
-        groups: list[list[tuple[int, bool, bool]]] = []  # per ADRG: (list index, starts alternative, and-joined)
-        meta: list[tuple[int, bool, bool]] = []
+        meta: list[tuple[int, bool, bool]] = []   # per list of the ADRG: (index, starts an alternative, and-joined)
+        and_spec: dict = {}                          # the heading before a `和`: what the next list is
 
         def finish_adrg():
             if adrg is not None:
@@ -399,7 +397,6 @@ class _Detail:
                 adrg = AdrgRule(tok, self.adrg_names.get(tok, rest), mdc.code, line)
                 self.adrgs.append(adrg)
                 meta, cur, in_table, region = [], None, False, None
-                pending_alt = pending_and = False
                 continue
             if kind == "region" and adrg is None and mdc is not None:
                 in_table = True
@@ -427,14 +424,11 @@ class _Detail:
                 role = spec["role"]
                 cur = CodeList(role, [], line, _strip_colon(text), table)
                 adrg.lists.append(cur)
-                meta.append((len(adrg.lists) - 1, alt or pending_alt, pending_and))
-                pending_alt = False
-                pending_and = False
-                self._and_spec = spec
+                meta.append((len(adrg.lists) - 1, alt, False))
+                and_spec = spec
                 continue
             if kind == "and":
-                spec = getattr(self, "_and_spec", {})
-                role = spec.get("next_role", spec.get("role", "apx"))
+                role = and_spec.get("next_role", and_spec.get("role", "apx"))
                 cur = CodeList(role, [], line, "和", None)
                 adrg.lists.append(cur)
                 meta.append((len(adrg.lists) - 1, False, True))

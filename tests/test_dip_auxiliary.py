@@ -45,7 +45,6 @@ def test_learned_coefficients(built):
     age = np.array(t["age"].to_pylist())
     diag = t["diagnoses"].to_pylist()
     k80 = np.array([d.startswith("K80") for d in diag])
-    plain = np.array([d == "K80.100" for d in diag])
     eld = aux[("age", "elderly")]
     assert eld["applied"] and eld["cases"] == 60
     # one group per diagnosis here, so the coefficient is the ratio of mean costs inside K80.1 ...

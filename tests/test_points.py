@@ -1,5 +1,4 @@
 """Case typing and points, worked by hand (DOMAIN.md §7), and unpriced cases kept with a reason."""
-import numpy as np
 import pyarrow as pa
 import pytest
 

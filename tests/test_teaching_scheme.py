@@ -11,7 +11,6 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 
 from conftest import need_shared
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from grouper.io import InputError, read_table, write_table
 from weights import ledger as ledger_mod
 from weights.points import price_cases
-from weights.policy import Policy, load_policy
+from weights.policy import load_policy
 from weights.relative_weights import compute_weights, read_weight_table
 from weights.settlement import Settlement, hospitals_csv_table, review_table, settle_period, settle_year
 

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from grouper.io import canonical_columns, numeric, text
 from weights.points import price_cases  # noqa: F401  (re-exported: part of this API)
-from weights.policy import FUNDS, Band, Policy, PolicyError
+from weights.policy import FUNDS, Band, Policy
 
 HOSPITAL_COLUMNS = ("hospital_id", "fund", "cases", "unpriced_cases", "cmi", "points", "point_value",
                     "personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")
