@@ -156,7 +156,7 @@ def _years(table: pa.Table, cols: dict, n: int) -> tuple[np.ndarray, np.ndarray,
         return np.where(np.isfinite(y), y, -1).astype(np.int64), ~np.isfinite(y), "column year"
     if "discharge_date" in cols:
         t = text(table[cols["discharge_date"]], n)
-        y = pc.extract_regex(pc.fill_null(t, ""), r"^(?P<y>(19|20)\d\d)")
+        y = pc.extract_regex(pc.fill_null(t, ""), r"^(?P<y>(?:19|20)\d\d)")
         ys = pc.struct_field(y, [0])
         yv = _np(pc.cast(ys, pa.float64()), np.nan)
         return np.where(np.isfinite(yv), yv, -1).astype(np.int64), ~np.isfinite(yv), f"column {cols['discharge_date']}"

@@ -159,3 +159,18 @@ def test_procedure_types_derived_from_a_drg_scheme():
     assert "derived from CHS-DRG scheme" in meta["procedure_type_source"]
     some = next(iter(derived))
     assert meta["procedure_types"][some] == derived[some]
+
+
+def test_years_from_discharge_dates_alone(catalog):
+    """A history with a discharge date and no `year` column (as the demo writes it) builds the
+    same catalogue; rows whose date has no readable year are counted as DIP_NO_YEAR."""
+    h = history()
+    years = h["year"].to_pylist()
+    dated = h.drop(["year"]).append_column("discharge_date", pa.array([f"{y}-06-30" for y in years]))
+    bad = dated.slice(0, 1).set_column(dated.schema.get_field_index("discharge_date"), "discharge_date",
+                                       pa.array(["30/06/2024"]))
+    cat = build_catalog(pa.concat_tables([dated, bad]), POLICY)
+    assert _rows(cat) == _rows(catalog)
+    meta = catalog_meta(cat)
+    assert meta["years"] == {"2023": 1.0, "2024": 2.0, "2025": 7.0}
+    assert meta["history_excluded"] == {"DIP_NO_YEAR": 1}
