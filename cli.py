@@ -225,16 +225,27 @@ def _code_tables_option(fn):
     return fn
 
 
+def _width(text: str) -> int:
+    """Columns TEXT takes in a terminal (Chinese characters take two)."""
+    from wcwidth import wcswidth
+    w = wcswidth(text)
+    return w if w >= 0 else len(text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
+
+
 def _echo_table(table) -> None:
     if table.num_rows == 0:
         click.echo("  (none)")
         return
     cols = table.column_names
     rows = [[("" if v is None else str(v)) for v in r.values()] for r in table.to_pylist()]
-    width = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(cols, width)))
+    width = [max(_width(c), *(_width(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    click.echo("  " + "  ".join(_pad(c, w) for c, w in zip(cols, width)).rstrip())
     for r in rows:
-        click.echo("  " + "  ".join(v.ljust(w) for v, w in zip(r, width)))
+        click.echo("  " + "  ".join(_pad(v, w) for v, w in zip(r, width)).rstrip())
 
 
 @main.group("codes")
@@ -262,13 +273,15 @@ def codes_info(code, standard):
     Example:
       drgdip codes info H11010500001
       drgdip codes info I21.000x005
-      drgdip codes info H1101050001 --standard fixed_hospital
+      drgdip codes info H11010500001 --standard fixed_hospital
     """
     from codesets.reasons import describe
     from codesets.standards import identify, parse_code, standards
     if not code:
-        for s in standards().values():
-            click.echo(f"{s.number:>2}  {s.id:<20} {s.zh}  {s.en}  "
+        rows = list(standards().values())
+        zw = max(_width(s.zh) for s in rows)
+        for s in rows:
+            click.echo(f"{s.number:>2}  {s.id:<20} {_pad(s.zh, zw)}  {s.en}  "
                        f"[{', '.join(l.status for l in s.layouts)}]")
         return
     found = [parse_code(code, standard)] if standard else identify(code)

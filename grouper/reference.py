@@ -17,6 +17,7 @@ import pyarrow as pa
 from codesets.reasons import reason_table
 from grouper import kernel as K
 from grouper.encode import CodeSet, Encoder
+from grouper.io import InputError
 from grouper.scheme import ROLES, ROLE_WORDS, Scheme
 
 SEV_WORDS = {0: "无并发症或合并症 (no CC/MCC)", 1: "并发症或合并症 CC", 2: "严重并发症或合并症 MCC"}
@@ -261,8 +262,14 @@ def group_encoded_py(scheme: Scheme, enc, i: int, trace: bool = False):
 def record_table(record: dict | str) -> pa.Table:
     """One record (dict or JSON text) as a one-row table with list columns."""
     if isinstance(record, str):
-        record = json.loads(record)
+        try:
+            record = json.loads(record)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"the record is not valid JSON: {exc.msg}") from None
+    if not isinstance(record, dict):
+        raise InputError('a record is a JSON object, e.g. {"sex": "1", "age": 67, "diagnoses": ["I21.000"]}')
     row = dict(record)
+    row.setdefault("diagnoses", None)      # {} is a record with nothing in it: invalid, with its reason
     for k in ("diagnoses", "procedures"):
         v = row.get(k)
         if isinstance(v, str):
