@@ -464,6 +464,54 @@ def ledger_show_cmd(ledger_path):
     click.echo(show(ledger_path))
 
 
+@main.command("compare")
+@click.argument("records", type=click.Path(dir_okay=False))
+@click.option("--scheme", "schemes", multiple=True, required=True,
+              help="Scheme A, then scheme B (compiled file, folder of tables, or 'teaching').")
+@click.option("--weights", "weights", multiple=True, type=click.Path(dir_okay=False),
+              help="Weight table of A, then of B (default: computed from RECORDS under each scheme).")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Region policy (TOML): price both sides and pay them at a constant pool.")
+@click.option("--code-tables", "--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
+@click.option("-o", "--output", "--out", "out", type=click.Path(file_okay=False),
+              help="Folder for transitions.csv, hospitals.csv, departments.csv, groups.csv, cases.parquet, summary.json.")
+@user_errors
+def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
+    """What-if between two schemes (分组方案切换测算): group transitions, points and payment change.
+
+    \b
+    Example:
+      drgdip compare discharges.parquet --scheme chs11.drgscheme --scheme bj11.drgscheme --policy region.toml -o what-if/
+    """
+    import json
+    from pathlib import Path
+
+    from grouper.api import load_codes
+    from grouper.io import write_table
+    from weights.policy import load_policy
+    from weights.scheme_compare import compare_schemes
+    if len(schemes) != 2:
+        raise UserError("give exactly two --scheme options: A (the current scheme), then B")
+    if len(weights) not in (0, 2):
+        raise UserError("give --weights twice (A's table, then B's) or not at all")
+    a, b = (None if s == "teaching" else s for s in schemes)
+    r = compare_schemes(records, a, b, load_policy(policy_path) if policy_path else None,
+                        weights_a=weights[0] if weights else None, weights_b=weights[1] if weights else None,
+                        codes=load_codes(codes_dir), labels=(Path(schemes[0]).name, Path(schemes[1]).name))
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_table(r.transitions, folder / "transitions.csv")
+        write_table(r.cases, folder / "cases.parquet")
+        for name, t in (("hospitals", r.by_hospital), ("departments", r.by_department), ("groups", r.by_group)):
+            if t is not None:
+                write_table(t, folder / f"{name}.csv")
+        tmp = folder / ".summary.json.tmp"
+        tmp.write_text(json.dumps(r.summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(folder / "summary.json")
+    click.echo(r.text() + (f"\n-> {out}" if out else ""))
+
+
 @main.command("simulate")
 @click.argument("records", type=click.Path(dir_okay=False))
 @click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False), help="Weight table.")
