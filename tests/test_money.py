@@ -158,3 +158,10 @@ def test_annual_bands_recomputed_with_decimal():
     assert h["adjustment_cents"].to_numpy().tolist() == want
     rows = hospitals_csv_table(h).to_pylist()
     assert sum(round(float(r["adjustment"]) * 100) for r in rows) == round(s.funds["employee"]["adjustment"] * 100)
+
+
+def test_largest_remainder_edges_signs_and_many_ties():
+    assert distribute_cents(np.array([-0.005, -0.005]), -1).tolist() == [0, -1]     # tie: earlier row
+    assert distribute_cents(np.array([1.016, 1.006]), 200).tolist() == [100, 100]   # a cent taken back
+    # 10,000 equal values and one cent to give: the first row gets it, whatever the float noise
+    assert distribute_cents(np.full(10000, 0.001), 10).tolist() == [1] * 10 + [0] * 9990

@@ -121,13 +121,25 @@ def distribute_exact(numerators: list[int], denominator: int, total_cents: int) 
     short = int(total_cents) - sum(floors)
     if abs(short) > n:
         raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
+    out = np.array(floors, dtype=np.int64)
     if short > 0:
-        for i in sorted(range(n), key=lambda i: (-rems[i], i))[:short]:
-            floors[i] += 1
+        out[_top(short, rems, denominator)] += 1
     elif short < 0:
-        for i in sorted(range(n), key=lambda i: (rems[i], i))[:-short]:
-            floors[i] -= 1
-    return np.array(floors, dtype=np.int64)
+        out[_top(-short, [-r for r in rems], denominator)] -= 1
+    return out
+
+
+def _top(k: int, keys: list[int], denominator: int) -> np.ndarray:
+    """Rows of the k largest exact values ``keys[i] / denominator`` (ties: the earlier row).
+    Ordered by the floats first; rows whose float is within 1e-9 of the k-th are ordered exactly."""
+    approx = np.array([kk / denominator for kk in keys], dtype=np.float64)   # correctly rounded
+    idx = np.arange(len(keys))
+    order = np.lexsort((idx, -approx))
+    cut = approx[order[k - 1]]
+    sure = np.flatnonzero(approx > cut + 1e-9)
+    near = np.flatnonzero(np.abs(approx - cut) <= 1e-9)
+    chosen = sorted(near.tolist(), key=lambda i: (-keys[i], i))[:k - len(sure)]
+    return np.concatenate([sure, np.array(chosen, dtype=np.int64)])
 
 
 def distribute_cents(values_yuan: np.ndarray, total_cents: int) -> np.ndarray:
@@ -137,10 +149,19 @@ def distribute_cents(values_yuan: np.ndarray, total_cents: int) -> np.ndarray:
     return distribute_exact(nums, den, total_cents)
 
 
+def _binary_numerators(x: np.ndarray) -> list[int]:
+    """Integers proportional to the exact float64 values ``x`` (finite): x_i = n_i × 2^e, one e."""
+    mant, ex = np.frexp(np.asarray(x, dtype=np.float64))
+    mi = (mant * float(1 << 53)).astype(np.int64)          # exact: |mant| < 1 has 53 bits
+    ex = ex.astype(np.int64) - 53
+    shift = (ex - (ex.min() if ex.size else 0)).tolist()
+    return [m << k for m, k in zip(mi.tolist(), shift)]
+
+
 def _prorate(points: np.ndarray, total_cents: int) -> np.ndarray:
     """``total_cents`` spread over rows in proportion to their points (exact float64 values):
     row i's exact share is total × points_i / Σ points, then largest remainder."""
-    nums, _ = _common([exact_binary(p) for p in points])
+    nums = _binary_numerators(points)
     whole = sum(nums)
     return distribute_exact([a * total_cents for a in nums], whole, total_cents)
 
