@@ -112,6 +112,8 @@ def test_file_of_another_month_refused(t):
 def test_file_without_discharge_dates_or_priceable_records_refused(t):
     pq.write_table(records(50, "2026-10", 6).drop_columns(["dscg_time"]), t / "nodate.parquet")
     refused(settle(t, "2026-10", t / "nodate.parquet"), "no discharge_date column")
+    pq.write_table(records(50, "2026-10", 6).drop_columns(["个人负担"]), t / "noshare.parquet")
+    refused(settle(t, "2026-10", t / "noshare.parquet"), "no personal_share column")
     bad = records(50, "2026-10", 7).drop_columns(["status"]).append_column("status", pa.array(["invalid"] * 50))
     pq.write_table(bad, t / "invalid.parquet")
     refused(settle(t, "2026-10", t / "invalid.parquet"), "none of its 50 records can be priced", "50 INVALID_RECORD")

@@ -154,7 +154,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
 
     Refused (InputError / LedgerError, nothing written or recorded): a period that is not
     YYYY-MM or has no budget in the policy; a ledger whose folder does not exist (unless
-    ``new_ledger``); a file with no records, without a discharge date column, none of whose
+    ``new_ledger``); a file with no records, without a discharge date or personal share
+    column, none of whose
     records falls in the period, or none of which can be priced."""
     with _progress(7, quiet, f"settle {period}") as bar:
         policy = load_policy(policy_path)
@@ -167,9 +168,13 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         records = read_table(records_path)
         if records.num_rows == 0:
             raise InputError(f"{records_path}: has no records (a header only); nothing to settle")
-        if "discharge_date" not in canonical_columns(records.schema):
+        present = canonical_columns(records.schema)
+        if "discharge_date" not in present:
             raise InputError(f"{records_path}: has no discharge_date column (出院时间, dscg_time or an alias): "
                              f"cannot tell which records belong to {period}")
+        if "personal_share" not in present:
+            raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
+                             "value counts the patients' share (docs/settlement.md §1.3)")
         bar.update()
         records = group_if_needed(records, scheme, group_column)
         bar.update()
