@@ -405,16 +405,21 @@ def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
 @click.argument("records", required=False, type=click.Path(dir_okay=False))
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Region policy (TOML).")
 @click.option("--ledger", "ledger_path", required=True, type=click.Path(dir_okay=False), help="Ledger database (SQLite).")
+@click.option("--new-ledger", is_flag=True,
+              help="Start a new ledger at --ledger, creating its folders (refused if it exists).")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
               help="Weight table: computed (.parquet) or official (CSV drg,weight).")
 @click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
 @click.option("--final", is_flag=True, help="Annual settlement (清算) of the year PERIOD from the ledger.")
+@click.option("--partial-year", is_flag=True,
+              help="With --final: settle the year although some months are not settled.")
 @click.option("--reopen", is_flag=True, help="Settle an already settled period again, as a new revision.")
 @click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def settle_cmd(period, records, policy_path, ledger_path, weights_path, scheme, out, final, reopen, group_column, quiet):
+def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
+               reopen, group_column, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
@@ -427,14 +432,18 @@ def settle_cmd(period, records, policy_path, ledger_path, weights_path, scheme, 
     from weights.runs import settle_annual, settle_month, summary_text
     try:
         if final:
+            if new_ledger:
+                raise click.UsageError("--new-ledger: an annual settlement reads an existing ledger")
             result = settle_annual(period, policy_path=policy_path, ledger_path=ledger_path, out=out,
-                                   reopen=reopen, quiet=quiet)
+                                   reopen=reopen, quiet=quiet, partial_year=partial_year)
         else:
             if records is None or weights_path is None:
                 raise click.UsageError("a monthly settlement needs RECORDS and --weights (or use --final for a year)")
+            if partial_year:
+                raise click.UsageError("--partial-year goes with --final")
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
-                                  group_column=group_column, quiet=quiet)
+                                  group_column=group_column, quiet=quiet, new_ledger=new_ledger)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(summary_text(result))
@@ -455,6 +464,9 @@ def ledger_group():
 @user_errors
 def ledger_show_cmd(ledger_path):
     """List every settlement run with its inputs' hashes and point values.
+
+    A run's state is current, superseded (a later revision exists) or stale (an annual
+    settlement with a month of its year settled or reopened after it).
 
     \b
     Example:

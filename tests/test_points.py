@@ -124,3 +124,24 @@ def test_aliases_of_the_record_schema_are_accepted():
     p = policy(budget={"resident": {"2026-10": 1.0}})
     out = price_cases(t, WEIGHTS, p, period="2026-10")
     assert out["fund_key"].to_pylist() == ["resident"] and out["points"].to_pylist() == [100.0]
+
+
+def test_impossible_dates_bad_length_of_stay_and_duplicate_ids_are_unpriced():
+    rows = [("H1", "A", 9000.0)] * 7
+    t = price_cases(cases(rows, id=["a", "b", "b", "c", "d", "e", "f"],
+                          los_days=[5.0, 5.0, 5.0, -3.0, 1e9, 400.0, 365.0]),
+                    WEIGHTS, policy(), period="2026-10")
+    assert t["pricing_reason"].to_pylist() == ["PRICED_NORMAL", "DUPLICATE_SETTLEMENT_ID", "DUPLICATE_SETTLEMENT_ID",
+                                               "BAD_LOS", "BAD_LOS", "BAD_LOS", "PRICED_NORMAL"]
+    wide = price_cases(cases(rows[:2], los_days=[400.0, 0.5]), WEIGHTS,
+                       policy(records={"los_max_days": 500, "los_min_days": 0.5}), period="2026-10")
+    assert wide["pricing_reason"].to_pylist() == ["PRICED_NORMAL", "PRICED_NORMAL"]
+    dates = ["2026-02-30", "2026-10-31", "2026-09-31", "2026-10-15 08:00:00", "20261015", "2026-10-00"]
+    t = price_cases(cases(rows[:6], discharge_date=dates), WEIGHTS, policy(), period="2026-10")
+    assert t["pricing_reason"].to_pylist() == ["BAD_DISCHARGE_DATE", "PRICED_NORMAL", "BAD_DISCHARGE_DATE",
+                                               "PRICED_NORMAL", "PRICED_NORMAL", "BAD_DISCHARGE_DATE"]
+
+
+def test_record_limits_are_checked():
+    with pytest.raises(PolicyError, match="records.los_max_days must be >= 10"):
+        policy(records={"los_min_days": 10, "los_max_days": 5})

@@ -69,7 +69,8 @@ def test_weights_settle_refuse_reopen_final_and_show(files):
     r = run("settle", "2026-11", t / "nov.parquet", "--weights", t / "w.parquet", "--policy", POLICY,
             "--ledger", t / "r.db", "--quiet")
     assert r.exit_code == 0, r.output
-    r = run("settle", "2026", "--final", "--policy", POLICY, "--ledger", t / "r.db", "--out", t / "out" / "2026")
+    r = run("settle", "2026", "--final", "--partial-year", "--policy", POLICY, "--ledger", t / "r.db",
+            "--out", t / "out" / "2026")
     assert r.exit_code == 0, r.output
     assert "annual settlement 2026" in r.stdout and "only 2 month(s)" in r.stdout
     annual = (t / "out" / "2026" / "hospitals.csv").read_text()
@@ -110,7 +111,7 @@ def test_failing_run_leaves_previous_output_and_ledger(files, monkeypatch):
         raise RuntimeError("disk full")
     monkeypatch.setattr(runs.ledger_mod, "record_run", boom)
     with pytest.raises(RuntimeError):
-        runs.settle_month("2026-10", t / "nov.parquet", policy_path=POLICY, weights_path=t / "w.parquet",
+        runs.settle_month("2026-11", t / "nov.parquet", policy_path=POLICY, weights_path=t / "w.parquet",
                           ledger_path=t / "r.db", out=t / "out", reopen=True, quiet=True)
     assert {p.name: p.read_bytes() for p in (t / "out").iterdir()} == before
     assert (t / "r.db").read_bytes() == db_before

@@ -89,12 +89,30 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def connect(path: str | os.PathLike, create: bool = True) -> sqlite3.Connection:
-    """Open (and create when asked) a ledger database; autocommit mode, explicit transactions."""
+def check_path(path: str | os.PathLike, new_ledger: bool = False) -> None:
+    """Refuse a ledger path that would silently start a fresh ledger somewhere unintended:
+    a ledger whose folder does not exist is created (with its folders) only with
+    ``new_ledger``; ``new_ledger`` on a ledger that exists is refused too."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_file():
+            raise LedgerError(f"{p}: is not a ledger file")
+        if new_ledger:
+            raise LedgerError(f"{p}: the ledger already exists; drop --new-ledger to add to it")
+    elif not p.parent.is_dir() and not new_ledger:
+        raise LedgerError(f"{p}: no such ledger, and its folder {p.parent} does not exist; "
+                          "check the path, or pass --new-ledger to start a new ledger there")
+
+
+def connect(path: str | os.PathLike, create: bool = True, parents: bool = False) -> sqlite3.Connection:
+    """Open (and create when asked) a ledger database; autocommit mode, explicit transactions.
+    Missing folders are created only with ``parents`` (see :func:`check_path`)."""
     p = Path(path)
     if not create and not p.is_file():
         raise LedgerError(f"{p}: no such ledger")
-    if create:
+    if create and not p.parent.is_dir():
+        if not parents:
+            raise LedgerError(f"{p}: its folder {p.parent} does not exist (pass --new-ledger to create it)")
         p.parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(str(p), isolation_level=None, timeout=30)
@@ -177,9 +195,21 @@ def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[st
     return pa.table({n: pa.array(list(c), types.get(n, pa.int64())) for n, c in zip(names, cols)}), months
 
 
+def stale_annual_runs(conn: sqlite3.Connection) -> set[int]:
+    """run_ids of current annual settlements made stale: a month of their year was settled or
+    reopened (recorded) after them, so the annual figures no longer match the months."""
+    return {r[0] for r in conn.execute(
+        "SELECT a.run_id FROM runs a WHERE a.kind='annual' AND a.current=1 AND EXISTS (SELECT 1 FROM runs m"
+        " WHERE m.kind='monthly' AND substr(m.period, 1, 4)=a.period AND m.run_id > a.run_id)")}
+
+
 def runs(conn: sqlite3.Connection) -> list[dict]:
-    """Every run, oldest first, with its per-fund point values."""
+    """Every run, oldest first, with its per-fund point values.
+
+    Each run's ``state`` is "current", "superseded" or "stale" (a current annual settlement
+    with a month of its year settled or reopened after it; also ``stale`` = True)."""
     out = []
+    stale = stale_annual_runs(conn)
     for row in conn.execute("SELECT run_id, period, kind, revision, current, created_at, scheme_id, policy_sha256,"
                             " inputs FROM runs ORDER BY run_id"):
         funds = conn.execute("SELECT fund, budget_cents, personal_share_cents, total_points, point_value, cases"
@@ -187,7 +217,9 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
         hospitals = conn.execute("SELECT COUNT(*), SUM(amount_due_cents), SUM(paid_cents) FROM hospital_results"
                                  " WHERE run_id=?", (row[0],)).fetchone()
         out.append({"run_id": row[0], "period": row[1], "kind": row[2], "revision": row[3],
-                    "current": bool(row[4]), "created_at": row[5], "scheme_id": row[6], "policy_sha256": row[7],
+                    "current": bool(row[4]), "stale": row[0] in stale,
+                    "state": "stale" if row[0] in stale else "current" if row[4] else "superseded",
+                    "created_at": row[5], "scheme_id": row[6], "policy_sha256": row[7],
                     "inputs": json.loads(row[8]),
                     "funds": [{"fund": f[0], "budget": None if f[1] is None else f[1] / 100, "personal_share":
                                f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5]} for f in funds],
@@ -205,7 +237,7 @@ def show(path: str | os.PathLike) -> str:
     lines = [f"{'run':>4} {'period':<8} {'kind':<8} {'rev':>3} {'state':<10} {'fund':<9} {'cases':>8} "
              f"{'points':>14} {'point value':>12} {'budget':>16} {'hospitals':>9} {'recorded (UTC)':<25} policy / scheme"]
     for r in rs:
-        state = "current" if r["current"] else "superseded"
+        state = r["state"]
         for i, f in enumerate(r["funds"] or [{"fund": "-", "cases": 0, "total_points": 0.0, "point_value": None,
                                               "budget": None}]):
             pv = "-" if f["point_value"] is None else f"{f['point_value']:.6f}"
@@ -217,4 +249,7 @@ def show(path: str | os.PathLike) -> str:
                          f"{pv:>12} {bud:>16} {r['hospitals'] if i == 0 else '':>9} {tail}")
         for name, digest in sorted(r["inputs"].items()):
             lines.append(f"{'':>4}   input {name}: {digest}")
+        if r["stale"]:
+            lines.append(f"{'':>4}   stale: a month of {r['period']} was settled after this annual settlement; "
+                         f"settle {r['period']} --final --reopen")
     return "\n".join(lines)

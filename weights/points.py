@@ -17,7 +17,9 @@ base weight (DRG relative weight RW, or DIP score 分值) and optionally its mea
 - otherwise normal: base.
 
 A case that cannot be priced (not grouped, a group the table does not price, no cost,
-unknown fund, no hospital, discharged outside the period) keeps ``points`` null, case type
+unknown fund, no hospital, discharged outside the period, an impossible discharge date, a
+length of stay outside the policy's ``records`` limits, a settlement id (结算ID) that occurs
+more than once in the file: every copy, since which one is right is for a person to decide) keeps ``points`` null, case type
 ``unpriced`` and a reason; it is listed for review with its money, never dropped and
 never priced at zero.
 """
@@ -41,16 +43,24 @@ PRICE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "coeffic
 
 
 def month_of(dates: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """"YYYY-MM" of each date (text or date/timestamp), null when unreadable or missing."""
-    n = len(dates)
+    """"YYYY-MM" of each date (text or date/timestamp), null when unreadable, impossible
+    (2024-02-30, 2024-13-01) or missing. Text dates are YYYY-MM-DD (also / . or no
+    separator), optionally followed by a time; a bare YYYY-MM is read as that month."""
     if isinstance(dates, pa.ChunkedArray):
         dates = dates.combine_chunks()
+    n = len(dates)
     if pa.types.is_timestamp(dates.type) or pa.types.is_date(dates.type):
         dates = pc.strftime(dates, format="%Y-%m-%d") if pa.types.is_timestamp(dates.type) else dates.cast(pa.string())
     s = text(dates, n)
-    m = pc.extract_regex(s, r"^(?P<y>\d{4})[-/.]?(?P<m>0[1-9]|1[0-2])")
-    y, mo = pc.struct_field(m, [0]), pc.struct_field(m, [1])
-    return pc.binary_join_element_wise(y, mo, "-")
+    m = pc.extract_regex(s, r"^(?P<y>\d{4})[-/.]?(?P<m>0[1-9]|1[0-2])(?:[-/.]?(?P<d>\d{2}))?(?:$|[ T])")
+    y, mo, d = pc.struct_field(m, [0]), pc.struct_field(m, [1]), pc.struct_field(m, [2])
+    month = pc.binary_join_element_wise(y, mo, "-")
+    # a day is checked by reading the date and writing it back: an impossible day rolls over
+    has_day = pc.fill_null(pc.not_equal(d, ""), False)
+    ymd = pc.binary_join_element_wise(month, pc.if_else(has_day, d, "01"), "-")
+    back = pc.strftime(pc.strptime(ymd, format="%Y-%m-%d", unit="s", error_is_null=True), format="%Y-%m-%d")
+    real = pc.fill_null(pc.equal(back, ymd), False)
+    return pc.if_else(real, month, pa.scalar(None, pa.string()))
 
 
 def _flags(array, n: int) -> np.ndarray:
@@ -142,6 +152,18 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         raise InputError("records have no hospital_id column (定点医疗机构代码, fixmedins_code or an alias)")
     hosp = text(cases[cols["hospital_id"]], n)
     unpriced(_np(pc.is_null(hosp), True), "MISSING_HOSPITAL")
+    # --- record checks (policy [records]): length of stay, one settlement per id
+    lim = policy.records
+    if "los_days" in cols:
+        los_a, los_bad = numeric(cases[cols["los_days"]], n)
+        los = _np(los_a, np.nan)
+        given = _np(pc.is_valid(los_a), False)
+        unpriced(_np(los_bad, False) | (given & ~((los >= lim.los_min_days) & (los <= lim.los_max_days))), "BAD_LOS")
+    if "id" in cols:
+        sid = pc.dictionary_encode(text(cases[cols["id"]], n))
+        ids = _np(sid.indices, -1).astype(np.int64)
+        counts = np.bincount(ids[ids >= 0], minlength=len(sid.dictionary))
+        unpriced((ids >= 0) & (counts[np.maximum(ids, 0)] > 1), "DUPLICATE_SETTLEMENT_ID")
     if period is not None and "discharge_date" in cols:
         month = month_of(cases[cols["discharge_date"]])
         present = _np(pc.is_valid(text(cases[cols["discharge_date"]], n)), False)

@@ -62,6 +62,13 @@ class SpecialReview:
 
 
 @dataclass(frozen=True)
+class RecordLimits:
+    """病例数据校验: limits a record must meet to be priced."""
+    los_min_days: float               # 住院天数 at least
+    los_max_days: float               # 住院天数 at most
+
+
+@dataclass(frozen=True)
 class Settlement:
     withholding_share: float          # 质量保证金 share of the monthly amount due
     surplus_bands: tuple[Band, ...]   # 结余留用: share the hospital keeps, by surplus / payment
@@ -94,6 +101,7 @@ class Policy:
     special_review: SpecialReview
     settlement: Settlement
     weights: WeightRules
+    records: RecordLimits = RecordLimits(1.0, 365.0)
     source: str = ""                           # the policy file's text, as read
     path: str = ""
 
@@ -107,6 +115,12 @@ class Policy:
             return self.budget[fund][period]
         except KeyError:
             raise PolicyError(f"{self.path or 'policy'}: budget.{fund} has no entry for period {period}") from None
+
+    def has_money_for(self, fund: str, period: str) -> bool:
+        """Whether the policy gives the fund a budget (or, in the rate form, a rate) for the period."""
+        if period in self.budget.get(fund, {}):
+            return True
+        return self.form == "rate" and self.rate_for(fund, period) is not None
 
     def rate_for(self, fund: str, period: str) -> float | None:
         """The published rate for a period (month first, then its year), or None."""
@@ -229,7 +243,7 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
         merged = _merge(tomllib.load(fh), data)
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
-                "settlement", "weights"}
+                "records", "settlement", "weights"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
@@ -306,6 +320,12 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
         overspend_bands=r.bands(st, "settlement", "overspend_bands", "fund_bears", 0.0, 1.0),
     )
 
+    rc = merged["records"]
+    r.known(rc, "records", {"los_min_days", "los_max_days"})
+    los_min = r.number(rc, "records", "los_min_days", 0.0)
+    los_max = r.number(rc, "records", "los_max_days", los_min)
+    records = RecordLimits(los_min, los_max)
+
     w = merged["weights"]
     r.known(w, "weights", {"year_weights", "trim", "trim_sd", "trim_percentiles", "min_cases", "small_group_rule"})
     yw = w.get("year_weights")
@@ -331,7 +351,7 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     return Policy(name=name, form=form, base_points=base, fund_labels=labels, budget=budget, rate=rate,
                   coefficient_default=co_default, coefficient_level=co_level,
                   hospital_level=dict(hosp_level), coefficient_hospital=co_hosp, deviation=deviation,
-                  special_review=special, settlement=settlement, weights=rules, source=source, path=where)
+                  special_review=special, settlement=settlement, weights=rules, records=records, source=source, path=where)
 
 
 def load_policy(path: str | os.PathLike) -> Policy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import closing
@@ -20,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from grouper.io import InputError, read_table, write_table
+from grouper.io import InputError, canonical_columns, read_table, write_table
 from weights import ledger as ledger_mod
-from weights.points import price_cases
-from weights.policy import load_policy
+from weights.points import month_of, price_cases
+from weights.policy import FUNDS, load_policy
 from weights.relative_weights import compute_weights, read_weight_table
 from weights.settlement import Settlement, hospitals_csv_table, review_table, settle_period, settle_year
 
@@ -108,26 +109,83 @@ def write_outputs(folder: Path, settlement: Settlement, extra: dict) -> None:
     (folder / "summary.json").write_text(summary_json(settlement, extra), encoding="utf-8")
 
 
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_YEAR = re.compile(r"^\d{4}$")
+
+
+def check_month_period(period: str, policy) -> None:
+    """Refuse a period that is not a month YYYY-MM, or one the policy gives no fund money for."""
+    if not _MONTH.match(period):
+        raise InputError(f"period {period!r}: a monthly settlement needs YYYY-MM with a month 01-12 "
+                         "(use --final with YYYY for a year)")
+    if not any(policy.has_money_for(f, period) for f in FUNDS):
+        what = "budget or rate" if policy.form == "rate" else "budget"
+        raise InputError(f"period {period}: the policy {policy.path or ''} has no {what} for it "
+                         f"(add [budget.employee] \"{period}\" = … to the policy)")
+
+
+def check_priced(priced: pa.Table, period: str, records_path) -> None:
+    """Refuse a file none of whose records can be settled in the period (nothing to record)."""
+    reasons = _reason_counts(priced)
+    month = month_of(priced[canonical_columns(priced.schema)["discharge_date"]])
+    if not pc.any(pc.fill_null(pc.equal(month, period), False)).as_py():
+        raise InputError(f"{records_path}: none of its {priced.num_rows} records is discharged in {period} "
+                         "(wrong file or wrong period?)")
+    if pc.sum(pc.is_valid(priced["points"])).as_py() in (0, None):
+        top = ", ".join(f"{c} {r}" for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:3])
+        raise InputError(f"{records_path}: none of its {priced.num_rows} records can be priced ({top}); "
+                         "see docs/reasons.md")
+
+
+def unpriced_note(priced: pa.Table) -> str | None:
+    """One line: how many records are not priced, by reason (the file's summary)."""
+    unp = priced.filter(pc.equal(priced["case_type"], "unpriced"))
+    if unp.num_rows == 0:
+        return None
+    rc = _reason_counts(unp)
+    return (f"{unp.num_rows} of {priced.num_rows} record(s) not priced, listed for review: "
+            + ", ".join(f"{c} {r}" for r, c in sorted(rc.items(), key=lambda x: (-x[1], x[0]))))
+
+
 def settle_month(period: str, records_path, *, policy_path, weights_path, ledger_path, out=None, scheme=None,
                  reopen: bool = False, group_column: str = "drg", quiet: bool = False,
-                 now: str | None = None) -> Settlement:
-    """Monthly pre-settlement of one period's discharge records (see the module doc)."""
-    if len(period) != 7:
-        raise InputError(f"period {period!r}: a monthly settlement needs YYYY-MM (use --final for a year)")
+                 now: str | None = None, new_ledger: bool = False) -> Settlement:
+    """Monthly pre-settlement of one period's discharge records (see the module doc).
+
+    Refused (InputError / LedgerError, nothing written or recorded): a period that is not
+    YYYY-MM or has no budget in the policy; a ledger whose folder does not exist (unless
+    ``new_ledger``); a file with no records, without a discharge date or personal share
+    column, none of whose
+    records falls in the period, or none of which can be priced."""
     with _progress(7, quiet, f"settle {period}") as bar:
         policy = load_policy(policy_path)
+        check_month_period(period, policy)
+        ledger_mod.check_path(ledger_path, new_ledger)
         if Path(ledger_path).exists():   # refuse early; a new ledger is only created by a successful run
             with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
                 ledger_mod.check_open(conn, period, "monthly", reopen)
         bar.update()
         records = read_table(records_path)
+        if records.num_rows == 0:
+            raise InputError(f"{records_path}: has no records (a header only); nothing to settle")
+        present = canonical_columns(records.schema)
+        if "discharge_date" not in present:
+            raise InputError(f"{records_path}: has no discharge_date column (出院时间, dscg_time or an alias): "
+                             f"cannot tell which records belong to {period}")
+        if "personal_share" not in present:
+            raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
+                             "value counts the patients' share (docs/settlement.md §1.3)")
         bar.update()
         records = group_if_needed(records, scheme, group_column)
         bar.update()
         weights = read_weight_table(weights_path, group_column)
         priced = price_cases(records, weights, policy, group_column=group_column, period=period)
+        check_priced(priced, period, records_path)
         bar.update()
         result = settle_period(priced, policy, period)
+        note = unpriced_note(priced)
+        if note:
+            result.notes.append(note)
         bar.update()
         inputs = {"records": ledger_mod.file_sha256(records_path), "weights": ledger_mod.file_sha256(weights_path),
                   "policy": policy.sha256}
@@ -141,7 +199,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             if tmp is not None:
                 write_outputs(tmp, result, extra)
             bar.update()
-            with closing(ledger_mod.connect(ledger_path)) as conn:
+            with closing(ledger_mod.connect(ledger_path, parents=new_ledger)) as conn:
                 ledger_mod.record_run(conn, result, policy=policy, inputs=inputs, scheme_id=sid, reopen=reopen,
                                       now=now)
             if tmp is not None:
@@ -155,17 +213,26 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
 
 
 def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool = False,
-                  quiet: bool = False, now: str | None = None) -> Settlement:
-    """Annual settlement (清算) of a year from the ledger's monthly runs."""
-    if len(year) != 4 or not year.isdigit():
+                  quiet: bool = False, now: str | None = None, partial_year: bool = False) -> Settlement:
+    """Annual settlement (清算) of a year from the ledger's monthly runs.
+
+    Refused unless all twelve months of the year are settled, or ``partial_year`` (the year's
+    budget is then spread over the months there are, and a note says which)."""
+    if not _YEAR.match(year):
         raise InputError(f"period {year!r}: an annual settlement (--final) needs a year, YYYY")
     policy = load_policy(policy_path)
     with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
         ledger_mod.check_open(conn, year, "annual", reopen)
         monthly, months = ledger_mod.monthly_rows(conn, year)
+    if len(months) < 12:
+        missing = [f"{year}-{m:02d}" for m in range(1, 13) if f"{year}-{m:02d}" not in months]
+        if not partial_year:
+            raise InputError(f"annual settlement of {year}: {len(missing)} month(s) not settled "
+                             f"({', '.join(missing)}); settle them, or pass --partial-year to spread the year's "
+                             f"budget over the {len(months)} settled month(s)")
     result = settle_year(monthly, policy, year)
     if len(months) < 12:
-        result.notes.append(f"only {len(months)} month(s) settled in {year}: {', '.join(months)}")
+        result.notes.append(f"only {len(months)} month(s) settled in {year}: {', '.join(months)} (--partial-year)")
     inputs = {"policy": policy.sha256, "months": ",".join(months)}
     extra = {"inputs": inputs, "months": months, "policy_name": policy.name, "form": policy.form}
     tmp = _atomic_dir(Path(out)) if out is not None else None

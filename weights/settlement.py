@@ -25,16 +25,22 @@ base_points=None, period=None) -> pa.Table``   (from :mod:`weights.points`)
 ``distribute_cents(values, total) -> np.ndarray``
     Largest-remainder rounding (最大余数法) of yuan amounts to integer cents summing to ``total``.
 
-Rounding: every amount is computed in float64, then turned into integer cents by
-largest remainder: each value is floored to a cent, and the cents still missing to reach
-the exact total go one each to the values with the largest dropped fractions (ties: the
-earlier row first). So for each fund Σ case amounts = budget + personal share to the cent,
-and Σ hospital amounts due = budget to the cent. The same rule spreads the withholding
-over hospitals (total = withholding share × Σ positive amounts due, rounded half up).
+Rounding (docs/settlement.md §2): money is never computed in binary floats. Input money,
+budgets, rates and policy shares are taken as written (their shortest decimal form) and
+turned into integer cents half away from zero; points are the exact values of their
+float64. Every amount is an exact rational, turned into integer cents by largest remainder
+(each floored to a cent, the cents still missing to the exact total go one each to the
+largest dropped fractions, ties to the earlier row). So for each fund Σ case amounts =
+budget + personal share to the cent, and Σ hospital amounts due = budget to the cent.
+The same rule spreads the withholding over hospitals (total = withholding share × Σ
+positive amounts due, rounded half up).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
@@ -65,33 +71,120 @@ class Settlement:
 
 # ---------------------------------------------------------------- rounding
 
+def exact_decimal(x) -> Fraction:
+    """A number as written (its shortest decimal form: 0.05, 7834801.5), exactly, as a Fraction.
+    For input money, budgets, rates and policy shares."""
+    return Fraction(Decimal(repr(float(x))))
+
+
+def exact_binary(x) -> Fraction:
+    """The exact value of a float64 (for computed quantities such as points)."""
+    return Fraction(*float(x).as_integer_ratio())
+
+
+def half_up(q: Fraction) -> int:
+    """Round a rational to an integer, half away from zero (-2.5 → -3, 2.5 → 3)."""
+    n, d = q.numerator, q.denominator
+    return (2 * n + d) // (2 * d) if n >= 0 else -((-2 * n + d) // (2 * d))
+
+
 def to_cents(yuan: np.ndarray) -> np.ndarray:
-    """Yuan → integer cents, half away from zero (inputs already to 0.01 stay exact)."""
-    y = np.asarray(yuan, dtype=np.float64) * 100.0
-    return (np.sign(y) * np.floor(np.abs(y) + 0.5 + 1e-9)).astype(np.int64)
+    """Yuan → integer cents, half away from zero, on the amount as written (its shortest decimal
+    form): 0.125 → 13, 1234.565 → 123457, -0.125 → -13; an amount to 0.01 stays exact."""
+    y = np.asarray(yuan, dtype=np.float64)
+    scaled = y * 100.0
+    out = np.rint(scaled)
+    # far from a half cent the float product rounds the same as the exact decimal; near it, exactly
+    near = np.flatnonzero(~(np.abs(scaled - out) < 0.4))
+    for i in near:
+        out[i] = half_up(exact_decimal(y.flat[i]) * 100)
+    return out.astype(np.int64)
 
 
-def distribute_cents(values_yuan: np.ndarray, total_cents: int) -> np.ndarray:
-    """Integer cents for each value, summing exactly to ``total_cents`` (largest remainder)."""
-    v = np.asarray(values_yuan, dtype=np.float64) * 100.0
-    n = v.size
+def _common(values: list[Fraction]) -> tuple[list[int], int]:
+    """Numerators over one common denominator."""
+    den = math.lcm(*(v.denominator for v in values)) if values else 1
+    return [v.numerator * (den // v.denominator) for v in values], den
+
+
+def distribute_exact(numerators: list[int], denominator: int, total_cents: int) -> np.ndarray:
+    """Integer cents for exact values ``numerators[i] / denominator`` (in cents), summing to
+    ``total_cents``: each value floored, the cents still missing go one each to the largest
+    dropped fractions (ties: the earlier row); surplus cents are taken from the smallest."""
+    n = len(numerators)
     if n == 0:
         if total_cents != 0:
             raise ValueError(f"cannot spread {total_cents} cents over no rows")
         return np.zeros(0, dtype=np.int64)
-    base = np.floor(v)
-    rem = v - base
-    out = base.astype(np.int64)
-    short = int(total_cents - out.sum())
+    floors = [a // denominator for a in numerators]
+    rems = [a - f * denominator for a, f in zip(numerators, floors)]
+    short = int(total_cents) - sum(floors)
     if abs(short) > n:
         raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
+    out = np.array(floors, dtype=np.int64)
     if short > 0:
-        order = np.lexsort((np.arange(n), -rem))
-        out[order[:short]] += 1
+        out[_top(short, rems, denominator)] += 1
     elif short < 0:
-        order = np.lexsort((np.arange(n), rem))
-        out[order[:-short]] -= 1
+        out[_top(-short, [-r for r in rems], denominator)] -= 1
     return out
+
+
+def _top(k: int, keys: list[int], denominator: int) -> np.ndarray:
+    """Rows of the k largest exact values ``keys[i] / denominator`` (ties: the earlier row).
+    Ordered by the floats first; rows whose float is within 1e-9 of the k-th are ordered exactly."""
+    approx = np.array([kk / denominator for kk in keys], dtype=np.float64)   # correctly rounded
+    idx = np.arange(len(keys))
+    order = np.lexsort((idx, -approx))
+    cut = approx[order[k - 1]]
+    sure = np.flatnonzero(approx > cut + 1e-9)
+    near = np.flatnonzero(np.abs(approx - cut) <= 1e-9)
+    chosen = sorted(near.tolist(), key=lambda i: (-keys[i], i))[:k - len(sure)]
+    return np.concatenate([sure, np.array(chosen, dtype=np.int64)])
+
+
+def distribute_cents(values_yuan: np.ndarray, total_cents: int) -> np.ndarray:
+    """Integer cents for each value (yuan, taken as written), summing exactly to ``total_cents``
+    (largest remainder, ties to the earlier row; see :func:`distribute_exact`)."""
+    nums, den = _common([exact_decimal(v) * 100 for v in np.asarray(values_yuan, dtype=np.float64).ravel()])
+    return distribute_exact(nums, den, total_cents)
+
+
+def _binary_numerators(x: np.ndarray) -> list[int]:
+    """Integers proportional to the exact float64 values ``x`` (finite): x_i = n_i × 2^e, one e."""
+    mant, ex = np.frexp(np.asarray(x, dtype=np.float64))
+    mi = (mant * float(1 << 53)).astype(np.int64)          # exact: |mant| < 1 has 53 bits
+    ex = ex.astype(np.int64) - 53
+    shift = (ex - (ex.min() if ex.size else 0)).tolist()
+    return [m << k for m, k in zip(mi.tolist(), shift)]
+
+
+def _prorate(points: np.ndarray, total_cents: int) -> np.ndarray:
+    """``total_cents`` spread over rows in proportion to their points (exact float64 values):
+    row i's exact share is total × points_i / Σ points, then largest remainder."""
+    nums = _binary_numerators(points)
+    whole = sum(nums)
+    return distribute_exact([a * total_cents for a in nums], whole, total_cents)
+
+
+def _times_rate(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+    """Rate form: per row points × rate in cents (largest remainder) and their total, rounded half up."""
+    nums, den = _common([exact_binary(p) * exact_decimal(rate) * 100 for p in points])
+    total = half_up(Fraction(sum(nums), den))
+    return distribute_exact(nums, den, total), total
+
+
+def withholding_cents(due_cents: np.ndarray, share: float) -> np.ndarray:
+    """质量保证金 per hospital: exact share × positive amount due (cents); the total is
+    share × Σ positive amounts due rounded half up, spread by largest remainder."""
+    s = exact_decimal(share)
+    nums = [max(int(d), 0) * s.numerator for d in due_cents]
+    total = half_up(Fraction(sum(nums), s.denominator))
+    return distribute_exact(nums, s.denominator, total)
+
+
+def exact_sum(values) -> float:
+    """Correctly rounded float sum (the same whatever the order)."""
+    return math.fsum(float(v) for v in values)
 
 
 def yuan(cents) -> float:
@@ -101,16 +194,23 @@ def yuan(cents) -> float:
 # ---------------------------------------------------------------- monthly
 
 def _point_value(policy: Policy, fund: str, period: str, points_total: float,
-                 personal_cents: int) -> tuple[float | None, int | None, int]:
-    """(point value, budget in cents or None, total payment in cents) for one fund."""
+                 personal_cents: int) -> tuple[float | None, int | None, int | None]:
+    """(point value, budget in cents or None, total payment in cents or None when it is
+    points × rate, computed per row) for one fund."""
     rate = policy.rate_for(fund, period) if policy.form == "rate" else None
     if rate is not None:
-        total = int(to_cents(np.array([points_total * rate]))[0])
-        return rate, None, total
+        return rate, None, None
     budget = int(to_cents(np.array([policy.budget_for(fund, period)]))[0])
     if points_total <= 0:
         return None, budget, 0
     return (budget + personal_cents) / 100.0 / points_total, budget, budget + personal_cents
+
+
+def _amounts(points: np.ndarray, value: float | None, total: int | None) -> np.ndarray:
+    """Each row's amount in cents: the total prorated by points, or points × rate."""
+    if total is None:
+        return _times_rate(points, value)[0]
+    return _prorate(points, total)
 
 
 def fund_codes(fund: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -136,6 +236,21 @@ def _hospital_keys(hosp: pa.Array | pa.ChunkedArray, fcode: np.ndarray) -> tuple
     return dic[order][keys // width], names[keys % width], inv.reshape(-1)
 
 
+def _fsum_by(key: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """Correctly rounded sum of ``x`` per key (the same whatever the row order)."""
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(k + 1))
+    xs = x[order]
+    return np.array([math.fsum(xs[bounds[i]:bounds[i + 1]]) for i in range(k)], dtype=np.float64)
+
+
+def _isum_by(key: np.ndarray, cents: np.ndarray, k: int) -> np.ndarray:
+    """Integer sum of cents per key."""
+    out = np.zeros(k, dtype=np.int64)
+    np.add.at(out, key, np.asarray(cents, dtype=np.int64))
+    return out
+
+
 def _np(a, fill):
     return pc.fill_null(a, fill).to_numpy(zero_copy_only=False)
 
@@ -158,7 +273,7 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
     notes: list[str] = []
     for fi, f in enumerate(FUNDS):
         m = pool & (fcode == fi)
-        ptotal = float(points[m].sum())
+        ptotal = exact_sum(points[m])
         ps = int(personal[m].sum())
         has_budget = f in policy.budget and period in policy.budget[f]
         has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
@@ -167,7 +282,7 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
         value, budget, total = _point_value(policy, f, period, ptotal, ps)
         value_of[f] = value
         if m.any():
-            amount[m] = distribute_cents(points[m] * value, total)
+            amount[m] = _amounts(points[m], value, total)
         elif budget:
             notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
         unp = (~pool) & (fcode == fi)
@@ -192,20 +307,18 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
 
     cases_n = per(None).astype(np.int64)
     unpriced_n = per(None, ~pool).astype(np.int64)
-    points_h = per(points)
+    points_h = _fsum_by(key[pool], points[pool], k)
     wsum = per(weight)
-    ps_h = per(personal.astype(np.float64)).astype(np.int64)
-    pay_h = per(amount.astype(np.float64)).astype(np.int64)
-    cost_h = per(cost.astype(np.float64)).astype(np.int64)
-    ucost_h = per(cost.astype(np.float64), ~pool).astype(np.int64)
+    ps_h = _isum_by(key[pool], personal[pool], k)
+    pay_h = _isum_by(key[pool], amount[pool], k)
+    cost_h = _isum_by(key[pool], cost[pool], k)
+    ucost_h = _isum_by(key[~pool], cost[~pool], k)
     due_h = pay_h - ps_h
     withheld = np.zeros(k, np.int64)
     share = policy.settlement.withholding_share
     for f in funds:
         m = (hfund == f)
-        pos = np.maximum(due_h[m], 0) / 100.0
-        target = int(to_cents(np.array([pos.sum() * share]))[0])
-        withheld[m] = distribute_cents(pos * share, target)
+        withheld[m] = withholding_cents(due_h[m], share)
     paid = due_h - withheld
     with np.errstate(invalid="ignore", divide="ignore"):
         cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
@@ -237,19 +350,27 @@ def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
 
 # ---------------------------------------------------------------- annual
 
-def band_share(amount: np.ndarray, base: np.ndarray, bands: tuple[Band, ...]) -> np.ndarray:
-    """Σ over bands of band share × the part of ``amount`` lying in the band, where band b
-    covers [up_to_(b−1) × base, up_to_b × base) (the last band: the rest)."""
-    amount = np.maximum(np.asarray(amount, np.float64), 0.0)
-    base = np.maximum(np.asarray(base, np.float64), 0.0)
-    out = np.zeros_like(amount)
-    lo = np.zeros_like(amount)
+def band_share_exact(amount_cents: int, base_cents: int, bands: tuple[Band, ...]) -> Fraction:
+    """Σ over bands of band share × the part of ``amount`` lying in the band, exactly (cents),
+    where band b covers [up_to_(b−1) × base, up_to_b × base) (the last band: the rest); shares
+    and bounds are taken as written in the policy. Negative amounts and bases count as 0."""
+    amount, base = max(int(amount_cents), 0), max(int(base_cents), 0)
+    out, lo = Fraction(0), Fraction(0)
     for b in bands:
-        hi = np.full_like(amount, np.inf) if b.below is None else b.below * base
-        part = np.clip(amount, lo, hi) - lo
-        out += b.value * np.maximum(part, 0.0)
-        lo = hi
+        hi = None if b.below is None else exact_decimal(b.below) * base
+        part = (Fraction(amount) if hi is None else min(Fraction(amount), hi)) - lo
+        if part > 0:
+            out += exact_decimal(b.value) * part
+        if hi is not None:
+            lo = max(lo, hi)
     return out
+
+
+def band_share(amount: np.ndarray, base: np.ndarray, bands: tuple[Band, ...]) -> np.ndarray:
+    """:func:`band_share_exact` of yuan amounts (as written), returned in yuan as float64."""
+    return np.array([float(band_share_exact(half_up(exact_decimal(a) * 100), half_up(exact_decimal(b) * 100),
+                                            bands) / 100)
+                     for a, b in zip(np.ravel(amount), np.ravel(base))], dtype=np.float64)
 
 
 def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
@@ -261,11 +382,14 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
     hid, hfund, key = _hospital_keys(monthly["hospital_id"], fund_codes(monthly["fund"]))
     k = len(hid)
 
-    def tot(name, dtype=np.int64):
-        return np.bincount(key, monthly[name].to_numpy(zero_copy_only=False).astype(np.float64), k).astype(dtype)
+    def tot(name):
+        return _isum_by(key, monthly[name].to_numpy(zero_copy_only=False).astype(np.int64), k)
+
+    def ftot(name):
+        return _fsum_by(key, monthly[name].to_numpy(zero_copy_only=False).astype(np.float64), k)
 
     cases_n, unpriced_n = tot("cases"), tot("unpriced_cases")
-    points_h, wsum = tot("points", np.float64), tot("weight_sum", np.float64)
+    points_h, wsum = ftot("points"), ftot("weight_sum")
     ps_h, cost_h, ucost_h = tot("personal_share_cents"), tot("cost_cents"), tot("unpriced_cost_cents")
     mpaid, mwithheld = tot("paid_cents"), tot("withheld_cents")
     pay_h = np.zeros(k, np.int64)
@@ -275,10 +399,10 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
         m = hfund == f
         if not m.any():
             continue
-        ptotal, ps = float(points_h[m].sum()), int(ps_h[m].sum())
+        ptotal, ps = exact_sum(points_h[m]), int(ps_h[m].sum())
         value, budget, total = _point_value(policy, f, year, ptotal, ps)
         if value is not None:
-            pay_h[m] = distribute_cents(points_h[m] * value, total)
+            pay_h[m] = _amounts(points_h[m], value, total)
             pv[m] = value
         funds[f] = {"budget": yuan(budget) if budget is not None else None,
                     "rate": value if budget is None else None,
@@ -287,10 +411,10 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
                     "unpriced_cost": yuan(ucost_h[m].sum()), "payment": yuan(pay_h[m].sum())}
     due_h = pay_h - ps_h
     st = policy.settlement
-    surplus = (pay_h - cost_h) / 100.0
-    kept = band_share(surplus, pay_h / 100.0, st.surplus_bands)
-    shared = band_share(-surplus, pay_h / 100.0, st.overspend_bands)
-    adjustment = to_cents(np.where(surplus > 0, kept - surplus, shared))
+    surplus = pay_h - cost_h
+    adjustment = np.array([half_up(band_share_exact(sp, pay, st.surplus_bands) - sp) if sp > 0 else
+                           half_up(band_share_exact(-sp, pay, st.overspend_bands))
+                           for sp, pay in zip(surplus.tolist(), pay_h.tolist())], dtype=np.int64)
     final_due = due_h + adjustment
     balance = final_due - mpaid
     with np.errstate(invalid="ignore", divide="ignore"):
