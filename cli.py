@@ -669,18 +669,21 @@ def demo_cmd(out, seed, records_per_month, hospitals, quiet):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--outputs", type=click.Path(file_okay=False),
               help="Folder holding the settled periods' outputs (<period>/cases.parquet) for group-level sections.")
+@click.option("--hospitals", "hospitals_path", type=click.Path(dir_okay=False),
+              help="CSV of hospital_id, name, level: names (and levels) in the tables.")
+@click.option("--scheme", type=click.Path(), help="Scheme whose group names label the groups.")
 @user_errors
-def report_cmd(ledger_path, out, outputs):
-    """Write the self-contained HTML report of a settled ledger.
+def report_cmd(ledger_path, out, outputs, hospitals_path, scheme):
+    """Write the self-contained HTML report (Chinese and English) of a settled ledger.
 
     \b
     Example:
-      drgdip report region.db --outputs settled/ -o report.html
+      drgdip report region.db --outputs settled/ --hospitals hospitals.csv --scheme chs11.drgscheme -o report.html
     """
     from weights.ledger import LedgerError
     from weights.report import write_report
     try:
-        path = write_report(ledger_path, out, outputs=outputs)
+        path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"report -> {path}")
