@@ -148,3 +148,31 @@ def test_codesets_import_no_grouper_module():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grouper', 'weights')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_codes_the_code_set_lacks(tmp_path):
+    """With a code set, the grouper's UNKNOWN_DIAGNOSIS (principal) and UNKNOWN_SECONDARY_IGNORED
+    are QC findings on the same code (not in the table, or not even well formed)."""
+    from codesets.code_tables import load_code_table
+    from grouper.encode import CodeSet
+    zd, ss = tmp_path / "ZD_INFO.dat", tmp_path / "SS_INFO.dat"
+    zd.write_text("I63.900 脑梗死\nK80.100 胆囊结石伴急性胆囊炎\n", encoding="utf-8")
+    ss.write_text("51.2300 腹腔镜下胆囊切除术\n", encoding="utf-8")
+    tables = {"diagnosis": load_code_table(zd), "procedure": load_code_table(ss)}
+    rows = [GOOD | {"id": "a", "diagnoses": "Q99.999"}, GOOD | {"id": "b", "diagnoses": "K8O.1"},
+            GOOD | {"id": "c", "diagnoses": "I63.900|Q99.999"}, GOOD | {"id": "d", "procedures": "51.2200"},
+            GOOD | {"id": "e"}]
+    t = pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in GOOD]))
+    g = group_table(t, load_scheme(), CodeSet(tables["diagnosis"], tables["procedure"]))
+    qc = run_qc(t, code_tables=tables)
+    found = {}
+    for f in qc.to_pylist():
+        found.setdefault(f["id"], set()).add((f["rule"], f["field"]))
+    reasons = dict(zip(g["id"].to_pylist(), g["reason"].to_pylist()))
+    assert reasons["a"] == reasons["b"] == "UNKNOWN_DIAGNOSIS"
+    assert ("QC_DIAGNOSIS_UNKNOWN", "diagnoses[1]") in found["a"]
+    assert ("QC_DIAGNOSIS_FORMAT", "diagnoses[1]") in found["b"]
+    assert reasons["c"] == reasons["d"] == "UNKNOWN_SECONDARY_IGNORED"
+    assert ("QC_DIAGNOSIS_UNKNOWN", "diagnoses[2]") in found["c"]
+    assert ("QC_PROCEDURE_UNKNOWN", "procedures[1]") in found["d"]
+    assert reasons["e"] == "OK" and "e" not in found
