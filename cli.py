@@ -338,7 +338,7 @@ def codes_map(records, mapping, source, target, columns, output):
 @click.option("--rules", "rules_path", type=click.Path(), help="Rules CSV (default: the built-in qc_rules.csv).")
 @click.option("--scheme", type=click.Path(),
               help="Scheme: its validation limits, and grouping results for the rules only it decides "
-                   "(SEX_CONFLICT, NO_MDC, NO_ADRG, NO_DRG, QC_SEX_MDC). Default: the teaching scheme's limits, "
+                   "(SEX_CONFLICT, NO_MDC, NO_ADRG, NO_DRG, QC_SEX_MDC). Default: the limits of grouper/rules/chs-drg-1.x.toml, "
                    "those rules not run.")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="Region policy (TOML): its fund labels for UNKNOWN_FUND (not run without).")
