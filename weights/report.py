@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 import sqlite3
 import tomllib
 from contextlib import closing
@@ -318,6 +319,12 @@ def hospital_figures(monthly: list[dict]) -> dict:
     return out
 
 
+def _short(v) -> str:
+    """A SHA-256 digest as its first 16 hex digits; any other value as it is."""
+    v = str(v)
+    return v[:16] if re.fullmatch(r"[0-9a-f]{64}", v) else v
+
+
 def _cmi(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:.3f}"
 
@@ -491,7 +498,7 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
     # -- where the figures come from
     rev_rows = [[r["period"], r["kind"], r["revision"], _Html(f"<time>{html.escape(r['created_at'])}</time>"),
                  r["scheme_id"] or "-",
-                 r["policy_sha256"][:16], "; ".join(f"{k} {v[:16]}" for k, v in sorted(r["inputs"].items()))]
+                 r["policy_sha256"][:16], "; ".join(f"{k} {_short(v)}" for k, v in sorted(r["inputs"].items()))]
                 for r in monthly_runs + annual_runs]
     sections.append(f"<h2>{_h('数据来源', 'Sources')}</h2>" + _table(
         ["period", "kind", _h("版本", "revision"), _h("结算时间 (UTC)", "settled at (UTC)"), "scheme",
