@@ -81,7 +81,14 @@ def total(table):
 
 
 def test_point_value_table(demo):
-    rows = {(r[0], r[2]): r for r in demo["tables"]["point-values"][1:]}
+    rows = {(r[0], r[2]): r for r in body(demo["tables"]["point-values"])}
+    tr = total(demo["tables"]["point-values"])
+    funds = [f for m in demo["months"] for f in demo["summary"][m]["funds"].values()]
+    assert [int(tr[3]), int(tr[4]), int(tr[5])] == [sum(f["cases"] for f in funds),
+                                                    sum(f["unpriced_cases"] for f in funds),
+                                                    sum(f["cases"] + f["unpriced_cases"] for f in funds)]
+    assert int(tr[5]) == sum(c.num_rows for c in demo["cases"].values())
+    assert cents(tr[8]) == sum(round(f["budget"] * 100) for f in funds)
     for m in demo["months"]:
         for fund, f in demo["summary"][m]["funds"].items():
             r = rows[(m, fund)]

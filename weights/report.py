@@ -358,9 +358,15 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
     pv = {f: [next((x["point_value"] for x in r["funds"] if x["fund"] == f), None) for r in monthly_runs]
           for f in funds}
     rows = []
+    mt = {"priced": 0, "unpriced": 0, "points": 0.0, "budget": 0}
     for r in monthly_runs + annual_runs:
         for f in r["funds"]:
             unp = unpriced_fund.get((r["period"], f["fund"]), 0)
+            if r["kind"] == "monthly":
+                mt["priced"] += f["cases"]
+                mt["unpriced"] += unp
+                mt["points"] += f["total_points"]
+                mt["budget"] += round((f["budget"] or 0) * 100)
             rows.append([r["period"], r["kind"], f["fund"], f["cases"], unp, f["cases"] + unp,
                          f"{f['total_points']:,.1f}",
                          "-" if f["point_value"] is None else f"{f['point_value']:.4f}",
@@ -371,7 +377,9 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
         plots += 1
     sec.append(_table(["period", "kind", "fund", _h("计点病例", "priced cases"), _h("未计点病例", "unpriced cases"),
                        _h("全部病例", "all cases"), _h("总点数", "points"), _h("点值", "point value"),
-                       _h("预算", "budget")], rows, 3, "point-values"))
+                       _h("预算", "budget")], rows, 3, "point-values",
+                      [_h("合计", "total"), "monthly", "", mt["priced"], mt["unpriced"], mt["priced"] + mt["unpriced"],
+                       f"{mt['points']:,.1f}", "-", _money(mt["budget"])]))
     sections.append("\n".join(sec))
 
     # -- hospitals: payments vs costs, CMI (monthly runs summed), with totals
