@@ -349,26 +349,45 @@ def codes_map(records, mapping, source, target, columns, output):
 @click.option("-o", "--output", type=click.Path(), help="Findings file: id, rule, severity, field, value, message.")
 @_code_tables_option
 @click.option("--rules", "rules_path", type=click.Path(), help="Rules CSV (default: the built-in qc_rules.csv).")
+@click.option("--scheme", type=click.Path(),
+              help="Scheme: its validation limits, and grouping results for the rules only it decides "
+                   "(SEX_CONFLICT, NO_MDC, NO_ADRG, NO_DRG, QC_SEX_MDC). Default: the limits of grouper/rules/chs-drg-1.x.toml, "
+                   "those rules not run.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Region policy (TOML): its fund labels for UNKNOWN_FUND (not run without).")
 @click.option("--summary", "summary_path", type=click.Path(), help="Write findings by hospital and rule (CSV/Parquet).")
 @click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
 @user_errors
-def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table, rules_path, summary_path, lang):
-    """Settlement-list quality control (结算清单质控) before grouping.
+def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table, rules_path, scheme, policy_path,
+              summary_path, lang):
+    """Settlement-list quality control (结算清单质控) before grouping: every reason the grouper
+    and pricing would reject a record for, plus the settlement-list rules and duplicate ids.
 
     \b
     Example:
-      drgdip check discharges.parquet -o issues.parquet --code-tables ../shared/data/codesets
+      drgdip check discharges.parquet -o issues.parquet --code-tables ../shared/data/codesets \\
+        --scheme chs11.drgscheme --policy region.toml
       drgdip check discharges.csv --lang zh --summary by_hospital.csv
     """
     from codesets.qc import check_file, load_code_tables, load_rules
     from grouper.io import write_table
     rules = load_rules(rules_path)
     tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
-    s = check_file(records, output, rules=rules, code_tables=tables, lang=lang)
+    grouping = loaded = None
+    if scheme:
+        from grouper.api import group_table, load_scheme
+        loaded = load_scheme(scheme)
+        grouping = lambda t: group_table(t, loaded)  # noqa: E731
+    labels = None
+    if policy_path:
+        from weights.policy import load_policy
+        labels = load_policy(policy_path).fund_of_label()
+    s = check_file(records, output, rules=rules, code_tables=tables, lang=lang, scheme=loaded, grouping=grouping,
+                   fund_labels=labels)
     click.echo(f"{s.records} records, {s.findings} findings")
     _echo_table(s.by_rule)
     if s.skipped:
-        click.echo(f"rules not run (column or code table absent): {', '.join(s.skipped)}")
+        click.echo(f"rules not run (column, code table, --scheme or --policy absent): {', '.join(s.skipped)}")
     if summary_path:
         write_table(s.by_hospital, summary_path)
 
@@ -723,18 +742,21 @@ def demo_cmd(out, seed, records_per_month, hospitals, quiet):
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--outputs", type=click.Path(file_okay=False),
               help="Folder holding the settled periods' outputs (<period>/cases.parquet) for group-level sections.")
+@click.option("--hospitals", "hospitals_path", type=click.Path(dir_okay=False),
+              help="CSV of hospital_id, name, level: names (and levels) in the tables.")
+@click.option("--scheme", type=click.Path(), help="Scheme whose group names label the groups.")
 @user_errors
-def report_cmd(ledger_path, out, outputs):
-    """Write the self-contained HTML report of a settled ledger.
+def report_cmd(ledger_path, out, outputs, hospitals_path, scheme):
+    """Write the self-contained HTML report (Chinese and English) of a settled ledger.
 
     \b
     Example:
-      drgdip report region.db --outputs settled/ -o report.html
+      drgdip report region.db --outputs settled/ --hospitals hospitals.csv --scheme chs11.drgscheme -o report.html
     """
     from weights.ledger import LedgerError
     from weights.report import write_report
     try:
-        path = write_report(ledger_path, out, outputs=outputs)
+        path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"report -> {path}")

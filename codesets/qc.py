@@ -23,11 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from codesets.fields import (canonical_columns, code_list, grouper_limits, grouping_problems, numeric,
+                             pricing_problems, text)
 from codesets.normalize import normalize_codes, split_pairs
-from codesets.reasons import describe
+from codesets.reasons import describe, reason_ids
 from codesets.record import FEE_COLUMNS
 from codesets.standards import validate_codes
-from grouper.io import canonical_columns, code_list, numeric, text
 
 FINDING_SCHEMA = pa.schema([("id", pa.string()), ("rule", pa.string()), ("severity", pa.string()),
                             ("field", pa.string()), ("value", pa.string()), ("message", pa.string())])
@@ -45,7 +46,9 @@ class Rule:
     en: str
 
     def message(self, lang: str) -> str:
-        return self.zh if lang == "zh" else self.en
+        """The rule's text; a rule named by a reason code without text of its own says the reason's."""
+        own = self.zh if lang == "zh" else self.en
+        return own or describe(self.rule, lang)
 
 
 def _parse_params(text_: str) -> dict:
@@ -61,15 +64,27 @@ def load_rules(path: str | os.PathLike | None = None) -> tuple[Rule, ...]:
     return _load_rules(str(path or Path(__file__).with_name("qc_rules.csv")))
 
 
+RULE_COLUMNS = ("rule", "kind", "severity", "fields", "params", "zh", "en")
+
+
 @lru_cache(maxsize=8)
 def _load_rules(path: str) -> tuple[Rule, ...]:
     rules = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        for n, row in enumerate(csv.DictReader(fh), 2):
+        reader = csv.DictReader(fh)
+        missing = [c for c in RULE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: not a QC rules table, missing column(s) {', '.join(missing)} "
+                             f"(needs {', '.join(RULE_COLUMNS)})")
+        for n, row in enumerate(reader, 2):
+            if any(row[c] is None for c in RULE_COLUMNS):
+                raise ValueError(f"{path}:{n}: the row has fewer cells than the header")
             if row["kind"] not in KINDS:
                 raise ValueError(f"{path}:{n}: rule {row['rule']} has unknown kind {row['kind']!r}")
             if row["severity"] not in SEVERITIES:
                 raise ValueError(f"{path}:{n}: rule {row['rule']} has unknown severity {row['severity']!r}")
+            if not (row["zh"] or row["en"]) and row["rule"] not in reason_ids():
+                raise ValueError(f"{path}:{n}: rule {row['rule']} has no message and is no reason code")
             rules.append(Rule(row["rule"], row["kind"], row["severity"],
                               tuple(f for f in row["fields"].split("|") if f),
                               _parse_params(row["params"]), row["zh"], row["en"]))
@@ -106,15 +121,40 @@ def in_ranges(codes: pa.Array, ranges) -> pa.Array:
 class _View:
     """Canonical, typed columns of one batch, built on demand and cached."""
 
-    def __init__(self, batch: pa.Table, code_tables: dict | None, scheme=None):
+    def __init__(self, batch: pa.Table, code_tables: dict | None, limits: dict | None = None,
+                 grouping=None, fund_labels=None, seen_ids: set | None = None):
         self.t = batch
         self.n = batch.num_rows
         self.cols = canonical_columns(batch.schema)
         for name in batch.schema.names:   # grouping outputs (mdc, drg...) keep their names
             self.cols.setdefault(name, name)
         self.code_tables = code_tables or {}
-        self.scheme = scheme
+        self.limits = limits
+        self.grouping = grouping
+        self.fund_labels = fund_labels
+        self.seen_ids = seen_ids
         self._cache: dict = {}
+
+    def grouped(self) -> pa.Table | None:
+        """The grouping results of the batch (its own mdc/reason columns, else ``grouping(batch)``)."""
+        if "grouped" not in self._cache:
+            if "reason" in self.t.column_names or "mdc" in self.t.column_names:
+                g = self.t
+            elif self.grouping is not None and self.n:
+                g = self.grouping(self.t)
+            else:
+                g = None
+            self._cache["grouped"] = g
+        return self._cache["grouped"]
+
+    def problems(self, area: str) -> list:
+        """The grouper's (``group``) or pricing's (``pricing``) failing record checks (codesets.fields)."""
+        key = ("problems", area)
+        if key not in self._cache:
+            columns = {name: self.raw(name) for name in self.cols}
+            self._cache[key] = (grouping_problems(columns, self.n, self.limits) if area == "group"
+                                else pricing_problems(columns, self.n, self.fund_labels))
+        return self._cache[key]
 
     def has(self, name: str) -> bool:
         return name in self.cols
@@ -173,6 +213,10 @@ class _View:
                 s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
                 s = pc.utf8_slice_codeunits(s, 0, 10)
                 d = pc.strptime(s, format="%Y-%m-%d", unit="s", error_is_null=True)
+                # strptime rolls 2024-02-31 over to March: the day read must be the day written
+                written = pc.cast(pc.utf8_slice_codeunits(pc.if_else(pc.is_valid(d), s, None), 8, 10), pa.int64())
+                same = pc.equal(pc.day(d), written)
+                d = pc.if_else(pc.fill_null(same, False), d, pa.scalar(None, d.type))
             self._cache[key] = d
         return self._cache[key]
 
@@ -274,16 +318,10 @@ def _k_sex_code_list(v: _View, r: Rule):
 def _k_sex_mdc(v: _View, r: Rule):
     if not v.has("sex"):
         return None
-    if v.has("mdc"):
-        mdc = v.string("mdc")
-    elif v.scheme is not None:
-        try:
-            from grouper.api import group_table  # optional: the grouper is a separate room
-        except ImportError:
-            return None
-        mdc = text(group_table(v.t, v.scheme).column("mdc"), v.n)
-    else:
+    grouped = v.grouped()
+    if grouped is None or "mdc" not in grouped.column_names:
         return None
+    mdc = text(grouped.column("mdc"), v.n)
     mdc = pc.utf8_slice_codeunits(pc.replace_substring_regex(pc.utf8_upper(mdc), "^MDC", ""), 0, 1)
     sex = _sex(v)
     hit = pa.array(np.zeros(v.n, dtype=bool))
@@ -323,19 +361,6 @@ def _k_age_code_list(v: _View, r: Rule):
         pa.scalar(" age_days="), pc.fill_null(days.take(pa.array(rows)).cast(pa.string()), ""),
         pa.scalar(" "), values.take(sel), "")
     return _Hits(rows, _list_field(name, pos[sel]), value, pos[sel])
-
-
-def _k_newborn_weight(v: _View, r: Rule):
-    if not v.has("age_days"):
-        return None
-    days = v.number("age_days")
-    age = v.number("age") if v.has("age") else pa.nulls(v.n, pa.float64())
-    weight = v.number("birth_weight_g") if v.has("birth_weight_g") else pa.nulls(v.n, pa.float64())
-    newborn = pc.and_(pc.fill_null(pc.less_equal(days, float(r.params["max_age_days"])), False),
-                      pc.fill_null(pc.less(age, 1), True))
-    missing = pc.fill_null(pc.less_equal(weight, 0), True)
-    rows = _mask_rows(pc.and_(newborn, missing))
-    return _Hits(rows, "birth_weight_g", weight.take(pa.array(rows)).cast(pa.string()))
 
 
 def _k_duplicate_codes(v: _View, r: Rule):
@@ -414,16 +439,106 @@ def _k_fee_without_code(v: _View, r: Rule):
     charged = pc.fill_null(pc.greater(v.number(fee), 0), False)
     principal = _principal(v, name)
     rows = _mask_rows(pc.and_(charged, pc.is_null(principal)))
-    return _Hits(rows, name + "[1]", v.number(fee).take(pa.array(rows)).cast(pa.string()))
+    value = pc.binary_join_element_wise(pa.scalar(f"{fee}="), v.number(fee).take(pa.array(rows)).cast(pa.string()),
+                                        pa.scalar(f" {name}[1]=(none)"), "")
+    return _Hits(rows, f"{fee}|{name}[1]", value)
+
+
+def _problem_hits(v: _View, r: Rule, area: str):
+    """Records failing the grouper's or pricing's check named by the rule (codesets.fields)."""
+    found = [p for p in v.problems(area) if p.reason == r.rule]
+    if not found:
+        return None
+    rows, fields, values, order = [], [], [], []
+    for k, p in enumerate(found):
+        sel = np.flatnonzero(p.mask)
+        rows.append(sel)
+        fields.append(pa.array([p.field] * len(sel), pa.string()))
+        values.append(p.value.take(pa.array(sel, pa.int64())).cast(pa.string()))
+        order.append(np.full(len(sel), k, np.int64))
+    return _Hits(np.concatenate(rows), pa.concat_arrays(fields), pa.concat_arrays(values), np.concatenate(order))
+
+
+def _k_grouper_check(v: _View, r: Rule):
+    return _problem_hits(v, r, "group")
+
+
+def _k_pricing_check(v: _View, r: Rule):
+    return _problem_hits(v, r, "pricing")
+
+
+def _k_grouping_reason(v: _View, r: Rule):
+    """Records the grouping results give this rule's reason (conflicts only the scheme can tell)."""
+    grouped = v.grouped()
+    if grouped is None or "reason" not in grouped.column_names:
+        return None
+    reason = text(grouped.column("reason"), v.n)
+    rows = _mask_rows(pc.equal(reason, r.rule))
+    idx = pa.array(rows, pa.int64())
+    mdc = text(grouped.column("mdc"), v.n) if "mdc" in grouped.column_names else pa.nulls(v.n, pa.string())
+    value = pc.binary_join_element_wise(pa.scalar("diagnoses[1]="), pc.fill_null(_principal(v, "diagnoses").take(idx)
+                                        if v.has("diagnoses") else pa.nulls(len(rows), pa.string()), ""),
+                                        pa.scalar(" mdc="), pc.fill_null(mdc.take(idx), ""), "")
+    return _Hits(rows, "reason", value)
+
+
+def _k_missing(v: _View, r: Rule):
+    """A field left empty (a value present but unreadable is another rule's finding)."""
+    name = r.fields[0]
+    if not v.has(name):
+        return None
+    rows = _mask_rows(pc.is_null(v.string(name)))
+    return _Hits(rows, name, pa.nulls(len(rows), pa.string()))
+
+
+def _k_date_unreadable(v: _View, r: Rule):
+    """A date present but not a calendar date in a layout the checks read."""
+    rows, fields, values, order = [], [], [], []
+    for k, name in enumerate(f for f in r.fields if v.has(f)):
+        sel = _mask_rows(pc.and_(pc.is_valid(v.string(name)), pc.is_null(v.date(name))))
+        rows.append(sel)
+        fields.append(pa.array([name] * len(sel), pa.string()))
+        values.append(v.string(name).take(pa.array(sel, pa.int64())))
+        order.append(np.full(len(sel), k, np.int64))
+    if not rows:
+        return None
+    return _Hits(np.concatenate(rows), pa.concat_arrays(fields), pa.concat_arrays(values), np.concatenate(order))
+
+
+def _k_duplicate_id(v: _View, r: Rule):
+    """Every later record with an id already met (in this batch, or in earlier batches of the file)."""
+    if not v.has("id"):
+        return None
+    ids = v.string("id")
+    n = v.n
+    t = pa.table({"id": ids, "row": pa.array(np.arange(n, dtype=np.int64))}).filter(pc.is_valid(ids))
+    first = t.group_by("id").aggregate([("row", "min")])
+    later = t.join(first, "id", join_type="inner")
+    dup = np.zeros(n, dtype=bool)
+    lr = later["row"].to_numpy()
+    dup[lr[lr > later["row_min"].to_numpy()]] = True
+    if v.seen_ids is not None:
+        earlier = pc.is_in(ids, value_set=pa.array(sorted(v.seen_ids), pa.string())) if v.seen_ids else None
+        if earlier is not None:
+            dup |= _np_bool(earlier)
+        v.seen_ids.update(first["id"].to_pylist())
+    rows = np.flatnonzero(dup)
+    return _Hits(rows, "id", ids.take(pa.array(rows, pa.int64())))
+
+
+def _np_bool(a) -> np.ndarray:
+    return np.asarray(pc.fill_null(a, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 KINDS = {
     "code_format": _k_code_format, "code_unknown": _k_code_unknown, "list_empty": _k_list_empty,
     "principal_in_list": _k_principal_in_list, "sex_code_list": _k_sex_code_list,
-    "sex_mdc": _k_sex_mdc, "age_code_list": _k_age_code_list, "newborn_weight": _k_newborn_weight,
+    "sex_mdc": _k_sex_mdc, "age_code_list": _k_age_code_list,
     "duplicate_codes": _k_duplicate_codes, "not_positive": _k_not_positive,
     "date_order": _k_date_order, "cost_sum": _k_cost_sum, "field_format": _k_field_format,
-    "fee_without_code": _k_fee_without_code,
+    "fee_without_code": _k_fee_without_code, "grouper_check": _k_grouper_check,
+    "pricing_check": _k_pricing_check, "grouping_reason": _k_grouping_reason, "missing": _k_missing,
+    "date_unreadable": _k_date_unreadable, "duplicate_id": _k_duplicate_id,
 }
 
 
@@ -439,23 +554,32 @@ def _as_table(batch_or_table) -> pa.Table:
 
 
 def run_qc(batch_or_table, rules=None, code_tables: dict | None = None, *, lang: str = "en",
-           scheme=None, only: set[str] | None = None) -> pa.Table:
+           scheme=None, only: set[str] | None = None, grouping=None, fund_labels=None,
+           seen_ids: set | None = None) -> pa.Table:
     """Findings of the QC rules on one batch or table (schema :data:`FINDING_SCHEMA`).
 
     ``rules``: a sequence of :class:`Rule` or a path to a rules CSV (default: the
     package's). ``code_tables``: ``{"diagnosis": CodeTable, "procedure": CodeTable}``;
-    without them the unknown-code rules do not run. ``scheme``: optional CHS-DRG
-    scheme for the sex-restricted-MDC rule when the table has no ``mdc`` column.
-    ``only``: run just these rule ids."""
-    out = _findings(_as_table(batch_or_table), rules, code_tables, lang, scheme, only)
+    without them the unknown-code rules do not run. ``scheme``: the CHS-DRG scheme whose
+    validation limits the grouper checks use (default: the default rules file's).
+    ``grouping``: a callable table → grouping results (``mdc``, ``reason`` columns, e.g.
+    ``lambda t: grouper.api.group_table(t, scheme)``) for the rules only the scheme can
+    decide (SEX_CONFLICT, NO_MDC...); a table that already has ``mdc``/``reason`` columns
+    is its own result. ``fund_labels``: the policy's fund labels (UNKNOWN_FUND runs only
+    with them). ``seen_ids``: ids met in earlier batches (updated), for QC_DUPLICATE_ID
+    across a file. ``only``: run just these rule ids."""
+    out = _findings(_as_table(batch_or_table), rules, code_tables, lang, scheme, only,
+                    grouping=grouping, fund_labels=fund_labels, seen_ids=seen_ids)
     return out.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA)
 
 
-def _findings(table: pa.Table, rules, code_tables, lang, scheme, only) -> pa.Table:
+def _findings(table: pa.Table, rules, code_tables, lang, scheme, only, *, grouping=None, fund_labels=None,
+              seen_ids=None) -> pa.Table:
     """Findings with the helper column ``_row`` (row index in ``table``)."""
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
-    view = _View(table, code_tables, scheme)
+    limits = grouper_limits(getattr(scheme, "validation", None))
+    view = _View(table, code_tables, limits, grouping, fund_labels, seen_ids)
     ids = view.ids()
     parts = []
     for order, rule in enumerate(rules):
@@ -489,12 +613,17 @@ def _findings(table: pa.Table, rules, code_tables, lang, scheme, only) -> pa.Tab
     return out.select(["_row", *FINDING_SCHEMA.names])
 
 
-def rules_skipped(table_or_schema, rules=None, code_tables: dict | None = None) -> list[str]:
-    """Rules that cannot run on these columns / without these code tables (for reporting)."""
+def rules_skipped(table_or_schema, rules=None, code_tables: dict | None = None, *, grouping=None,
+                  fund_labels=None) -> list[str]:
+    """Rules that cannot run on these columns / without these code tables, grouping
+    results or fund labels (for reporting)."""
     schema = table_or_schema if isinstance(table_or_schema, pa.Schema) else table_or_schema.schema
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
-    view = _View(schema.empty_table(), code_tables)
+    empty = schema.empty_table()
+    if grouping is not None and "reason" not in schema.names:
+        empty = empty.append_column("reason", pa.array([], pa.string())).append_column("mdc", pa.array([], pa.string()))
+    view = _View(empty, code_tables, grouper_limits(), None, fund_labels, set())
     return [r.rule for r in rules if KINDS[r.kind](view, r) is None]
 
 
@@ -537,20 +666,25 @@ def summarize(parts: list[pa.Table], rules) -> tuple[pa.Table, pa.Table]:
 
 
 def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=None,
-               batch_size: int | None = None, scheme=None) -> CheckSummary:
-    """Run the QC rules over a record file batch by batch; write findings to ``out``."""
+               batch_size: int | None = None, scheme=None, grouping=None, fund_labels=None) -> CheckSummary:
+    """Run the QC rules over a record file batch by batch; write findings to ``out``.
+
+    ``scheme``, ``grouping``, ``fund_labels``: as for :func:`run_qc`. Duplicate ids are
+    found across the whole file (the ids met so far are kept in memory). Files are read
+    and written through the project's I/O module (``grouper.io``, imported here only)."""
     from grouper.io import DEFAULT_BATCH_SIZE, AtomicWriter, open_batches
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
-    counts, records, total, skipped = [], 0, 0, None
+    counts, records, total, skipped, seen = [], 0, 0, None, set()
     writer = AtomicWriter(out, FINDING_SCHEMA) if out else None
     ctx = writer if writer is not None else _Null()
     with ctx as w:
         for batch in open_batches(path, batch_size or DEFAULT_BATCH_SIZE):
             table = pa.Table.from_batches([batch])
             if skipped is None:
-                skipped = rules_skipped(table.schema, rules, code_tables)
-            f = _findings(table, rules, code_tables, lang, scheme, only)
+                skipped = rules_skipped(table.schema, rules, code_tables, grouping=grouping, fund_labels=fund_labels)
+            f = _findings(table, rules, code_tables, lang, scheme, only, grouping=grouping,
+                          fund_labels=fund_labels, seen_ids=seen)
             cols = canonical_columns(table.schema)
             hospital = text(table.column(cols["hospital_id"]) if "hospital_id" in cols else None, table.num_rows)
             counts.append(_count(f, hospital))
@@ -578,10 +712,15 @@ def load_code_tables(folder=None, diagnosis=None, procedure=None) -> dict:
     if folder:
         folder = Path(folder)
         if not folder.is_dir():
-            raise ValueError(f"{folder}: not a folder of code tables")
+            raise ValueError(f"{folder}: no such folder of code tables")
         for kind, name in (("diagnosis", "ZD_INFO.dat"), ("procedure", "SS_INFO.dat")):
             if (folder / name).exists():
                 out[kind] = load_code_table(folder / name)
+        if not out:
+            raise ValueError(f"{folder}: not a folder of code tables (neither ZD_INFO.dat nor SS_INFO.dat in it)")
+    for label, path in (("diagnosis", diagnosis), ("procedure", procedure)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{path}: no such {label} code table")
     if diagnosis:
         out["diagnosis"] = load_code_table(diagnosis)
     if procedure:

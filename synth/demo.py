@@ -110,7 +110,7 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         bar.update()
         bar.set_postfix_str("report")
         report = out / "report.html"
-        write_report(ledger, report, outputs=out / "settled")
+        write_report(ledger, report, outputs=out / "settled", hospitals=out / "hospitals.csv", scheme=scheme)
         bar.update()
     finally:
         bar.close()

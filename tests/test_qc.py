@@ -13,7 +13,8 @@ BASE = {"id": "r", "hospital_id": "H11010500001", "doctor_id": "D110105000123", 
         "age": 40.0, "age_days": None, "birth_weight_g": None, "los_days": 5.0,
         "admission_date": "2024-01-01", "discharge_date": "2024-01-06",
         "diagnoses": "K80.100", "procedures": "51.2300", "total_cost": 100.0,
-        "fee_surgery": 60.0, "fee_bed": 40.0}
+        "fee_surgery": 60.0, "fee_bed": 40.0, "fund": "职工", "personal_share": 10.0}
+FUNDS = {"职工": "employee", "居民": "resident"}
 
 
 def table(*records) -> pa.Table:
@@ -49,8 +50,6 @@ CASES = [
     ("QC_PERINATAL_AGE", {"age": 0.0, "age_days": 40.0, "birth_weight_g": 3000.0, "diagnoses": "P07.300"},
      {"age": 0.0, "age_days": 20.0, "birth_weight_g": 3000.0, "diagnoses": "P07.300"}),
     ("QC_OBSTETRIC_AGE", {"sex": "2", "age": 62.0, "diagnoses": "O80.000"}, {"sex": "2", "age": 30.0, "diagnoses": "O80.000"}),
-    ("QC_NEWBORN_NO_WEIGHT", {"age": 0.0, "age_days": 3.0, "diagnoses": "P07.300"},
-     {"age": 0.0, "age_days": 3.0, "birth_weight_g": 2100.0, "diagnoses": "P07.300"}),
     ("QC_DUPLICATE_DIAGNOSIS", {"diagnoses": "K80.100|O80.000|k80.100"}, {"diagnoses": "K80.100|K80.100x001"}),
     ("QC_DUPLICATE_PROCEDURE", {"procedures": "51.2300|51.2300"}, {"procedures": "51.2300"}),
     ("QC_LOS_NOT_POSITIVE", {"los_days": 0.0}, {"los_days": 1.0}),
@@ -60,11 +59,38 @@ CASES = [
     ("QC_HOSPITAL_CODE", {"hospital_id": "H1101050001"}, {"hospital_id": "h11010500001"}),
     ("QC_DOCTOR_CODE", {"doctor_id": "D990105000123"}, {"doctor_id": "D440305000123"}),
     ("QC_SURGERY_FEE_NO_PROCEDURE", {"procedures": None}, {"procedures": None, "fee_surgery": 0.0, "fee_bed": 100.0}),
+    # the grouper's field checks (codesets.fields, the kernel's limits)
+    ("BAD_VALUE", {"ventilation_hours": "n/a"}, {"ventilation_hours": " 12 "}),
+    ("MISSING_SEX", {"sex": None}, {"sex": "男"}),
+    ("INVALID_SEX", {"sex": "X"}, {"sex": "F"}),
+    ("MISSING_AGE", {"age": None}, {"age": 3.0}),
+    ("INVALID_AGE", {"age": 150.5}, {"age": 150.0}),
+    ("MISSING_AGE_DAYS", {"age": 0.0}, {"age": 0.0, "age_days": 40.0}),
+    ("INVALID_AGE_DAYS", {"age": 0.0, "age_days": 366.0}, {"age": 0.0, "age_days": 365.0}),
+    ("MISSING_BIRTH_WEIGHT", {"age": 0.0, "age_days": 3.0, "diagnoses": "P07.300"},
+     {"age": 0.0, "age_days": 3.0, "birth_weight_g": 2100.0, "diagnoses": "P07.300"}),
+    ("INVALID_BIRTH_WEIGHT", {"age": 0.0, "age_days": 28.0, "birth_weight_g": 99.0},
+     {"age": 0.0, "age_days": 29.0, "birth_weight_g": 99.0}),
+    # what only the scheme decides: read from the grouping results
+    ("SEX_CONFLICT", {"reason": "SEX_CONFLICT"}, {"reason": "OK"}),
+    ("NO_MDC", {"reason": "NO_MDC"}, {"reason": "OK"}),
+    ("NO_ADRG", {"reason": "NO_ADRG"}, {"reason": "NO_DRG"}),
+    ("NO_DRG", {"reason": "NO_DRG"}, {"reason": "NO_ADRG"}),
+    ("AMBIGUOUS_OR_PROCEDURE", {"reason": "AMBIGUOUS_OR_PROCEDURE"}, {"reason": "OK"}),
+    # pricing's record checks (weights.points)
+    ("BAD_COST", {"total_cost": -0.01}, {"total_cost": 0.0, "fee_surgery": 0.0, "fee_bed": 0.0}),
+    ("BAD_PERSONAL_SHARE", {"personal_share": -1.0}, {"personal_share": 0.0}),
+    ("UNKNOWN_FUND", {"fund": "商业保险"}, {"fund": "居民"}),
+    ("MISSING_HOSPITAL", {"hospital_id": None}, {"hospital_id": "H11010500001"}),
+    ("BAD_DISCHARGE_DATE", {"discharge_date": "2024-13-01"}, {"discharge_date": "2024-01-31"}),
+    ("QC_LOS_MISSING", {"los_days": None}, {"los_days": 1.0}),
+    ("QC_DATE_UNREADABLE", {"admission_date": "2024-02-30"}, {"admission_date": "2024-02-29"}),
 ]
+SEPARATE = {"QC_DUPLICATE_ID"}   # needs two records: test_duplicate_ids
 
 
 def test_every_rule_has_a_case():
-    assert {r.rule for r in load_rules()} == {c[0] for c in CASES}
+    assert {r.rule for r in load_rules()} == {c[0] for c in CASES} | SEPARATE
 
 
 @pytest.mark.parametrize("rule,fires,quiet", CASES, ids=[c[0] for c in CASES])
@@ -72,7 +98,7 @@ def test_rule_fires_and_stays_quiet(rule, fires, quiet, code_tables):
     t = table(fires, quiet)
     if "mdc" not in fires:
         t = t.append_column("mdc", pa.array(["MDCH", "MDCH"]))
-    f = run_qc(t, code_tables=code_tables)
+    f = run_qc(t, code_tables=code_tables, fund_labels=FUNDS)
     hit = f.filter(pa.compute.equal(f["rule"], rule))
     assert hit["id"].to_pylist() == ["r0"], f.to_pylist()
 
@@ -102,9 +128,50 @@ def test_cost_sum_in_cents_and_only_with_fees():
 def test_rules_skip_when_inputs_are_absent():
     t = pa.table({"id": ["a"], "diagnoses": ["K80.100"]})
     skipped = rules_skipped(t)
-    assert "QC_DIAGNOSIS_UNKNOWN" in skipped and "QC_COST_SUM" in skipped
-    assert "QC_DIAGNOSIS_FORMAT" not in skipped
-    assert run_qc(t).num_rows == 0
+    assert {"QC_DIAGNOSIS_UNKNOWN", "QC_COST_SUM", "BAD_COST", "UNKNOWN_FUND", "SEX_CONFLICT"} <= set(skipped)
+    assert "QC_DIAGNOSIS_FORMAT" not in skipped and "MISSING_SEX" not in skipped
+    assert "SEX_CONFLICT" not in rules_skipped(t, grouping=lambda x: x)
+    # without sex and age columns the grouper rejects every record: QC says so on each
+    assert [(r["rule"], r["field"]) for r in run_qc(t).to_pylist()] == [("MISSING_SEX", "sex"), ("MISSING_AGE", "age")]
+
+
+def test_duplicate_ids_within_a_table_and_across_batches(tmp_path):
+    t = table({"id": "a"}, {"id": "b"}, {"id": "a"}, {"id": "a"})
+    f = run_qc(t, only={"QC_DUPLICATE_ID"})
+    assert f["id"].to_pylist() == ["a", "a"] and f["field"].to_pylist() == ["id", "id"]
+    seen = set()
+    assert run_qc(table({"id": "x"}), only={"QC_DUPLICATE_ID"}, seen_ids=seen).num_rows == 0
+    assert run_qc(table({"id": "y"}, {"id": "x"}), only={"QC_DUPLICATE_ID"}, seen_ids=seen)["id"].to_pylist() == ["x"]
+    from codesets.qc import check_file
+    src = tmp_path / "d.csv"
+    src.write_text("id,sex,age\n" + "".join(f"{i % 5},1,30\n" for i in range(12)), encoding="utf-8")
+    s = check_file(src, only={"QC_DUPLICATE_ID"}, batch_size=4)
+    assert s.findings == 7     # 12 records, 5 distinct ids, found across batches of 4
+
+
+def test_surgery_fee_finding_names_both_fields():
+    f = run_qc(table({"procedures": None, "fee_surgery": 1200.5}), only={"QC_SURGERY_FEE_NO_PROCEDURE"})
+    assert f.to_pylist()[0]["field"] == "fee_surgery|procedures[1]"
+    assert f.to_pylist()[0]["value"] == "fee_surgery=1200.5 procedures[1]=(none)"
+
+
+def test_bad_rules_and_code_table_paths_are_one_line_errors(tmp_path):
+    from click.testing import CliRunner
+    from cli import main
+    src = tmp_path / "d.csv"
+    src.write_text("id,sex\na,1\n", encoding="utf-8")
+    bad = tmp_path / "rules.csv"
+    bad.write_text("rule,severity,fields,params,zh,en\nX,error,age,,x,x\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="missing column"):
+        load_rules(bad)
+    for args, words in (([ "--rules", str(bad)], "missing column(s) kind"),
+                        (["--code-tables", str(tmp_path / "nonexistent")], "no such folder of code tables"),
+                        (["--code-tables", str(tmp_path)], "neither ZD_INFO.dat nor SS_INFO.dat"),
+                        (["--diagnosis-table", str(tmp_path / "zd.dat")], "no such diagnosis code table")):
+        r = CliRunner().invoke(main, ["check", str(src), *args])
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.output, r.output
 
 
 def test_ranges():
@@ -145,12 +212,15 @@ def test_cli_check_and_codes(tmp_path):
     out, summary = tmp_path / "issues.csv", tmp_path / "sum.csv"
     r = CliRunner().invoke(main, ["check", str(src), "-o", str(out), "--summary", str(summary)])
     assert r.exit_code == 0, r.output
-    assert "2 records, 2 findings" in r.output
+    assert "2 records, 4 findings" in r.output
     rows = read_table(out).to_pylist()
-    assert [(x["id"], x["rule"]) for x in rows] == [("a", "QC_SEX_DIAGNOSIS_FEMALE"), ("b", "QC_HOSPITAL_CODE")]
+    assert [(x["id"], x["rule"]) for x in rows] == [("a", "QC_SEX_DIAGNOSIS_FEMALE"), ("a", "MISSING_AGE"),
+                                                    ("b", "QC_HOSPITAL_CODE"), ("b", "MISSING_AGE")]
     by_h = read_table(summary).to_pylist()
     assert {(x["hospital_id"], x["rule"]) for x in by_h} == {("H11010500001", "QC_SEX_DIAGNOSIS_FEMALE"),
-                                                             ("H1101050001", "QC_HOSPITAL_CODE")}
+                                                             ("H1101050001", "QC_HOSPITAL_CODE"),
+                                                             ("H11010500001", "MISSING_AGE"),
+                                                             ("H1101050001", "MISSING_AGE")}
     r = CliRunner().invoke(main, ["codes", "info", "H11010500001"])
     assert r.exit_code == 0 and "region         110105" in r.output
     r = CliRunner().invoke(main, ["codes", "info", "H1101050001", "--standard", "fixed_hospital"])

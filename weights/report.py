@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 import sqlite3
 import tomllib
 from contextlib import closing
@@ -21,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codesets.reasons import describe, reason_ids
+from grouper.io import numeric
 from weights import ledger as ledger_mod
 
 TOP_LOSS_GROUPS = 20
@@ -30,16 +33,25 @@ FUND_COLOURS = {"employee": "#1f77b4", "resident": "#d62728"}
 
 # ----------------------------------------------------------------- reading
 
-def _hospital_rows(conn: sqlite3.Connection, kind: str) -> list[tuple]:
-    return conn.execute(
-        "SELECT r.period, h.hospital_id, h.fund, h.cases, h.unpriced_cases, h.weight_sum, h.payment_cents, "
-        "h.cost_cents, h.amount_due_cents, h.paid_cents, h.adjustment_cents, h.balance_cents "
-        "FROM hospital_results h JOIN runs r USING (run_id) WHERE r.kind=? AND r.current=1 "
+_HOSPITAL_FIELDS = ("period", "hospital_id", "fund", "cases", "unpriced_cases", "weight_sum", "points",
+                    "payment_cents", "cost_cents", "unpriced_cost_cents", "personal_share_cents",
+                    "amount_due_cents", "withheld_cents", "paid_cents", "adjustment_cents", "monthly_paid_cents",
+                    "balance_cents")
+
+
+def _hospital_rows(conn: sqlite3.Connection, kind: str) -> list[dict]:
+    """Hospital rows of the current runs of a kind. ``cases`` counts the priced cases only
+    (计点病例); ``unpriced_cases`` the others of the hospital and fund."""
+    cols = ", ".join("r.period" if c == "period" else f"h.{c}" for c in _HOSPITAL_FIELDS)
+    rows = conn.execute(
+        f"SELECT {cols} FROM hospital_results h JOIN runs r USING (run_id) WHERE r.kind=? AND r.current=1 "
         "ORDER BY r.period, h.hospital_id, h.fund", (kind,)).fetchall()
+    return [dict(zip(_HOSPITAL_FIELDS, r)) for r in rows]
 
 
 def read_ledger(ledger_path) -> dict:
-    """The ledger's current runs: funds by period, hospital rows (monthly and annual), policy name."""
+    """The ledger's current runs: funds by period, hospital rows (monthly and annual), the
+    policy's region name, hospital levels and withholding share, and the ledger file's hash."""
     with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
         runs = [r for r in ledger_mod.runs(conn) if r["current"]]
         monthly = _hospital_rows(conn, "monthly")
@@ -48,14 +60,32 @@ def read_ledger(ledger_path) -> dict:
     if not runs:
         raise ValueError(f"{ledger_path}: the ledger holds no settlement")
     try:
-        region = tomllib.loads(last[0]).get("region", {}).get("name", "") if last else ""
+        policy = tomllib.loads(last[0]) if last else {}
     except tomllib.TOMLDecodeError:
-        region = ""
-    return {"runs": runs, "monthly": monthly, "annual": annual, "region": region}
+        policy = {}
+    return {"runs": runs, "monthly": monthly, "annual": annual,
+            "region": policy.get("region", {}).get("name", ""),
+            "levels": dict(policy.get("coefficients", {}).get("hospital_level", {})),
+            "withholding_share": policy.get("settlement", {}).get("withholding_share"),
+            "ledger_name": Path(ledger_path).name}
+
+
+def read_hospitals(path) -> dict[str, dict]:
+    """hospital_id → {"name", "level"} from a CSV (columns hospital_id, name, level; as ``drgdip demo`` writes)."""
+    import csv
+    out = {}
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "hospital_id" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: a hospital list needs the column hospital_id (and name, level)")
+        for row in reader:
+            out[row["hospital_id"].strip()] = {"name": (row.get("name") or "").strip(),
+                                               "level": (row.get("level") or "").strip()}
+    return out
 
 
 def read_cases(outputs, periods: list[str]) -> pa.Table | None:
-    """The priced cases of the settled months found under ``outputs`` (None when there are none)."""
+    """Every case of the settled months found under ``outputs`` (priced and unpriced; None when there are none)."""
     if outputs is None:
         return None
     parts = []
@@ -66,10 +96,13 @@ def read_cases(outputs, periods: list[str]) -> pa.Table | None:
             group = "drg" if "drg" in t.column_names else None
             if group is None or "amount" not in t.column_names:
                 continue
-            cols = {"period": pa.array([p] * t.num_rows), "group": t["drg"].cast(pa.string()),
+            n = t.num_rows
+            opt = lambda c: t[c].cast(pa.string()) if c in t.column_names else pa.nulls(n, pa.string())  # noqa: E731
+            cols = {"period": pa.array([p] * n), "group": t["drg"].cast(pa.string()),
                     "hospital_id": t["hospital_id"].cast(pa.string()),
-                    "total_cost": t["total_cost"].cast(pa.float64()), "amount": t["amount"].cast(pa.float64()),
-                    "case_type": t["case_type"].cast(pa.string())}
+                    "total_cost": numeric(t["total_cost"], n)[0], "amount": t["amount"].cast(pa.float64()),
+                    "case_type": t["case_type"].cast(pa.string()), "status": opt("status"),
+                    "reason": opt("reason"), "pricing_reason": opt("pricing_reason")}
             parts.append(pa.table(cols))
     return pa.concat_tables(parts) if parts else None
 
@@ -95,6 +128,17 @@ def _figure(width=9.0, height=3.6):
     return fig, ax
 
 
+def _legend(ax) -> None:
+    """The legend beside the axes, never over the bars or lines."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0.0)
+
+
+def _headroom(ax, top: float) -> None:
+    """The value axis runs past the highest bar, so no bar touches the frame."""
+    if np.isfinite(top) and top > 0:
+        ax.set_ylim(0, top * 1.08)
+
+
 def plot_point_values(periods: list[str], values: dict[str, list[float | None]]) -> str:
     fig, ax = _figure()
     x = np.arange(len(periods))
@@ -104,7 +148,7 @@ def plot_point_values(periods: list[str], values: dict[str, list[float | None]])
     ax.set_xticks(x, periods, rotation=45, ha="right")
     ax.set_ylabel("point value (yuan per point)")
     ax.set_title("Point value by month and fund")
-    ax.legend()
+    _legend(ax)
     return _svg(fig)
 
 
@@ -116,7 +160,8 @@ def plot_payment_cost(hospitals: list[str], payment: np.ndarray, cost: np.ndarra
     ax.set_xticks(x, hospitals, rotation=45, ha="right")
     ax.set_ylabel("10,000 yuan")
     ax.set_title("Payments vs costs by hospital")
-    ax.legend()
+    _headroom(ax, float(np.nanmax(np.concatenate([payment, cost]) / 1e4)) if len(x) else 0.0)
+    _legend(ax)
     return _svg(fig)
 
 
@@ -128,6 +173,7 @@ def plot_cmi(hospitals: list[str], cmi: np.ndarray) -> str:
     ax.set_xticks(x, hospitals, rotation=45, ha="right")
     ax.set_ylabel("CMI (mean relative weight)")
     ax.set_title("Case-mix index by hospital")
+    _headroom(ax, float(np.nanmax(np.append(cmi, 1.0))) if len(x) else 1.0)
     return _svg(fig)
 
 
@@ -140,6 +186,9 @@ def plot_loss_groups(groups: list[str], profit: np.ndarray) -> str:
     ax.set_xlabel("payment - cost (10,000 yuan)")
     ax.set_title(f"The {len(groups)} most loss-making groups")
     ax.grid(axis="x", alpha=0.3)
+    low = float(np.min(profit / 1e4)) if len(groups) else 0.0
+    if low < 0:
+        ax.set_xlim(low * 1.08, 0)
     return _svg(fig)
 
 
@@ -153,31 +202,64 @@ def plot_deviation(periods: list[str], counts: dict[str, np.ndarray]) -> str:
     ax.set_xticks(x, periods, rotation=45, ha="right")
     ax.set_ylabel("cases")
     ax.set_title("Deviation cases by month")
-    ax.legend()
+    _headroom(ax, float(bottom.max()) if len(x) else 0.0)
+    _legend(ax)
+    return _svg(fig)
+
+
+def plot_hospital_trend(periods: list[str], hospitals: list[str], paid: np.ndarray) -> str:
+    """Paid per hospital and month (rows hospitals, columns months), one line each."""
+    fig, ax = _figure(9.0, 4.0)
+    x = np.arange(len(periods))
+    cmap = __import__("matplotlib").colormaps["tab20"]
+    for i, h in enumerate(hospitals):
+        ax.plot(x, paid[i] / 1e4, marker=".", lw=1.2, label=h, color=cmap(i % 20))
+    ax.set_xticks(x, periods, rotation=45, ha="right")
+    ax.set_ylabel("paid, 10,000 yuan")
+    ax.set_title("Paid by hospital and month")
+    _headroom(ax, float(paid.max() / 1e4) if paid.size else 0.0)
+    _legend(ax)
     return _svg(fig)
 
 
 # ----------------------------------------------------------------- page
 
-def _table(head: list[str], rows: list[list], numeric_from: int = 1) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = []
-    for r in rows:
-        tds = "".join(f'<td class="{"n" if i >= numeric_from else "t"}">{html.escape(str(v))}</td>'
-                      for i, v in enumerate(r))
-        body.append(f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+class _Html(str):
+    """Text that is already HTML (the page's own bilingual markup), written as it is."""
+
+
+def _cell(v, numeric_cell: bool) -> str:
+    inner = v if isinstance(v, _Html) else html.escape(str(v))
+    return f'<td class="{"n" if numeric_cell else "t"}">{inner}</td>'
+
+
+def _table(head: list[str], rows: list[list], numeric_from: int = 1, table_id: str | None = None,
+           total: list | None = None) -> str:
+    """A table; ``total`` is its totals row (合计), set apart in a <tfoot>."""
+    th = "".join(f"<th>{h}</th>" for h in head)   # headings are the page's own (bilingual) markup
+    body = ["<tr>" + "".join(_cell(v, i >= numeric_from) for i, v in enumerate(r)) + "</tr>" for r in rows]
+    foot = ("<tfoot><tr>" + "".join(_cell(v, i >= numeric_from) for i, v in enumerate(total)) + "</tr></tfoot>"
+            if total is not None else "")
+    ident = f' id="{table_id}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody>{foot}</table>"
 
 
 def _money(cents) -> str:
     return "-" if cents is None else f"{cents / 100:,.2f}"
 
 
+def _h(zh: str, en: str) -> str:
+    """A bilingual heading or column name: Chinese, then English."""
+    return _Html(f'<span lang="zh">{html.escape(zh)}</span> <span lang="en">{html.escape(en)}</span>')
+
+
 _CSS = """body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",sans-serif;
-margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;
+margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;
 border-bottom:1px solid #ddd}table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{padding:.2rem .6rem;
 border-bottom:1px solid #eee}td.n{text-align:right;font-variant-numeric:tabular-nums}th{text-align:left;background:#f6f6f6}
-figure.plot{margin:1rem 0}figure.plot svg{max-width:100%;height:auto}p.note{color:#666;font-size:.85rem}"""
+th span[lang=en]{display:block;font-weight:normal;color:#555}tfoot td{font-weight:bold;border-top:2px solid #999}
+figure.plot{margin:1rem 0}figure.plot svg{max-width:100%;height:auto}p.note{color:#666;font-size:.85rem}
+dl.terms dt{font-weight:bold;margin-top:.4rem}dl.terms dd{margin-left:1.5rem}code{font-size:.85rem}"""
 
 # Counts the plots that have drawn (an <svg> with a non-empty box) into data attributes of
 # <body>: the page says whether every plot rendered, for a person and for the browser test.
@@ -186,8 +268,73 @@ for(var i=0;i<f.length;i++){var s=f[i].querySelector("svg");if(s){var b=s.getBou
 if(b.width>0&&b.height>0){n++;}}}document.body.setAttribute("data-plots-expected",String(f.length));
 document.body.setAttribute("data-plots-rendered",String(n));});"""
 
+_TERMS = (
+    ("计点病例 / 未计点病例", "priced / unpriced cases",
+     "A priced case has points; an unpriced one (invalid record, not grouped, no weight, bad cost, unknown fund...) "
+     "has none and is listed for review with its reason. <i>All cases</i> = priced + unpriced."),
+    ("病例组合指数 CMI", "case-mix index", "Σ relative weight of the priced cases ÷ the number of priced cases."),
+    ("点值", "point value", "Yuan per point of a fund and month: (budget + personal share of the priced cases) ÷ Σ points."),
+    ("支付额", "payment", "Σ points × point value of the hospital's priced cases, in yuan (0.01)."),
+    ("个人负担", "personal share", "What the patients paid themselves for those cases."),
+    ("应付金额", "amount due", "payment − personal share: what the fund owes the hospital for the month."),
+    ("质量保证金", "withholding", "amount due × the policy's withholding share, held back until the annual settlement."),
+    ("实付金额", "paid", "amount due − withholding: what the fund paid the hospital for the month."),
+    ("清算调整", "adjustment",
+     "Annual settlement: what the surplus / overspend bands add to (or take from) the year's amount due."),
+    ("清算余额", "balance",
+     "Annual settlement: amount due + adjustment − Σ monthly paid; positive: the fund still owes the hospital."),
+)
 
-def build_report(led: dict, cases: pa.Table | None) -> str:
+
+def _name(hospitals: dict, levels: dict, h: str) -> tuple[str, str]:
+    info = hospitals.get(h, {})
+    return info.get("name", "") or "-", str(info.get("level") or levels.get(h, "") or "-")
+
+
+def hospital_figures(monthly: list[dict]) -> dict:
+    """Per hospital over the monthly runs (all funds): priced and unpriced cases, Σ weight,
+    CMI, money in cents; per hospital and month: paid (cents) and priced cases."""
+    hid = sorted({r["hospital_id"] for r in monthly})
+    periods = sorted({r["period"] for r in monthly})
+    idx, pidx = {h: i for i, h in enumerate(hid)}, {p: j for j, p in enumerate(periods)}
+    k = len(hid)
+    z = lambda: np.zeros(k, dtype=np.int64)  # noqa: E731
+    out = {"hospitals": hid, "periods": periods, "priced": z(), "unpriced": z(), "weight_sum": np.zeros(k),
+           "payment": z(), "cost": z(), "unpriced_cost": z(), "personal_share": z(), "amount_due": z(),
+           "withheld": z(), "paid": z(), "paid_by_month": np.zeros((k, len(periods)), dtype=np.int64),
+           "priced_by_month": np.zeros((k, len(periods)), dtype=np.int64)}
+    for r in monthly:
+        i = idx[r["hospital_id"]]
+        out["priced"][i] += r["cases"]
+        out["unpriced"][i] += r["unpriced_cases"]
+        out["weight_sum"][i] += r["weight_sum"]
+        for key, col in (("payment", "payment_cents"), ("cost", "cost_cents"), ("unpriced_cost", "unpriced_cost_cents"),
+                         ("personal_share", "personal_share_cents"), ("amount_due", "amount_due_cents"),
+                         ("withheld", "withheld_cents"), ("paid", "paid_cents")):
+            out[key][i] += r[col]
+        out["paid_by_month"][i, pidx[r["period"]]] += r["paid_cents"]
+        out["priced_by_month"][i, pidx[r["period"]]] += r["cases"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["cmi"] = np.where(out["priced"] > 0, out["weight_sum"] / np.maximum(out["priced"], 1), np.nan)
+    return out
+
+
+def _short(v) -> str:
+    """A SHA-256 digest as its first 16 hex digits; any other value as it is."""
+    v = str(v)
+    return v[:16] if re.fullmatch(r"[0-9a-f]{64}", v) else v
+
+
+def _cmi(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.3f}"
+
+
+def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = None,
+                 group_names: dict | None = None) -> str:
+    """The page. ``hospitals``: hospital_id → {"name", "level"}; ``group_names``: group code → name."""
+    hospitals = hospitals or {}
+    group_names = group_names or {}
+    levels = led.get("levels", {})
     runs = led["runs"]
     monthly_runs = sorted((r for r in runs if r["kind"] == "monthly"), key=lambda r: r["period"])
     annual_runs = sorted((r for r in runs if r["kind"] == "annual"), key=lambda r: r["period"])
@@ -196,49 +343,102 @@ def build_report(led: dict, cases: pa.Table | None) -> str:
     sections = []
     plots = 0
 
-    # -- point values
+    # -- terms
+    terms = "".join(f"<dt>{_h(zh, en)}</dt><dd>{text_}</dd>" for zh, en, text_ in _TERMS)
+    share = led.get("withholding_share")
+    if share is not None:
+        terms += f"<dd>Withholding share of this policy: {share:.2%}.</dd>"
+    sections.append(f"<h2>{_h('术语', 'Terms')}</h2><dl class=\"terms\">{terms}</dl>")
+
+    # -- point values (unpriced cases per fund from the hospital rows of the same run)
+    unpriced_fund: dict[tuple, int] = {}
+    for r in led["monthly"] + led["annual"]:
+        key = (r["period"], r["fund"])
+        unpriced_fund[key] = unpriced_fund.get(key, 0) + r["unpriced_cases"]
     pv = {f: [next((x["point_value"] for x in r["funds"] if x["fund"] == f), None) for r in monthly_runs]
           for f in funds}
     rows = []
+    mt = {"priced": 0, "unpriced": 0, "points": 0.0, "budget": 0}
     for r in monthly_runs + annual_runs:
         for f in r["funds"]:
-            rows.append([r["period"], r["kind"], f["fund"], f["cases"], f"{f['total_points']:,.1f}",
+            unp = unpriced_fund.get((r["period"], f["fund"]), 0)
+            if r["kind"] == "monthly":
+                mt["priced"] += f["cases"]
+                mt["unpriced"] += unp
+                mt["points"] += f["total_points"]
+                mt["budget"] += round((f["budget"] or 0) * 100)
+            rows.append([r["period"], r["kind"], f["fund"], f["cases"], unp, f["cases"] + unp,
+                         f"{f['total_points']:,.1f}",
                          "-" if f["point_value"] is None else f"{f['point_value']:.4f}",
                          "-" if f["budget"] is None else f"{f['budget']:,.2f}"])
-    sec = ["<h2>Point value (点值) by month</h2>"]
+    sec = [f"<h2>{_h('月度点值', 'Point value by month')}</h2>"]
     if periods:
         sec.append(f'<figure class="plot">{plot_point_values(periods, pv)}</figure>')
         plots += 1
-    sec.append(_table(["period", "kind", "fund", "cases", "points", "point value", "budget"], rows, 3))
+    sec.append(_table(["period", "kind", "fund", _h("计点病例", "priced cases"), _h("未计点病例", "unpriced cases"),
+                       _h("全部病例", "all cases"), _h("总点数", "points"), _h("点值", "point value"),
+                       _h("预算", "budget")], rows, 3, "point-values",
+                      [_h("合计", "total"), "monthly", "", mt["priced"], mt["unpriced"], mt["priced"] + mt["unpriced"],
+                       f"{mt['points']:,.1f}", "-", _money(mt["budget"])]))
     sections.append("\n".join(sec))
 
-    # -- hospitals: payments vs costs, CMI (monthly runs summed)
-    hid = sorted({r[1] for r in led["monthly"]})
+    # -- hospitals: payments vs costs, CMI (monthly runs summed), with totals
+    fig = hospital_figures(led["monthly"])
+    hid = fig["hospitals"]
     if hid:
-        idx = {h: i for i, h in enumerate(hid)}
-        pay = np.zeros(len(hid)); cost = np.zeros(len(hid)); wsum = np.zeros(len(hid)); priced = np.zeros(len(hid))
-        due = np.zeros(len(hid), dtype=np.int64); paid = np.zeros(len(hid), dtype=np.int64)
-        cases_n = np.zeros(len(hid), dtype=np.int64)
-        for (_, h, _, cases_, unpriced, ws, pay_c, cost_c, due_c, paid_c, _, _) in led["monthly"]:
-            i = idx[h]
-            pay[i] += pay_c; cost[i] += cost_c; wsum[i] += ws; priced[i] += cases_ - unpriced
-            due[i] += due_c; paid[i] += paid_c; cases_n[i] += cases_
-        cmi = np.where(priced > 0, wsum / np.maximum(priced, 1), np.nan)
+        names = [_name(hospitals, levels, h) for h in hid]
+        tot = {k: int(fig[k].sum()) for k in ("priced", "unpriced", "payment", "cost", "amount_due", "withheld",
+                                               "paid", "unpriced_cost")}
+        tot_cmi = float(fig["weight_sum"].sum()) / tot["priced"] if tot["priced"] else float("nan")
+        money_rows = [[h, names[i][0], names[i][1], int(fig["priced"][i]), int(fig["unpriced"][i]),
+                       _money(fig["payment"][i]), _money(fig["cost"][i]), _money(fig["payment"][i] - fig["cost"][i]),
+                       _money(fig["amount_due"][i]), _money(fig["withheld"][i]), _money(fig["paid"][i]),
+                       _money(fig["unpriced_cost"][i])] for i, h in enumerate(hid)]
+        money_total = [_h("合计", "total"), "", "", tot["priced"], tot["unpriced"], _money(tot["payment"]),
+                       _money(tot["cost"]), _money(tot["payment"] - tot["cost"]), _money(tot["amount_due"]),
+                       _money(tot["withheld"]), _money(tot["paid"]), _money(tot["unpriced_cost"])]
         sections.append("\n".join([
-            "<h2>Payments vs costs by hospital</h2>",
-            f'<figure class="plot">{plot_payment_cost(hid, pay / 100, cost / 100)}</figure>',
-            _table(["hospital", "cases", "payment", "cost", "payment - cost", "amount due", "paid (after withholding)"],
-                   [[h, int(cases_n[i]), _money(pay[i]), _money(cost[i]), _money(pay[i] - cost[i]), _money(due[i]),
-                     _money(paid[i])] for i, h in enumerate(hid)]),
-            "<h2>Case-mix index (CMI) by hospital</h2>",
-            f'<figure class="plot">{plot_cmi(hid, cmi)}</figure>',
-            _table(["hospital", "priced cases", "CMI"],
-                   [[h, int(priced[i]), f"{cmi[i]:.3f}"] for i, h in enumerate(hid)]),
+            f"<h2>{_h('各医疗机构支付与费用', 'Payments vs costs by hospital')}</h2>",
+            f'<p class="note">Monthly pre-settlements {html.escape(periods[0])} – {html.escape(periods[-1])} summed, '
+            "all funds. Costs are those of the priced cases; the unpriced cases' costs are in the last column.</p>"
+            if periods else "",
+            f'<figure class="plot">{plot_payment_cost(hid, fig["payment"] / 100, fig["cost"] / 100)}</figure>',
+            _table(["hospital", _h("名称", "name"), _h("级别", "level"), _h("计点病例", "priced cases"),
+                    _h("未计点病例", "unpriced cases"), _h("支付额", "payment"), _h("费用", "cost"),
+                    _h("支付−费用", "payment − cost"), _h("应付金额", "amount due"), _h("质量保证金", "withheld"),
+                    _h("实付金额", "paid"), _h("未计点病例费用", "unpriced cost")],
+                   money_rows, 3, "hospitals", money_total),
+            f"<h2>{_h('病例组合指数', 'Case-mix index (CMI) by hospital')}</h2>",
+            f'<figure class="plot">{plot_cmi(hid, fig["cmi"])}</figure>',
+            _table(["hospital", _h("名称", "name"), _h("计点病例", "priced cases"), _h("权重合计", "Σ weight"), "CMI"],
+                   [[h, names[i][0], int(fig["priced"][i]), f"{fig['weight_sum'][i]:,.3f}", _cmi(fig["cmi"][i])]
+                    for i, h in enumerate(hid)], 2, "cmi",
+                   [_h("合计", "total"), "", tot["priced"], f"{float(fig['weight_sum'].sum()):,.3f}", _cmi(tot_cmi)]),
         ]))
         plots += 2
+        # -- per-hospital monthly trend
+        mp = fig["periods"]
+        sections.append("\n".join([
+            f"<h2>{_h('各医疗机构月度趋势', 'Monthly trend by hospital')}</h2>",
+            f'<figure class="plot">{plot_hospital_trend(mp, hid, fig["paid_by_month"] / 100)}</figure>',
+            f"<p>{_h('实付金额（元）', 'Paid (yuan)')}</p>",
+            _table(["hospital", *mp, _h("合计", "total")],
+                   [[h, *(_money(c) for c in fig["paid_by_month"][i]), _money(fig["paid_by_month"][i].sum())]
+                    for i, h in enumerate(hid)], 1, "trend-paid",
+                   [_h("合计", "total"), *(_money(c) for c in fig["paid_by_month"].sum(axis=0)),
+                    _money(fig["paid_by_month"].sum())]),
+            f"<p>{_h('计点病例', 'Priced cases')}</p>",
+            _table(["hospital", *mp, _h("合计", "total")],
+                   [[h, *(int(c) for c in fig["priced_by_month"][i]), int(fig["priced_by_month"][i].sum())]
+                    for i, h in enumerate(hid)], 1, "trend-cases",
+                   [_h("合计", "total"), *(int(c) for c in fig["priced_by_month"].sum(axis=0)),
+                    int(fig["priced_by_month"].sum())]),
+        ]))
+        plots += 1
 
-    # -- cases: loss-making groups and deviation cases
+    # -- cases: unpriced and invalid, loss-making groups and deviation cases
     if cases is not None and cases.num_rows:
+        sections.append(_unpriced_section(cases))
         priced_mask = pc.invert(pc.is_null(cases["amount"]))
         pcs = cases.filter(priced_mask)
         g = pcs["group"].to_numpy(zero_copy_only=False).astype(str)
@@ -248,55 +448,128 @@ def build_report(led: dict, cases: pa.Table | None) -> str:
         n = np.bincount(inv, minlength=len(codes))
         order = np.lexsort((codes, profit))[:TOP_LOSS_GROUPS]
         order = order[profit[order] < 0]
-        sec = ["<h2>The most loss-making groups</h2>"]
+        sec = [f"<h2>{_h('亏损最多的病组', 'The most loss-making groups')}</h2>"]
         if len(order):
             sec.append(f'<figure class="plot">{plot_loss_groups(codes[order].tolist(), profit[order])}</figure>')
             plots += 1
-            sec.append(_table(["group", "cases", "payment - cost", "per case"],
-                              [[codes[k], int(n[k]), f"{profit[k]:,.2f}", f"{profit[k] / n[k]:,.2f}"] for k in order]))
+            sec.append(_table(["group", _h("病组名称", "group name"), _h("计点病例", "priced cases"),
+                               _h("支付−费用", "payment − cost"), _h("每例", "per case")],
+                              [[codes[k], group_names.get(codes[k], "-"), int(n[k]), f"{profit[k]:,.2f}",
+                                f"{profit[k] / n[k]:,.2f}"] for k in order], 2, "loss-groups"))
         else:
             sec.append("<p>No group pays less than it costs.</p>")
         sections.append("\n".join(sec))
         ct = cases["case_type"].to_numpy(zero_copy_only=False).astype(str)
         per = cases["period"].to_numpy(zero_copy_only=False).astype(str)
+        priced_np = priced_mask.to_numpy(zero_copy_only=False)
         cperiods = sorted(set(per.tolist()))
         counts = {t: np.array([int(((per == p) & (ct == t)).sum()) for p in cperiods]) for t in DEVIATION_TYPES}
         totals = np.array([int((per == p).sum()) for p in cperiods])
-        rows = [[p, int(totals[i])] + [f"{counts[t][i]} ({counts[t][i] / max(totals[i], 1):.1%})" for t in DEVIATION_TYPES]
+        priced_n = np.array([int(((per == p) & priced_np).sum()) for p in cperiods])
+        rows = [[p, int(totals[i]), int(priced_n[i])] +
+                [f"{counts[t][i]} ({counts[t][i] / max(priced_n[i], 1):.1%})" for t in DEVIATION_TYPES]
                 for i, p in enumerate(cperiods)]
+        total_row = [_h("合计", "total"), int(totals.sum()), int(priced_n.sum())] + \
+            [f"{int(counts[t].sum())} ({counts[t].sum() / max(priced_n.sum(), 1):.1%})" for t in DEVIATION_TYPES]
         sections.append("\n".join([
-            "<h2>Deviation cases (偏差病例)</h2>",
+            f"<h2>{_h('偏差病例', 'Deviation cases')}</h2>",
+            '<p class="note">Shares are of the priced cases of the month.</p>',
             f'<figure class="plot">{plot_deviation(cperiods, counts)}</figure>',
-            _table(["period", "cases", "high cost", "low cost", "special review"], rows),
+            _table(["period", _h("全部病例", "all cases"), _h("计点病例", "priced cases"), _h("高倍率", "high cost"),
+                    _h("低倍率", "low cost"), _h("特病单议", "special review")], rows, 1, "deviation", total_row),
         ]))
         plots += 1
     else:
-        sections.append('<h2>Groups and deviation cases</h2><p class="note">Not shown: the settled periods\' '
-                        "cases.parquet files were not given (pass the folder holding the settled outputs).</p>")
+        sections.append(f"<h2>{_h('病组与偏差病例', 'Groups and deviation cases')}</h2><p class=\"note\">Not shown: "
+                        "the settled periods' cases.parquet files were not given (pass the folder holding the "
+                        "settled outputs).</p>")
 
-    # -- annual settlement
+    # -- annual settlement, with totals per fund
     if led["annual"]:
-        rows = [[r[0], r[1], r[2], int(r[3]), _money(r[8]), _money(r[10]), _money(r[11])] for r in led["annual"]]
-        sections.append("<h2>Annual settlement (年度清算)</h2>" +
-                        _table(["year", "hospital", "fund", "cases", "amount due", "adjustment", "balance"], rows, 3))
+        rows, foot = [], []
+        for r in led["annual"]:
+            name, _ = _name(hospitals, levels, r["hospital_id"])
+            rows.append([r["period"], r["hospital_id"], name, r["fund"], int(r["cases"]), _money(r["amount_due_cents"]),
+                         _money(r["adjustment_cents"]), _money(r["monthly_paid_cents"]), _money(r["balance_cents"])])
+        for year in sorted({r["period"] for r in led["annual"]}):
+            for f in sorted({r["fund"] for r in led["annual"] if r["period"] == year}):
+                m = [r for r in led["annual"] if r["period"] == year and r["fund"] == f]
+                sm = lambda c: sum(r[c] or 0 for r in m)  # noqa: E731
+                foot.append([year, _h("合计", "total"), "", f, sum(r["cases"] for r in m), _money(sm("amount_due_cents")),
+                             _money(sm("adjustment_cents")), _money(sm("monthly_paid_cents")),
+                             _money(sm("balance_cents"))])
+        sections.append(f"<h2>{_h('年度清算', 'Annual settlement')}</h2>" + _table(
+            ["year", "hospital", _h("名称", "name"), "fund", _h("计点病例", "priced cases"), _h("应付金额", "amount due"),
+             _h("清算调整", "adjustment"), _h("月度已付", "monthly paid"), _h("清算余额", "balance")],
+            rows + foot, 4, "annual"))
 
-    title = "drgdip settlement report"
+    # -- where the figures come from
+    rev_rows = [[r["period"], r["kind"], r["revision"], _Html(f"<time>{html.escape(r['created_at'])}</time>"),
+                 r["scheme_id"] or "-",
+                 r["policy_sha256"][:16], "; ".join(f"{k} {_short(v)}" for k, v in sorted(r["inputs"].items()))]
+                for r in monthly_runs + annual_runs]
+    sections.append(f"<h2>{_h('数据来源', 'Sources')}</h2>" + _table(
+        ["period", "kind", _h("版本", "revision"), _h("结算时间 (UTC)", "settled at (UTC)"), "scheme",
+         _h("政策 SHA-256", "policy SHA-256"), _h("输入文件 SHA-256", "input SHA-256")], rev_rows, 9, "sources"))
+
+    title = "drgdip 结算报告 settlement report"
     region = html.escape(led["region"] or "")
     span = f"{periods[0]} – {periods[-1]}" if periods else ", ".join(r["period"] for r in annual_runs)
     schemes = sorted({r["scheme_id"] for r in runs if r["scheme_id"]})
+    as_of = max(r["created_at"] for r in runs)
     head = (f"<h1>{title}</h1><p>{region}<br>settled periods: {html.escape(span)}; funds: "
-            f"{html.escape(', '.join(funds))}; scheme: {html.escape(', '.join(schemes) or '-')}</p>")
+            f"{html.escape(', '.join(funds))}; scheme: {html.escape(', '.join(schemes) or '-')}<br>"
+            f"{_h('生成依据', 'As of')} the ledger {html.escape(led.get('ledger_name', ''))} at its last settlement, "
+            f"<time id=\"as-of\">{html.escape(as_of)}</time> UTC (the same ledger gives the same page)</p>")
     return ("<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>"
             f"<style>{_CSS}</style><script>{_SCRIPT}</script></head>\n"
             f"<body data-plots-expected=\"{plots}\">\n{head}\n" + "\n".join(sections) + "\n</body></html>\n")
 
 
-def write_report(ledger_path, out_html, outputs=None) -> Path:
-    """Write the report of a settled ledger (and of its settled outputs, if given) atomically."""
+def _unpriced_section(cases: pa.Table) -> str:
+    """Unpriced cases by pricing reason, and the invalid / ungroupable ones by grouping reason."""
+    unp = cases.filter(pc.equal(cases["case_type"], "unpriced"))
+    sec = [f"<h2>{_h('未计点病例及原因', 'Unpriced and invalid cases, with reasons')}</h2>"]
+    if unp.num_rows == 0:
+        sec.append("<p>Every case is priced.</p>")
+        return "\n".join(sec)
+    known = reason_ids()
+
+    def words(code):
+        return (describe(code, "zh"), describe(code, "en")) if code in known else ("", "")
+
+    def by(column, table, tid):
+        keys = pc.fill_null(table[column], "(none)")
+        t = pa.table({"k": keys, "cost": pc.fill_null(table["total_cost"], 0.0)}).group_by("k").aggregate(
+            [("cost", "count"), ("cost", "sum")]).sort_by("k")
+        rows = [[k, *words(k), int(c), f"{s:,.2f}"]
+                for k, c, s in zip(t["k"].to_pylist(), t["cost_count"].to_pylist(), t["cost_sum"].to_pylist())]
+        total = [_h("合计", "total"), "", "", int(table.num_rows), f"{pc.sum(table['total_cost']).as_py() or 0:,.2f}"]
+        return _table(["reason", _h("说明", "meaning"), "", _h("病例", "cases"), _h("费用", "cost")], rows, 3, tid, total)
+
+    sec.append(f"<p>{_h('按计点原因', 'By pricing reason')}</p>" + by("pricing_reason", unp, "unpriced"))
+    bad = unp.filter(pc.is_in(pc.fill_null(unp["status"], ""), pa.array(["invalid", "ungroupable"])))
+    if bad.num_rows:
+        sec.append(f"<p>{_h('按分组原因（无效或无法入组）', 'By grouping reason (invalid or ungroupable)')}</p>" +
+                   by("reason", bad, "invalid"))
+    return "\n".join(sec)
+
+
+def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=None) -> Path:
+    """Write the report of a settled ledger (and of its settled outputs, if given) atomically.
+
+    ``hospitals``: a CSV of hospital_id, name, level (names and levels in the tables; levels
+    otherwise from the policy's ``coefficients.hospital_level``). ``scheme``: a scheme (or its
+    path) whose group names label the groups."""
     led = read_ledger(ledger_path)
     periods = sorted({r["period"] for r in led["runs"] if r["kind"] == "monthly"})
-    page = build_report(led, read_cases(outputs, periods))
+    names = read_hospitals(hospitals) if hospitals else None
+    group_names = None
+    if scheme is not None:
+        from grouper.api import load_scheme
+        group_names = dict(load_scheme(scheme).names)
+    page = build_report(led, read_cases(outputs, periods), names, group_names)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -1,0 +1,231 @@
+"""Every figure of the settlement report, recomputed from what the settlement wrote
+(settled/<period>/hospitals.csv, summary.json, cases.parquet): no number on the page is
+taken on trust, totals rows equal the sum of their rows, and "cases" says which cases."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from synth.demo import run_demo
+from weights.report import write_report
+
+
+class _Tables(HTMLParser):
+    """table id → rows of cell texts (header row first, the totals row last when present)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._id, self._row, self._cell = {}, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._id = dict(attrs).get("id")
+            self.tables[self._id] = []
+        elif tag == "tr" and self._id:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[self._id].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._id = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def cents(text: str) -> int:
+    return round(float(text.replace(",", "")) * 100)
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures") / "demo"
+    run = run_demo(out, seed=5, progress=False, records_per_month=250, hospitals=5)
+    p = _Tables()
+    p.feed(Path(run["report"]).read_text(encoding="utf-8"))
+    months = [f"2024-{m:02d}" for m in range(1, 13)]
+    return {"out": out, "tables": p.tables, "months": months, "run": run,
+            "hosp": {m: csv_rows(out / "settled" / m / "hospitals.csv") for m in months},
+            "summary": {m: json.loads((out / "settled" / m / "summary.json").read_text(encoding="utf-8")) for m in months},
+            "cases": {m: pq.read_table(out / "settled" / m / "cases.parquet") for m in months},
+            "annual": csv_rows(out / "settled" / "2024" / "hospitals.csv")}
+
+
+def body(table):
+    return [r for r in table[1:] if not r[0].startswith("合计")]
+
+
+def total(table):
+    assert table[-1][0] == "合计 total"
+    return table[-1]
+
+
+def test_point_value_table(demo):
+    rows = {(r[0], r[2]): r for r in body(demo["tables"]["point-values"])}
+    tr = total(demo["tables"]["point-values"])
+    funds = [f for m in demo["months"] for f in demo["summary"][m]["funds"].values()]
+    assert [int(tr[3]), int(tr[4]), int(tr[5])] == [sum(f["cases"] for f in funds),
+                                                    sum(f["unpriced_cases"] for f in funds),
+                                                    sum(f["cases"] + f["unpriced_cases"] for f in funds)]
+    assert int(tr[5]) == sum(c.num_rows for c in demo["cases"].values())
+    assert cents(tr[8]) == sum(round(f["budget"] * 100) for f in funds)
+    for m in demo["months"]:
+        for fund, f in demo["summary"][m]["funds"].items():
+            r = rows[(m, fund)]
+            assert int(r[3]) == f["cases"] and int(r[4]) == f["unpriced_cases"]
+            assert int(r[5]) == f["cases"] + f["unpriced_cases"]
+            c = demo["cases"][m]
+            assert int(r[5]) == pc.sum(pc.equal(c["fund_key"], fund)).as_py()   # all cases = the cases file's
+            assert float(r[6].replace(",", "")) == pytest.approx(f["total_points"], abs=0.05)
+            assert float(r[7]) == pytest.approx(f["point_value"], abs=5e-5)
+            assert cents(r[8]) == round(f["budget"] * 100)
+
+
+def test_hospital_table_cmi_and_totals(demo):
+    t = demo["tables"]["hospitals"]
+    names = {r["hospital_id"]: r for r in csv_rows(demo["out"] / "hospitals.csv")}
+    got = {r[0]: r for r in body(t)}
+    assert sorted(got) == sorted(names)
+    sums = {k: 0 for k in ("priced", "unpriced", "payment", "cost", "due", "withheld", "paid", "ucost")}
+    for h, r in got.items():
+        rows = [x for m in demo["months"] for x in demo["hosp"][m] if x["hospital_id"] == h]
+        want = {"priced": sum(int(x["cases"]) for x in rows), "unpriced": sum(int(x["unpriced_cases"]) for x in rows),
+                "payment": sum(cents(x["payment"]) for x in rows), "cost": sum(cents(x["cost"]) for x in rows),
+                "due": sum(cents(x["amount_due"]) for x in rows), "withheld": sum(cents(x["withheld"]) for x in rows),
+                "paid": sum(cents(x["paid"]) for x in rows), "ucost": sum(cents(x["unpriced_cost"]) for x in rows)}
+        assert r[1] == names[h]["name"] and r[2] == names[h]["level"]
+        assert [int(r[3]), int(r[4])] == [want["priced"], want["unpriced"]]
+        assert [cents(r[i]) for i in (5, 6, 8, 9, 10, 11)] == [want[k] for k in
+                                                              ("payment", "cost", "due", "withheld", "paid", "ucost")]
+        assert cents(r[7]) == want["payment"] - want["cost"]
+        assert want["paid"] == want["due"] - want["withheld"]
+        for k in sums:
+            sums[k] += want[k]
+        # priced cases and CMI straight from the cases: Σ weight of the priced ones / their number
+        priced = [(w, p) for m in demo["months"] for w, p, hh in zip(
+            demo["cases"][m]["weight"].to_pylist(), demo["cases"][m]["points"].to_pylist(),
+            demo["cases"][m]["hospital_id"].to_pylist()) if hh == h and p is not None]
+        cmi_row = next(x for x in demo["tables"]["cmi"][1:] if x[0] == h)
+        assert int(cmi_row[2]) == len(priced) == want["priced"]
+        assert float(cmi_row[4]) == pytest.approx(sum(w for w, _ in priced) / len(priced), abs=5e-4)
+    tr = total(t)
+    assert [int(tr[3]), int(tr[4])] == [sums["priced"], sums["unpriced"]]
+    assert [cents(tr[i]) for i in (5, 6, 8, 9, 10, 11)] == [sums[k] for k in
+                                                           ("payment", "cost", "due", "withheld", "paid", "ucost")]
+    # the totals equal the funds' own totals of the months
+    fund_paid = sum(round(f["paid"] * 100) for m in demo["months"] for f in demo["summary"][m]["funds"].values())
+    fund_cases = sum(f["cases"] for m in demo["months"] for f in demo["summary"][m]["funds"].values())
+    assert cents(tr[10]) == fund_paid and int(tr[3]) == fund_cases
+
+
+def test_monthly_trend_tables(demo):
+    for tid, col, read in (("trend-paid", "paid", cents), ("trend-cases", "cases", int)):
+        t = demo["tables"][tid]
+        assert t[0][1:13] == demo["months"]
+        col_sums = [0] * 12
+        for r in body(t):
+            want = [sum(read(x[col]) for x in demo["hosp"][m] if x["hospital_id"] == r[0]) for m in demo["months"]]
+            assert [read(v) for v in r[1:13]] == want and read(r[13]) == sum(want)
+            col_sums = [a + b for a, b in zip(col_sums, want)]
+        assert [read(v) for v in total(t)[1:13]] == col_sums and read(total(t)[13]) == sum(col_sums)
+
+
+def test_unpriced_and_deviation_tables(demo):
+    allc = [demo["cases"][m] for m in demo["months"]]
+    reasons: dict[str, list] = {}
+    for c in allc:
+        for ct, why, cost in zip(c["case_type"].to_pylist(), c["pricing_reason"].to_pylist(),
+                                 c["total_cost"].to_pylist()):
+            if ct == "unpriced":
+                reasons.setdefault(why, []).append(cost)
+    t = demo["tables"]["unpriced"]
+    got = {r[0]: (int(r[3]), cents(r[4])) for r in body(t)}
+    assert got == {k: (len(v), round(sum(v) * 100)) for k, v in reasons.items()}
+    assert int(total(t)[3]) == sum(len(v) for v in reasons.values())
+    dev = {r[0]: r for r in body(demo["tables"]["deviation"])}
+    for m, c in zip(demo["months"], allc):
+        r = dev[m]
+        priced = c["points"].is_valid()
+        assert int(r[1]) == c.num_rows and int(r[2]) == pc.sum(priced).as_py()
+        for i, kind in enumerate(("high_cost", "low_cost", "special_review"), start=3):
+            n = pc.sum(pc.equal(c["case_type"], kind)).as_py() or 0
+            assert r[i] == f"{n} ({n / max(int(r[2]), 1):.1%})"
+    # "all cases" is the same number wherever it appears
+    pv_all = {}
+    for r in demo["tables"]["point-values"][1:]:
+        if r[1] == "monthly":
+            pv_all[r[0]] = pv_all.get(r[0], 0) + int(r[5])
+    assert all(pv_all[m] == int(dev[m][1]) for m in demo["months"])
+
+
+def test_loss_groups_and_names(demo):
+    from grouper.api import load_scheme
+    names = load_scheme().names
+    rows = body(demo["tables"]["loss-groups"])
+    assert rows
+    for r in rows:
+        amount = cost = 0.0
+        n = 0
+        for c in demo["cases"].values():
+            for g, a, tc in zip(c["drg"].to_pylist(), c["amount"].to_pylist(), c["total_cost"].to_pylist()):
+                if g == r[0] and a is not None:
+                    amount, cost, n = amount + a, cost + tc, n + 1
+        assert r[1] == names[r[0]] and int(r[2]) == n
+        assert cents(r[3]) == round((amount - cost) * 100)
+
+
+def test_annual_table(demo):
+    t = demo["tables"]["annual"]
+    rows = [r for r in t[1:] if r[1] != "合计 total"]
+    want = {(x["hospital_id"], x["fund"]): x for x in demo["annual"]}
+    assert len(rows) == len(want)
+    for r in rows:
+        x = want[(r[1], r[3])]
+        assert int(r[4]) == int(x["cases"])
+        assert [cents(v) for v in r[5:9]] == [cents(x[k]) for k in ("amount_due", "adjustment", "monthly_paid",
+                                                                    "balance")]
+        assert cents(r[8]) == cents(r[5]) + cents(r[6]) - cents(r[7])
+    for tr in (r for r in t[1:] if r[1] == "合计 total"):
+        m = [x for x in demo["annual"] if x["fund"] == tr[3]]
+        assert [cents(v) for v in tr[5:9]] == [sum(cents(x[k]) for x in m) for k in
+                                               ("amount_due", "adjustment", "monthly_paid", "balance")]
+
+
+def test_sources_and_as_of_come_from_the_ledger(demo, tmp_path):
+    import sqlite3
+    with sqlite3.connect(demo["out"] / "ledger.db") as conn:
+        runs = conn.execute("SELECT period, kind, revision, created_at, inputs FROM runs WHERE current=1").fetchall()
+    src = {(r[0], r[1]): r for r in demo["tables"]["sources"][1:]}
+    assert len(src) == len(runs)
+    for period, kind, rev, created, inputs in runs:
+        r = src[(period, kind)]
+        assert int(r[2]) == rev and r[3] == created
+        for k, v in json.loads(inputs).items():
+            assert f"{k} {v[:16] if len(v) == 64 else v}" in r[6]
+    page = Path(demo["run"]["report"]).read_text(encoding="utf-8")
+    assert re.search(r'<time id="as-of">([^<]+)</time>', page).group(1) == max(r[3] for r in runs)
+    # the same ledger and outputs give the same bytes, whenever the report is written
+    from grouper.api import TEACHING_SCHEME
+    again = write_report(demo["out"] / "ledger.db", tmp_path / "again.html", outputs=demo["out"] / "settled",
+                         hospitals=demo["out"] / "hospitals.csv", scheme=str(TEACHING_SCHEME))
+    assert again.read_bytes() == Path(demo["run"]["report"]).read_bytes()
