@@ -105,3 +105,23 @@ def test_summary_table_lists_months_and_year(demo):
     text = summary_table(demo)
     assert text.count("2024-") >= 24 and "RIV" in text
     assert demo["grouped"] / demo["records"] > 0.97
+
+
+def test_report_marks_a_stale_annual_settlement(demo, tmp_path):
+    """A month reopened after the annual settlement makes the annual stale: ledger show and the
+    report both say so."""
+    import shutil
+    out = demo["out"]
+    led = tmp_path / "ledger.db"
+    shutil.copy(out / "ledger.db", led)
+    report = tmp_path / "r.html"
+    assert CliRunner().invoke(main, ["report", str(led), "-o", str(report)]).exit_code == 0
+    assert ">Annual settlement is stale<" not in report.read_text(encoding="utf-8")
+    r = CliRunner().invoke(main, ["settle", "2024-05", str(out / "data" / "2024-05.parquet"), "--reopen",
+                                  "--policy", str(out / "policy.toml"), "--weights", str(out / "weights.parquet"),
+                                  "--ledger", str(led), "--scheme", "teaching", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "stale" in CliRunner().invoke(main, ["ledger", "show", str(led)]).output
+    assert CliRunner().invoke(main, ["report", str(led), "-o", str(report)]).exit_code == 0
+    page = report.read_text(encoding="utf-8")
+    assert ">Annual settlement is stale<" in page and "<td>stale</td>" in page

@@ -258,7 +258,7 @@ margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}h1{font-size:1.5rem}
 border-bottom:1px solid #ddd}table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}th,td{padding:.2rem .6rem;
 border-bottom:1px solid #eee}td.n{text-align:right;font-variant-numeric:tabular-nums}th{text-align:left;background:#f6f6f6}
 th span[lang=en]{display:block;font-weight:normal;color:#555}tfoot td{font-weight:bold;border-top:2px solid #999}
-figure.plot{margin:1rem 0}figure.plot svg{max-width:100%;height:auto}p.note{color:#666;font-size:.85rem}
+figure.plot{margin:1rem 0}figure.plot svg{max-width:100%;height:auto}p.note{color:#666;font-size:.85rem}p.warn{color:#8a1c1c;background:#fdecea;padding:.4rem .6rem}
 dl.terms dt{font-weight:bold;margin-top:.4rem}dl.terms dd{margin-left:1.5rem}code{font-size:.85rem}"""
 
 # Counts the plots that have drawn (an <svg> with a non-empty box) into data attributes of
@@ -498,18 +498,23 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
                 foot.append([year, _h("合计", "total"), "", f, sum(r["cases"] for r in m), _money(sm("amount_due_cents")),
                              _money(sm("adjustment_cents")), _money(sm("monthly_paid_cents")),
                              _money(sm("balance_cents"))])
-        sections.append(f"<h2>{_h('年度清算', 'Annual settlement')}</h2>" + _table(
+        stale = [r["period"] for r in annual_runs if r.get("stale")]
+        warn = (f"<p class=\"warn\"><strong>{_h('年度清算已过期', 'Annual settlement is stale')}</strong>: "
+                f"{html.escape(', '.join(stale))} — a month of the year was settled or reopened after it; "
+                f"rerun <code>drgdip settle YEAR --final --reopen</code>.</p>") if stale else ""
+        sections.append(f"<h2>{_h('年度清算', 'Annual settlement')}</h2>" + warn + _table(
             ["year", "hospital", _h("名称", "name"), "fund", _h("计点病例", "priced cases"), _h("应付金额", "amount due"),
              _h("清算调整", "adjustment"), _h("月度已付", "monthly paid"), _h("清算余额", "balance")],
             rows + foot, 4, "annual"))
 
     # -- where the figures come from
-    rev_rows = [[r["period"], r["kind"], r["revision"], _Html(f"<time>{html.escape(r['created_at'])}</time>"),
+    rev_rows = [[r["period"], r["kind"], r["revision"], r.get("state", "current"),
+                 _Html(f"<time>{html.escape(r['created_at'])}</time>"),
                  r["scheme_id"] or "-",
                  r["policy_sha256"][:16], "; ".join(f"{k} {_short(v)}" for k, v in sorted(r["inputs"].items()))]
                 for r in monthly_runs + annual_runs]
     sections.append(f"<h2>{_h('数据来源', 'Sources')}</h2>" + _table(
-        ["period", "kind", _h("版本", "revision"), _h("结算时间 (UTC)", "settled at (UTC)"), "scheme",
+        ["period", "kind", _h("版本", "revision"), _h("状态", "state"), _h("结算时间 (UTC)", "settled at (UTC)"), "scheme",
          _h("政策 SHA-256", "policy SHA-256"), _h("输入文件 SHA-256", "input SHA-256")], rev_rows, 9, "sources"))
 
     title = "drgdip 结算报告 settlement report"
