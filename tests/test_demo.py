@@ -124,4 +124,4 @@ def test_report_marks_a_stale_annual_settlement(demo, tmp_path):
     assert "stale" in CliRunner().invoke(main, ["ledger", "show", str(led)]).output
     assert CliRunner().invoke(main, ["report", str(led), "-o", str(report)]).exit_code == 0
     page = report.read_text(encoding="utf-8")
-    assert ">Annual settlement is stale<" in page and "<td>stale</td>" in page
+    assert ">Annual settlement is stale<" in page and '<td class="t">stale</td>' in page
