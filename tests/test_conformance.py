@@ -15,14 +15,14 @@ from grouper.reference import group_py
 CASES = [("CHS_DRG_11", "chs-drg-1.1-cases.csv"), ("CHS_DRG_11_BJ", "chs-drg-1.1-beijing-cases.csv")]
 
 
-@pytest.mark.parametrize("version", ["CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"])
+@pytest.mark.parametrize("version", ["CHS_DRG_10", "CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"])
 def test_published_versions_compile_without_gaps(version):
     from grouper.compile import compile_scheme
     scheme, problems = compile_scheme(need_shared("chs-drg", version))
     assert problems == []
     counts = scheme.meta["counts"]
     assert counts["mdc"] == 26 and counts["adrg"] == 376
-    assert counts["drg"] == {"CHS_DRG_10P": 618, "CHS_DRG_11": 628, "CHS_DRG_11_BJ": 696}[version]
+    assert counts["drg"] == {"CHS_DRG_10": 618, "CHS_DRG_10P": 618, "CHS_DRG_11": 628, "CHS_DRG_11_BJ": 696}[version]
     assert counts["mcc"] > 2000 and counts["cc"] > 7000
 
 
