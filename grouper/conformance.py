@@ -22,8 +22,8 @@ STATUS_WORDS = {"分组成功": "grouped", "无法入组": "ungroupable", "歧�
 REFERENCE_DEFECTS = {
     "REF_PV1_AGE": "the reference puts babies under 29 days in PV1, whose rule is 29天≤出生年龄＜1周岁",
     "REF_AGE_SPLIT_UNREACHED": "the reference never assigns the ≤6-year splits (小于等于6岁) its scheme defines",
-    "REF_ADRG_ORDER": "the reference tries an ADRG whose rule has several entry conditions after the MDC's other "
-                      "ADRGs (e.g. WB1 after WC1); the scheme lists it first and it is the more specific group",
+    "REF_ADRG_ORDER": "the reference tries an ADRG whose rule it splits in parts (WB1_1, WB1_2) after the MDC's other "
+                      "ADRGs of its kind (WB1 after WC1 and WJ1); the scheme lists it first and it is the more specific group",
 }
 
 

@@ -30,9 +30,11 @@ def test_published_versions_compile_without_gaps(version):
 def test_agreement_on_drg(version, cases):
     report = conformance(need_shared("conformance", cases), load_scheme(need_shared("chs-drg", version)))
     # every disagreement not in a documented reference-defect class counts against us
-    assert report.drg_agreement_excluding_documented >= 0.995, report.text()
-    assert report.agree["drg"] >= 0.96, report.text()
+    assert report.drg_agreement_excluding_documented >= 0.999, report.text()
+    assert report.agree["drg"] >= 0.995, report.text()
     assert set(report.disagreements) & set(REFERENCE_DEFECTS)  # the documented classes are real
+    # the regenerated corpora: the reference enters MDCM/MDCN as we do (no class set aside for them)
+    assert report.agree["mdc"] >= 0.998, report.text()
 
 
 @pytest.mark.parametrize("version,cases", CASES)
