@@ -260,7 +260,7 @@ class _Detail:
         self.cross_refs = [(re.compile(c["pattern"]), c["lists"]) for c in w.get("cross_references", [])]
         self.rule_words = list(w.get("adrg_line", {}).get("rule_words", []))
         self.alt_marks = [re.compile(p) for p in w.get("alternatives", {}).get("patterns", [])]
-        #: ADRG code → (rule lines the transcription lacks, erratum id), from errata.toml
+        #: ADRG code → (rule lines the transcription lacks, the reason given), from errata.toml
         self.inserted: dict[str, tuple[list[str], str]] = {}
 
     def cross_ref(self, norm: str):
