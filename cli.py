@@ -60,6 +60,7 @@ def scheme_group():
     Example:
       drgdip scheme compile ../shared/data/chs-drg/CHS_DRG_11 -o chs11.drgscheme
       drgdip scheme info chs11.drgscheme
+      drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_11
     """
 
 
@@ -92,6 +93,33 @@ def scheme_compile(folder, output, rules, allow_gaps):
     c = scheme.meta["counts"]
     click.echo(f"{scheme.meta['name']}: {c['mdc']} MDC, {c['adrg']} ADRG, {c['drg']} DRG, {c['mcc']} MCC, "
                f"{c['cc']} CC, {c['exclusion_tables']} exclusion tables; {len(problems)} gap(s) -> {output}")
+
+
+@scheme_group.command("audit")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--rules", type=click.Path(dir_okay=False), help="General rules TOML (default: the folder's rules.toml, else CHS-DRG 1.x).")
+@click.option("--all", "every_row", is_flag=True, help="Every ADRG and DRG row, tab-separated, instead of the summary.")
+@user_errors
+def scheme_audit(folder, rules, every_row):
+    """For every ADRG and DRG, which rule was read literally and which was inferred.
+
+    Inferred: from a cross-reference (见 JD2 手术表), from the group's name (ages, weights,
+    severity), from a general rule, or defaulted where the table states nothing; errata
+    (grouper/rules/errata.toml) are listed. Fails (exit 2) when a line cannot be read.
+
+    \b
+    Example:
+      drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_10P
+      drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_11 --all > audit11.tsv
+    """
+    from grouper.compile import SchemeError, audit_scheme, audit_text
+    try:
+        report = audit_scheme(folder, rules)
+    except SchemeError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(audit_text(report, every_row))
+    if report["problems"]:
+        raise UserError(f"{folder}: {len(report['problems'])} line(s) could not be read; first: {report['problems'][0]}")
 
 
 @scheme_group.command("info")

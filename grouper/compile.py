@@ -11,15 +11,15 @@ import hashlib
 import math
 import re
 import tomllib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from grouper.scheme import (FIELDS, ROLES, ROLE_APX, ROLE_ORPX, ROLE_ORPX_EXCEPT, ROLE_PPX, Scheme)
-from grouper.scheme_text import Problem, SchemeText, read_scheme_text, wording
+from grouper.scheme_text import ERRATA, Problem, SchemeText, read_scheme_text, wording
 
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 DEFAULT_RULES = Path(__file__).with_name("rules") / "chs-drg-1.x.toml"
 
 
@@ -84,6 +84,34 @@ def severity_of(name: str) -> int | None:
     return None
 
 
+def _conds_text(cs) -> str:
+    out = []
+    for f, lo, hi in cs:
+        if lo == hi:
+            out.append(f"{f} = {lo:g}")
+        elif lo == -math.inf:
+            out.append(f"{f} ≤ {hi:g}")
+        elif hi == math.inf:
+            out.append(f"{f} ≥ {lo:g}")
+        else:
+            out.append(f"{lo:g} ≤ {f} ≤ {hi:g}")
+    return ", ".join(out)
+
+
+def _describe(a) -> str:
+    """An ADRG's entry rule in words: alternatives (或) of terms (+) of lists."""
+    alts = []
+    for alt in a.alternatives:
+        terms = []
+        for term in alt:
+            opts = [f"{a.lists[i].role}:{a.lists[i].heading}" + (f"[{len(a.lists[i].codes)}]" if a.lists[i].role in
+                                                                   ("pdx", "odx", "adx", "ppx", "apx") else "")
+                    for i in term]
+            terms.append(opts[0] if len(opts) == 1 else "(" + " 或 ".join(opts) + ")")
+        alts.append(" + ".join(terms))
+    return " | 或 | ".join(alts)
+
+
 def _csr(rows: list[list[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
     ptr = np.zeros(len(rows) + 1, dtype=np.int32)
     for i, r in enumerate(rows):
@@ -92,8 +120,12 @@ def _csr(rows: list[list[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndarray]
     return ptr, flat
 
 
-def compile_scheme(folder: str | Path, rules_path: str | Path | None = None, allow_gaps: bool = False) -> tuple[Scheme, list[Problem]]:
-    """Compile a scheme folder. Raises :class:`SchemeError` on problems unless ``allow_gaps``."""
+def compile_scheme(folder: str | Path, rules_path: str | Path | None = None, allow_gaps: bool = False,
+                   audit: list | None = None) -> tuple[Scheme, list[Problem]]:
+    """Compile a scheme folder. Raises :class:`SchemeError` on problems unless ``allow_gaps``.
+
+    ``audit``: a list that receives, for every ADRG and DRG, how each part of its rule was
+    read (see :func:`audit_scheme`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SchemeError(f"{folder}: not a scheme folder")
@@ -103,16 +135,18 @@ def compile_scheme(folder: str | Path, rules_path: str | Path | None = None, all
         raise SchemeError(str(exc)) from None
     rules, rules_file = load_rules(folder, rules_path)
     problems = list(st.problems)
-    scheme = _build(st, rules, problems)
+    scheme = _build(st, rules, problems, audit)
     h = hashlib.sha256(st.source_hash.encode())
     h.update(Path(rules_file).read_bytes())
     h.update(Path(__file__).with_name("wording.toml").read_bytes())
+    h.update(ERRATA.read_bytes())
     meta = _scheme_meta(folder)
     scheme.meta.update({
         "name": meta.get("name", folder.name), "version": str(meta.get("version", folder.name)),
         "official": meta.get("official"), "note": meta.get("note", ""), "source": folder.name,
         "source_hash": h.hexdigest(), "tables_hash": st.source_hash, "rules": rules.get("name", rules_file.name),
         "compiler_version": COMPILER_VERSION, "problems": len(problems),
+        "errata": [list(e) for e in st.errata],
         "counts": {"mdc": len(st.mdcs), "adrg": len(st.adrgs), "drg": len(st.drgs),
                    "mcc": len(st.mcc), "cc": len(st.cc), "exclusion_tables": len(st.exclusions)},
     })
@@ -121,7 +155,11 @@ def compile_scheme(folder: str | Path, rules_path: str | Path | None = None, all
     return scheme, problems
 
 
-def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
+def _build(st: SchemeText, rules: dict, problems: list[Problem], audit: list | None = None) -> Scheme:
+    def note(level, code, part, how, detail=""):
+        if audit is not None:
+            audit.append({"level": level, "code": code, "part": part, "how": how, "detail": detail})
+
     diag: dict[str, int] = {}
     proc: dict[str, int] = {}
 
@@ -239,9 +277,19 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
                 terms.append(opts)
             alts.append(terms)
         kind = kinds.get(a.code[1], 2)
+        if a.stated and not a.alternatives:
+            problems.append(Problem("4_ADRG_DETAIL.txt", a.line, a.code, f"ADRG whose {a.stated} rule line(s) give no entry rule"))
+        if alts:
+            note("ADRG", a.code, "entry", a.source, _describe(a))
         if kind == 0 and needs_or:
             if not alts:
                 alts = [[]]
+                note("ADRG", a.code, "entry", "defaulted",
+                     "no rule line: any operating-room principal procedure (rules: surgical_needs_or_procedure)")
+            elif any(not any(r in proc_roles for t in terms for r, _ in t) for terms in alts):
+                note("ADRG", a.code, "procedure", "general rule",
+                     "surgical ADRG whose rule names no procedure: an operating-room principal procedure "
+                     "(rules: surgical_needs_or_procedure)")
             for terms in alts:
                 if not any(r in proc_roles for t in terms for r, _ in t):
                     terms.append([(ROLE_ORPX, -1)])
@@ -257,10 +305,14 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
         alt_ptr.append(len(term_ptr) - 1)
         # conditions from the ADRG's name, plus the MDC's defaults for fields it does not state
         cs = name_conditions(a.name)
+        if cs:
+            note("ADRG", a.code, "conditions", "name", _conds_text(cs))
         stated = {c[0] for c in cs}
         for c in mdc_rules.get(a.mdc, {}).get("adrg_default_conditions", []):
             if c["field"] not in stated and not ({"age", "age_days"} & stated and c["field"] in ("age", "age_days")):
                 cs.append((c["field"], float(c.get("min", -math.inf)), float(c.get("max", math.inf))))
+                note("ADRG", a.code, "conditions", "general rule",
+                     f"{_conds_text(cs[-1:])} ({a.mdc} adrg_default_conditions: the name states none)")
         adrg_cond_ptr.append(add_conds(cs, "adrg", a.code))
         # DRG candidates
         adrg_state = {f for f, _, _ in cs}
@@ -281,6 +333,12 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
                 hi = 2 if (2 not in levels and rules.get("cc_group_takes_mcc_without_mcc_group")) else 1
             else:
                 lo, hi = 0, 2
+            if s is not None:
+                note("DRG", c, "severity", "name", f"{('none', 'CC', 'MCC')[s]}: takes levels {lo}-{hi}")
+            if dc:
+                note("DRG", c, "conditions", "name", _conds_text(dc))
+            if s is None and not dc:
+                note("DRG", c, "not split", "literal", "the name states no severity or condition")
             rank = (0 if dc else 1, -(s if s is not None else -1), pos)
             cands.append((rank, c, lo, hi, dc))
         for _, c, lo, hi, dc in sorted(cands):
@@ -412,3 +470,54 @@ def _build(st: SchemeText, rules: dict, problems: list[Problem]) -> Scheme:
     return Scheme(meta={"fields": fields, "derived_fields": derived}, arrays=arrays, diag_codes=diag_codes,
                   proc_codes=proc_codes, mdc_codes=order, adrg_codes=adrg_codes, drg_codes=drg_codes, names=names,
                   list_names=list_names, validation=validation)
+
+
+# ------------------------------------------------------------------ audit
+
+#: how a part of a rule can be read; all but "literal" and "erratum" are inferred
+HOW = ("literal", "erratum", "cross-reference", "name", "general rule", "defaulted")
+
+
+def audit_scheme(folder: str | Path, rules_path: str | Path | None = None) -> dict:
+    """For every ADRG and DRG of a scheme folder, how each part of its rule was read.
+
+    Returns ``{"rows": [...], "problems": [...], "meta": {...}}``; each row is
+    ``{"level": "ADRG"|"DRG", "code", "part", "how", "detail"}`` where ``part`` is ``entry``
+    (the ADRG's lists), ``procedure`` (a surgical ADRG's operating-room procedure that its rule
+    does not list), ``conditions`` (age, weight, days…), ``severity`` or ``not split``, and ``how``
+    one of :data:`HOW`: read literally from the tables, supplied by an erratum
+    (rules/errata.toml), resolved through a cross-reference (见 JD2 手术表), stated by the group's
+    name, by a general rule (rules TOML), or defaulted where the table states nothing."""
+    rows: list[dict] = []
+    scheme, problems = compile_scheme(folder, rules_path, allow_gaps=True, audit=rows)
+    names = scheme.names
+    for r in rows:
+        r["name"] = names.get(r["code"], "")
+    return {"rows": rows, "problems": problems, "meta": scheme.meta}
+
+
+def audit_text(report: dict, every_row: bool = False) -> str:
+    """The audit as text: counts per part and how, then every ADRG-level rule not read literally
+    (or, with ``every_row``, every row as tab-separated values)."""
+    rows, meta = report["rows"], report["meta"]
+    if every_row:
+        out = ["level\tcode\tname\tpart\thow\tdetail"]
+        out += [f"{r['level']}\t{r['code']}\t{r['name']}\t{r['part']}\t{r['how']}\t{r['detail']}" for r in rows]
+        return "\n".join(out)
+    c = meta.get("counts", {})
+    out = [f"{meta.get('source', '')}: {c.get('adrg', 0)} ADRG, {c.get('drg', 0)} DRG; "
+           f"{len(report['problems'])} unread line(s)"]
+    for p in report["problems"]:
+        out.append(f"  unread: {p}")
+    counts = Counter((r["level"], r["part"], r["how"]) for r in rows)
+    for level, part in (("ADRG", "entry"), ("ADRG", "procedure"), ("ADRG", "conditions"),
+                        ("DRG", "severity"), ("DRG", "conditions"), ("DRG", "not split")):
+        found = [f"{how} {counts[(level, part, how)]}" for how in HOW if counts[(level, part, how)]]
+        out.append(f"{level} {part}: {', '.join(found) if found else '-'}")
+    for what, reason in meta.get("errata", []):
+        out.append(f"erratum applied: {what} ({reason})")
+    odd = [r for r in rows if r["level"] == "ADRG" and r["how"] != "literal" and r["part"] != "conditions"]
+    if odd:
+        out.append("ADRG rules not read literally:")
+        out += [f"  {r['code']} {r['name']}: {r['part']} {r['how']}: {r['detail']}" for r in odd]
+    return "\n".join(out)

@@ -20,11 +20,10 @@ STATUS_WORDS = {"分组成功": "grouped", "无法入组": "ungroupable", "歧�
 
 #: Disagreement classes where the reference is wrong by the rule text (docs/conformance.md).
 REFERENCE_DEFECTS = {
-    "REF_SKIPS_SEX_MDC": "the reference never enters MDCM/MDCN (男性/女性生殖系统); the rule groups these by the MDC table and sex",
     "REF_PV1_AGE": "the reference puts babies under 29 days in PV1, whose rule is 29天≤出生年龄＜1周岁",
     "REF_AGE_SPLIT_UNREACHED": "the reference never assigns the ≤6-year splits (小于等于6岁) its scheme defines",
-    "REF_ADRG_ORDER": "the reference tries an ADRG whose rule has several entry conditions after the MDC's other "
-                      "ADRGs (e.g. WB1 after WC1); the scheme lists it first and it is the more specific group",
+    "REF_ADRG_ORDER": "the reference tries an ADRG whose rule it splits in parts (WB1_1, WB1_2) after the MDC's other "
+                      "ADRGs of its kind (WB1 after WC1 and WJ1); the scheme lists it first and it is the more specific group",
 }
 
 
@@ -45,8 +44,6 @@ def _split_rule_adrgs(scheme) -> dict[str, int]:
 
 def classify(exp_drg: str, drg: str, mdc: str | None, reason: str, age_days: float, order=None) -> str:
     """The cause class of one disagreement (``order``: :func:`_split_rule_adrgs` of the scheme)."""
-    if mdc in ("MDCM", "MDCN"):
-        return "REF_SKIPS_SEX_MDC"
     if exp_drg[:3] == "PV1" and drg == "0000" and not (age_days >= 29):
         return "REF_PV1_AGE"
     if exp_drg[:3] == drg[:3] and drg[3:] in ("B", "C", "D"):

@@ -60,6 +60,15 @@ class AdrgRule:
     #: OR over alternatives; each alternative is an AND over terms; a term is an OR over list indices.
     alternatives: list[list[list[int]]] = field(default_factory=list)
     formula_text: list[str] = field(default_factory=list)
+    #: lines of the published entry (headings, codes, formulas, cross-references) under the ADRG
+    stated: int = 0
+    #: how the rule was read: "literal" (its own lists), "cross-reference" (another ADRG's list,
+    #: 见 JD2 手术表), "erratum" (lines the transcription lacks, from grouper/rules/errata.toml)
+    source: str = "literal"
+    #: (target ADRG, which lists, line, text) of each cross-reference, resolved after reading
+    cross_refs: list[tuple[str, str, int, str]] = field(default_factory=list)
+    #: the ADRG line's name where it differs from 2_ADRG.txt (a variant, not a rule)
+    detail_name: str = ""
 
 
 @dataclass
@@ -86,12 +95,22 @@ class SchemeText:
     diagnosis_names: dict[str, str]
     procedure_names: dict[str, str]
     problems: list[Problem]
+    #: the errata (rules/errata.toml) applied to these tables: (what, reason)
+    errata: list[tuple[str, str]] = field(default_factory=list)
 
 
 @lru_cache(maxsize=1)
 def wording() -> dict:
     with Path(__file__).with_name("wording.toml").open("rb") as fh:
         return tomllib.load(fh)
+
+
+_FOLD = str.maketrans({"／": "/", "＞": ">", "＜": "<", "（": "(", "）": ")", "，": ",", "：": ":"})
+
+
+def _fold(s: str) -> str:
+    """Normalised and with full-width punctuation folded, to compare two spellings of a name."""
+    return _norm(s).translate(_FOLD)
 
 
 def _norm(line: str) -> str:
@@ -238,6 +257,34 @@ class _Detail:
         self.mdc_table = [re.compile(p) for p in w["mdc_table"]["patterns"]]
         self.formula_prefixes = [re.compile(p) for p in w["formula"]["prefixes"]]
         self.operands = [(re.compile(o["pattern"]), o) for o in w["formula"]["operands"]]
+        self.cross_refs = [(re.compile(c["pattern"]), c["lists"]) for c in w.get("cross_references", [])]
+        self.rule_words = list(w.get("adrg_line", {}).get("rule_words", []))
+        self.alt_marks = [re.compile(p) for p in w.get("alternatives", {}).get("patterns", [])]
+        #: ADRG code → (rule lines the transcription lacks, the reason given), from errata.toml
+        self.inserted: dict[str, tuple[list[str], str]] = {}
+
+    def cross_ref(self, norm: str):
+        """(target ADRG, which lists) of a cross-reference line, or None."""
+        bare = _strip_colon(norm)
+        for rx, lists in self.cross_refs:
+            m = rx.match(bare)
+            if m:
+                return m.group(1), lists
+        return None
+
+    def tail(self, rest: str, name: str) -> str:
+        """The part of an ADRG line after its name that states a rule (见 JD2 手术表, 除 WB1 外手术,
+        入组条件一：), or ''. Text after the exact name that states nothing readable is returned
+        too, so that it is reported, never dropped."""
+        r, n = _norm(rest), _fold(name)
+        if _fold(r) == n:
+            return ""
+        for k in range(len(r)):
+            t = r[k:]
+            if self.kind(t, None, "") in ("special", "xref", "altmark"):
+                return t
+        rest_after = r[len(n):] if _fold(r).startswith(n) else ""
+        return rest_after if any(w in rest_after for w in self.rule_words) else ""
 
     # -- classification
     def heading(self, norm: str):
@@ -275,6 +322,10 @@ class _Detail:
             return "page"
         if norm == "和":
             return "and"
+        if any(r.match(norm) for r in self.alt_marks):
+            return "altmark"
+        if self.cross_ref(norm) is not None:
+            return "xref"
         if any(r.match(norm) for r in self.mdc_table):
             return "table"
         if self.heading(norm) is not None:
@@ -329,8 +380,18 @@ class _Detail:
             items.append([k, raw.strip() if k in ("code", "adrg", "mdc") else _norm(raw), i + 1])
             prev_kind, prev_norm = k, _norm(raw)
             i += 1
-        # a region heading is only a region if the MDC table section is the MDCZ-style one
+        # rule lines that the transcription lacks (errata.toml), placed after their ADRG's line
+        if self.inserted:
+            out = []
+            for it in items:
+                out.append(it)
+                if it[0] == "adrg":
+                    extra = self.inserted.get(_split(it[1])[0])
+                    if extra:
+                        out.extend([self.kind(x, None, ""), _norm(x), it[2]] for x in extra[0])
+            items = out
         self._build(items)
+        self._resolve()
 
     def _in_mdc_section(self, items) -> bool:
         for k, _, _ in reversed(items):
@@ -358,6 +419,7 @@ class _Detail:
         cur: CodeList | None = None
         meta: list[tuple[int, bool, bool]] = []   # per list of the ADRG: (index, starts an alternative, and-joined)
         and_spec: dict = {}                          # the heading before a `和`: what the next list is
+        next_alt = False                             # an 入组条件一： line: the next list opens an alternative
 
         def finish_adrg():
             if adrg is not None:
@@ -388,6 +450,7 @@ class _Detail:
                 in_table, region, cur = False, None, None
                 continue
             if kind == "adrg":
+                next_alt = False
                 finish_adrg()
                 tok, rest = _split(text)
                 if mdc is None:
@@ -395,8 +458,29 @@ class _Detail:
                     adrg, meta = None, []
                     continue
                 adrg = AdrgRule(tok, self.adrg_names.get(tok, rest), mdc.code, line)
+                if tok in self.inserted:
+                    adrg.source = "erratum"
                 self.adrgs.append(adrg)
                 meta, cur, in_table, region = [], None, False, None
+                tail = self.tail(rest, adrg.name)
+                folded = _fold(rest)
+                if folded != _fold(adrg.name):
+                    adrg.detail_name = folded[:len(folded) - len(tail)] if tail else folded
+                if not tail:
+                    continue
+                tk = self.kind(tail, None, "")
+                if tk not in ("special", "xref", "altmark"):
+                    self.problems.append(Problem(self.path.name, line, text, f"text after the ADRG's name states no rule this wording reads: {tail!r}"))
+                    continue
+                kind, text = tk, tail
+            if adrg is not None and not in_table and kind not in ("mdc", "table", "region"):
+                adrg.stated += 1
+            if kind == "altmark" and adrg is not None and not in_table:
+                next_alt = True
+                continue
+            if kind == "xref" and adrg is not None and not in_table:
+                target, lists = self.cross_ref(text)
+                adrg.cross_refs.append((target, lists, line, _strip_colon(text)))
                 continue
             if kind == "region" and adrg is None and mdc is not None:
                 in_table = True
@@ -421,6 +505,7 @@ class _Detail:
                 continue
             if kind == "heading":
                 spec, alt, table = self.heading(text)
+                alt, next_alt = alt or next_alt, False
                 role = spec["role"]
                 cur = CodeList(role, [], line, _strip_colon(text), table)
                 adrg.lists.append(cur)
@@ -466,6 +551,60 @@ class _Detail:
                 continue
             self.problems.append(Problem(self.path.name, line, text, f"unexpected {kind} line"))
         finish_adrg()
+
+    # -- cross-references (见 JD2 手术表): the named ADRG's lists, copied into the rule
+    LIST_ROLES = {"procedures": ("ppx", "apx", "orpx", "orpx_except"), "diagnoses": ("pdx", "odx", "adx", "pdx_mdc"),
+                  "all": None}
+
+    def _resolve(self) -> None:
+        by_code = {a.code: a for a in self.adrgs}
+        done: set[str] = set()
+
+        def resolve(a: AdrgRule, seen: tuple[str, ...]) -> bool:
+            if a.code in done or not a.cross_refs:
+                return True
+            ok = True
+            ref_alts: list[list[list[int]]] = []
+            for target, lists, line, text in a.cross_refs:
+                t = by_code.get(target)
+                if t is None or target in seen + (a.code,):
+                    why = "names an unknown ADRG" if t is None else "is circular"
+                    self.problems.append(Problem(self.path.name, line, text, f"cross-reference of {a.code} {why}: {target}"))
+                    ok = False
+                    continue
+                if not resolve(t, seen + (a.code,)):
+                    ok = False
+                    continue
+                roles = self.LIST_ROLES[lists]
+                picked = [[[i for i in term if roles is None or t.lists[i].role in roles] for term in alt]
+                          for alt in t.alternatives]
+                picked = [[term for term in alt if term] for alt in picked]
+                picked = [alt for alt in picked if alt]
+                if not picked:
+                    self.problems.append(Problem(self.path.name, line, text, f"cross-reference of {a.code}: {target} has no "
+                                                 f"{lists} list to refer to"))
+                    ok = False
+                    continue
+                remap: dict[int, int] = {}
+                for alt in picked:
+                    for term in alt:
+                        for i in term:
+                            if i not in remap:
+                                src = t.lists[i]
+                                remap[i] = len(a.lists)
+                                a.lists.append(CodeList(src.role, list(src.codes), line, f"{src.heading}（{text}）", src.table))
+                ref_alts.extend([[[remap[i] for i in term] for term in alt] for alt in picked])
+            if ref_alts:
+                # the ADRG's own lists (if any) hold together with the list it refers to
+                own = a.alternatives or [[]]
+                a.alternatives = [o + r for o in own for r in ref_alts]
+                if a.source == "literal":
+                    a.source = "cross-reference"
+            done.add(a.code)
+            return ok
+
+        for a in self.adrgs:
+            resolve(a, ())
 
     def _name(self, code: str, name: str) -> None:
         target = self.diag_names if DIAG_RE.match(code) else self.proc_names
@@ -546,6 +685,24 @@ class _Detail:
         return None
 
 
+# ------------------------------------------------------------------ errata
+
+ERRATA = Path(__file__).with_name("rules") / "errata.toml"
+
+
+def errata_for(tables_hash: str, path: Path = ERRATA) -> dict:
+    """The errata (rules/errata.toml) that apply to tables with this source hash:
+    ``{"adrg": {code: entry}, "exclusion_table": {table: entry}}``."""
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    out: dict[str, dict] = {"adrg": {}, "exclusion_table": {}}
+    for key, name in (("adrg", "code"), ("exclusion_table", "table")):
+        for e in data.get(key, []):
+            if e.get("tables_hash") == tables_hash:
+                out[key][e[name]] = e
+    return out
+
+
 # ------------------------------------------------------------------ entry point
 
 def read_scheme_text(folder: str | Path) -> SchemeText:
@@ -571,7 +728,13 @@ def read_scheme_text(folder: str | Path) -> SchemeText:
             proc_names.setdefault(code, name)
         else:
             problems.append(Problem("SS_VALID.dat", i, raw, "not a procedure line"))
+    tables_hash = source_hash(folder)
+    errata = errata_for(tables_hash)
+    for t, e in errata["exclusion_table"].items():
+        if t not in exclusions:
+            exclusions[t] = list(e.get("codes", []))
     detail = _Detail(folder / "4_ADRG_DETAIL.txt", adrg_names, mdc_names)
+    detail.inserted = {c: (list(e["lines"]), e.get("reason", "")) for c, e in errata["adrg"].items()}
     detail.read()
     problems.extend(detail.problems)
     # cross-checks
@@ -589,6 +752,8 @@ def read_scheme_text(folder: str | Path) -> SchemeText:
     diag_names = dict(detail.diag_names)
     proc_names.update({k: v for k, v in detail.proc_names.items() if k not in proc_names})
     return SchemeText(
-        folder=str(folder), source_hash=source_hash(folder), mdcs=detail.mdcs, adrgs=detail.adrgs,
+        folder=str(folder), source_hash=tables_hash, mdcs=detail.mdcs, adrgs=detail.adrgs,
         adrg_names=adrg_names, drgs=drgs, mcc=mcc, cc=cc, exclusions=exclusions, or_procedures=or_proc,
-        diagnosis_names=diag_names, procedure_names=proc_names, problems=problems)
+        diagnosis_names=diag_names, procedure_names=proc_names, problems=problems,
+        errata=[(f"ADRG {c}: {' / '.join(e['lines'])}", e.get("reason", "")) for c, e in errata["adrg"].items()]
+        + [(f"表 {t}: {len(e.get('codes', []))} code(s)", e.get("reason", "")) for t, e in errata["exclusion_table"].items()])

@@ -15,14 +15,14 @@ from grouper.reference import group_py
 CASES = [("CHS_DRG_11", "chs-drg-1.1-cases.csv"), ("CHS_DRG_11_BJ", "chs-drg-1.1-beijing-cases.csv")]
 
 
-@pytest.mark.parametrize("version", ["CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"])
+@pytest.mark.parametrize("version", ["CHS_DRG_10", "CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"])
 def test_published_versions_compile_without_gaps(version):
     from grouper.compile import compile_scheme
     scheme, problems = compile_scheme(need_shared("chs-drg", version))
     assert problems == []
     counts = scheme.meta["counts"]
     assert counts["mdc"] == 26 and counts["adrg"] == 376
-    assert counts["drg"] == {"CHS_DRG_10P": 618, "CHS_DRG_11": 628, "CHS_DRG_11_BJ": 696}[version]
+    assert counts["drg"] == {"CHS_DRG_10": 618, "CHS_DRG_10P": 618, "CHS_DRG_11": 628, "CHS_DRG_11_BJ": 696}[version]
     assert counts["mcc"] > 2000 and counts["cc"] > 7000
 
 
@@ -30,9 +30,11 @@ def test_published_versions_compile_without_gaps(version):
 def test_agreement_on_drg(version, cases):
     report = conformance(need_shared("conformance", cases), load_scheme(need_shared("chs-drg", version)))
     # every disagreement not in a documented reference-defect class counts against us
-    assert report.drg_agreement_excluding_documented >= 0.995, report.text()
-    assert report.agree["drg"] >= 0.96, report.text()
+    assert report.drg_agreement_excluding_documented >= 0.999, report.text()
+    assert report.agree["drg"] >= 0.995, report.text()
     assert set(report.disagreements) & set(REFERENCE_DEFECTS)  # the documented classes are real
+    # the regenerated corpora: the reference enters MDCM/MDCN as we do (no class set aside for them)
+    assert report.agree["mdc"] >= 0.998, report.text()
 
 
 @pytest.mark.parametrize("version,cases", CASES)

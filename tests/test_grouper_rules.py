@@ -196,3 +196,87 @@ def test_split_by_robot_assisted_surgery_and_age_band_is_data(tmp_path):
     assert g(scheme, **{**valve, "procedures": ["35.2100", "39.6100", "17.4100"]})[0] == "FB1A"
     assert g(scheme, age=4.0, **valve)[0] == "FB1B"
     assert "robot_assisted" in scheme.fields
+
+
+def _folder(tmp_path, detail, adrgs="", drgs="", or_procedures=""):
+    files = dict(FILES)
+    files["4_ADRG_DETAIL.txt"] = detail
+    files["2_ADRG.txt"] += adrgs
+    files["3_DRG.txt"] += drgs
+    files["SS_VALID.dat"] += or_procedures
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("wording", ["FC1 冠状动脉其他手术~~见 FM1 手术表\n", "FC1 冠状动脉其他手术\n见 FM1 手术表\n"])
+def test_cross_reference_reads_the_named_adrgs_list(tmp_path, wording):
+    """`VC1 与损伤有关的清创术~~见 JD2 手术表` (1.0 revised): the named ADRG's procedure list, not
+    "any operating-room procedure"; after the name or on a line of its own."""
+    detail = DETAIL.replace("FJ1 循环系统其他手术\n", wording + "FJ1 循环系统其他手术\n")
+    folder = _folder(tmp_path, detail, "FC1 冠状动脉其他手术\n", "FC19 冠状动脉其他手术\n")
+    audit: list = []
+    scheme, problems = compile_scheme(folder, audit=audit)
+    assert problems == []
+    # FM1's principal-procedure list only (its principal-diagnosis list is not part of 手术表)
+    assert g(scheme, diagnoses=["I50.900"], procedures=["36.0601"])[0] == "FC19"
+    # another operating-room procedure is not FC1's: it goes on to the catch-all FJ1
+    assert g(scheme, diagnoses=["I50.900"], procedures=["35.2100"])[0] == "FJ19"
+    entry = [r for r in audit if r["code"] == "FC1" and r["part"] == "entry"]
+    assert [r["how"] for r in entry] == ["cross-reference"]
+
+
+@pytest.mark.parametrize("target,why", [("FX9", "unknown ADRG"), ("FT1", "no procedures list")])
+def test_unresolvable_cross_reference_stops_compile_with_file_and_line(tmp_path, target, why):
+    detail = DETAIL.replace("FJ1 循环系统其他手术\n", f"FC1 冠状动脉其他手术\n见 {target} 手术表\nFJ1 循环系统其他手术\n")
+    folder = _folder(tmp_path, detail, "FC1 冠状动脉其他手术\n", "FC19 冠状动脉其他手术\n")
+    line = detail.splitlines().index(f"见 {target} 手术表") + 1
+    with pytest.raises(SchemeError) as err:
+        compile_scheme(folder)
+    assert f"4_ADRG_DETAIL.txt:{line}:" in str(err.value) and why in str(err.value)
+
+
+def test_numbered_entry_conditions_are_alternatives(tmp_path):
+    """1.0 revised AH1: `入组条件一：` (tracheotomy and ventilation ≥ 96 h) or `入组条件二：` (ECMO)."""
+    ah1 = ("AH1 气管切开伴呼吸机支持≥96 小时或~~ECMO\n入组条件一：\n手术同时包含：\n31.2900x001 永久性气管切开术\n和\n"
+           "96.7201 呼吸机治疗[大于等于 96 小时]\n入组条件二：\n手术包含：\n39.6500 体外膜氧合[ECMO]\n")
+    detail = DETAIL.replace("MDCF 循环系统疾病及功能障碍\n", ah1 + "MDCF 循环系统疾病及功能障碍\n", 1)
+    folder = _folder(tmp_path, detail, "AH1 气管切开伴呼吸机支持≥96小时或ECMO\n", "AH19 气管切开伴呼吸机支持≥96小时或ECMO\n",
+                     "31.2900x001 永久性气管切开术\n39.6500 体外膜氧合[ECMO]\n")
+    scheme, problems = compile_scheme(folder)
+    assert problems == []
+    assert g(scheme, diagnoses=["I50.900"], procedures=["39.6500"])[0] == "AH19"
+    assert g(scheme, diagnoses=["I50.900"], procedures=["31.2900x001", "96.7201"])[0] == "AH19"
+    assert g(scheme, diagnoses=["I50.900"], procedures=["31.2900x001"])[0] != "AH19"
+    assert g(scheme, diagnoses=["I50.900"], procedures=["96.7201"])[0] != "AH19"
+
+
+def test_unread_text_after_an_adrg_name_is_reported(tmp_path):
+    detail = DETAIL.replace("FJ1 循环系统其他手术\n", "FJ1 循环系统其他手术~~参照 FM1 手术表\n")
+    folder = _folder(tmp_path, detail)
+    with pytest.raises(SchemeError) as err:
+        compile_scheme(folder)
+    assert "text after the ADRG's name" in str(err.value)
+
+
+def test_except_another_adrgs_list_after_the_name(tmp_path):
+    """`WJ1 烧伤伴除植皮之外的任何手术室手术~~除 WB1 外手术` (1.1): any OR procedure but WB1's."""
+    detail = DETAIL.replace("FJ1 循环系统其他手术\n全部手术\n", "FJ1 循环系统其他手术~~除 FB1 外手术\n")
+    audit: list = []
+    scheme, problems = compile_scheme(_folder(tmp_path, detail, or_procedures="36.1000 主动脉冠状动脉旁路移植\n"), audit=audit)
+    assert problems == []
+    fj1 = [r for r in audit if r["code"] == "FJ1"]
+    assert [(r["part"], r["how"]) for r in fj1 if r["level"] == "ADRG"] == [("entry", "literal")]
+    assert "orpx_except" in fj1[0]["detail"]
+    assert g(scheme, diagnoses=["I21.001"], procedures=["36.1000"])[0] == "FJ19"
+    # an OR procedure of FB1's lists is not FJ1's, even where FB1 itself does not apply (no I50.900)
+    assert g(scheme, diagnoses=["I21.001"], procedures=["35.0500"])[0] == "FR15"
+
+
+def test_a_stated_rule_that_gives_no_list_is_a_problem_not_a_default(tmp_path):
+    # the heading is there, its codes are not: never read as "any OR procedure" or dropped
+    detail = DETAIL.replace("FM1 经皮冠状动脉支架植入\n包含以下主要诊断：\nI21.001 急性前壁心肌梗死\n包含以下主要手术或操作：\n36.0601 冠状动脉药物涂层支架置入术\n",
+                            "FM1 经皮冠状动脉支架植入\n包含以下主要手术或操作：\n")
+    with pytest.raises(SchemeError) as err:
+        compile_scheme(_folder(tmp_path, detail))
+    assert "FM1" in str(err.value) and "give no entry rule" in str(err.value)
