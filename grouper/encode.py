@@ -15,9 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from codesets.normalize import normalize_code
-from grouper.io import canonical_columns, code_list, numeric, text
+from grouper.io import CODE_SEPARATORS, canonical_columns, code_list, numeric, text
 from grouper.scheme import FIELDS
 from grouper.tokens import UNSEEN, StringTable, string_buffers, tokenize
+
+#: the canonical input columns the encoder reads (all a file read for grouping needs)
+INPUT_ROLES = FIELDS + ("sex", "diagnoses", "procedures")
 
 SEX_WORDS = {"1": 1, "男": 1, "M": 1, "MALE": 1, "2": 2, "女": 2, "F": 2, "FEMALE": 2}
 
@@ -132,7 +135,7 @@ class Encoder:
             offs = np.zeros(len(lengths) + 1, dtype=np.int32)
             np.cumsum(lengths, out=offs[1:])
             words = pc.unique(pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offs), pa.py_buffer(raw.tobytes())))
-            if split and pc.any(pc.match_substring_regex(words, r"[;,；，]")).as_py():
+            if split and pc.any(pc.match_substring_regex(words, CODE_SEPARATORS)).as_py():
                 # codes separated by something other than '|': split by every separator, then as lists
                 return self._codes(code_list(array, n), n, kind)
             table.add({w.encode("utf-8"): self.code_id(w, kind) for w in words.to_pylist()})
@@ -194,20 +197,32 @@ def _any_in_list(in_list: np.ndarray, ptr: np.ndarray, ids: np.ndarray, n: int) 
 
 # ------------------------------------------------------------------ results back to Arrow
 
-def _take(labels: list[str], ids: np.ndarray, missing: str | None) -> pa.Array:
+def _take(labels: list[str], ids: np.ndarray, missing: str | None, dictionary: bool = False) -> pa.Array:
+    if dictionary:
+        # indices into the labels (+ the stand-in for "none" when there is one); nulls stay nulls
+        # (distinct values only: several reasons share one status)
+        first: dict[str, int] = {}
+        remap = np.array([first.setdefault(x, len(first)) for x in list(labels) + [missing or ""]], dtype=np.int32)
+        idx = remap[np.where(ids < 0, len(labels), ids)]
+        mask = (ids < 0) if missing is None else None
+        return pa.DictionaryArray.from_arrays(pa.array(idx, mask=mask), pa.array(list(first), type=pa.string()))
     arr = pa.array(list(labels) + [missing], type=pa.string())
     safe = np.where(ids < 0, len(labels), ids).astype(np.int64)
     return arr.take(pa.array(safe))
 
 
-def result_columns(scheme, mdc: np.ndarray, adrg: np.ndarray, drg: np.ndarray, reason: np.ndarray) -> dict[str, pa.Array]:
-    """The output columns ``mdc, adrg, drg, status, reason`` from the kernel's arrays."""
+def result_columns(scheme, mdc: np.ndarray, adrg: np.ndarray, drg: np.ndarray, reason: np.ndarray,
+                   dictionary: bool = False) -> dict[str, pa.Array]:
+    """The output columns ``mdc, adrg, drg, status, reason`` from the kernel's arrays.
+
+    With ``dictionary`` they are dictionary-encoded strings (indices into the scheme's code
+    lists and the reason table): the same values, written and read back far faster."""
     from codesets.reasons import reason_table
     table = reason_table()
     return {
-        "mdc": _take(scheme.mdc_codes, mdc.astype(np.int64), None),
-        "adrg": _take(scheme.adrg_codes, adrg.astype(np.int64), None),
-        "drg": _take(scheme.drg_codes, drg.astype(np.int64), "0000"),
-        "status": _take([r.status for r in table], reason.astype(np.int64), None),
-        "reason": _take([r.code for r in table], reason.astype(np.int64), None),
+        "mdc": _take(scheme.mdc_codes, mdc.astype(np.int64), None, dictionary),
+        "adrg": _take(scheme.adrg_codes, adrg.astype(np.int64), None, dictionary),
+        "drg": _take(scheme.drg_codes, drg.astype(np.int64), "0000", dictionary),
+        "status": _take([r.status for r in table], reason.astype(np.int64), None, dictionary),
+        "reason": _take([r.code for r in table], reason.astype(np.int64), None, dictionary),
     }
