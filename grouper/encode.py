@@ -73,6 +73,8 @@ class Encoder:
         # every string met so far and its id: a batch's tokens are split and matched in
         # compiled code (grouper.tokens); only strings never seen go to Python
         self._tables = {k: StringTable() for k in ("diag", "proc")}
+        # the last dictionary met per kind and its (entry_ptr, ids): batches of one row group share it
+        self._dict_cache: dict = {}
 
     def code_id(self, code: str | None, kind: str) -> int:
         cache = self._cache[kind]
@@ -114,7 +116,10 @@ class Encoder:
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
         t = array.type
-        if pa.types.is_list(t) or pa.types.is_large_list(t):
+        listed = pa.types.is_list(t) or pa.types.is_large_list(t)
+        if pa.types.is_dictionary(t) or (listed and pa.types.is_dictionary(t.value_type)):
+            return self._dictionary_codes(array, n, kind)
+        if listed:
             row_offsets = np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
             values, split = array.values, False
             if not pa.types.is_string(values.type):
@@ -148,6 +153,36 @@ class Encoder:
         new = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=new[1:])
         return new, ids[keep]
+
+    def _dictionary_codes(self, array, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row_ptr, ids) of a dictionary column (or a list of dictionary values): each distinct
+        string of the dictionary is split and looked up once, rows take their entry's ids."""
+        listed = not pa.types.is_dictionary(array.type)
+        if listed:
+            row_offsets = np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+            values = array.values
+        else:
+            row_offsets, values = np.arange(n + 1, dtype=np.int64), array
+        dictionary = values.dictionary
+        key = (kind, listed)
+        cached = self._dict_cache.get(key)
+        if cached is not None and (cached[0] is dictionary or cached[0].equals(dictionary)):
+            dptr, dids = cached[1], cached[2]
+        else:
+            m = len(dictionary)
+            entries = pa.ListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int32)), dictionary) \
+                if listed else dictionary          # list values are single codes, text may hold several
+            dptr, dids = self._codes(entries, m, kind)
+            self._dict_cache[key] = (dictionary, dptr, dids)
+        idx = values.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        valid = idx >= 0
+        safe = np.where(valid, idx, 0)
+        counts = np.where(valid, dptr[safe + 1] - dptr[safe], 0)
+        vptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(counts, out=vptr[1:])
+        total = int(vptr[-1])
+        gather = np.repeat(dptr[safe] - vptr[:-1], counts) + np.arange(total, dtype=np.int64)
+        return vptr[row_offsets], dids[gather]
 
     def encode(self, batch: pa.RecordBatch | pa.Table) -> Encoded:
         n = batch.num_rows

@@ -257,9 +257,12 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, 
             cols = None if columns is None else [c for c in names if c in set(columns)]
             dicts = [c for c in (read_dictionary or ()) if cols is None or c in cols]
             pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22, read_dictionary=dicts or None)
+            nested_dict = any(_nested_dictionary(f.type) for f in pf.schema_arrow if cols is None or f.name in cols)
             yielded = False
-            if dicts:
-                # dictionary columns come back whole only one row group at a time
+            if dicts or nested_dict:
+                # dictionary columns (a list of dictionary values written from Arrow, or ones asked for)
+                # come back whole only one row group at a time: "Nested data conversions not
+                # implemented for chunked array outputs" otherwise
                 for g in range(pf.num_row_groups):
                     for b in pf.iter_batches(batch_size=batch_size, row_groups=[g], columns=cols):
                         yielded = True
@@ -306,6 +309,14 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, 
         if fmt == "csv" and "UTF8" in first:
             first += "; the file is not UTF-8: give its encoding with --encoding (e.g. gb18030)"
         raise InputError(f"{path}: cannot read as {fmt}: {first}") from None
+
+
+def _nested_dictionary(t: pa.DataType) -> bool:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.types.is_dictionary(t.value_type) or _nested_dictionary(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_nested_dictionary(f.type) or pa.types.is_dictionary(f.type) for f in t)
+    return False
 
 
 def read_table(path: str | os.PathLike, encoding: str | None = None) -> pa.Table:
@@ -414,8 +425,11 @@ class AtomicWriter:
     def __enter__(self):
         self._tmp = temp_path(self.path)
         if self.fmt == "parquet":
+            # no min/max statistics on list columns: nobody filters on them and they cost time
+            flat = [f.name for f in self.schema if not pa.types.is_nested(f.type)]
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd",
-                                            use_dictionary=_dictionary_columns(self.schema, self.sample))
+                                            use_dictionary=_dictionary_columns(self.schema, self.sample),
+                                            write_statistics=(flat or False) if len(flat) < len(self.schema) else True)
         elif self.fmt == "arrow":
             self._sink = pa.OSFile(str(self._tmp), "wb")
             self._writer = ipc.new_file(self._sink, self.schema)

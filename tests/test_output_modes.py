@@ -104,3 +104,35 @@ def test_dip_file_output_is_key_plus_results_unless_kept(tmp_path):
     assert all(c.startswith("dip_") for c in d.column_names[1:])
     group_dip_file(tmp_path / "h.parquet", tmp_path / "all.parquet", cat, keep="all")
     assert pq.read_table(tmp_path / "all.parquet").column_names[:5] == h.column_names
+
+
+def _dict_list(rows):
+    flat = [c for r in rows for c in r]
+    offsets = [0]
+    for r in rows:
+        offsets.append(offsets[-1] + len(r))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat).dictionary_encode())
+
+
+def test_dictionary_code_columns_group_like_plain_ones(tmp_path, teaching):
+    rows = [["J18.900", "E11.900"], ["J18.900"], [], ["I21.001", " e11.900 "], ["X99.999"], ["P07.300", "J18.900"]] * 50
+    text = ["|".join(r) for r in rows]
+    plain = pa.table({"sex": ["1"] * len(rows), "age": [50] * len(rows), "diagnoses": text})
+    expected = group_table(plain, teaching).column("drg").to_pylist()
+    assert len(set(expected)) > 2
+    g = __import__("grouper.api", fromlist=["Grouper"]).Grouper(teaching)
+    as_dict = pa.array(text).dictionary_encode()
+    with_nulls = pa.array(text[:-1] + [None]).dictionary_encode()
+    semicolons = pa.array([t.replace("|", ";") for t in text]).dictionary_encode()
+    for col, exp in ((as_dict, expected), (_dict_list(rows), expected), (semicolons, expected),
+                     (with_nulls, expected[:-1] + [group_table(plain.slice(0, 1).set_column(
+                         2, "diagnoses", pa.array([None], pa.string())), teaching).column("drg")[0].as_py()]),
+                     (as_dict.slice(7), expected[7:])):
+        t = pa.table({"sex": ["1"] * len(col), "age": [50] * len(col), "diagnoses": col})
+        got = g.group_batch(t).column("drg").to_pylist()
+        assert got == exp
+    # a Parquet file holding list<dictionary> code columns is read row group by row group
+    pq.write_table(pa.table({"id": list(range(len(rows))), "sex": ["1"] * len(rows), "age": [50] * len(rows),
+                             "diagnoses": _dict_list(rows)}), tmp_path / "d.parquet", row_group_size=70)
+    group_file(tmp_path / "d.parquet", tmp_path / "o.parquet", teaching, batch_size=32)
+    assert pq.read_table(tmp_path / "o.parquet").column("drg").cast(pa.string()).to_pylist() == expected
