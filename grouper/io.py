@@ -17,6 +17,7 @@ without BOM) or GB18030/GBK is detected (:func:`detect_encoding`).
 from __future__ import annotations
 
 import codecs
+import functools
 import os
 import re
 import shutil
@@ -146,7 +147,15 @@ def detect_encoding(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     """``utf-8-sig`` (BOM), ``utf-8`` or ``gb18030`` (a superset of GBK and GB2312) for a text file.
 
     The whole file is checked as UTF-8 in chunks (a GBK byte may come late); anything that is
-    not valid UTF-8 is read as GB18030."""
+    not valid UTF-8 is read as GB18030. The answer is remembered
+    per file (path, inode, size, modification time)."""
+    p = Path(path)
+    st = p.stat()
+    return _detect_encoding(str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _detect_encoding(path: str, inode: int, size: int, mtime_ns: int, chunk: int) -> str:
     with Path(path).open("rb") as fh:
         head = fh.read(3)
         if head == codecs.BOM_UTF8:

@@ -136,3 +136,14 @@ def test_dictionary_code_columns_group_like_plain_ones(tmp_path, teaching):
                              "diagnoses": _dict_list(rows)}), tmp_path / "d.parquet", row_group_size=70)
     group_file(tmp_path / "d.parquet", tmp_path / "o.parquet", teaching, batch_size=32)
     assert pq.read_table(tmp_path / "o.parquet").column("drg").cast(pa.string()).to_pylist() == expected
+
+
+@pytest.mark.parametrize("ext", ["parquet", "csv", "arrow"])
+def test_a_file_without_any_grouping_column_still_gives_one_row_per_record(tmp_path, teaching, ext):
+    from grouper.io import read_table, write_table
+    write_table(pa.table({"notes": [f"x{i}" for i in range(100)]}), tmp_path / f"in.{ext}")
+    counts = group_file(tmp_path / f"in.{ext}", tmp_path / f"out.{ext}", teaching, batch_size=30)
+    out = read_table(tmp_path / f"out.{ext}")
+    assert counts == {"invalid": 100}
+    assert out.num_rows == 100 and [str(x) for x in out.column("row").to_pylist()] == [str(i) for i in range(100)]
+    assert set(out.column("reason").cast(pa.string()).to_pylist()) == {"MISSING_SEX"}
