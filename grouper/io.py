@@ -17,6 +17,7 @@ without BOM) or GB18030/GBK is detected (:func:`detect_encoding`).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import os
 import re
@@ -540,6 +541,28 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> None:
         w.write(table)
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit inside the block, so the temporary is removed on the way out.
+
+    Only in the main thread and only when nobody installed a SIGTERM handler."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_size: int = DEFAULT_BATCH_SIZE,
                    progress=None, encoding: str | None = None, columns=None, read_dictionary=None) -> int:
     """Stream SRC batch by batch through ``fn`` (batch → batch) into DST, written atomically.
@@ -559,7 +582,7 @@ def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_siz
     end = object()
     writer = None
     rows = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
+    with _sigterm_as_exit(), ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="drgdip-write") as writing:
         pending_write = None
         try:

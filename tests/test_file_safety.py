@@ -159,3 +159,22 @@ def test_batch_size_must_be_a_positive_whole_number(tmp_path, size):
     assert not (tmp_path / "o.csv").exists()
     with pytest.raises(InputError, match="batch size"):
         transform_file(src, tmp_path / "o.csv", lambda b: b, batch_size=0)
+
+
+def test_sigterm_removes_the_temporary_and_keeps_the_previous_output(tmp_path):
+    import signal
+    import time
+    src = _records(tmp_path / "in.csv", 200)
+    out = tmp_path / "o.csv"
+    out.write_text("previous\n")
+    code = ("import sys, time; from grouper.io import transform_file\n"
+            "def fn(b):\n    print('go', flush=True); time.sleep(0.2); return b\n"
+            "transform_file(sys.argv[1], sys.argv[2], fn, batch_size=10)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(src), str(out)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "go"
+    time.sleep(0.5)                              # the writer holds its temporary by now
+    assert [x for x in tmp_path.iterdir() if x.name.startswith(f".o.csv.{p.pid}.")]
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 128 + signal.SIGTERM
+    assert out.read_text() == "previous\n"
+    assert not [x for x in tmp_path.iterdir() if x.name.startswith(".o.csv.")]
