@@ -136,7 +136,9 @@ def output_plan(names: list[str], keep=None, need_all: bool = False) -> tuple[li
     if missing:
         raise InputError(f"--keep {', '.join(missing)}: no such input column (columns: {', '.join(names[:30])})")
     key = roles.get("id")
-    write = ([key] if key else []) + [n for n in names if n in keep and n != key and n not in OUTPUT_COLUMNS]
+    # without an id the key is the added ``row`` column: an input column of that name gives way
+    write = ([key] if key else []) + [n for n in names if n in keep and n != key and n not in OUTPUT_COLUMNS
+                                      and (key or n != ROW_COLUMN)]
     if need_all:
         return None, write, key is None
     read = {roles[c] for c in INPUT_ROLES if c in roles} | set(write)

@@ -80,6 +80,7 @@ def test_only_the_needed_and_kept_columns_are_read():
     assert "hospital_id" in read and "notes" not in read and write == ["setl_id", "hospital_id"]
     assert output_plan(names, "all")[0] is None
     assert output_plan(names[1:], None)[2]                       # no id: a row key
+    assert output_plan(["row", "sex", "notes"], ["row", "notes"])[1:] == (["notes"], True)
 
 
 def test_reruns_are_byte_identical_in_every_mode(tmp_path, teaching):
