@@ -285,11 +285,12 @@ def write_catalog(catalog: pa.Table, path) -> None:
     path = Path(path)
     write_table(catalog, path)
     if path.suffix.lower() == ".csv":
+        from grouper.io import publish, temp_path
         side = _sidecar(path)
-        tmp = side.with_name("." + side.name + ".tmp")
+        tmp = temp_path(side)
         tmp.write_text(json.dumps(catalog_meta(catalog), ensure_ascii=False, sort_keys=True, indent=1) + "\n",
                        encoding="utf-8")
-        os.replace(tmp, side)
+        publish(tmp, side)
 
 
 def load_catalog(path) -> pa.Table:

@@ -178,3 +178,16 @@ def test_sigterm_removes_the_temporary_and_keeps_the_previous_output(tmp_path):
     assert p.wait(timeout=30) == 128 + signal.SIGTERM
     assert out.read_text() == "previous\n"
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".o.csv.")]
+
+
+def test_a_csv_catalogue_and_its_sidecar_get_the_umask_permissions(tmp_path):
+    from grouper.dip_api import build_catalog, load_catalog, write_catalog
+    from tests.dip_example import POLICY, history
+    old = os.umask(0o022)
+    try:
+        write_catalog(build_catalog(history(), POLICY), tmp_path / "cat.csv")
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"cat.csv": 0o644,
+                                                                            "cat.csv.meta.json": 0o644}
+    assert load_catalog(tmp_path / "cat.csv").num_rows > 0
