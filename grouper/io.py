@@ -76,7 +76,15 @@ def refuse_overwrite(inputs, output) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where Linux tells it (no window in which
+    another thread would create files with a zero umask)."""
+    try:
+        m = re.search(r"^Umask:\s+([0-7]+)", Path("/proc/self/status").read_text(), re.M)
+        if m:
+            return int(m.group(1), 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
@@ -112,7 +120,8 @@ def clean_stale(target: str | os.PathLike) -> list[Path]:
     Only temporaries of this target are touched, and only those of a process that no longer
     runs (a run killed by SIGKILL or SIGTERM). Returns what was removed."""
     target = Path(target)
-    pattern = re.compile(re.escape(f".{target.name}.") + r"(\d+)\.[^/]*\.tmp$")
+    # <pid>.<the 8 characters mkstemp/mkdtemp add>.tmp, so another target's temporaries never match
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(\d+)\.[a-z0-9_]{8}\.tmp$")
     removed = []
     try:
         entries = list(target.parent.iterdir())

@@ -68,20 +68,22 @@ def _dead_pid() -> int:
 
 def test_stale_temporaries_of_the_same_target_are_cleaned(tmp_path, teaching):
     dead = _dead_pid()
-    stale_file = tmp_path / f".out.parquet.{dead}.abc123.tmp"
+    stale_file = tmp_path / f".out.parquet.{dead}.abc12345.tmp"
     stale_file.write_bytes(b"half")
-    stale_dir = tmp_path / f".out.parquet.{dead}.zz.tmp"
+    stale_dir = tmp_path / f".out.parquet.{dead}.zz_00000.tmp"
     stale_dir.mkdir()
     (stale_dir / "part").write_text("x")
-    live = tmp_path / f".out.parquet.{os.getpid()}.live.tmp"       # a run still going
+    live = tmp_path / f".out.parquet.{os.getpid()}.live0000.tmp"       # a run still going
     live.write_bytes(b"busy")
-    other = tmp_path / f".other.parquet.{dead}.abc.tmp"             # another target's
+    other = tmp_path / f".other.parquet.{dead}.abcdefgh.tmp"        # another target's
     other.write_bytes(b"not ours")
+    longer = tmp_path / f".out.parquet.{dead}.x.{dead}.abcdefgh.tmp"   # target "out.parquet.<n>.x"
+    longer.write_bytes(b"not ours either")
     src = _records(tmp_path / "in.csv")
     r = CliRunner().invoke(main, ["group", str(src), "-o", str(tmp_path / "out.parquet"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert not stale_file.exists() and not stale_dir.exists()
-    assert live.exists() and other.exists()
+    assert live.exists() and other.exists() and longer.exists()
     assert clean_stale(tmp_path / "other.parquet") == [other]
 
 
