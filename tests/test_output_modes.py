@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from grouper.api import group_file, group_table, load_scheme, output_plan
+from grouper.api import Grouper, group_file, group_table, load_scheme, output_plan
 
 RESULTS = ["mdc", "adrg", "drg", "status", "reason"]
 
@@ -121,7 +121,7 @@ def test_dictionary_code_columns_group_like_plain_ones(tmp_path, teaching):
     plain = pa.table({"sex": ["1"] * len(rows), "age": [50] * len(rows), "diagnoses": text})
     expected = group_table(plain, teaching).column("drg").to_pylist()
     assert len(set(expected)) > 2
-    g = __import__("grouper.api", fromlist=["Grouper"]).Grouper(teaching)
+    g = Grouper(teaching)
     as_dict = pa.array(text).dictionary_encode()
     with_nulls = pa.array(text[:-1] + [None]).dictionary_encode()
     semicolons = pa.array([t.replace("|", ";") for t in text]).dictionary_encode()
