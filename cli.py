@@ -138,35 +138,43 @@ def scheme_info(scheme):
 
 @main.command("group")
 @click.argument("records", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.parquet, .csv or .arrow).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.parquet, .csv or .arrow); never the input.")
 @click.option("--scheme", default=None, help="Compiled scheme or folder of published tables (default: the built-in teaching scheme).")
 @click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder (ZD_INFO.dat, SS_INFO.dat, maps) to validate and map codes.")
 @click.option("--method", type=click.Choice(["drg", "dip"]), default="drg", show_default=True)
 @click.option("--catalog", type=click.Path(dir_okay=False), help="DIP catalogue (with --method dip).")
 @click.option("--check", "check_out", type=click.Path(dir_okay=False),
               help="Also run settlement-list quality control; findings written to this file.")
-@click.option("--batch-size", default=65536, show_default=True, help="Records per batch (memory stays bounded).")
+@click.option("--keep", "keep", multiple=True, metavar="COLUMN|all",
+              help="Input column(s) to write beside the key and the results (repeatable, or comma-separated); "
+                   "'all' passes every input column through.")
+@click.option("--encoding", default="auto", show_default=True,
+              help="Encoding of a CSV input: auto (UTF-8 with or without BOM, else GB18030/GBK), utf-8, gb18030, gbk...")
+@click.option("--batch-size", default=65536, show_default=True, type=click.IntRange(min=1),
+              help="Records per batch (memory stays bounded).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, batch_size, quiet):
-    """Group discharge records: every input column passes through, plus mdc, adrg, drg, status, reason.
+def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, keep, encoding, batch_size, quiet):
+    """Group discharge records: writes the record key (id, or row when the input has none), any --keep
+    columns, and mdc, adrg, drg, status, reason; join back on the key.
 
     \b
     Example:
       drgdip group discharges.parquet -o grouped.parquet --scheme chs11.drgscheme
-      drgdip group cases.csv -o grouped.csv --scheme ../shared/data/chs-drg/CHS_DRG_11
+      drgdip group discharges.parquet -o full.parquet --scheme chs11.drgscheme --keep all
+      drgdip group cases.csv -o grouped.csv --encoding gb18030 --keep hospital_id,los_days
       drgdip group discharges.parquet -o dip.parquet --method dip --catalog dip-catalog.parquet
       drgdip group discharges.parquet -o grouped.parquet --check findings.parquet --codes ../shared/data/codesets
     """
     from tqdm import tqdm
+    keep = [k.strip() for item in keep for k in item.split(",") if k.strip()]
     if method == "dip":
-        from grouper.dip_api import group_dip, load_catalog, prepare_catalog
-        from grouper.io import transform_file
+        from grouper.dip_api import group_dip_file, load_catalog
         if not catalog:
             raise UserError("--method dip needs --catalog")
-        prepared = prepare_catalog(load_catalog(catalog))
+        cat = load_catalog(catalog)
         with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
-            n = transform_file(records, output, lambda b: group_dip(b, prepared), batch_size, bar.update)
+            n = group_dip_file(records, output, cat, batch_size, bar.update, keep=keep, encoding=encoding)
         click.echo(f"{n} records grouped with DIP catalogue {catalog} -> {output}")
         return
 
@@ -178,7 +186,7 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, ba
             from codesets.qc import load_code_tables
             tables = load_code_tables(codes_dir)
         counts = group_file(records, output, sch, load_codes(codes_dir), batch_size=batch_size, progress=bar.update,
-                            check_dst=check_out, code_tables=tables)
+                            check_dst=check_out, code_tables=tables, keep=keep, encoding=encoding)
     findings = counts.pop("findings", 0)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     click.echo(f"{sum(counts.values())} records grouped with {sch.meta.get('name')}: {summary} -> {output}")

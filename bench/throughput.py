@@ -6,8 +6,11 @@
     helper functions it calls swapped for their ``py_func`` too) over the first ``--sample`` records;
 (b) kernel: ``kernel.run`` on the encoded arrays (warmed up first, best of ``--repeat``);
 (c) encoder: Arrow table → arrays (best of ``--repeat``);
-(d) end to end: Parquet → Parquet in a separate process (``drgdip group`` when the command
-    exists, else ``grouper.api.group_file``), wall time and the child's peak RSS.
+(d) end to end: Parquet → Parquet in a separate process (``python -m cli group`` from this
+    checkout), per output mode (default key + results; ``--keep all``; default with numba's
+    OpenMP workers left spinning), wall time and the child's peak RSS;
+(e) the I/O floor of each mode: pyarrow alone reading the columns drgdip reads and writing
+    exactly the file it wrote (same writer, zstd).
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,13 +87,42 @@ def write_input(scheme, n: int, seed: int, path: Path) -> None:
     writer.close()
 
 
-def end_to_end_command(src: Path, dst: Path, scheme_file: Path) -> list[str]:
-    exe = shutil.which("drgdip") or str(Path(sys.executable).with_name("drgdip"))
-    if Path(exe).exists() and subprocess.run([exe, "group", "--help"], capture_output=True).returncode == 0:
-        return [exe, "group", str(src), "-o", str(dst), "--scheme", str(scheme_file), "--quiet"]
-    code = ("import sys; from grouper.api import load_scheme, group_file; "
-            "group_file(sys.argv[1], sys.argv[2], load_scheme(sys.argv[3]))")
-    return [sys.executable, "-c", code, str(src), str(dst), str(scheme_file)]
+#: output modes measured end to end: (label, extra ``drgdip group`` options, environment)
+MODES = (("default (key + results)", [], {}),
+         ("--keep all", ["--keep", "all"], {}),
+         ("default, OpenMP workers spinning", [], {"OMP_WAIT_POLICY": "ACTIVE"}))
+
+
+def end_to_end_command(src: Path, dst: Path, scheme_file: Path, extra: list[str] = ()) -> list[str]:
+    """``python -m cli group`` run from this checkout's root (never an installed copy's code)."""
+    return [sys.executable, "-m", "cli", "group", str(src), "-o", str(dst), "--scheme", str(scheme_file),
+            "--quiet", *extra]
+
+
+def io_floor(src: Path, reference: Path, dst: Path, keep_all: bool) -> float:
+    """Seconds for pyarrow alone to read the columns ``drgdip group`` reads and write the file it wrote.
+
+    The result columns are taken from drgdip's own output (``reference``), loaded before the
+    clock starts; the clock runs over reading the input columns batch by batch, assembling
+    the output batches and writing them with the same writer (zstd, same dictionary and
+    statistics choices, atomic rename)."""
+    from grouper.api import OUTPUT_COLUMNS, output_plan
+    from grouper.io import AtomicWriter, DEFAULT_BATCH_SIZE, file_columns, open_batches
+    read, write, add_row = output_plan(file_columns(src), "all" if keep_all else None)
+    results = pq.read_table(reference, columns=list(OUTPUT_COLUMNS)).combine_chunks()
+    t0 = time.perf_counter()
+    start = 0
+    writer = None
+    for batch in open_batches(src, DEFAULT_BATCH_SIZE, columns=read):
+        res = results.slice(start, batch.num_rows)
+        arrays = [batch.column(n) for n in write] + [res.column(n).chunk(0) for n in OUTPUT_COLUMNS]
+        out = pa.RecordBatch.from_arrays(arrays, names=write + list(OUTPUT_COLUMNS))
+        if writer is None:
+            writer = AtomicWriter(dst, out.schema, sample=out).__enter__()
+        writer.write(out)
+        start += batch.num_rows
+    writer.__exit__(None, None, None)
+    return time.perf_counter() - t0
 
 
 def _hwm_kb(pid: int) -> int:
@@ -103,7 +134,7 @@ def _hwm_kb(pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
-def run_measured(cmd: list[str], cwd: Path, poll: float = 0.02) -> tuple[float, int]:
+def run_measured(cmd: list[str], cwd: Path, poll: float = 0.02, env: dict | None = None) -> tuple[float, int]:
     """(wall seconds, peak RSS in KB) of a child process.
 
     On Linux the peak is the child's own VmHWM, polled every ``poll`` s (the rusage of a child
@@ -111,7 +142,8 @@ def run_measured(cmd: list[str], cwd: Path, poll: float = 0.02) -> tuple[float, 
     size); elsewhere ``wait4``'s ru_maxrss."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log,
+                                env={**os.environ, **(env or {})})
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _hwm_kb(proc.pid))
@@ -126,17 +158,31 @@ def run_measured(cmd: list[str], cwd: Path, poll: float = 0.02) -> tuple[float, 
 
 
 def end_to_end(scheme, n: int, seed: int, workdir: Path) -> dict:
-    src, dst, scheme_file = workdir / "in.parquet", workdir / "out.parquet", workdir / "scheme.drgscheme"
+    src, scheme_file = workdir / "in.parquet", workdir / "scheme.drgscheme"
     scheme.save(scheme_file)
     write_input(scheme, n, seed, src)
-    cmd = end_to_end_command(src, dst, scheme_file)
-    seconds, rss_kb = run_measured(cmd, cwd=Path(__file__).resolve().parents[1])
-    rows = pq.ParquetFile(dst).metadata.num_rows
-    if rows != n:
-        raise RuntimeError(f"end to end wrote {rows} rows for {n} records")
-    return {"e2e_records": n, "e2e_seconds": seconds, "e2e_rps": n / seconds, "e2e_peak_rss_mb": rss_kb / 1024,
-            "e2e_input_mb": src.stat().st_size / 2**20,
-            "e2e_command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}
+    root = Path(__file__).resolve().parents[1]
+    out = {"e2e_records": n, "e2e_input_mb": src.stat().st_size / 2**20, "modes": []}
+    for label, extra, env in MODES:
+        dst = workdir / "out.parquet"
+        cmd = end_to_end_command(src, dst, scheme_file, extra)
+        seconds, rss_kb = run_measured(cmd, cwd=root, env=env)
+        rows = pq.ParquetFile(dst).metadata.num_rows
+        if rows != n:
+            raise RuntimeError(f"end to end wrote {rows} rows for {n} records")
+        mode = {"mode": label, "seconds": seconds, "rps": n / seconds, "peak_rss_mb": rss_kb / 1024,
+                "output_mb": dst.stat().st_size / 2**20,
+                "command": " ".join(["drgdip", *cmd[3:]]).replace(str(workdir) + "/", "")
+                + "".join(f"  ({k}={v})" for k, v in env.items())}
+        if not env:
+            floor_s = io_floor(src, dst, workdir / "floor.parquet", keep_all="all" in extra)
+            mode.update({"io_floor_seconds": floor_s, "io_floor_rps": n / floor_s,
+                         "io_floor_output_mb": (workdir / "floor.parquet").stat().st_size / 2**20})
+        out["modes"].append(mode)
+    first = out["modes"][0]
+    out.update({"e2e_seconds": first["seconds"], "e2e_rps": first["rps"], "e2e_peak_rss_mb": first["peak_rss_mb"],
+                "e2e_command": first["command"]})
+    return out
 
 
 def measure(records: int, scheme_path: str | None = None, sample: int = 2000, seed: int = 0, repeat: int = 3,
@@ -183,14 +229,19 @@ def _table(r: dict) -> str:
              f"{'explain path (sample, no trace)':<34}{r['explain_rps']:>14,.0f}",
              f"{'kernel (encoded arrays, warm)':<34}{r['kernel_rps']:>14,.0f}",
              f"{'encoder (Arrow -> arrays)':<34}{r['encoder_rps']:>14,.0f}",
-             f"{'end to end Parquet (' + format(r['e2e_records'], ',') + ')':<34}{r['e2e_rps']:>14,.0f}",
              f"kernel / python = {r['kernel_over_python']:,.0f}x   python == kernel on sample: "
              f"{r['python_matches_kernel']}",
              f"kernel / explain path = {r['kernel_over_explain']:,.0f}x   explain == kernel on sample: "
              f"{r['explain_matches_kernel']}",
-             f"end to end: {r['e2e_seconds']:.1f} s, child peak RSS {r['e2e_peak_rss_mb']:,.0f} MB, "
-             f"input {r['e2e_input_mb']:,.0f} MB",
-             f"command: {r['e2e_command']}"]
+             f"end to end, Parquet in ({r['e2e_records']:,} records, {r['e2e_input_mb']:,.0f} MB) -> Parquet out:",
+             f"  {'mode':<36}{'records/s':>12}{'seconds':>9}{'peak RSS MB':>13}{'out MB':>8}"
+             f"{'I/O floor rec/s':>17}{'floor s':>9}"]
+    for m in r["modes"]:
+        floor = (f"{m['io_floor_rps']:>17,.0f}{m['io_floor_seconds']:>9.1f}" if "io_floor_rps" in m else "")
+        lines.append(f"  {m['mode']:<36}{m['rps']:>12,.0f}{m['seconds']:>9.1f}{m['peak_rss_mb']:>13,.0f}"
+                     f"{m['output_mb']:>8,.0f}{floor}")
+    lines += [f"  command: {m['command']}" for m in r["modes"]]
+    lines.append("  I/O floor: pyarrow alone reading the columns drgdip reads and writing the same output file")
     return "\n".join(lines)
 
 

@@ -285,11 +285,12 @@ def write_catalog(catalog: pa.Table, path) -> None:
     path = Path(path)
     write_table(catalog, path)
     if path.suffix.lower() == ".csv":
+        from grouper.io import publish, temp_path
         side = _sidecar(path)
-        tmp = side.with_name("." + side.name + ".tmp")
+        tmp = temp_path(side)
         tmp.write_text(json.dumps(catalog_meta(catalog), ensure_ascii=False, sort_keys=True, indent=1) + "\n",
                        encoding="utf-8")
-        os.replace(tmp, side)
+        publish(tmp, side)
 
 
 def load_catalog(path) -> pa.Table:
@@ -592,3 +593,32 @@ def compare_catalogs(a, b) -> pa.Table:
         "score_ratio": pa.array(ratio, pa.float64()),
         "cases_a": pa.array(pick(ra, ka, "cases"), pa.float64()), "cases_b": pa.array(pick(rb, kb, "cases"), pa.float64()),
     })
+
+
+# ---------------------------------------------------------------- files
+
+def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=None, keep=None,
+                   encoding: str | None = None) -> int:
+    """Stream SRC through :func:`group_dip` into DST (written atomically); returns the records written.
+
+    Like :func:`grouper.api.group_file`: DST holds the key column (the input's ``id``, else
+    ``row``, the 0-based input position), the ``keep`` columns (``"all"``: every input column)
+    and the ``dip_*`` result columns, one row per input record in input order."""
+    from grouper.api import ROW_COLUMN, output_plan
+    from grouper.io import DEFAULT_BATCH_SIZE, file_columns, transform_file
+
+    prepared = prepare_catalog(catalog)
+    _, write, add_row = output_plan(file_columns(src, encoding), keep, need_all=True)
+    seen = 0
+
+    def step(batch):
+        nonlocal seen
+        out = group_dip(batch, prepared)
+        results = [n for n in out.column_names if n.startswith("dip_") and n not in write]
+        out = out.select(write + results)
+        if add_row:
+            out = out.add_column(0, ROW_COLUMN, pa.array(np.arange(seen, seen + out.num_rows, dtype=np.int64)))
+        seen += batch.num_rows
+        return out
+
+    return transform_file(src, dst, step, batch_size or DEFAULT_BATCH_SIZE, progress, encoding=encoding)

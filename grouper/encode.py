@@ -15,9 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from codesets.normalize import normalize_code
-from grouper.io import canonical_columns, code_list, numeric, text
+from grouper.io import CODE_SEPARATORS, canonical_columns, code_list, numeric, text
 from grouper.scheme import FIELDS
 from grouper.tokens import UNSEEN, StringTable, string_buffers, tokenize
+
+#: the canonical input columns the encoder reads (all a file read for grouping needs)
+INPUT_ROLES = FIELDS + ("sex", "diagnoses", "procedures")
 
 SEX_WORDS = {"1": 1, "男": 1, "M": 1, "MALE": 1, "2": 2, "女": 2, "F": 2, "FEMALE": 2}
 
@@ -70,6 +73,8 @@ class Encoder:
         # every string met so far and its id: a batch's tokens are split and matched in
         # compiled code (grouper.tokens); only strings never seen go to Python
         self._tables = {k: StringTable() for k in ("diag", "proc")}
+        # the last dictionary met per kind and its (entry_ptr, ids): batches of one row group share it
+        self._dict_cache: dict = {}
 
     def code_id(self, code: str | None, kind: str) -> int:
         cache = self._cache[kind]
@@ -111,7 +116,10 @@ class Encoder:
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
         t = array.type
-        if pa.types.is_list(t) or pa.types.is_large_list(t):
+        listed = pa.types.is_list(t) or pa.types.is_large_list(t)
+        if pa.types.is_dictionary(t) or (listed and pa.types.is_dictionary(t.value_type)):
+            return self._dictionary_codes(array, n, kind)
+        if listed:
             row_offsets = np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
             values, split = array.values, False
             if not pa.types.is_string(values.type):
@@ -132,7 +140,7 @@ class Encoder:
             offs = np.zeros(len(lengths) + 1, dtype=np.int32)
             np.cumsum(lengths, out=offs[1:])
             words = pc.unique(pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offs), pa.py_buffer(raw.tobytes())))
-            if split and pc.any(pc.match_substring_regex(words, r"[;,；，]")).as_py():
+            if split and pc.any(pc.match_substring_regex(words, CODE_SEPARATORS)).as_py():
                 # codes separated by something other than '|': split by every separator, then as lists
                 return self._codes(code_list(array, n), n, kind)
             table.add({w.encode("utf-8"): self.code_id(w, kind) for w in words.to_pylist()})
@@ -145,6 +153,36 @@ class Encoder:
         new = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=new[1:])
         return new, ids[keep]
+
+    def _dictionary_codes(self, array, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row_ptr, ids) of a dictionary column (or a list of dictionary values): each distinct
+        string of the dictionary is split and looked up once, rows take their entry's ids."""
+        listed = not pa.types.is_dictionary(array.type)
+        if listed:
+            row_offsets = np.asarray(array.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+            values = array.values
+        else:
+            row_offsets, values = np.arange(n + 1, dtype=np.int64), array
+        dictionary = values.dictionary
+        key = (kind, listed)
+        cached = self._dict_cache.get(key)
+        if cached is not None and (cached[0] is dictionary or cached[0].equals(dictionary)):
+            dptr, dids = cached[1], cached[2]
+        else:
+            m = len(dictionary)
+            entries = pa.ListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int32)), dictionary) \
+                if listed else dictionary          # list values are single codes, text may hold several
+            dptr, dids = self._codes(entries, m, kind)
+            self._dict_cache[key] = (dictionary, dptr, dids)
+        idx = values.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        valid = idx >= 0
+        safe = np.where(valid, idx, 0)
+        counts = np.where(valid, dptr[safe + 1] - dptr[safe], 0)
+        vptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(counts, out=vptr[1:])
+        total = int(vptr[-1])
+        gather = np.repeat(dptr[safe] - vptr[:-1], counts) + np.arange(total, dtype=np.int64)
+        return vptr[row_offsets], dids[gather]
 
     def encode(self, batch: pa.RecordBatch | pa.Table) -> Encoded:
         n = batch.num_rows
@@ -194,20 +232,32 @@ def _any_in_list(in_list: np.ndarray, ptr: np.ndarray, ids: np.ndarray, n: int) 
 
 # ------------------------------------------------------------------ results back to Arrow
 
-def _take(labels: list[str], ids: np.ndarray, missing: str | None) -> pa.Array:
+def _take(labels: list[str], ids: np.ndarray, missing: str | None, dictionary: bool = False) -> pa.Array:
+    if dictionary:
+        # indices into the labels (+ the stand-in for "none" when there is one); nulls stay nulls
+        # (distinct values only: several reasons share one status)
+        first: dict[str, int] = {}
+        remap = np.array([first.setdefault(x, len(first)) for x in list(labels) + [missing or ""]], dtype=np.int32)
+        idx = remap[np.where(ids < 0, len(labels), ids)]
+        mask = (ids < 0) if missing is None else None
+        return pa.DictionaryArray.from_arrays(pa.array(idx, mask=mask), pa.array(list(first), type=pa.string()))
     arr = pa.array(list(labels) + [missing], type=pa.string())
     safe = np.where(ids < 0, len(labels), ids).astype(np.int64)
     return arr.take(pa.array(safe))
 
 
-def result_columns(scheme, mdc: np.ndarray, adrg: np.ndarray, drg: np.ndarray, reason: np.ndarray) -> dict[str, pa.Array]:
-    """The output columns ``mdc, adrg, drg, status, reason`` from the kernel's arrays."""
+def result_columns(scheme, mdc: np.ndarray, adrg: np.ndarray, drg: np.ndarray, reason: np.ndarray,
+                   dictionary: bool = False) -> dict[str, pa.Array]:
+    """The output columns ``mdc, adrg, drg, status, reason`` from the kernel's arrays.
+
+    With ``dictionary`` they are dictionary-encoded strings (indices into the scheme's code
+    lists and the reason table): the same values, written and read back far faster."""
     from codesets.reasons import reason_table
     table = reason_table()
     return {
-        "mdc": _take(scheme.mdc_codes, mdc.astype(np.int64), None),
-        "adrg": _take(scheme.adrg_codes, adrg.astype(np.int64), None),
-        "drg": _take(scheme.drg_codes, drg.astype(np.int64), "0000"),
-        "status": _take([r.status for r in table], reason.astype(np.int64), None),
-        "reason": _take([r.code for r in table], reason.astype(np.int64), None),
+        "mdc": _take(scheme.mdc_codes, mdc.astype(np.int64), None, dictionary),
+        "adrg": _take(scheme.adrg_codes, adrg.astype(np.int64), None, dictionary),
+        "drg": _take(scheme.drg_codes, drg.astype(np.int64), "0000", dictionary),
+        "status": _take([r.status for r in table], reason.astype(np.int64), None, dictionary),
+        "reason": _take([r.code for r in table], reason.astype(np.int64), None, dictionary),
     }

@@ -5,10 +5,23 @@ bounded whatever the input size; writes outputs atomically (a temporary file bes
 the target, renamed over it only when complete). Column names stay as the user wrote
 them: :func:`canonical_columns` says which input column plays which canonical role
 (see :mod:`codesets.record`).
+
+File safety, shared by every command: :func:`refuse_overwrite` stops a command whose output
+is one of its inputs; temporary files and folders carry the writer's pid in their name
+(``.out.parquet.<pid>.<random>.tmp``) and stale ones of the same target, whose pid is dead,
+are removed at the next write (:func:`clean_stale`); published outputs get the permissions
+of an ordinary file under the umask (:func:`publish`); CSV text cells that a spreadsheet would
+run as a formula are prefixed with ``'`` (:func:`csv_safe`); CSV input in UTF-8 (with or
+without BOM) or GB18030/GBK is detected (:func:`detect_encoding`).
 """
 from __future__ import annotations
 
+import codecs
+import contextlib
+import functools
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +40,157 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".arrow": "ar
            ".feather": "arrow", ".ipc": "arrow", ".arrows": "arrow"}
 
 
+#: separators of codes written in one text cell, besides '|' (full-width ones included)
+CODE_SEPARATORS = r"[;,；，｜]"
+
+
 class InputError(Exception):
     """A file that cannot be used; the message is one line, meant for a person."""
+
+
+# ---------------------------------------------------------------- file safety
+
+def refuse_overwrite(inputs, output) -> None:
+    """Raise :class:`InputError` when OUTPUT is (or resolves to) one of INPUTS.
+
+    ``inputs`` is a path or an iterable of paths (``None`` entries are ignored). Paths are
+    compared resolved (symlinks, ``..``) and, when both exist, with ``os.path.samefile``
+    (hard links)."""
+    if output is None:
+        return
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out = Path(output)
+    for src in inputs:
+        if src is None:
+            continue
+        src = Path(src)
+        same = src.resolve() == out.resolve()
+        if not same and src.exists() and out.exists():
+            try:
+                same = os.path.samefile(src, out)
+            except OSError:
+                same = False
+        if same:
+            raise InputError(f"{output}: the output is also an input ({src}); write to another file")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (no window in which
+    another thread would create files with a zero umask)."""
+    try:
+        m = re.search(r"^Umask:\s+([0-7]+)", Path("/proc/self/status").read_text(), re.M)
+        if m:
+            return int(m.group(1), 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def temp_path(target: str | os.PathLike, folder: bool = False) -> Path:
+    """A new private temporary file (or folder) beside TARGET, named with this process's pid.
+
+    Stale temporaries of the same target left by a killed run are removed first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target)
+    prefix = f".{target.name}.{os.getpid()}."
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries ``.<target name>.<pid>.*.tmp`` beside TARGET whose pid is dead.
+
+    Only temporaries of this target are touched, and only those of a process that no longer
+    runs (a run killed by SIGKILL or SIGTERM). Returns what was removed."""
+    target = Path(target)
+    # <pid>.<the 8 characters mkstemp/mkdtemp add>.tmp, so another target's temporaries never match
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(\d+)\.[a-z0-9_]{8}\.tmp$")
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pattern.match(p.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give TMP the permissions of a new file (0666) or folder (0777) under the umask and rename it to TARGET.
+
+    ``mkstemp``/``mkdtemp`` create private (0600/0700) temporaries; a published output must
+    be readable the way any file the user writes is."""
+    tmp = Path(tmp)
+    mode = (0o777 if tmp.is_dir() else 0o666) & ~_umask()
+    os.chmod(tmp, mode)
+    os.replace(tmp, target)
+
+
+def detect_encoding(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """``utf-8-sig`` (BOM), ``utf-8`` or ``gb18030`` (a superset of GBK and GB2312) for a text file.
+
+    The whole file is checked as UTF-8 in chunks (a GBK byte may come late); anything that is
+    not valid UTF-8 is read as GB18030. The answer is remembered
+    per file (path, inode, size, modification time)."""
+    p = Path(path)
+    st = p.stat()
+    return _detect_encoding(str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _detect_encoding(path: str, inode: int, size: int, mtime_ns: int, chunk: int) -> str:
+    with Path(path).open("rb") as fh:
+        head = fh.read(3)
+        if head == codecs.BOM_UTF8:
+            return "utf-8-sig"
+        fh.seek(0)
+        dec = codecs.getincrementaldecoder("utf-8")()
+        try:
+            while True:
+                block = fh.read(chunk)
+                if not block:
+                    dec.decode(b"", final=True)
+                    return "utf-8"
+                dec.decode(block)
+        except UnicodeDecodeError:
+            return "gb18030"
+
+
+def _encoding(path: Path, encoding: str | None) -> str:
+    if encoding is None or encoding == "auto":
+        return detect_encoding(path)
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r}; use auto, utf-8, gb18030 or gbk") from None
+    return "utf-8-sig" if name == "utf-8" else name     # a BOM is never data
 
 
 def file_format(path: str | os.PathLike) -> str:
@@ -39,26 +201,66 @@ def file_format(path: str | os.PathLike) -> str:
         raise InputError(f"{path}: unknown file type {ext or '(none)'}; use .parquet, .csv or .arrow") from None
 
 
-def _csv_reader(path: Path, batch_size: int):
+def _csv_reader(path: Path, batch_size: int, encoding: str | None = None, columns=None):
+    enc = _encoding(path, encoding)
     with path.open("rb") as fh:
         head = fh.readline()
     if not head.strip():
         raise InputError(f"{path}: empty file, no header line")
-    header = [h.strip().strip('"') for h in head.decode("utf-8-sig").rstrip("\r\n").split(",")]
+    try:
+        first = head.decode(enc)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: the header line is not {enc} text; try --encoding gb18030 or utf-8") from None
+    header = [h.strip().strip('"') for h in first.lstrip("\ufeff").rstrip("\r\n").split(",")]
     # every CSV column is read as text: passthrough columns keep their exact spelling and
     # a malformed number in one row cannot stop the batch; typed views are made later.
     types = {name: pa.string() for name in header}
     return pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_size * 256), encoding="utf8"),
+        read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_size * 256),
+                                       encoding="utf8" if enc in ("utf-8", "utf-8-sig") else enc),
         convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
-                                             null_values=[""], quoted_strings_can_be_null=True),
+                                             null_values=[""], quoted_strings_can_be_null=True,
+                                             include_columns=[c for c in header if c in set(columns)]
+                                             if columns is not None else None),
     )
 
 
-def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[pa.RecordBatch]:
-    """Yield the file's record batches (original column names and types)."""
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
+def file_columns(path: str | os.PathLike, encoding: str | None = None) -> list[str]:
+    """The column names of a record file, without reading its rows."""
     path = Path(path)
+    fmt = file_format(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return next(open_batches(path)).schema.names      # raises the usual one-line error
+    try:
+        if fmt == "parquet":
+            return pq.ParquetFile(path).schema_arrow.names
+        if fmt == "arrow":
+            try:
+                return ipc.open_file(path).schema.names
+            except pa.ArrowInvalid:
+                return ipc.open_stream(path).schema.names
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: cannot read as {fmt}: {str(exc).strip().splitlines()[0]}") from None
+    return _csv_reader(path, DEFAULT_BATCH_SIZE, encoding).schema.names
+
+
+def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, encoding: str | None = None,
+                 columns=None, read_dictionary=None) -> Iterator[pa.RecordBatch]:
+    """Yield the file's record batches (original column names and types).
+
+    ``columns``: read only these (file order kept; names the file lacks are ignored).
+    ``encoding`` (CSV only): ``None``/``"auto"`` detects UTF-8 (with or without BOM) or
+    GB18030; any Python codec name is accepted. ``read_dictionary`` (Parquet only): columns
+    read as Arrow dictionaries, row group by row group."""
+    path = Path(path)
+    batch_size = check_batch_size(batch_size)
     fmt = file_format(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -70,13 +272,29 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) 
         if fmt == "parquet":
             # no pre-buffering and a buffered stream: memory stays flat whatever the row-group
             # size (pre-buffered reads keep every row group read so far in the memory pool)
-            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22)
+            names = pq.ParquetFile(path).schema_arrow.names
+            cols = None if columns is None else [c for c in names if c in set(columns)]
+            dicts = [c for c in (read_dictionary or ()) if cols is None or c in cols]
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22, read_dictionary=dicts or None)
+            nested_dict = any(_nested_dictionary(f.type) for f in pf.schema_arrow if cols is None or f.name in cols)
             yielded = False
-            for b in pf.iter_batches(batch_size=batch_size):
-                yielded = True
-                yield b
+            if dicts or nested_dict:
+                # dictionary columns (a list of dictionary values written from Arrow, or ones asked for)
+                # come back whole only one row group at a time: "Nested data conversions not
+                # implemented for chunked array outputs" otherwise
+                for g in range(pf.num_row_groups):
+                    for b in pf.iter_batches(batch_size=batch_size, row_groups=[g], columns=cols):
+                        yielded = True
+                        yield b
+            else:
+                for b in pf.iter_batches(batch_size=batch_size, columns=cols):
+                    yielded = True
+                    yield b
             if not yielded:
-                yield pa.RecordBatch.from_pylist([], schema=pf.schema_arrow)
+                schema = pf.schema_arrow
+                if cols is not None:
+                    schema = pa.schema([schema.field(c) for c in cols])
+                yield pa.RecordBatch.from_pylist([], schema=schema)
         elif fmt == "arrow":
             try:
                 reader = ipc.open_file(path)
@@ -85,6 +303,10 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) 
             except pa.ArrowInvalid:
                 reader = ipc.open_stream(path)
                 batches, schema = iter(reader), reader.schema
+            if columns is not None:
+                keep = [c for c in schema.names if c in set(columns)]
+                schema = pa.schema([schema.field(c) for c in keep])
+                batches = (b.select(keep) for b in batches)
             yielded = False
             for b in batches:
                 for off in range(0, max(b.num_rows, 1), batch_size):
@@ -93,7 +315,7 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) 
             if not yielded:
                 yield pa.RecordBatch.from_pylist([], schema=schema)
         else:
-            reader = _csv_reader(path, batch_size)
+            reader = _csv_reader(path, batch_size, encoding, columns)
             yielded = False
             for b in reader:
                 for off in range(0, b.num_rows, batch_size):
@@ -103,12 +325,22 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE) 
                 yield pa.RecordBatch.from_pylist([], schema=reader.schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if fmt == "csv" and "UTF8" in first:
+            first += "; the file is not UTF-8: give its encoding with --encoding (e.g. gb18030)"
         raise InputError(f"{path}: cannot read as {fmt}: {first}") from None
 
 
-def read_table(path: str | os.PathLike) -> pa.Table:
+def _nested_dictionary(t: pa.DataType) -> bool:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.types.is_dictionary(t.value_type) or _nested_dictionary(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_nested_dictionary(f.type) or pa.types.is_dictionary(f.type) for f in t)
+    return False
+
+
+def read_table(path: str | os.PathLike, encoding: str | None = None) -> pa.Table:
     """The whole file as one table (for small inputs: catalogues, histories in tests)."""
-    batches = list(open_batches(path))
+    batches = list(open_batches(path, encoding=encoding))
     return pa.Table.from_batches(batches)
 
 
@@ -141,7 +373,7 @@ def canonical_columns(schema: pa.Schema) -> dict[str, str]:
 
 
 def code_list(array: pa.Array | pa.ChunkedArray | None, length: int) -> pa.ListArray:
-    """A code column as list<string>: lists pass through; text is split on '|' (also ',' ';')."""
+    """A code column as list<string>: lists pass through; text is split on '|' (also '｜' ',' ';' '，' '；')."""
     if array is None:
         return pa.array([None] * length, type=pa.list_(pa.string()))
     if isinstance(array, pa.ChunkedArray):
@@ -157,7 +389,7 @@ def code_list(array: pa.Array | pa.ChunkedArray | None, length: int) -> pa.ListA
         array = array.cast(pa.string())
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)):
         array = array.cast(pa.string())
-    text = pc.replace_substring_regex(array, r"[;,；，]", "|")
+    text = pc.replace_substring_regex(array, CODE_SEPARATORS, "|")
     parts = pc.split_pattern(pc.utf8_trim_whitespace(text), "|")
     return parts.cast(pa.list_(pa.string()))
 
@@ -210,13 +442,13 @@ class AtomicWriter:
         self._writer = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_path(self.path)
         if self.fmt == "parquet":
+            # no min/max statistics on list columns: nobody filters on them and they cost time
+            flat = [f.name for f in self.schema if not pa.types.is_nested(f.type)]
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd",
-                                            use_dictionary=_dictionary_columns(self.schema, self.sample))
+                                            use_dictionary=_dictionary_columns(self.schema, self.sample),
+                                            write_statistics=(flat or False) if len(flat) < len(self.schema) else True)
         elif self.fmt == "arrow":
             self._sink = pa.OSFile(str(self._tmp), "wb")
             self._writer = ipc.new_file(self._sink, self.schema)
@@ -240,7 +472,7 @@ class AtomicWriter:
                 self._sink.close()
         finally:
             if exc_type is None:
-                os.replace(self._tmp, self.path)
+                publish(self._tmp, self.path)
             else:
                 self._tmp.unlink(missing_ok=True)
         return False
@@ -267,17 +499,44 @@ def _csv_schema(schema: pa.Schema) -> pa.Schema:
     for f in schema:
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
             fields.append(pa.field(f.name, pa.string()))
+        elif pa.types.is_dictionary(f.type):
+            fields.append(pa.field(f.name, f.type.value_type))
         else:
             fields.append(f)
     return pa.schema(fields)
 
 
+#: a CSV text cell starting with one of these is run as a formula by spreadsheets
+FORMULA_START = r"^[=+\-@]"
+_PLAIN_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+
+
+def csv_safe(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Text cells starting with ``= + - @`` get a leading ``'`` (spreadsheet formula injection).
+
+    Only text is touched: numeric columns, and text cells that are a plain number such as
+    ``-3.5`` or ``+86``, stay as they are."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = col.cast(t.value_type)
+        t = col.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return col
+    risky = pc.and_(pc.match_substring_regex(col, FORMULA_START),
+                    pc.invert(pc.match_substring_regex(col, _PLAIN_NUMBER)))
+    if not pc.any(risky).as_py():
+        return col
+    return pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
+
+
 def _csv_ready(batch):
-    """List columns are written to CSV '|'-joined, the way the conformance files spell them."""
+    """List columns are written to CSV '|'-joined, the way the conformance files spell them; text made
+    spreadsheet-safe (:func:`csv_safe`)."""
     cols, names = [], []
     for name, col in zip(batch.schema.names, batch.columns):
         if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
             col = pc.binary_join(col, "|")
+        col = csv_safe(col)
         cols.append(col)
         names.append(name)
     if isinstance(batch, pa.Table):
@@ -291,9 +550,34 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> None:
         w.write(table)
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit inside the block, so the temporary is removed on the way out.
+
+    Only in the main thread and only when nobody installed a SIGTERM handler."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_size: int = DEFAULT_BATCH_SIZE,
-                   progress=None) -> int:
+                   progress=None, encoding: str | None = None, columns=None, read_dictionary=None) -> int:
     """Stream SRC batch by batch through ``fn`` (batch → batch) into DST, written atomically.
+
+    DST must not be SRC (:func:`refuse_overwrite`). ``encoding``, ``columns`` and
+    ``read_dictionary`` are passed to :func:`open_batches`.
 
     Reading the next batch and writing the previous one run in background threads while
     ``fn`` works on the current one (Arrow releases the GIL for file I/O and encoding); at
@@ -301,11 +585,13 @@ def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_siz
     error DST is left as it was."""
     from concurrent.futures import ThreadPoolExecutor
 
-    batches = open_batches(src, batch_size)
+    refuse_overwrite(src, dst)
+    check_batch_size(batch_size)
+    batches = open_batches(src, batch_size, encoding=encoding, columns=columns, read_dictionary=read_dictionary)
     end = object()
     writer = None
     rows = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
+    with _sigterm_as_exit(), ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="drgdip-write") as writing:
         pending_write = None
         try:

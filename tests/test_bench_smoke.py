@@ -44,3 +44,8 @@ def test_throughput_main_tiny(capsys):
     assert r["records"] == r["e2e_records"] == 2000 and r["sample"] == 200
     assert r["cpu_count"] >= 1
     assert r["python_matches_kernel"] is True
+    modes = {m["mode"]: m for m in r["modes"]}
+    assert len(modes) == 3 and all(m["rps"] > 0 and m["peak_rss_mb"] > 0 for m in modes.values())
+    assert "--keep all" in modes["--keep all"]["command"]
+    assert modes["--keep all"]["output_mb"] > modes["default (key + results)"]["output_mb"]
+    assert modes["default (key + results)"]["io_floor_rps"] > 0
