@@ -219,9 +219,9 @@ def test_sources_and_as_of_come_from_the_ledger(demo, tmp_path):
     assert len(src) == len(runs)
     for period, kind, rev, created, inputs in runs:
         r = src[(period, kind)]
-        assert int(r[2]) == rev and r[3] == created
+        assert int(r[2]) == rev and r[3] == "current" and r[4] == created
         for k, v in json.loads(inputs).items():
-            assert f"{k} {v[:16] if len(v) == 64 else v}" in r[6]
+            assert f"{k} {v[:16] if len(v) == 64 else v}" in r[7]
     page = Path(demo["run"]["report"]).read_text(encoding="utf-8")
     assert re.search(r'<time id="as-of">([^<]+)</time>', page).group(1) == max(r[3] for r in runs)
     # the same ledger and outputs give the same bytes, whenever the report is written
