@@ -27,8 +27,9 @@ year's amount, whatever the order of rounding. Per stay, exactly:
 ``fund_basic + fund_critical + assistance + patient = total_cost``.
 
 The accumulation runs per person and year in date order (discharge date, then admission
-date, then id, then input order); it is sequential by nature and is a plain Python loop over the
-sorted stays (rows/s measured in docs/benefits.md).
+date, then id, then input order); it is sequential by nature and runs in a numba kernel
+(``_accumulate``) over arrays sorted that way, arrays in and arrays out (rows/s measured in
+docs/benefits.md).
 """
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 from grouper.io import InputError, as_table, canonical_columns, numeric, text
+from weights.settlement import to_cents
 
 _DEFAULTS = Path(__file__).with_name("benefits_policy.toml")
 FUNDS = ("employee", "resident")
@@ -393,35 +396,24 @@ def critical_cap_layers(policy: BenefitPolicy, fund: str, year: int, continuous_
     return base + cont + zero, cont, zero
 
 
-def _banded(amount: int, threshold: int, bands, add_bp: int) -> int:
-    """Critical-illness payment on an accumulated amount: Σ band ratio × its part above the threshold."""
-    num, lo = 0, threshold
-    for up, bp in bands:
-        hi = amount if up is None else min(amount, up)
-        if hi > lo:
-            num += (hi - lo) * min(BP, bp + add_bp)
-        if up is not None:
-            lo = max(lo, up)
-    return half_up(num)
-
-
 # ---------------------------------------------------------------- inputs
 
 _TRUE = {"1", "true", "t", "yes", "y", "是"}
 _FALSE = {"0", "false", "f", "no", "n", "否", ""}
 
 
-def _dates(col, n) -> tuple[list, np.ndarray]:
-    """(date or None per row, mask of values present but unreadable)."""
+def _dates(col, n) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(date32 array, mask of values present but unreadable, days since 1970 or int64 min)."""
+    none_day = np.iinfo(np.int64).min
     if col is None:
-        return [None] * n, np.zeros(n, bool)
+        return pa.nulls(n, pa.date32()), np.zeros(n, bool), np.full(n, none_day, np.int64)
     s = text(col, n)
     head = pc.utf8_slice_codeunits(s, 0, 10)
     head = pc.replace_substring_regex(head, r"^(\d{4})(\d{2})(\d{2})$", r"\1-\2-\3")
     d = pc.strptime(head, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.date32())
-    vals = d.to_pylist()
     bad = np.asarray(pc.and_(pc.is_valid(s), pc.is_null(d)).to_numpy(zero_copy_only=False), bool)
-    return vals, bad
+    days = pc.fill_null(d.cast(pa.int32()).cast(pa.int64()), none_day).to_numpy(zero_copy_only=False)
+    return d, bad, days.astype(np.int64)
 
 
 def _texts(col, n) -> list:
@@ -507,7 +499,8 @@ def _persons(persons, policy: BenefitPolicy) -> dict:
     pid = _texts(col["patient_id"], n)
     years, ybad = _numbers(col["year"], n)
     cls = _texts(col["assistance_class"], n)
-    enrol, ebad = _dates(col["enrolment_date"], n)
+    enrol_a, ebad, _ = _dates(col["enrolment_date"], n)
+    enrol = enrol_a.to_pylist()
     coll, cbad = _flags(col["collective_period"], n, True)
     exempt, xbad = _flags(col["waiting_exempt"], n, False)
     reen, rbad = _flags(col["reenrolled"], n, False)
@@ -559,23 +552,205 @@ class Benefits:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Year:
-    admissions: int = 0
-    basic: dict = field(default_factory=dict)     # fund → basic paid (cents, incl. outpatient fund_paid)
-    crit_base: int = 0                             # accumulated critical-eligible amount
-    crit_paid: int = 0
-    assist_base: int = 0
-    assist_paid: int = 0
-    relief_base: int = 0
-    relief_paid: int = 0
-    cap: int | None = None
-    cap_known: bool = False
-    cap_floor: int | None = None                   # where the zero-claim layer starts
-    base_cap: int | None = None                    # the cap before any incentive
-    zero_layer: int = 0
-    zero_cleared: bool = False
-    last_discharge: _dt.date | None = None
+# reason bits of the kernel, in the order a stay's reasons are listed
+_FLAG_BITS = ("BEN_WAITING_PERIOD", "BEN_OUT_OF_POLICY", "BEN_OUT_OF_REGION_CUT", "BEN_BASIC_DEDUCTIBLE",
+              "BEN_BASIC_CAP", "BEN_CRITICAL_TILT", "BEN_CRITICAL_THRESHOLD", "BEN_CRITICAL_CAP",
+              "BEN_CAP_INCENTIVE_USED", "BEN_ZERO_CLAIM_CLEARED", "BEN_ASSIST_NOT_REFERRED", "BEN_ASSIST_THRESHOLD",
+              "BEN_ASSIST_LIMIT", "BEN_RELIEF_LIMIT", "BEN_RELIEF_PAID", "BEN_PERSON_NOT_LISTED")
+(F_WAIT, F_OOP, F_REGION, F_DED, F_BCAP, F_TILT, F_CTHR, F_CCAP, F_INC, F_ZERO, F_NOREF, F_ATHR, F_ALIM,
+ F_RLIM, F_RPAID, F_NOTLISTED) = (1 << b for b in range(len(_FLAG_BITS)))
+_REGION_CODE = {"local": 0, "filed": 1, "unfiled": 2}
+
+
+@njit(cache=True)
+def _rate(cents, bp):
+    return (cents * bp + BP // 2) // BP if cents > 0 else 0
+
+
+@njit(cache=True)
+def _banded_nb(amount, threshold, band_up, band_bp, add_bp):
+    num = 0
+    lo = threshold
+    for b in range(band_up.size):
+        up = band_up[b]
+        hi = amount if up < 0 else min(amount, up)
+        if hi > lo:
+            num += (hi - lo) * min(BP, band_bp[b] + add_bp)
+        if up >= 0:
+            lo = max(lo, up)
+    return (num + BP // 2) // BP
+
+
+@njit(cache=True)
+def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, start_day, dis_day, wait_start,
+                tc, ip, paid, cls, tilted, crit_cap, crit_cont, crit_zero,
+                ded_t, ratio_t, basic_cap, factors, cut, crit_fund, thr_normal, thr_tilt, band_up, band_bp, tilt_add,
+                c_thr, c_ratio, c_limit, c_relief, unfiled_covered, relief_heavy, relief_bp, relief_limit, ngroups):
+    """The per person-year accumulation over stays sorted by (person, year, date); see the module doc.
+
+    status: 0 paid, 1 waiting, 2 invalid (checked before), 3 overlapping stay."""
+    n = order.size
+    basic_o = np.zeros(n, np.int64)
+    crit_o = np.zeros(n, np.int64)
+    assist_o = np.zeros(n, np.int64)
+    relief_o = np.zeros(n, np.int64)
+    ded_o = np.zeros(n, np.int64)
+    status = np.full(n, 2, np.int64)
+    flags = np.zeros(n, np.int64)
+    cap_o = np.full(n, -1, np.int64)
+    g_cap = np.full(ngroups, -1, np.int64)
+    g_cleared = np.zeros(ngroups, np.bool_)
+    none_day = np.iinfo(np.int64).min
+    basic_paid = np.zeros(2, np.int64)
+    prev = -1
+    admissions = crit_base = crit_paid = assist_base = assist_paid = relief_base = relief_paid = 0
+    cap_known = False
+    cap = base_cap = floor = zero = 0
+    last_dis = none_day
+    for k in range(n):
+        i = order[k]
+        g = grp[k]
+        if g != prev:
+            prev = g
+            admissions = crit_base = crit_paid = assist_base = assist_paid = relief_base = relief_paid = 0
+            basic_paid[:] = 0
+            cap_known = False
+            last_dis = none_day
+        if not ok[i]:
+            continue
+        if not outp[i] and last_dis != none_day and start_day[i] < last_dis:
+            status[i] = 3
+            continue
+        f = fund[i]
+        fl = 0
+        if wait_start[i] != none_day and start_day[i] < wait_start[i]:
+            status[i] = 1
+            flags[i] = F_WAIT
+            continue
+        status[i] = 0
+        if tc[i] > ip[i]:
+            fl |= F_OOP
+        cap_left = basic_cap[f] - basic_paid[f]
+        if outp[i]:
+            basic = min(paid[i], max(0, cap_left))
+            if basic < paid[i]:
+                fl |= F_BCAP
+        else:
+            admissions += 1
+            fac = factors[min(admissions, factors.size) - 1]
+            ded = _rate(ded_t[f, level[i]], fac)
+            ratio = max(0, ratio_t[f, level[i]] - cut[region[i]])
+            if cut[region[i]] > 0:
+                fl |= F_REGION
+            under = min(ip[i], ded)
+            ded_o[i] = under
+            if under > 0:
+                fl |= F_DED
+            basic = _rate(ip[i] - under, ratio)
+            if basic > cap_left:
+                basic = max(0, cap_left)
+                fl |= F_BCAP
+        basic_paid[f] += basic
+        crit = 0
+        if not outp[i] and crit_fund[f]:
+            if not cap_known:
+                cap_known = True
+                cap = crit_cap[i]
+                zero = crit_zero[i]
+                floor = cap - zero
+                base_cap = cap - zero - crit_cont[i]
+                g_cap[g] = cap
+            thr = thr_tilt if tilted[i] else thr_normal
+            add = tilt_add if tilted[i] else 0
+            if tilted[i]:
+                fl |= F_TILT
+            elig = ip[i] - basic
+            before = crit_base
+            after = crit_base + elig
+            crit = _banded_nb(after, thr, band_up, band_bp, add) - _banded_nb(before, thr, band_up, band_bp, add)
+            if before < thr and elig > 0:
+                fl |= F_CTHR
+            crit_base = after
+            if cap >= 0:
+                if crit_paid + crit > cap:
+                    crit = max(0, cap - crit_paid)
+                    fl |= F_CCAP
+                new = crit_paid + crit
+                if new > base_cap and crit > 0:
+                    fl |= F_INC
+                if zero > 0 and new > floor and not g_cleared[g]:
+                    g_cleared[g] = True
+                    fl |= F_ZERO
+            crit_paid += crit
+            cap_o[i] = cap
+        assist = 0
+        relief = 0
+        remaining = ip[i] - basic - crit
+        c = cls[i]
+        if c >= 0:
+            if region[i] == 2 and not unfiled_covered:
+                fl |= F_NOREF
+            else:
+                thr = c_thr[c]
+                before = assist_base
+                after = assist_base + remaining
+                assist = _rate(max(0, after - thr), c_ratio[c]) - _rate(max(0, before - thr), c_ratio[c])
+                if before < thr and remaining > 0:
+                    fl |= F_ATHR
+                assist_base = after
+                if assist_paid + assist > c_limit[c]:
+                    assist = max(0, c_limit[c] - assist_paid)
+                    fl |= F_ALIM
+                assist_paid += assist
+                if c_relief[c]:
+                    before = relief_base
+                    after = relief_base + remaining - assist
+                    relief_base = after
+                    if not outp[i] and referred[i] and in_prov[i]:
+                        relief = _rate(max(0, after - relief_heavy), relief_bp) \
+                            - _rate(max(0, before - relief_heavy), relief_bp)
+                        if relief_paid + relief > relief_limit:
+                            relief = max(0, relief_limit - relief_paid)
+                            fl |= F_RLIM
+                        if relief > 0:
+                            fl |= F_RPAID
+                        relief_paid += relief
+        if not outp[i]:
+            last_dis = dis_day[i]
+        basic_o[i] = basic
+        crit_o[i] = crit
+        assist_o[i] = assist
+        relief_o[i] = relief
+        flags[i] = fl
+    return basic_o, crit_o, assist_o, relief_o, ded_o, status, flags, cap_o, g_cap, g_cleared
+
+
+# reasons found before the accumulation, one bit each (a row with any is invalid)
+_INVALID_BITS = ("BEN_NO_PATIENT", "BEN_UNKNOWN_FUND", "BEN_DATE_ORDER", "BEN_BAD_COST", "BEN_NO_LEVEL",
+                 "BEN_BAD_REGION_STATUS", "BEN_BAD_VISIT_TYPE", "BEN_BAD_FLAG", "BEN_UNKNOWN_CLASS",
+                 "BEN_BAD_PERSON", "BEN_OVERLAPPING_STAY")
+_ALL_BITS = _FLAG_BITS + _INVALID_BITS
+
+
+def _lookup(values: pa.Array, keys: list, default: int = -1) -> np.ndarray:
+    """Index of each value in ``keys`` (default where null or absent)."""
+    pos = pc.index_in(values, value_set=pa.array(keys, pa.string()))
+    return pc.fill_null(pos, default).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _rank(values: pa.Array) -> np.ndarray:
+    """Dense rank of each text value in sorted order (null, as "", first)."""
+    return pc.rank(pc.fill_null(values, ""), sort_keys="ascending", tiebreaker="dense").to_numpy(
+        zero_copy_only=False).astype(np.int64)
+
+
+def _reason_texts(mask: np.ndarray) -> tuple[list, list]:
+    """(first reason, all reasons |-joined) for each row's reason bits."""
+    uniq, inv = np.unique(mask, return_inverse=True)
+    names = [[c for b, c in enumerate(_ALL_BITS) if (int(u) >> b) & 1] or ["BEN_PAID"] for u in uniq]
+    first = np.array([x[0] for x in names], dtype=object)[inv.reshape(-1)]
+    joined = np.array(["|".join(x) for x in names], dtype=object)[inv.reshape(-1)]
+    return first.tolist(), joined.tolist()
 
 
 def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None) -> Benefits:
@@ -592,252 +767,180 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         if need not in cols:
             raise InputError(f"records have no {need} column (or an alias of it)")
     extra = {k: _find(t, v) for k, v in _RECORD_EXTRA.items()}
-    ids = _texts(c("id"), n)
-    pid = _texts(c("patient_id"), n)
-    fund_lab = policy.fund_of_label()
-    fund = [fund_lab.get((f or "").lower()) for f in _texts(c("fund"), n)]
-    adm, adm_bad = _dates(c("admission_date"), n)
-    dis, dis_bad = _dates(c("discharge_date"), n)
+    none_day = np.iinfo(np.int64).min
+    bit = {code: np.int64(1) << np.int64(b) for b, code in enumerate(_ALL_BITS)}
+    bad = np.zeros(n, np.int64)
+
+    def flag(mask, code):
+        nonlocal bad
+        bad = bad | np.where(mask, bit[code], 0)
+
+    ids_a = text(c("id"), n)
+    ids = ids_a.to_pylist()
+    pid_a = text(c("patient_id"), n)
+    pid = pid_a.to_pylist()
+    flag(pc.is_null(pid_a).to_numpy(zero_copy_only=False), "BEN_NO_PATIENT")
+    labels = policy.fund_of_label()
+    lab_keys = sorted(labels)
+    fund_pos = _lookup(pc.utf8_lower(text(c("fund"), n)), lab_keys)
+    fund_i = np.array([FUNDS.index(labels[k]) for k in lab_keys] + [-1], np.int64)[fund_pos]
+    flag(fund_i < 0, "BEN_UNKNOWN_FUND")
+    _, adm_bad, adm_days = _dates(c("admission_date"), n)
+    _, dis_bad, dis_days = _dates(c("discharge_date"), n)
+    flag((dis_days == none_day) | dis_bad | adm_bad | ((adm_days != none_day) & (adm_days > dis_days)),
+         "BEN_DATE_ORDER")
+    year_a = np.where(dis_days == none_day, -1,
+                      np.where(dis_days == none_day, 0, dis_days).astype("datetime64[D]").astype("datetime64[Y]")
+                      .astype(np.int64) + 1970)
+    year = [None if y < 0 else int(y) for y in year_a.tolist()]
     total, total_bad = _numbers(c("total_cost"), n)
     if extra["in_policy_cost"] is not None:
         inpol, inpol_bad = _numbers(extra["in_policy_cost"], n)
     else:
         inpol, inpol_bad = total.copy(), np.zeros(n, bool)
     paid_out, paid_bad = _numbers(c("fund_paid"), n)
-    hosp = _texts(c("hospital_id"), n)
-    level = _texts(extra["hospital_level"], n)
-    region = _texts(extra["region_status"], n)
+    vt = pc.utf8_lower(text(extra["visit_type"], n))
+    outp = np.asarray(pc.fill_null(pc.is_in(vt, value_set=pa.array(list(policy.outpatient_types), pa.string())),
+                                   False).to_numpy(zero_copy_only=False), bool)
+    vt_ok = pc.or_(pc.is_null(vt), pc.is_in(vt, value_set=pa.array(["inpatient", "住院", *policy.outpatient_types])))
+    flag(~np.asarray(vt_ok.to_numpy(zero_copy_only=False), bool), "BEN_BAD_VISIT_TYPE")
+    tc_c, ip_c, paid_c = (to_cents(np.nan_to_num(x)) for x in (total, inpol, paid_out))
+    cost_bad = (total_bad | inpol_bad | ~np.isfinite(total) | ~np.isfinite(inpol) | (total < 0) | (inpol < 0)
+                | (ip_c > tc_c) | (outp & (paid_bad | ~np.isfinite(paid_out) | (paid_c < 0) | (paid_c > ip_c))))
+    flag(cost_bad, "BEN_BAD_COST")
+    level_a = text(extra["hospital_level"], n)
+    if policy.hospital_level:
+        hk = sorted(policy.hospital_level)
+        from_map = pa.array([policy.hospital_level[k] for k in hk] + [None], pa.string()).take(
+            pa.array(_lookup(text(c("hospital_id"), n), hk, len(hk))))
+        level_a = pc.coalesce(level_a, from_map)
+    level_i = _lookup(level_a, list(LEVELS))
+    flag(~outp & (level_i < 0), "BEN_NO_LEVEL")
+    reg_keys = sorted(REGION_STATUSES)
+    reg_text = pc.utf8_lower(text(extra["region_status"], n))
+    reg_pos = _lookup(reg_text, reg_keys)
+    region_i = np.array([_REGION_CODE[REGION_STATUSES[k]] for k in reg_keys] + [-1], np.int64)[reg_pos]
+    region_i = np.where(pc.is_null(reg_text).to_numpy(zero_copy_only=False), 0, region_i)
+    flag(~outp & (region_i < 0), "BEN_BAD_REGION_STATUS")
+    region_i = np.maximum(region_i, 0)
     in_prov, prov_bad = _flags(extra["in_province"], n, True)
     referred, ref_bad = _flags(extra["referred"], n, False)
-    vtype = _texts(extra["visit_type"], n)
+    flag(prov_bad | ref_bad, "BEN_BAD_FLAG")
+
+    # the person of each row: assistance class, waiting start, critical-illness cap layers
     people = _persons(persons, policy)
-
-    status = ["invalid"] * n
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    money = {k: [None] * n for k in STAY_MONEY}
-    deductible_borne = [0] * n
-    year = [d.year if d is not None else None for d in dis]
-    caps: list = [None] * n
-
-    # validity of each row on its own
-    order_key = []
+    class_codes = list(policy.classes)
+    cls_index = {code: j for j, code in enumerate(class_codes)}
+    cls = np.full(n, -1, np.int64)
+    wait_start = np.full(n, none_day, np.int64)
+    crit_cap, crit_cont, crit_zero = np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    not_listed = np.zeros(n, bool)
+    person_bad = np.zeros(n, np.int64)
+    epoch = _dt.date(1970, 1, 1)
+    layers: dict = {}
+    fund_names = [FUNDS[f] if f >= 0 else None for f in fund_i.tolist()]
+    row_person: list = [None] * n
     for i in range(n):
-        r = reasons[i]
-        outpatient = (vtype[i] or "").lower() in policy.outpatient_types
-        if pid[i] is None:
-            r.append("BEN_NO_PATIENT")
-        if fund[i] is None:
-            r.append("BEN_UNKNOWN_FUND")
-        if dis[i] is None or dis_bad[i] or adm_bad[i] or (adm[i] is not None and adm[i] > dis[i]):
-            r.append("BEN_DATE_ORDER")
-        tc, ip = total[i], inpol[i]
-        if total_bad[i] or inpol_bad[i] or not np.isfinite(tc) or not np.isfinite(ip) or tc < 0 or ip < 0 \
-                or cents_of(ip) > cents_of(tc) or (outpatient and (paid_bad[i] or not np.isfinite(paid_out[i])
-                                                                     or not 0 <= paid_out[i] <= ip)):
-            r.append("BEN_BAD_COST")
-        else:
-            money["total_cost_cents"][i] = cents_of(tc)
-        if not outpatient:
-            lev = level[i] or policy.hospital_level.get(hosp[i] or "")
-            if lev not in LEVELS:
-                r.append("BEN_NO_LEVEL")
-            else:
-                level[i] = lev
-            if region[i] is not None and region[i].lower() not in REGION_STATUSES:
-                r.append("BEN_BAD_REGION_STATUS")
-        if vtype[i] is not None and not outpatient and vtype[i].lower() not in ("inpatient", "住院"):
-            r.append("BEN_BAD_VISIT_TYPE")
-        if prov_bad[i] or ref_bad[i]:
-            r.append("BEN_BAD_FLAG")
-        p = people.get((pid[i], year[i])) or people.get((pid[i], None))
-        if p is not None and p.error:
-            r.append(p.error)
-        order_key.append((pid[i] or "", year[i] or 0, dis[i] or _dt.date.min, adm[i] or dis[i] or _dt.date.min,
-                          ids[i] or "", i))
-
-    states: dict = {}
-    for *_, i in sorted(order_key):
-        r = reasons[i]
-        if r:
-            continue
         p = people.get((pid[i], year[i])) or people.get((pid[i], None))
         if p is None:
-            r.append("BEN_PERSON_NOT_LISTED")
-            p = _Person()
-        st = states.setdefault((pid[i], year[i]), _Year())
-        outpatient = (vtype[i] or "").lower() in policy.outpatient_types
-        start_day = adm[i] or dis[i]
-        if not outpatient:
-            if st.last_discharge is not None and start_day < st.last_discharge:
-                r[:] = ["BEN_OVERLAPPING_STAY"]
-                continue
-        tc, ip = money["total_cost_cents"][i], cents_of(inpol[i])
-        f = fund[i]
-        money["in_policy_cents"][i] = ip
-        if f in policy.waiting_funds and p.start is not None and start_day < p.start:
-            status[i] = "waiting"
-            r.insert(0, "BEN_WAITING_PERIOD")
-            for k in STAY_MONEY[2:-1]:
-                money[k][i] = 0
-            money["patient_cents"][i] = tc
+            not_listed[i] = True
             continue
-        status[i] = "paid"
-        if tc > ip:
-            r.append("BEN_OUT_OF_POLICY")
-        cap_left = policy.basic_cap[f] - st.basic.get(f, 0)
-        # --- basic insurance
-        if outpatient:
-            basic = min(cents_of(paid_out[i]), max(0, cap_left))
-            if basic < cents_of(paid_out[i]):
-                r.append("BEN_BASIC_CAP")
-        else:
-            st.admissions += 1
-            ded_full, ratio = policy.basic_levels[f][level[i]]
-            fac = policy.admission_factors_bp[min(st.admissions, len(policy.admission_factors_bp)) - 1]
-            ded = apply_rate(ded_full, fac)
-            rs = REGION_STATUSES.get((region[i] or "local").lower(), "local")
-            ratio = max(0, ratio - policy.ratio_cut_bp[rs])
-            if policy.ratio_cut_bp[rs] > 0:
-                r.append("BEN_OUT_OF_REGION_CUT")
-            under = min(ip, ded)
-            deductible_borne[i] = under
-            if under > 0:
-                r.append("BEN_BASIC_DEDUCTIBLE")
-            basic = apply_rate(ip - under, ratio)
-            if basic > cap_left:
-                basic = max(0, cap_left)
-                r.append("BEN_BASIC_CAP")
-        st.basic[f] = st.basic.get(f, 0) + basic
-        # --- critical-illness insurance (inpatient stays of the funds it covers)
-        crit = 0
-        if not outpatient and f in policy.critical_funds:
-            tilted = p.cls in policy.tilt_classes
-            if not st.cap_known:
-                st.cap, cont, zero = critical_cap_layers(policy, f, year[i], p.continuous, p.zero_claim,
-                                                         p.reenrolled, tilted)
-                st.cap_known = True
-                st.zero_layer = zero
-                st.cap_floor = None if st.cap is None else st.cap - zero
-                st.base_cap = None if st.cap is None else st.cap - zero - cont
-            thr = apply_rate(policy.critical_threshold, policy.tilt_threshold_bp) if tilted else policy.critical_threshold
-            add = policy.tilt_ratio_add_bp if tilted else 0
-            if tilted:
-                r.append("BEN_CRITICAL_TILT")
-            before, after = st.crit_base, st.crit_base + (ip - basic)
-            crit = _banded(after, thr, policy.critical_bands, add) - _banded(before, thr, policy.critical_bands, add)
-            if before < thr and ip - basic > 0:
-                r.append("BEN_CRITICAL_THRESHOLD")
-            st.crit_base = after
-            if st.cap is not None:
-                if st.crit_paid + crit > st.cap:
-                    crit = max(0, st.cap - st.crit_paid)
-                    r.append("BEN_CRITICAL_CAP")
-                new = st.crit_paid + crit
-                if new > st.base_cap and crit > 0:
-                    r.append("BEN_CAP_INCENTIVE_USED")
-                if st.zero_layer and new > st.cap_floor and not st.zero_cleared:
-                    st.zero_cleared = True
-                    r.append("BEN_ZERO_CLAIM_CLEARED")
-            st.crit_paid += crit
-            caps[i] = st.cap
-        # --- medical assistance (先保险后救助)
-        assist = relief = 0
-        remaining = ip - basic - crit
+        row_person[i] = p
+        if p.error:
+            person_bad[i] = bit[p.error]
         if p.cls is not None:
-            rs = REGION_STATUSES.get((region[i] or "local").lower(), "local")
-            if rs == "unfiled" and not policy.unfiled_covered:
-                r.append("BEN_ASSIST_NOT_REFERRED")
-            else:
-                k = policy.classes[p.cls]
-                thr = policy.assistance_threshold(p.cls)
-                before, after = st.assist_base, st.assist_base + remaining
-                assist = apply_rate(max(0, after - thr), k.ratio_bp) - apply_rate(max(0, before - thr), k.ratio_bp)
-                if before < thr and remaining > 0:
-                    r.append("BEN_ASSIST_THRESHOLD")
-                st.assist_base = after
-                if st.assist_paid + assist > k.annual_limit:
-                    assist = max(0, k.annual_limit - st.assist_paid)
-                    r.append("BEN_ASSIST_LIMIT")
-                st.assist_paid += assist
-                # 倾斜救助: the year's burden after the three tiers accumulates over the person's
-                # stays; the part of a stay's burden above heavy_burden is relieved when the stay
-                # is inpatient, referred (规范转诊) and in the province
-                if p.cls in policy.relief_classes:
-                    rest = remaining - assist
-                    before, after = st.relief_base, st.relief_base + rest
-                    st.relief_base = after
-                    if not outpatient and referred[i] and in_prov[i]:
-                        relief = apply_rate(max(0, after - policy.relief_heavy), policy.relief_ratio_bp) \
-                            - apply_rate(max(0, before - policy.relief_heavy), policy.relief_ratio_bp)
-                        if st.relief_paid + relief > policy.relief_limit:
-                            relief = max(0, policy.relief_limit - st.relief_paid)
-                            r.append("BEN_RELIEF_LIMIT")
-                        if relief > 0:
-                            r.append("BEN_RELIEF_PAID")
-                        st.relief_paid += relief
-        if not outpatient:
-            st.last_discharge = dis[i]
-        money["fund_basic_cents"][i] = basic
-        money["fund_critical_cents"][i] = crit
-        money["assistance_cents"][i] = assist + relief
-        money["assistance_relief_cents"][i] = relief
-        money["patient_cents"][i] = tc - basic - crit - assist - relief
+            cls[i] = cls_index[p.cls]
+        f = fund_names[i]
+        if p.start is not None and f in policy.waiting_funds:
+            wait_start[i] = (p.start - epoch).days
+        if f in policy.critical_funds and year[i] is not None:
+            key = (f, year[i], id(p))
+            if key not in layers:
+                layers[key] = critical_cap_layers(policy, f, year[i], p.continuous, p.zero_claim,
+                                                  p.reenrolled, p.cls in policy.tilt_classes)
+            cap, cont, zero = layers[key]
+            crit_cap[i], crit_cont[i], crit_zero[i] = (-1 if cap is None else cap), cont, zero
+    bad = bad | person_bad
+    tilted = np.isin(cls, [j for j, code in enumerate(class_codes) if code in policy.tilt_classes])
 
-    for i in range(n):
-        if status[i] == "invalid":
-            for k in STAY_MONEY[1:]:
-                money[k][i] = None
-            deductible_borne[i] = None
-        elif not reasons[i]:
-            reasons[i].append("BEN_PAID")
+    # the sequential pass: arrays sorted by (person, year, discharge, admission, id, input order)
+    start_day = np.where(adm_days != none_day, adm_days, dis_days)
+    pid_rank = _rank(pid_a)
+    order = np.lexsort((np.arange(n), _rank(ids_a), start_day, dis_days, year_a, pid_rank)).astype(np.int64)
+    change = np.ones(n, bool)
+    if n:
+        change[1:] = (pid_rank[order][1:] != pid_rank[order][:-1]) | (year_a[order][1:] != year_a[order][:-1])
+    grp = np.cumsum(change).astype(np.int64) - 1
+    ngroups = int(grp[-1]) + 1 if n else 0
+    bands = policy.critical_bands
+    basic, crit, assist, relief, ded, st, flags, cap_row, g_cap, g_cleared = _accumulate(
+        order, grp, bad == 0, outp, fund_i, np.maximum(level_i, 0), region_i, np.array(referred, bool),
+        np.array(in_prov, bool), start_day, dis_days, wait_start, tc_c, ip_c, paid_c, cls, tilted,
+        crit_cap, crit_cont, crit_zero,
+        np.array([[policy.basic_levels[f][lv][0] for lv in LEVELS] for f in FUNDS], np.int64),
+        np.array([[policy.basic_levels[f][lv][1] for lv in LEVELS] for f in FUNDS], np.int64),
+        np.array([policy.basic_cap[f] for f in FUNDS], np.int64), np.array(policy.admission_factors_bp, np.int64),
+        np.array([policy.ratio_cut_bp[k] for k in ("local", "filed", "unfiled")], np.int64),
+        np.array([f in policy.critical_funds for f in FUNDS], bool),
+        policy.critical_threshold, apply_rate(policy.critical_threshold, policy.tilt_threshold_bp),
+        np.array([-1 if up is None else up for up, _ in bands], np.int64), np.array([bp for _, bp in bands], np.int64),
+        policy.tilt_ratio_add_bp,
+        np.array([policy.assistance_threshold(code) for code in class_codes], np.int64),
+        np.array([policy.classes[code].ratio_bp for code in class_codes], np.int64),
+        np.array([policy.classes[code].annual_limit for code in class_codes], np.int64),
+        np.array([code in policy.relief_classes for code in class_codes], bool),
+        policy.unfiled_covered, policy.relief_heavy, policy.relief_ratio_bp, policy.relief_limit, ngroups)
+
+    overlap = st == 3
+    valid = st < 2
+    mask = np.where(bad != 0, bad, np.where(overlap, bit["BEN_OVERLAPPING_STAY"],
+                                            flags | np.where(valid & not_listed, bit["BEN_PERSON_NOT_LISTED"], 0)))
+    first, joined = _reason_texts(mask)
+    status = np.array(["paid", "waiting", "invalid", "invalid"], dtype=object)[st]
+    inv = ~valid
+    patient = tc_c - basic - crit - assist - relief
     stays = pa.table({
-        "id": pa.array(ids, pa.string()), "patient_id": pa.array(pid, pa.string()),
-        "year": pa.array(year, pa.int64()), "fund": pa.array(fund, pa.string()),
-        "status": pa.array(status, pa.string()),
-        "reason": pa.array([r[0] for r in reasons], pa.string()),
-        "reasons": pa.array(["|".join(r) for r in reasons], pa.string()),
-        **{k: pa.array(money[k], pa.int64()) for k in STAY_MONEY},
-        "basic_deductible_cents": pa.array(deductible_borne, pa.int64()),
-        "critical_cap_cents": pa.array(caps, pa.int64()),
-        "personal_share": pa.array([None if v is None else v / 100.0 for v in money["patient_cents"]], pa.float64()),
+        "id": pa.array(ids, pa.string()), "patient_id": pid_a,
+        "year": pa.array(year, pa.int64()), "fund": pa.array(fund_names, pa.string()),
+        "status": pa.array(status.tolist(), pa.string()),
+        "reason": pa.array(first, pa.string()), "reasons": pa.array(joined, pa.string()),
+        "total_cost_cents": pa.array(tc_c, pa.int64(), mask=cost_bad | overlap),
+        "in_policy_cents": pa.array(ip_c, pa.int64(), mask=inv),
+        "fund_basic_cents": pa.array(basic, pa.int64(), mask=inv),
+        "fund_critical_cents": pa.array(crit, pa.int64(), mask=inv),
+        "assistance_cents": pa.array(assist + relief, pa.int64(), mask=inv),
+        "assistance_relief_cents": pa.array(relief, pa.int64(), mask=inv),
+        "patient_cents": pa.array(patient, pa.int64(), mask=inv),
+        "basic_deductible_cents": pa.array(ded, pa.int64(), mask=inv),
+        "critical_cap_cents": pa.array(cap_row, pa.int64(), mask=inv | (cap_row < 0)),
+        "personal_share": pa.array(patient / 100.0, pa.float64(), mask=inv),
     })
-    return Benefits(stays, person_totals(stays, states, people))
-
-
-def person_totals(stays: pa.Table, states: dict, people: dict) -> pa.Table:
-    """One row per (patient_id, year): stays by status and the sums of every money column."""
-    rows: dict = {}
-    cols = {k: stays[k].to_pylist() for k in ("patient_id", "year", "status", *PERSON_MONEY[:2],
-                                              *PERSON_MONEY[2:])}
-    for i, (p, y, s) in enumerate(zip(cols["patient_id"], cols["year"], cols["status"])):
-        if p is None or y is None:
-            continue
-        row = rows.setdefault((p, y), {"stays": 0, "paid": 0, "waiting": 0, "invalid": 0,
-                                       **{k: 0 for k in PERSON_MONEY}})
-        row["stays"] += 1
-        row[s] += 1
-        if s != "invalid":
-            for k in PERSON_MONEY:
-                row[k] += cols[k][i] or 0
-    keys = sorted(rows)
-    out = {"patient_id": [k[0] for k in keys], "year": [k[1] for k in keys]}
-    for name, src in (("stays", "stays"), ("paid_stays", "paid"), ("waiting_stays", "waiting"),
-                      ("invalid_stays", "invalid")):
-        out[name] = [rows[k][src] for k in keys]
-    for m in PERSON_MONEY:
-        out[m] = [rows[k][m] for k in keys]
-    cls, cap, cleared = [], [], []
-    for k in keys:
-        p = people.get(k) or people.get((k[0], None))
-        cls.append(p.cls if p is not None else None)
-        st = states.get(k)
-        cap.append(st.cap if st is not None and st.cap_known else None)
-        cleared.append(bool(st.zero_cleared) if st is not None else False)
-    return pa.table({"patient_id": pa.array(out["patient_id"], pa.string()), "year": pa.array(out["year"], pa.int64()),
-                     "assistance_class": pa.array(cls, pa.string()),
-                     **{k: pa.array(v, pa.int64()) for k, v in out.items() if k not in ("patient_id", "year")},
-                     "critical_cap_cents": pa.array(cap, pa.int64()),
-                     "zero_claim_cleared": pa.array(cleared, pa.bool_())})
+    # per person-year: the groups of the sorted pass that have a person and a year
+    row_grp = np.empty(n, np.int64)
+    row_grp[order] = grp
+    first_row = np.full(ngroups, -1, np.int64)
+    first_row[grp[::-1]] = order[::-1]
+    keep = np.array([pid[i] is not None and year[i] is not None for i in first_row.tolist()], bool)
+    sums = {"stays": np.bincount(row_grp, minlength=ngroups)}
+    for name, m in (("paid_stays", st == 0), ("waiting_stays", st == 1), ("invalid_stays", st >= 2)):
+        sums[name] = np.bincount(row_grp, m.astype(np.float64), ngroups)
+    money = {"total_cost_cents": tc_c, "in_policy_cents": ip_c, "basic_deductible_cents": ded,
+             "fund_basic_cents": basic, "fund_critical_cents": crit, "assistance_cents": assist + relief,
+             "assistance_relief_cents": relief, "patient_cents": patient}
+    for name, v in money.items():   # exact integer sums (bincount would go through float64)
+        s = np.zeros(ngroups, np.int64)
+        np.add.at(s, row_grp[valid], v[valid])
+        sums[name] = s
+    rows = first_row[keep].tolist()
+    persons_t = pa.table({
+        "patient_id": pa.array([pid[i] for i in rows], pa.string()), "year": pa.array([year[i] for i in rows], pa.int64()),
+        "assistance_class": pa.array([row_person[i].cls if row_person[i] is not None else None for i in rows],
+                                     pa.string()),
+        **{k: pa.array(v[keep].astype(np.int64), pa.int64()) for k, v in sums.items()},
+        "critical_cap_cents": pa.array(g_cap[keep], pa.int64(), mask=g_cap[keep] < 0),
+        "zero_claim_cleared": pa.array(g_cleared[keep], pa.bool_()),
+    })
+    return Benefits(stays, persons_t)
 
 
 def write_benefits(records, persons, policy_path, out, totals=None) -> Benefits:
