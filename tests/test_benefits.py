@@ -285,3 +285,15 @@ def test_cli_writes_byte_identical_outputs_and_refuses_bad_policy(tmp_path):
     r = _run("benefits", str(tmp_path / "stays.csv"), "--policy", str(bad), "-o", str(tmp_path / "x.csv"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "0.70" in r.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_unusable_records_or_persons_stop_with_one_line(tmp_path):
+    pacsv.write_csv(_stays(DOC_STAYS).drop_columns(["total_cost"]), tmp_path / "nocost.csv")
+    r = _run("benefits", str(tmp_path / "nocost.csv"), "-o", str(tmp_path / "o.csv"))
+    assert r.returncode == 2 and r.stderr.strip() == "drgdip: records have no total_cost column (or an alias of it)"
+    pacsv.write_csv(_stays(DOC_STAYS), tmp_path / "stays.csv")
+    pacsv.write_csv(pa.table({"person": ["A"]}), tmp_path / "persons.csv")
+    r = _run("benefits", str(tmp_path / "stays.csv"), "--persons", str(tmp_path / "persons.csv"),
+             "-o", str(tmp_path / "o.csv"))
+    assert r.returncode == 2 and "persons have no patient_id column" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.csv").exists()
