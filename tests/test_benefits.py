@@ -186,6 +186,7 @@ def test_bad_input_gets_a_reason_per_record_and_the_batch_goes_on():
               "cost": "BEN_BAD_COST", "nopid": "BEN_NO_PATIENT", "cls": "BEN_UNKNOWN_CLASS", "fund": "BEN_UNKNOWN_FUND"}
     for k, code in expect.items():
         assert (s[k]["status"], s[k]["reason"], s[k]["personal_share"]) == ("invalid", code, None), k
+    assert (s["overlap"]["total_cost_cents"], s["cost"]["total_cost_cents"]) == (100000, None)
     # an invalid stay takes no admission: "ok" was the first, so its deductible is 500 × 1.0
     assert s["ok"]["basic_deductible_cents"] == 50000
 

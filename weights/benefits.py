@@ -904,7 +904,7 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         "year": pa.array(year, pa.int64()), "fund": pa.array(fund_names, pa.string()),
         "status": pa.array(status.tolist(), pa.string()),
         "reason": pa.array(first, pa.string()), "reasons": pa.array(joined, pa.string()),
-        "total_cost_cents": pa.array(tc_c, pa.int64(), mask=cost_bad | overlap),
+        "total_cost_cents": pa.array(tc_c, pa.int64(), mask=cost_bad),
         "in_policy_cents": pa.array(ip_c, pa.int64(), mask=inv),
         "fund_basic_cents": pa.array(basic, pa.int64(), mask=inv),
         "fund_critical_cents": pa.array(crit, pa.int64(), mask=inv),
