@@ -298,3 +298,13 @@ def test_cli_unusable_records_or_persons_stop_with_one_line(tmp_path):
              "-o", str(tmp_path / "o.csv"))
     assert r.returncode == 2 and "persons have no patient_id column" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.csv").exists()
+
+
+def test_chinese_labels_from_the_policy_are_read():
+    rec = _stays([_stay("z", "Z", "2026-03-01", "2026-03-04", 10000.0, 10000.0, "三级"),
+                  _stay("y", "Y", "2026-03-01", "2026-03-04", 10000.0, 10000.0, "特级")])
+    rec = rec.append_column("region_status", pa.array(["已备案", None]))
+    rec = rec.append_column("visit_type", pa.array(["住院", "住院"]))
+    s = _by_id(compute_benefits(rec, None, parse_benefit_policy({"basic": {"out_of_region_ratio_cut": {"filed": 0.05}}})))
+    assert (s["z"]["status"], s["z"]["fund_basic_cents"]) == ("paid", 495000)   # (0.60 − 0.05) × 9000
+    assert (s["y"]["status"], s["y"]["reason"]) == ("invalid", "BEN_NO_LEVEL")

@@ -51,8 +51,7 @@ from weights.settlement import to_cents
 _DEFAULTS = Path(__file__).with_name("benefits_policy.toml")
 FUNDS = ("employee", "resident")
 LEVELS = ("1", "2", "3")
-REGION_STATUSES = {"local": "local", "本地": "local", "filed": "filed", "已备案": "filed",
-                   "unfiled": "unfiled", "未备案": "unfiled"}
+REGION_STATUSES = ("local", "filed", "unfiled")
 BP = 10000  # basis points: every ratio and share is held as an integer number of 1/10000
 
 
@@ -99,6 +98,9 @@ class AssistanceClass:
 @dataclass(frozen=True)
 class BenefitPolicy:
     fund_labels: dict[str, tuple[str, ...]]
+    level_labels: dict[str, str]                       # label (lower case) → "1" | "2" | "3"
+    region_labels: dict[str, str]                      # label (lower case) → local | filed | unfiled
+    inpatient_labels: tuple[str, ...]
     hospital_level: dict[str, str]
     admission_factors_bp: tuple[int, ...]
     ratio_cut_bp: dict[str, int]                       # region status → points off
@@ -223,12 +225,20 @@ def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str 
     with _DEFAULTS.open("rb") as fh:
         m = _merge(tomllib.load(fh), data)
     r = _R(where)
-    top = {"funds", "hospital_level", "basic", "outpatient", "critical", "waiting", "assistance"}
+    top = {"funds", "labels", "hospital_level", "basic", "outpatient", "critical", "waiting", "assistance"}
     for k in m:
         if k not in top:
             r.fail(k, f"is not a known section (use {', '.join(sorted(top))})")
     funds = r.table(m, "", "funds", set(FUNDS))
     labels = {f: r.texts(funds, "funds", f) for f in FUNDS}
+    lab = r.table(m, "", "labels", {"level", "region_status", "inpatient"})
+    level_labels, region_labels = {}, {}
+    for name, codes, out in (("level", LEVELS, level_labels), ("region_status", REGION_STATUSES, region_labels)):
+        t = r.table(lab, "labels", name, set(codes))
+        for code in codes:
+            for x in r.texts(t, f"labels.{name}", code) if code in t else (code,):
+                out[x.strip().lower()] = code
+    inpatient_labels = tuple(x.lower() for x in r.texts(lab, "labels", "inpatient"))
     hl = r.table(m, "", "hospital_level")
     for h, lev in hl.items():
         if str(lev) not in LEVELS:
@@ -315,7 +325,8 @@ def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str 
                 r.fail(key, f"names {c!r}, not an assistance class (use {', '.join(sorted(classes))})")
     wfunds, ifunds = r.texts(wait, "waiting", "funds"), r.texts(inc, "critical.incentive", "funds")
     return BenefitPolicy(
-        fund_labels=labels, hospital_level={str(k): str(v) for k, v in hl.items()},
+        fund_labels=labels, level_labels=level_labels, region_labels=region_labels,
+        inpatient_labels=inpatient_labels, hospital_level={str(k): str(v) for k, v in hl.items()},
         admission_factors_bp=fac_bp, ratio_cut_bp=cut, basic_cap=caps, basic_levels=levels,
         outpatient_types=tuple(x.lower() for x in r.texts(out_t, "outpatient", "visit_types")),
         critical_funds=cfunds, critical_threshold=r.money(crit, "critical", "threshold"),
@@ -559,7 +570,6 @@ _FLAG_BITS = ("BEN_WAITING_PERIOD", "BEN_OUT_OF_POLICY", "BEN_OUT_OF_REGION_CUT"
               "BEN_ASSIST_LIMIT", "BEN_RELIEF_LIMIT", "BEN_RELIEF_PAID", "BEN_PERSON_NOT_LISTED")
 (F_WAIT, F_OOP, F_REGION, F_DED, F_BCAP, F_TILT, F_CTHR, F_CCAP, F_INC, F_ZERO, F_NOREF, F_ATHR, F_ALIM,
  F_RLIM, F_RPAID, F_NOTLISTED) = (1 << b for b in range(len(_FLAG_BITS)))
-_REGION_CODE = {"local": 0, "filed": 1, "unfiled": 2}
 
 
 @njit(cache=True)
@@ -802,7 +812,7 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
     vt = pc.utf8_lower(text(extra["visit_type"], n))
     outp = np.asarray(pc.fill_null(pc.is_in(vt, value_set=pa.array(list(policy.outpatient_types), pa.string())),
                                    False).to_numpy(zero_copy_only=False), bool)
-    vt_ok = pc.or_(pc.is_null(vt), pc.is_in(vt, value_set=pa.array(["inpatient", "住院", *policy.outpatient_types])))
+    vt_ok = pc.or_(pc.is_null(vt), pc.is_in(vt, value_set=pa.array([*policy.inpatient_labels, *policy.outpatient_types])))
     flag(~np.asarray(vt_ok.to_numpy(zero_copy_only=False), bool), "BEN_BAD_VISIT_TYPE")
     tc_c, ip_c, paid_c = (to_cents(np.nan_to_num(x)) for x in (total, inpol, paid_out))
     cost_bad = (total_bad | inpol_bad | ~np.isfinite(total) | ~np.isfinite(inpol) | (total < 0) | (inpol < 0)
@@ -814,12 +824,14 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         from_map = pa.array([policy.hospital_level[k] for k in hk] + [None], pa.string()).take(
             pa.array(_lookup(text(c("hospital_id"), n), hk, len(hk))))
         level_a = pc.coalesce(level_a, from_map)
-    level_i = _lookup(level_a, list(LEVELS))
+    lk = sorted(policy.level_labels)
+    level_i = np.array([LEVELS.index(policy.level_labels[k]) for k in lk] + [-1], np.int64)[
+        _lookup(pc.utf8_lower(level_a), lk, len(lk))]
     flag(~outp & (level_i < 0), "BEN_NO_LEVEL")
-    reg_keys = sorted(REGION_STATUSES)
+    reg_keys = sorted(policy.region_labels)
     reg_text = pc.utf8_lower(text(extra["region_status"], n))
-    reg_pos = _lookup(reg_text, reg_keys)
-    region_i = np.array([_REGION_CODE[REGION_STATUSES[k]] for k in reg_keys] + [-1], np.int64)[reg_pos]
+    region_i = np.array([REGION_STATUSES.index(policy.region_labels[k]) for k in reg_keys] + [-1], np.int64)[
+        _lookup(reg_text, reg_keys, len(reg_keys))]
     region_i = np.where(pc.is_null(reg_text).to_numpy(zero_copy_only=False), 0, region_i)
     flag(~outp & (region_i < 0), "BEN_BAD_REGION_STATUS")
     region_i = np.maximum(region_i, 0)
