@@ -308,3 +308,12 @@ def test_chinese_labels_from_the_policy_are_read():
     s = _by_id(compute_benefits(rec, None, parse_benefit_policy({"basic": {"out_of_region_ratio_cut": {"filed": 0.05}}})))
     assert (s["z"]["status"], s["z"]["fund_basic_cents"]) == ("paid", 495000)   # (0.60 − 0.05) × 9000
     assert (s["y"]["status"], s["y"]["reason"]) == ("invalid", "BEN_NO_LEVEL")
+
+
+def test_one_stay_alone_is_the_first_stay_of_a_year():
+    from weights.benefits import benefits_of_stay
+    r = benefits_of_stay({"fund": "居民", "discharge_date": "2026-03-10", "admission_date": "2026-03-02",
+                          "total_cost": 30000.0, "in_policy_cost": 27000.0, "hospital_level": "3"},
+                         {"assistance_class": "低保边缘"})
+    assert (r["fund_basic_cents"], r["fund_critical_cents"], r["assistance_cents"], r["patient_cents"]) == \
+        (1560000, 0, 481000, 959000)

@@ -8,6 +8,9 @@ API:
     illustrative regional values) with the region's file laid over it. A value that breaks a
     national floor, or a table the loader does not know, raises :class:`BenefitPolicyError`.
 
+``benefits_of_stay(stay, person=None, policy=None) -> dict``
+    The same for one stay (a dict of record columns) of one person (a dict, or None).
+
 ``compute_benefits(records, persons=None, policy=None) -> Benefits``
     ``records``: stays (Arrow table, DataFrame or path) with patient_id, fund (险种类型),
     discharge_date (出院时间), total_cost (医疗总费用) and, where known, id, admission_date,
@@ -551,8 +554,6 @@ def _persons(persons, policy: BenefitPolicy) -> dict:
 
 STAY_MONEY = ("total_cost_cents", "in_policy_cents", "fund_basic_cents", "fund_critical_cents",
               "assistance_cents", "assistance_relief_cents", "patient_cents")
-PERSON_MONEY = ("total_cost_cents", "in_policy_cents", "basic_deductible_cents", "fund_basic_cents",
-                "fund_critical_cents", "assistance_cents", "assistance_relief_cents", "patient_cents")
 
 
 @dataclass
@@ -799,9 +800,9 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
     _, dis_bad, dis_days = _dates(c("discharge_date"), n)
     flag((dis_days == none_day) | dis_bad | adm_bad | ((adm_days != none_day) & (adm_days > dis_days)),
          "BEN_DATE_ORDER")
-    year_a = np.where(dis_days == none_day, -1,
-                      np.where(dis_days == none_day, 0, dis_days).astype("datetime64[D]").astype("datetime64[Y]")
-                      .astype(np.int64) + 1970)
+    known = dis_days != none_day
+    year_a = np.where(known, np.where(known, dis_days, 0).astype("datetime64[D]").astype("datetime64[Y]")
+                      .astype(np.int64) + 1970, -1)
     year = [None if y < 0 else int(y) for y in year_a.tolist()]
     total, total_bad = _numbers(c("total_cost"), n)
     if extra["in_policy_cost"] is not None:
@@ -953,6 +954,14 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         "zero_claim_cleared": pa.array(g_cleared[keep], pa.bool_()),
     })
     return Benefits(stays, persons_t)
+
+
+def benefits_of_stay(stay: dict, person: dict | None = None, policy: BenefitPolicy | None = None) -> dict:
+    """One stay (a dict of record columns) of one person (a dict of person-file columns, or
+    None): its row of :func:`compute_benefits` as a dict."""
+    rec = pa.Table.from_pylist([{"patient_id": "-", **stay}])
+    per = pa.Table.from_pylist([{**(person or {}), "patient_id": rec["patient_id"][0].as_py()}])
+    return compute_benefits(rec, per, policy).stays.to_pylist()[0]
 
 
 def write_benefits(records, persons, policy_path, out, totals=None) -> Benefits:
