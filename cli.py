@@ -504,6 +504,29 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
     click.echo(summary_text(result))
 
 
+@main.command("benefits")
+@click.argument("records", type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Benefit policy TOML laid over the defaults (weights/benefits_policy.toml).")
+@click.option("--persons", "persons_path", type=click.Path(dir_okay=False),
+              help="Person file: patient_id, assistance_class and enrolment facts (see docs/benefits.md).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Per-stay amounts (.parquet, .csv or .arrow); personal_share is the patient's remainder.")
+@click.option("--totals", type=click.Path(dir_okay=False), help="Also write the per person-year totals here.")
+@user_errors
+def benefits_cmd(records, policy_path, persons_path, output, totals):
+    """Split each stay between basic insurance, critical-illness insurance, medical assistance and the patient (三重制度).
+
+    \b
+    Example:
+      drgdip benefits stays.parquet --policy region-benefits.toml --persons persons.csv \\
+          -o benefits.parquet --totals person-years.csv
+    """
+    from weights.benefits import summary_text as benefits_summary, write_benefits
+    result = write_benefits(records, persons_path, policy_path, output, totals)
+    click.echo(benefits_summary(result))
+
+
 @main.group("ledger")
 def ledger_group():
     """The settlement ledger: what was settled, when, with what.
