@@ -140,8 +140,13 @@ def scheme_info(scheme):
 @click.argument("records", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.parquet, .csv or .arrow); never the input.")
 @click.option("--scheme", default=None, help="Compiled scheme or folder of published tables (default: the built-in teaching scheme).")
-@click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder (ZD_INFO.dat, SS_INFO.dat, maps) to validate and map codes.")
-@click.option("--method", type=click.Choice(["drg", "dip"]), default="drg", show_default=True)
+@click.option("--region", "region_file", type=click.Path(dir_okay=False),
+              help="Region file of scheme versions with effective dates: each record grouped by the version in force "
+                   "at its discharge date (docs/versions.md).")
+@click.option("--code-tables", "--codes", "codes_dir", type=click.Path(file_okay=False),
+              help="Code-set folder (ZD_INFO.dat, SS_INFO.dat, maps) to validate and map codes.")
+@click.option("--method", type=click.Choice(["drg", "dip"]), default="drg", show_default=True,
+              help="drg: CHS-DRG groups with --scheme; dip: DIP disease-score groups with --catalog.")
 @click.option("--catalog", type=click.Path(dir_okay=False), help="DIP catalogue (with --method dip).")
 @click.option("--check", "check_out", type=click.Path(dir_okay=False),
               help="Also run settlement-list quality control; findings written to this file.")
@@ -154,7 +159,8 @@ def scheme_info(scheme):
               help="Records per batch (memory stays bounded).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, keep, encoding, batch_size, quiet):
+def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, check_out, keep, encoding, batch_size,
+              quiet):
     """Group discharge records: writes the record key (id, or row when the input has none), any --keep
     columns, and mdc, adrg, drg, status, reason; join back on the key.
 
@@ -165,6 +171,7 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, ke
       drgdip group cases.csv -o grouped.csv --encoding gb18030 --keep hospital_id,los_days
       drgdip group discharges.parquet -o dip.parquet --method dip --catalog dip-catalog.parquet
       drgdip group discharges.parquet -o grouped.parquet --check findings.parquet --codes ../shared/data/codesets
+      drgdip group history.parquet -o grouped.parquet --region region.schemes.toml
     """
     from tqdm import tqdm
     keep = [k.strip() for item in keep for k in item.split(",") if k.strip()]
@@ -179,6 +186,17 @@ def group_cmd(records, output, scheme, codes_dir, method, catalog, check_out, ke
         return
 
     from grouper.api import group_file, load_codes
+    if region_file:
+        from grouper.versions import VersionedGrouper, group_region_file
+        if scheme or check_out:
+            raise UserError("--region names the schemes itself: give it without --scheme or --check")
+        vg = VersionedGrouper.from_file(region_file, load_codes(codes_dir))
+        with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
+            counts = group_region_file(records, output, vg, batch_size, bar.update, keep=keep, encoding=encoding)
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        versions = ", ".join(v.version for v in vg.versions)
+        click.echo(f"{sum(counts.values())} records grouped with {versions} by discharge date: {summary} -> {output}")
+        return
     sch = _scheme(scheme)
     with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
         tables = None

@@ -129,13 +129,30 @@ class VersionedGrouper:
         self.versions = versions
         self.codes = codes
         self.schemes = [load_scheme(v.path) for v in versions]
+        self._groupers = None
+        self.ungrouped: dict[str, int] = {}      # records no version could group, by reason
 
     @classmethod
     def from_file(cls, path, codes=None) -> "VersionedGrouper":
         return cls(load_region_schemes(path), codes)
 
+    @property
+    def groupers(self):
+        if self._groupers is None:
+            from grouper.api import Grouper
+            self._groupers = [Grouper(s, self.codes) for s in self.schemes]
+        return self._groupers
+
+    def status_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for g in self.groupers:
+            for k, v in g.status_counts().items():
+                out[k] = out.get(k, 0) + v
+        for k, v in self.ungrouped.items():
+            out["invalid"] = out.get("invalid", 0) + v
+        return out
+
     def group(self, data) -> pa.Table:
-        from grouper.api import Grouper
         table = as_table(data).combine_chunks()
         n = table.num_rows
         cols = canonical_columns(table.schema)
@@ -145,10 +162,10 @@ class VersionedGrouper:
         days, bad = discharge_days(table[cols["discharge_date"]])
         which = version_of(days, bad, self.versions)
         parts, order = [], []
-        for i, scheme in enumerate(self.schemes):
+        for i, grouper in enumerate(self.groupers):
             idx = np.nonzero(which == i)[0]
             if idx.size:
-                g = Grouper(scheme, self.codes).group_batch(table.take(pa.array(idx)))
+                g = grouper.group_batch(table.take(pa.array(idx)))
                 parts.append(g.append_column("scheme_version", pa.array([self.versions[i].version] * idx.size,
                                                                        pa.string())))
                 order.append(idx)
@@ -157,6 +174,8 @@ class VersionedGrouper:
             base = table.take(pa.array(rest))
             m = rest.size
             reason = np.where(which[rest] == -2, "DISCHARGE_DATE_UNREADABLE", "NO_SCHEME_FOR_DATE")
+            for code in np.unique(reason):
+                self.ungrouped[str(code)] = self.ungrouped.get(str(code), 0) + int((reason == code).sum())
             extra = {"mdc": pa.nulls(m, pa.string()), "adrg": pa.nulls(m, pa.string()),
                      "drg": pa.array(["0000"] * m, pa.string()), "status": pa.array(["invalid"] * m, pa.string()),
                      "reason": pa.array(reason.tolist(), pa.string()), "scheme_version": pa.nulls(m, pa.string())}
@@ -172,3 +191,36 @@ class VersionedGrouper:
         back = np.empty(n, dtype=np.int64)
         back[np.concatenate(order)] = np.arange(n)
         return out.take(pa.array(back))
+
+
+def group_region_file(src, dst, grouper: VersionedGrouper, batch_size: int | None = None, progress=None,
+                      keep=None, encoding: str | None = None) -> dict:
+    """Stream SRC into DST grouped by the version in force per record (as :func:`grouper.api.group_file`:
+    the key, the ``keep`` columns, the results, and ``scheme_version``). Returns counts by status."""
+    from grouper.api import output_plan
+    from grouper.io import DEFAULT_BATCH_SIZE, check_batch_size, file_columns, refuse_overwrite, transform_file
+    refuse_overwrite(src, dst)
+    batch_size = check_batch_size(batch_size or DEFAULT_BATCH_SIZE)
+    names = file_columns(src, encoding)
+    read, write, add_row = output_plan(names, keep)
+    roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))
+    if "discharge_date" not in roles:
+        raise InputError(f"{src}: no discharge_date column (or an alias of it): a region of several scheme "
+                         "versions picks the version by discharge date")
+    if read is not None and roles["discharge_date"] not in read:
+        read = [n for n in names if n in set(read) | {roles["discharge_date"]}]
+    seen = 0
+
+    def group(batch):
+        nonlocal seen
+        out = grouper.group(batch)
+        cols = write + ["mdc", "adrg", "drg", "status", "reason", "scheme_version"]
+        t = out.select(cols)
+        if add_row:
+            t = t.add_column(0, "row", pa.array(np.arange(seen, seen + out.num_rows, dtype=np.int64)))
+        seen += out.num_rows
+        return t
+
+    grouper.ungrouped = {}
+    transform_file(src, dst, group, batch_size, progress, encoding=encoding, columns=read)
+    return grouper.status_counts()

@@ -71,3 +71,21 @@ def test_bad_region_files_are_refused(tmp_path, body, message):
 def test_records_without_a_discharge_date_column_are_refused(region):
     with pytest.raises(InputError, match="discharge_date"):
         VersionedGrouper.from_file(region).group(records(["2025-01-01"]).drop(["discharge_date"]))
+
+
+def test_group_command_with_a_region_file(region, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    from grouper.io import read_table, write_table
+    src = tmp_path / "r.parquet"
+    write_table(records(["2025-12-31", "2026-01-01", "2024-12-31"]), src)
+    out = tmp_path / "g.csv"
+    r = CliRunner().invoke(main, ["group", str(src), "-o", str(out), "--region", str(region), "--quiet",
+                                  "--batch-size", "2"])
+    assert r.exit_code == 0, r.output
+    assert "3 records grouped with teaching 1.0, teaching ES29 by discharge date: grouped 2, invalid 1" in r.output
+    t = read_table(out)
+    assert t.column_names == ["id", "mdc", "adrg", "drg", "status", "reason", "scheme_version"]
+    assert t["drg"].to_pylist() == ["ES25", "ES29", "0000"]
+    assert t["scheme_version"].to_pylist() == ["teaching 1.0", "teaching ES29", None]
