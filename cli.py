@@ -45,6 +45,17 @@ def main():
     """
 
 
+def _progress(quiet: bool):
+    """A progress bar on stderr for streamed records (after 1 s; none with --quiet)."""
+    from tqdm import tqdm
+    return tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0)
+
+
+def _refuse_overwrite(inputs, output) -> None:
+    from grouper.io import refuse_overwrite
+    refuse_overwrite(inputs, output)
+
+
 # --- grouping commands (grouper/) ---
 
 def _scheme(path, rules=None):
@@ -215,7 +226,7 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
 @main.command("explain")
 @click.option("--scheme", default=None, help="Compiled scheme or folder (default: teaching scheme).")
 @click.option("--record", "record_json", required=True, help="One record as JSON.")
-@click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
+@click.option("--code-tables", "--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @user_errors
 def explain_cmd(scheme, record_json, codes_dir, as_json):
@@ -254,7 +265,7 @@ def bench_cmd(args):
 @main.command("conformance")
 @click.argument("cases", type=click.Path(dir_okay=False))
 @click.option("--scheme", required=True, help="Compiled scheme or folder of published tables.")
-@click.option("--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
+@click.option("--code-tables", "--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
 @user_errors
 def conformance_cmd(cases, scheme, codes_dir):
     """Compare with another grouper's answers: agreement on drg, adrg, mdc, status; disagreements by cause.
@@ -272,7 +283,7 @@ def conformance_cmd(cases, scheme, codes_dir):
 # --- codes and quality-control commands (codesets/) ---
 
 def _code_tables_option(fn):
-    fn = click.option("--code-tables", "code_tables_dir", type=click.Path(),
+    fn = click.option("--code-tables", "--codes", "code_tables_dir", type=click.Path(),
                       help="Folder with ZD_INFO.dat (diagnoses) and SS_INFO.dat (procedures).")(fn)
     fn = click.option("--diagnosis-table", type=click.Path(), help="`code name` diagnosis table.")(fn)
     fn = click.option("--procedure-table", type=click.Path(), help="`code name` procedure table.")(fn)
@@ -380,8 +391,9 @@ def codes_validate(records, output, code_tables_dir, diagnosis_table, procedure_
 @click.option("--to", "target", help="Target edition label, recorded in the output metadata.")
 @click.option("--column", "columns", multiple=True, help="Column(s) to map (default: diagnoses).")
 @click.option("-o", "--output", required=True, type=click.Path())
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def codes_map(records, mapping, source, target, columns, output):
+def codes_map(records, mapping, source, target, columns, output, quiet):
     """Map codes to another edition; codes without a mapping are kept and listed.
 
     \b
@@ -390,8 +402,10 @@ def codes_map(records, mapping, source, target, columns, output):
         --from icd10-clinical-2.0 --to icd10-insurance-2.0 -o mapped.csv
     """
     from codesets.code_tables import map_file
-    s = map_file(records, output, mapping, list(columns) or None,
-                 source_edition=source, target_edition=target)
+    _refuse_overwrite([records, mapping], output)
+    with _progress(quiet) as bar:
+        s = map_file(records, output, mapping, list(columns) or None,
+                     source_edition=source, target_edition=target, progress=bar.update)
     click.echo(f"{s.codes} codes, {s.mapped} mapped, {s.codes - s.mapped} without a mapping "
                f"({len(s.unmapped)} distinct)")
     for code, n in list(s.unmapped.items())[:20]:
@@ -411,9 +425,10 @@ def codes_map(records, mapping, source, target, columns, output):
               help="Region policy (TOML): its fund labels for UNKNOWN_FUND (not run without).")
 @click.option("--summary", "summary_path", type=click.Path(), help="Write findings by hospital and rule (CSV/Parquet).")
 @click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table, rules_path, scheme, policy_path,
-              summary_path, lang):
+              summary_path, lang, quiet):
     """Settlement-list quality control (结算清单质控) before grouping: every reason the grouper
     and pricing would reject a record for, plus the settlement-list rules and duplicate ids.
 
@@ -425,6 +440,8 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
     """
     from codesets.qc import check_file, load_code_tables, load_rules
     from grouper.io import write_table
+    _refuse_overwrite(records, output)
+    _refuse_overwrite([records, output], summary_path)
     rules = load_rules(rules_path)
     tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
     grouping = loaded = None
@@ -436,8 +453,9 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
     if policy_path:
         from weights.policy import load_policy
         labels = load_policy(policy_path).fund_of_label()
-    s = check_file(records, output, rules=rules, code_tables=tables, lang=lang, scheme=loaded, grouping=grouping,
-                   fund_labels=labels)
+    with _progress(quiet) as bar:
+        s = check_file(records, output, rules=rules, code_tables=tables, lang=lang, scheme=loaded, grouping=grouping,
+                       fund_labels=labels, progress=bar.update)
     click.echo(f"{s.records} records, {s.findings} findings")
     _echo_table(s.by_rule)
     if s.skipped:
@@ -451,7 +469,7 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
 @main.command("weights")
 @click.argument("history", type=click.Path(dir_okay=False))
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Region policy (TOML).")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Weights file (.parquet or .csv).")
+@click.option("-o", "--output", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Weights file (.parquet or .csv).")
 @click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
 @click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -464,6 +482,7 @@ def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
       drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
     """
     from weights.runs import make_weights
+    _refuse_overwrite([history, policy_path], out)
     r = make_weights(history, policy_path, out, scheme=scheme, group_column=group_column, quiet=quiet)
     t = r.table
     import pyarrow.compute as pc
@@ -483,7 +502,7 @@ def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
               help="Weight table: computed (.parquet) or official (CSV drg,weight).")
 @click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
+@click.option("-o", "--output", "--out", "out", type=click.Path(file_okay=False), help="Output folder (replaced atomically).")
 @click.option("--final", is_flag=True, help="Annual settlement (清算) of the year PERIOD from the ledger.")
 @click.option("--partial-year", is_flag=True,
               help="With --final: settle the year although some months are not settled.")
@@ -541,6 +560,8 @@ def benefits_cmd(records, policy_path, persons_path, output, totals):
           -o benefits.parquet --totals person-years.csv
     """
     from weights.benefits import summary_text as benefits_summary, write_benefits
+    _refuse_overwrite([records, persons_path, policy_path], output)
+    _refuse_overwrite([records, persons_path, policy_path, output], totals)
     result = write_benefits(records, persons_path, policy_path, output, totals)
     click.echo(benefits_summary(result))
 
@@ -600,6 +621,7 @@ def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
     from weights.scheme_compare import compare_schemes
     if len(schemes) != 2:
         raise UserError("give exactly two --scheme options: A (the current scheme), then B")
+    _refuse_overwrite([records, *weights, policy_path], out)
     if len(weights) not in (0, 2):
         raise UserError("give --weights twice (A's table, then B's) or not at all")
     a, b = (None if s == "teaching" else s for s in schemes)
@@ -630,7 +652,7 @@ def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
               help="Point value per fund, e.g. employee=43.41 (overrides the ledger).")
 @click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
 @click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
-@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the priced cases here (.parquet/.csv).")
+@click.option("-o", "--output", "--out", "out", type=click.Path(dir_okay=False), help="Write the priced cases here (.parquet/.csv).")
 @click.option("--limit", default=20, show_default=True, help="Rows shown per table.")
 @user_errors
 def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, point_values, scheme, group_column, out, limit):
@@ -642,6 +664,7 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
           --policy region.toml --ledger region.db
     """
     from contextlib import closing
+    _refuse_overwrite([records, weights_path, policy_path, ledger_path], out)
     from grouper.io import read_table, write_table
     from weights import ledger as ledger_mod
     from weights.policy import load_policy
@@ -707,6 +730,7 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
         click.echo(f"both: {st.count('both')}  only in {compare[0]}: {st.count('only_a')}  "
                    f"only in {compare[1]}: {st.count('only_b')}")
         if output:
+            _refuse_overwrite(list(compare), output)
             write_table(diff, output)
             click.echo(f"wrote {output}")
         else:
@@ -715,6 +739,7 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
         return
     if not history or not output:
         raise ValueError("give a HISTORY file and -o OUTPUT (or --compare A B)")
+    _refuse_overwrite([history, policy, procedure_types], output)
     cat = dip_api.build_catalog(history, policy, procedure_types, scheme)
     dip_api.write_catalog(cat, output)
     m = dip_api.catalog_meta(cat)
@@ -764,7 +789,7 @@ def dip_recommend(catalog, record_json, as_json):
 # --- demo, synth and report commands ---
 
 @main.command("synth")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Records file (.parquet, .arrow or .csv).")
+@click.option("-o", "--output", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Records file (.parquet, .arrow or .csv).")
 @click.option("--scheme", type=click.Path(), help="Scheme folder or .drgscheme file (default: the built-in teaching scheme).")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same bytes.")
 @click.option("--years", default="2024", show_default=True, help="Years, comma-separated (e.g. 2022,2023,2024).")
@@ -793,7 +818,7 @@ def synth_cmd(out, scheme, seed, years, months, hospitals, records_per_month, ho
 
 
 @main.command("demo")
-@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--output", "--out", "out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--seed", default=2024, show_default=True, help="Random seed of the synthetic region.")
 @click.option("--records-per-month", type=int, help="Mean discharges per month (default: synth.toml [demo]).")
 @click.option("--hospitals", type=int, help="Number of hospitals (default: synth.toml [demo]).")
@@ -816,7 +841,7 @@ def demo_cmd(out, seed, records_per_month, hospitals, quiet):
 
 @main.command("report")
 @click.argument("ledger_path", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("-o", "--output", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--outputs", type=click.Path(file_okay=False),
               help="Folder holding the settled periods' outputs (<period>/cases.parquet) for group-level sections.")
 @click.option("--hospitals", "hospitals_path", type=click.Path(dir_okay=False),
@@ -833,6 +858,7 @@ def report_cmd(ledger_path, out, outputs, hospitals_path, scheme):
     from weights.ledger import LedgerError
     from weights.report import write_report
     try:
+        _refuse_overwrite([ledger_path, hospitals_path], out)
         path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme)
     except LedgerError as exc:
         raise UserError(str(exc)) from None

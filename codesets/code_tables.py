@@ -269,8 +269,9 @@ def _unmapped_lists(codes: pa.ListArray, flags: pa.ListArray) -> pa.ListArray:
 
 
 def map_file(path, out, mapping_path, columns=None, *, source_edition=None, target_edition=None,
-             batch_size: int | None = None) -> MapSummary:
-    """Map the codes of record columns to another edition, streaming batch by batch.
+             batch_size: int | None = None, progress=None) -> MapSummary:
+    """Map the codes of record columns to another edition, streaming batch by batch
+    (``progress``: called with each batch's record count).
 
     Output: the input columns unchanged, plus per mapped column ``<col>_mapped`` (the
     target codes; a code the mapping lacks is kept as it was) and ``<col>_unmapped``
@@ -315,6 +316,8 @@ def map_file(path, out, mapping_path, columns=None, *, source_edition=None, targ
             n_mapped += len(flat) - flat.null_count - len(lost_flat)
             for row in pc.value_counts(lost_flat).to_pylist():
                 unmapped[row["values"]] = unmapped.get(row["values"], 0) + row["counts"]
+        if progress is not None:
+            progress(t.num_rows)
         return t
 
     t0 = convert(first)

@@ -666,8 +666,11 @@ def summarize(parts: list[pa.Table], rules) -> tuple[pa.Table, pa.Table]:
 
 
 def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=None,
-               batch_size: int | None = None, scheme=None, grouping=None, fund_labels=None) -> CheckSummary:
+               batch_size: int | None = None, scheme=None, grouping=None, fund_labels=None,
+               progress=None) -> CheckSummary:
     """Run the QC rules over a record file batch by batch; write findings to ``out``.
+
+    ``progress``: called with the number of records of each batch done (a progress bar's update).
 
     ``scheme``, ``grouping``, ``fund_labels``: as for :func:`run_qc`. Duplicate ids are
     found across the whole file (the ids met so far are kept in memory). Files are read
@@ -692,6 +695,8 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
                 w.write(f.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA))
             records += table.num_rows
             total += f.num_rows
+            if progress is not None:
+                progress(table.num_rows)
     by_rule, by_hospital = summarize(counts, rules)
     return CheckSummary(records, total, by_rule, by_hospital, skipped or [])
 

@@ -44,3 +44,30 @@ def test_terminal_tables_align_chinese_text():
         line = next(l for l in out if f" {s.id} " in l and s.en in l)
         starts.add(wcswidth(line[: line.index(s.en, line.index(s.zh) + len(s.zh))]))
     assert len(starts) == 1, starts
+
+
+def test_no_command_writes_over_one_of_its_inputs(tmp_path):
+    """output == input is refused before anything is read or written; the input is intact."""
+    import pyarrow as pa
+
+    from grouper.io import write_table
+    src = tmp_path / "h.parquet"
+    write_table(pa.table({"id": ["a"], "diagnoses": [["J18.900"]], "total_cost": [100.0]}), src)
+    before = src.read_bytes()
+    pol = tmp_path / "p.toml"
+    pol.write_text('[budget.employee]\n"2024-01" = 1.0\n', encoding="utf-8")
+    mapping = tmp_path / "m.dat"
+    mapping.write_text("J18.900 J18.900\n", encoding="utf-8")
+    s = str(src)
+    for args in (["weights", s, "--policy", str(pol), "-o", s],
+                 ["check", s, "-o", s],
+                 ["check", s, "-o", str(tmp_path / "f.csv"), "--summary", s],
+                 ["dip", "catalog", s, "-o", s],
+                 ["codes", "map", s, "--mapping", str(mapping), "-o", s],
+                 ["group", s, "-o", s],
+                 ["simulate", s, "--weights", s, "--policy", str(pol), "-o", s],
+                 ["report", str(pol), "-o", str(pol)]):
+        r = _run(args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "the output is also an input" in r.output, (args, r.output)
+        assert src.read_bytes() == before, args
