@@ -525,7 +525,8 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
 @click.option("--scheme", default=None, help="Scheme to group records that have no drg/adrg columns (default: teaching scheme).")
 @click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
               help="Group norms (drg, weight, mean_cost, mean_los); default: computed from the records.")
-@click.option("--partitions", default=1, show_default=True, help="Split the work by patient into this many temporary files (bounded memory).")
+@click.option("--partitions", type=int, help="Split the work by patient into this many temporary files "
+              "(bounded memory; default: one per 2,000,000 rows of a Parquet file).")
 @click.option("--batch-size", default=65536, show_default=True, help="Records read per batch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors

@@ -257,6 +257,8 @@ def score(findings: pa.Table, truth: dict) -> dict:
         out[rule] = pr({r["hospital_id"] for r in rows if r["rule"] == rule}, set(truth["UPCODING_HOSPITALS"]))
     out["LOW_STANDARD_ADMISSION"] = pr({r["record_ids"] for r in rows if r["rule"] == "LOW_STANDARD_ADMISSION"},
                                        set(truth["LOW_STANDARD_RECORDS"]))
+    out["UPCODING_CC_WITHOUT_COST"] = pr({r["record_ids"] for r in rows if r["rule"] == "UPCODING_CC_WITHOUT_COST"},
+                                         set(truth["UPCODED_RECORDS"]))
     out["LOW_COST_CONCENTRATION"] = pr({r["hospital_id"] for r in rows if r["rule"] == "LOW_COST_CONCENTRATION"},
                                        set(truth["LOW_STANDARD_HOSPITALS"]))
     ctl = {}

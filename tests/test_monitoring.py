@@ -173,6 +173,23 @@ def test_cc_share_worked_example():
     assert d["doctor_id"] == "H4D" and d["id"] == "UPCODING_CC_SHARE_DOCTOR:H4/H4D"
 
 
+def test_cc_without_cost_worked_example():
+    t = region_for_upcoding()
+    cost = [9000.0 if (h == "H4" and i < 40) else c for h, i, c in
+            zip(t["hospital_id"].to_pylist(), [int(x[-3:]) for x in t["id"].to_pylist()], t["total_cost"].to_pylist())]
+    t = t.set_column(t.schema.get_field_index("total_cost"), "total_cost", pa.array(cost))
+    rules = [r for r in load_rules() if r.rule in ("UPCODING_CC_SHARE", "UPCODING_CC_WITHOUT_COST")]
+    res = monitor(t, rules=rules)
+    cases = flagged(res, "UPCODING_CC_WITHOUT_COST")
+    assert [f["record_ids"] for f in cases] == [f"H4-{i:03d}" for i in range(40)]
+    fig = json.loads(cases[0]["figures"])
+    assert fig["base_drg"] == "FM15" and fig["base_mean_cost"] == 10000.0 and fig["cost_ratio"] == 0.9
+    assert cases[0]["severity"] == "info"
+    # without the hospital-level finding no case is listed
+    alone = [r for r in rules if r.rule == "UPCODING_CC_WITHOUT_COST"]
+    assert not flagged(monitor(t, rules=alone))
+
+
 def test_cmi_worked_example():
     rules = [r for r in load_rules() if r.kind == "cmi_z"]
     w = pa.table({"drg": ["FM11", "FM15"], "weight": [2.0, 1.0], "mean_cost": [20000.0, 10000.0],
@@ -237,6 +254,7 @@ def test_precision_recall_on_planted_anomalies(planted, planted_result):
     assert s["UPCODING_CMI"]["recall"] == 1.0
     assert s["LOW_COST_CONCENTRATION"]["recall"] == 1.0
     assert s["LOW_STANDARD_ADMISSION"]["recall"] >= 0.9
+    assert s["UPCODING_CC_WITHOUT_COST"]["precision"] >= 0.4
 
 
 def test_partitions_and_reruns_give_identical_bytes(planted, planted_result, tmp_path):

@@ -30,6 +30,10 @@ Kinds (docs/monitoring.md gives each formula and a worked example):
   each case's ADRG; z = (observed − expected) / √(Σ variance of RW within the ADRG).
 - ``cost_concentration`` 高/低倍率病例集中: per hospital, the share of cases above ``k`` ×
   (or below ``k`` ×) the group mean cost against the region's share; binomial z-test.
+- ``cc_without_cost`` 高套分组（病例）: in the hospitals (or doctors) that the ``of`` rule
+  flagged, each case of a CC/MCC DRG whose cost is at most ``max_cost_ratio`` × the mean
+  cost of the same ADRG's DRG without CC (suffix ``base_suffix``): the CC/MCC that moved
+  the case up brought no cost with it.
 
 Group norms (mean cost, mean stay, RW) come from a weight table (``drg, weight, mean_cost,
 mean_los``) when given, else from the records themselves (RW = group mean cost / mean cost
@@ -62,7 +66,7 @@ from grouper.io import DEFAULT_BATCH_SIZE, InputError, as_table, canonical_colum
 HERE = Path(__file__).parent
 SEVERITIES = ("error", "warning", "info")
 KINDS = ("split_admission", "overlapping_stay", "low_standard", "under_service", "cc_share", "cmi_z",
-         "cost_concentration")
+         "cost_concentration", "cc_without_cost")
 EPISODE_KINDS = ("split_admission", "overlapping_stay")
 EPISODE_FIELDS = ("patient_id", "admission_date", "discharge_date", "hospital_id")
 GROUPED_STATUSES = ("grouped", "ambiguous")
@@ -654,6 +658,42 @@ def _statistical(units: pa.Table, rules: list[Rule], out: _Out) -> None:
                 out.add(rule, hosp[i], hosp[i] or None, None, None, [], figures, {})
 
 
+def _cc_candidates(t: pa.Table, norms: Norms, rule: Rule) -> pa.Table:
+    """Cases of a CC/MCC DRG costing at most max_cost_ratio × the no-CC DRG's mean cost."""
+    ratio_max = rule.num("max_cost_ratio", 1.0)
+    base_suffix = rule.params.get("base_suffix") or "5"
+    drg = _np(pc.fill_null(t["drg"], ""), "").astype(str)
+    grouped = _np(t["grouped"], False).astype(bool)
+    is_cc = grouped & np.isin(np.array([d[-1:] for d in drg]) if len(drg) else drg, rule.items("cc_suffixes"))
+    base = np.char.add(np.char.rstrip(np.array([d[:-1] for d in drg], dtype=str)) if len(drg) else drg, base_suffix)
+    keys, inv = np.unique(base, return_inverse=True) if len(drg) else (np.zeros(0, str), np.zeros(0, np.int64))
+    mean = np.array([norms.drg.get(k, (np.nan,))[0] for k in keys])[inv] if len(drg) else np.zeros(0)
+    cost = _np(t["cost"], np.nan).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = cost / mean
+    hit = np.flatnonzero(is_cc & (ratio <= ratio_max))
+    sub = t.take(pa.array(hit, pa.int64())).select(["id", "patient_id", "hospital_id", "doctor_id", "drg", "cost"])
+    return sub.append_column("base_drg", pa.array(base[hit].tolist() if len(hit) else [], pa.string())) \
+              .append_column("base_mean", pa.array(mean[hit], pa.float64())) \
+              .append_column("ratio", pa.array(ratio[hit], pa.float64()))
+
+
+def _cc_without_cost(rule: Rule, cands: list[pa.Table], out: _Out) -> None:
+    of = rule.params.get("of", "")
+    units = {(r["hospital_id"], r["doctor_id"]) for r in out.rows if r["rule"] == of and r["status"] == "flagged"}
+    hosp_only = {h for h, d in units if d is None}
+    if not units or not cands:
+        return
+    t = pa.concat_tables(cands)
+    for r in sorted(t.to_pylist(), key=lambda x: x["id"]):
+        if r["hospital_id"] not in hosp_only and (r["hospital_id"], r["doctor_id"]) not in units:
+            continue
+        figures = {"record_id": r["id"], "drg": r["drg"], "total_cost": _r(r["cost"], 2), "base_drg": r["base_drg"],
+                   "base_mean_cost": _r(r["base_mean"], 2), "cost_ratio": _r(r["ratio"], 4),
+                   "max_cost_ratio": rule.num("max_cost_ratio", 1.0), "of": of}
+        out.add(rule, r["id"], r["hospital_id"], r["doctor_id"], r["patient_id"], [r["id"]], figures, {})
+
+
 # ---------------------------------------------------------------- the entry points
 
 @dataclass
@@ -675,8 +715,24 @@ def _batches(data, batch_size: int):
     yield from t.to_batches(max_chunksize=batch_size)
 
 
+#: rows of compact view per part when the number of parts is chosen automatically
+ROWS_PER_PART = 2_000_000
+
+
+def auto_partitions(records) -> int:
+    """Parts for a records file: ⌈rows / ROWS_PER_PART⌉ for Parquet (footer row count), else 1."""
+    if isinstance(records, (str, os.PathLike)) and str(records).lower().endswith(".parquet") \
+            and Path(records).is_file():
+        try:
+            rows = pq.ParquetFile(records).metadata.num_rows
+        except (pa.ArrowInvalid, OSError):
+            return 1
+        return max(1, math.ceil(rows / ROWS_PER_PART))
+    return 1
+
+
 def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, scheme=None,
-            weights: pa.Table | None = None, batch_size: int = DEFAULT_BATCH_SIZE, partitions: int = 1,
+            weights: pa.Table | None = None, batch_size: int = DEFAULT_BATCH_SIZE, partitions: int | None = None,
             tmp_dir: str | None = None, progress=None) -> MonitorResult:
     """Run the monitoring rules over RECORDS (Arrow table, DataFrame or file path).
 
@@ -684,8 +740,12 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
     ``scheme``: used to group records that carry no ``drg``/``adrg`` (None: teaching scheme);
     ``weights``: optional group table (``drg, weight, mean_cost, mean_los``) for the norms;
     ``partitions``: split the compact view by patient into this many temporary files
-    (bounded memory for very large inputs; the findings do not depend on it)."""
+    (bounded memory for very large inputs; the findings do not depend on it); None: one
+    part per :data:`ROWS_PER_PART` rows of a Parquet file (its row count is read from the
+    footer), else 1."""
     rules = load_rules(rules) if rules is None or isinstance(rules, (str, os.PathLike)) else tuple(rules)
+    if partitions is None:
+        partitions = auto_partitions(records)
     if partitions < 1:
         raise ValueError("partitions must be at least 1")
     order = {r.rule: i for i, r in enumerate(rules)}
@@ -710,6 +770,8 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
         episode = [r for r in rules if r.kind in EPISODE_KINDS]
         cost_rules = [r for r in rules if r.kind in ("low_standard", "under_service")]
         stat_rules = [r for r in rules if r.kind in ("cc_share", "cmi_z", "cost_concentration")]
+        case_rules = [r for r in rules if r.kind == "cc_without_cost"]
+        case_lists: dict[str, list] = {r.rule: [] for r in case_rules}
         units = []
         for t in parts.parts():
             if episode:
@@ -717,14 +779,18 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
                 usable = t.filter(pa.array(ok))
                 for r in episode:
                     (_split_admissions if r.kind == "split_admission" else _overlapping_stays)(usable, r, out)
-            if cost_rules or stat_rules:
+            if cost_rules or stat_rules or case_rules:
                 nm = _case_norms(t, norms)
                 if cost_rules:
                     _low_cost_rules(t, nm, cost_rules, out)
                 if stat_rules:
                     units.append(_unit_sums(t, nm, norms, stat_rules))
+                for r in case_rules:
+                    case_lists[r.rule].append(_cc_candidates(t, norms, r))
         if stat_rules and units:
             _statistical(pa.concat_tables(units), stat_rules, out)
+        for r in case_rules:
+            _cc_without_cost(r, case_lists[r.rule], out)
     finally:
         parts.close()
     findings = out.table(order)
