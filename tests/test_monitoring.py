@@ -95,6 +95,13 @@ def test_overlapping_stay_worked_example():
     assert "重叠2天" in f["message_zh"]
 
 
+def test_records_without_ids_are_named_by_row():
+    t = stays([{"admission_date": "2024-05-01", "discharge_date": "2024-05-09"},
+               {"admission_date": "2024-05-03", "discharge_date": "2024-05-04"}]).drop_columns(["id"])
+    (f,) = flagged(monitor(t, rules=EPISODE))
+    assert f["record_ids"] == "#1|#2" and f["id"] == "OVERLAPPING_STAY:#1>#2"
+
+
 def test_duplicate_same_day_stays_are_overlaps():
     t = stays([{"id": "D1", "admission_date": "2024-05-01", "discharge_date": "2024-05-01", "los_days": 1.0},
                {"id": "D2", "admission_date": "2024-05-01", "discharge_date": "2024-05-01", "los_days": 1.0}])
@@ -288,5 +295,7 @@ def test_cli_monitor_writes_findings_and_is_byte_identical(tmp_path):
     bad.write_text("rule,kind\n", encoding="utf-8")
     r = runner.invoke(main, ["monitor", str(src), "-o", str(tmp_path / "c.csv"), "--rules", str(bad)])
     assert r.exit_code == 2 and "needs the columns" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["monitor", str(tmp_path / "missing.parquet"), "-o", str(tmp_path / "d.csv")])
+    assert r.exit_code == 2 and "no such file" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["monitor", "--help"])
     assert "Example" in r.output

@@ -196,10 +196,9 @@ def _compact(batch, start: int, grouper) -> pa.Table:
         return batch.column(cols[name]) if name in cols else None
 
     ids = text(col("id"), n)
-    if "id" not in cols:
-        ids = pa.array([f"#{start + i + 1}" for i in range(n)], pa.string())
-    ids = pc.if_else(pc.is_null(ids), pa.array([f"#{start + i + 1}" for i in range(n)], pa.string()), ids) \
-        if ids.null_count else ids
+    if ids.null_count:      # no id: "#<row>" (1-based over the whole input), as the QC findings say
+        rows = pc.cast(pa.array(np.arange(start + 1, start + n + 1, dtype=np.int64)), pa.string())
+        ids = pc.coalesce(ids, pc.binary_join_element_wise(pa.scalar("#"), rows, ""))
     status = text(batch.column("status"), n) if "status" in names else pa.nulls(n, pa.string())
     grouped = pc.fill_null(pc.is_in(status, pa.array(GROUPED_STATUSES)), False)
     if "status" not in names and "drg" in names:
@@ -294,9 +293,11 @@ def _norms(parts: _Parts, weights: pa.Table | None, cc_suffixes, split_suffixes)
         g = t.filter(pc.and_(t["grouped"], pc.is_valid(t["drg"])))
         cost_ok = pc.fill_null(pc.greater(g["cost"], 0), False)
         g = g.filter(cost_ok)
-        los = pc.fill_null(g["los"], 0.0)
+        # cents and hundredths of a day as integers: the sums do not depend on the order of the parts
+        cost = pc.cast(pc.round(pc.multiply(g["cost"], 100.0)), pa.int64())
+        los = pc.cast(pc.round(pc.multiply(pc.fill_null(g["los"], 0.0), 100.0)), pa.int64())
         has_los = pc.cast(pc.is_valid(g["los"]), pa.int64())
-        acc.append(pa.table({"drg": g["drg"], "adrg": pc.fill_null(g["adrg"], ""), "cost": g["cost"],
+        acc.append(pa.table({"drg": g["drg"], "adrg": pc.fill_null(g["adrg"], ""), "cost": cost,
                              "los": los, "has_los": has_los, "one": pa.array(np.ones(g.num_rows, np.int64))})
                    .group_by(["drg", "adrg"], use_threads=False).aggregate([("cost", "sum"), ("los", "sum"), ("has_los", "sum"),
                                                          ("one", "sum")]))
@@ -305,7 +306,7 @@ def _norms(parts: _Parts, weights: pa.Table | None, cc_suffixes, split_suffixes)
     rows = t.to_pylist() if t is not None else []
     rows.sort(key=lambda r: (r["drg"], r["adrg"]))
     n_all = sum(r["one_sum_sum"] for r in rows)
-    overall = sum(r["cost_sum_sum"] for r in rows) / n_all if n_all else float("nan")
+    overall = sum(r["cost_sum_sum"] for r in rows) / 100.0 / n_all if n_all else float("nan")
     drg: dict[str, tuple[float, float, float]] = {}
     count: dict[str, int] = {}
     adrg_of: dict[str, str] = {}
@@ -317,8 +318,8 @@ def _norms(parts: _Parts, weights: pa.Table | None, cc_suffixes, split_suffixes)
         adrg_of.setdefault(r["drg"], r["adrg"] or r["drg"][:3])
     norms = {}
     for d, (cs, ls, nl) in drg.items():
-        mean = cs / count[d]
-        norms[d] = (mean, ls / nl if nl else float("nan"), mean / overall)
+        mean = cs / 100.0 / count[d]
+        norms[d] = (mean, ls / 100.0 / nl if nl else float("nan"), mean / overall)
     source = "records"
     if weights is not None:
         source = "weight table"
@@ -565,49 +566,84 @@ def _low_cost_rules(t: pa.Table, nm: dict, rules: list[Rule], out: _Out) -> None
             out.add(rule, r["id"], r["hospital_id"], r["doctor_id"], r["patient_id"], [r["id"]], figures, words)
 
 
-def _unit_sums(t: pa.Table, nm: dict, norms: Norms, rules: list[Rule]) -> pa.Table:
-    """Per (hospital, doctor) sums the statistical rules need, from one part."""
-    n = t.num_rows
+def _unit_sums(t: pa.Table, nm: dict, rules: list[Rule]) -> pa.Table:
+    """Per (hospital, doctor, drg, adrg) counts the statistical rules need, from one part.
+
+    Integers only, so that merging the parts in any order gives the same sums; the float
+    statistics are computed once, in a fixed order, by :func:`_unit_stats`."""
     grouped = _np(t["grouped"], False).astype(bool) & np.isfinite(nm["rw"])
-    cc_rule = next((r for r in rules if r.kind == "cc_share"), None)
-    cc_suf = cc_rule.items("cc_suffixes") if cc_rule else ("1", "3")
-    split_suf = cc_rule.items("split_suffixes") if cc_rule else ("1", "3", "5")
-    last = _np(pc.utf8_slice_codeunits(pc.fill_null(t["drg"], ""), -1, 1000), "")
-    adrg = _np(pc.fill_null(t["adrg"], ""), "")
-    eligible = grouped & np.isin(last, split_suf)
-    is_cc = eligible & np.isin(last, cc_suf)
-    akeys, ainv = np.unique(adrg.astype(str), return_inverse=True) if n else (np.zeros(0, str), np.zeros(0, np.int64))
-    p_a = np.array([(lambda v: v[1] / v[0] if v[0] else 0.0)(norms.adrg_cc.get(k, (0, 0))) for k in akeys])
-    m_a = np.array([norms.adrg_rw.get(k, (np.nan, 0.0))[0] for k in akeys])
-    v_a = np.array([norms.adrg_rw.get(k, (np.nan, 0.0))[1] for k in akeys])
-    p = p_a[ainv] if n else np.zeros(0)
     cost = _np(t["cost"], np.nan).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = cost / nm["mean_cost"]
     priced = grouped & np.isfinite(ratio)
     cols = {"hospital_id": pc.fill_null(t["hospital_id"], ""), "doctor_id": pc.fill_null(t["doctor_id"], ""),
-            "cases": grouped.astype(np.int64), "cc_cases": is_cc.astype(np.int64), "cc_eligible": eligible.astype(np.int64),
-            "cc_expected": np.where(eligible, p, 0.0), "cc_var": np.where(eligible, p * (1 - p), 0.0),
-            "rw": np.where(grouped, nm["rw"], 0.0), "rw_expected": np.where(grouped, m_a[ainv] if n else 0.0, 0.0),
-            "rw_var": np.where(grouped, v_a[ainv] if n else 0.0, 0.0), "priced": priced.astype(np.int64)}
+            "drg": pc.fill_null(t["drg"], ""), "adrg": pc.fill_null(t["adrg"], ""),
+            "cases": pa.array(grouped.astype(np.int64)), "priced": pa.array(priced.astype(np.int64))}
     for r in rules:
         if r.kind == "cost_concentration":
             k = r.num("k")
             flag = priced & ((ratio > k) if r.params.get("side") == "high" else (ratio < k))
-            cols[f"flag_{r.rule}"] = flag.astype(np.int64)
-    tab = pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)) for k, v in cols.items()})
-    sums = [c for c in tab.column_names if c not in ("hospital_id", "doctor_id")]
-    g = tab.group_by(["hospital_id", "doctor_id"], use_threads=False).aggregate([(c, "sum") for c in sums])
+            cols[f"flag_{r.rule}"] = pa.array(flag.astype(np.int64))
+    tab = pa.table(cols).filter(pa.array(grouped))
+    return _sum_by(tab, ["hospital_id", "doctor_id", "drg", "adrg"])
+
+
+def _sum_by(tab: pa.Table, keys: list[str]) -> pa.Table:
+    sums = [c for c in tab.column_names if c not in keys]
+    g = tab.group_by(keys, use_threads=False).aggregate([(c, "sum") for c in sums])
     return g.rename_columns([c[:-4] if c.endswith("_sum") else c for c in g.column_names])
 
 
-def _statistical(units: pa.Table, rules: list[Rule], out: _Out) -> None:
-    sums = [c for c in units.column_names if c not in ("hospital_id", "doctor_id")]
-    by_doc = units.group_by(["hospital_id", "doctor_id"], use_threads=False).aggregate([(c, "sum") for c in sums])
-    by_doc = by_doc.rename_columns([c[:-4] if c.endswith("_sum") else c for c in by_doc.column_names])
-    by_hosp = units.group_by(["hospital_id"], use_threads=False).aggregate([(c, "sum") for c in sums])
-    by_hosp = by_hosp.rename_columns([c[:-4] if c.endswith("_sum") else c for c in by_hosp.column_names])
-    tot = {c: float(pc.sum(units[c]).as_py() or 0) for c in sums}
+def _unit_stats(cells: pa.Table, norms: Norms, by_doctor: bool, cc_suf, split_suf) -> tuple[pa.Table, dict]:
+    """Per hospital (or hospital and doctor): counts and the case-mix expectations, summed in
+    sorted (hospital, doctor, drg, adrg) order; and the region's totals."""
+    cells = cells.sort_by([(k, "ascending") for k in ("hospital_id", "doctor_id", "drg", "adrg")])
+    drg = np.asarray(cells["drg"].to_pylist(), dtype=object)
+    adrg = cells["adrg"].to_pylist()
+    n = _np(cells["cases"], 0).astype(np.int64)
+    last = np.array([d[-1:] for d in drg], dtype=object)
+    eligible = np.isin(last, split_suf) & (n > 0)
+    is_cc = eligible & np.isin(last, cc_suf)
+    p_a = np.array([(lambda v: v[1] / v[0] if v[0] else 0.0)(norms.adrg_cc.get(a, (0, 0))) for a in adrg])
+    m_a = np.array([norms.adrg_rw.get(a, (np.nan, 0.0))[0] for a in adrg])
+    v_a = np.array([norms.adrg_rw.get(a, (np.nan, 0.0))[1] for a in adrg])
+    rw = np.array([norms.drg.get(d, (np.nan,) * 3)[2] for d in drg])
+    keys = ["hospital_id", "doctor_id"] if by_doctor else ["hospital_id"]
+    unit_keys = list(zip(*(cells[k].to_pylist() for k in keys)))
+    names = sorted(set(unit_keys))
+    index = {u: i for i, u in enumerate(names)}
+    uid = np.array([index[u] for u in unit_keys], dtype=np.int64)   # one per (unit, group) cell
+    m = len(names)
+
+    def tot(w):
+        return np.bincount(uid, weights=w, minlength=m) if len(uid) else np.zeros(m)
+
+    ne = np.where(eligible, n, 0)
+    stats = {"cases": tot(n.astype(float)), "cc_eligible": tot(ne.astype(float)),
+             "cc_cases": tot(np.where(is_cc, n, 0).astype(float)), "cc_expected": tot(ne * p_a),
+             "cc_var": tot(ne * p_a * (1 - p_a)), "rw": tot(np.nan_to_num(n * rw)),
+             "rw_expected": tot(np.nan_to_num(n * m_a)), "rw_var": tot(np.nan_to_num(n * v_a)),
+             "priced": tot(_np(cells["priced"], 0).astype(float))}
+    for c in cells.column_names:
+        if c.startswith("flag_"):
+            stats[c] = tot(_np(cells[c], 0).astype(float))
+    out = {k: pa.array([u[i] for u in names], pa.string()) for i, k in enumerate(keys)}
+    out.update({k: pa.array(v) for k, v in stats.items()})
+    region = {k: float(v.sum()) for k, v in stats.items()}
+    return pa.table(out), region
+
+
+def _statistical(cells: pa.Table, norms: Norms, rules: list[Rule], out: _Out) -> None:
+    cells = _sum_by(cells, ["hospital_id", "doctor_id", "drg", "adrg"])
+    if cells.num_rows == 0:
+        return
+    cc_rule = next((r for r in rules if r.kind == "cc_share"), None)
+    cc_suf = cc_rule.items("cc_suffixes") if cc_rule else ("1", "3")
+    split_suf = cc_rule.items("split_suffixes") if cc_rule else ("1", "3", "5")
+    by_hosp, tot = _unit_stats(cells, norms, False, cc_suf, split_suf)
+    by_doc, _ = _unit_stats(cells, norms, True, cc_suf, split_suf) \
+        if any(r.params.get("by") == "doctor" for r in rules) else (by_hosp, tot)
+    sums = [c for c in by_hosp.column_names if c not in ("hospital_id", "doctor_id")]
     for rule in rules:
         unit = by_doc if rule.params.get("by") == "doctor" else by_hosp
         unit = unit.sort_by([(c, "ascending") for c in unit.column_names if c in ("hospital_id", "doctor_id")])
@@ -784,11 +820,11 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
                 if cost_rules:
                     _low_cost_rules(t, nm, cost_rules, out)
                 if stat_rules:
-                    units.append(_unit_sums(t, nm, norms, stat_rules))
+                    units.append(_unit_sums(t, nm, stat_rules))
                 for r in case_rules:
                     case_lists[r.rule].append(_cc_candidates(t, norms, r))
         if stat_rules and units:
-            _statistical(pa.concat_tables(units), stat_rules, out)
+            _statistical(pa.concat_tables(units), norms, stat_rules, out)
         for r in case_rules:
             _cc_without_cost(r, case_lists[r.rule], out)
     finally:
