@@ -697,19 +697,21 @@ def _statistical(cells: pa.Table, norms: Norms, rules: list[Rule], out: _Out) ->
 def _cc_candidates(t: pa.Table, norms: Norms, rule: Rule) -> pa.Table:
     """Cases of a CC/MCC DRG costing at most max_cost_ratio × the no-CC DRG's mean cost."""
     ratio_max = rule.num("max_cost_ratio", 1.0)
-    base_suffix = rule.params.get("base_suffix") or "5"
-    drg = _np(pc.fill_null(t["drg"], ""), "").astype(str)
-    grouped = _np(t["grouped"], False).astype(bool)
-    is_cc = grouped & np.isin(np.array([d[-1:] for d in drg]) if len(drg) else drg, rule.items("cc_suffixes"))
-    base = np.char.add(np.char.rstrip(np.array([d[:-1] for d in drg], dtype=str)) if len(drg) else drg, base_suffix)
-    keys, inv = np.unique(base, return_inverse=True) if len(drg) else (np.zeros(0, str), np.zeros(0, np.int64))
-    mean = np.array([norms.drg.get(k, (np.nan,))[0] for k in keys])[inv] if len(drg) else np.zeros(0)
+    drg = pc.fill_null(t["drg"].combine_chunks(), "")
+    last = pc.utf8_slice_codeunits(drg, -1, 1 << 20)
+    is_cc = pc.and_(t["grouped"].combine_chunks(), pc.is_in(last, pa.array(rule.items("cc_suffixes"), pa.string())))
+    base = pc.binary_join_element_wise(pc.utf8_slice_codeunits(drg, 0, -1),
+                                       pa.scalar(rule.params.get("base_suffix") or "5"), "")
+    enc = pc.dictionary_encode(base)
+    means = np.array([norms.drg.get(k, (np.nan,))[0] for k in enc.dictionary.to_pylist()] + [np.nan])
+    mean = means[_np(enc.indices, len(means) - 1).astype(np.int64)]
     cost = _np(t["cost"], np.nan).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = cost / mean
-    hit = np.flatnonzero(is_cc & (ratio <= ratio_max))
-    sub = t.take(pa.array(hit, pa.int64())).select(["id", "patient_id", "hospital_id", "doctor_id", "drg", "cost"])
-    return sub.append_column("base_drg", pa.array(base[hit].tolist() if len(hit) else [], pa.string())) \
+    hit = np.flatnonzero(_np(is_cc, False).astype(bool) & (ratio <= ratio_max))
+    take = pa.array(hit, pa.int64())
+    sub = t.take(take).select(["id", "patient_id", "hospital_id", "doctor_id", "drg", "cost"])
+    return sub.append_column("base_drg", base.take(take)) \
               .append_column("base_mean", pa.array(mean[hit], pa.float64())) \
               .append_column("ratio", pa.array(ratio[hit], pa.float64()))
 
