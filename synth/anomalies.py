@@ -253,7 +253,7 @@ def score(findings: pa.Table, truth: dict) -> dict:
     pairs = {rule: {frozenset(r["record_ids"].split("|")) for r in rows if r["rule"] == rule}
              for rule in ("SPLIT_ADMISSION", "OVERLAPPING_STAY")}
     out = {rule: pr(pairs[rule], {frozenset(x) for x in truth[rule]}) for rule in pairs}
-    for rule in ("UPCODING_CC_SHARE", "UPCODING_CMI"):
+    for rule in ("UPCODING_CC_SHARE", "UPCODING_CMI", "UPCODING_CC_HISTORY"):
         out[rule] = pr({r["hospital_id"] for r in rows if r["rule"] == rule}, set(truth["UPCODING_HOSPITALS"]))
     out["LOW_STANDARD_ADMISSION"] = pr({r["record_ids"] for r in rows if r["rule"] == "LOW_STANDARD_ADMISSION"},
                                        set(truth["LOW_STANDARD_RECORDS"]))
@@ -272,12 +272,15 @@ def score(findings: pa.Table, truth: dict) -> dict:
 def main(argv=None) -> None:   # python -m synth.anomalies: the measurement docs/monitoring.md reports
     import argparse
     from weights.monitoring import monitor
-    ap = argparse.ArgumentParser(description="Plant anomalies, run the monitoring rules, print precision and recall.")
+    ap = argparse.ArgumentParser(description="Plant anomalies (2024), run the monitoring rules with 2023 as history, "
+                                             "print precision and recall.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--records-per-month", type=int, default=2000)
     a = ap.parse_args(argv)
     planted = plant_anomalies(a.seed, records_per_month=a.records_per_month)
-    res = monitor(planted.records)
+    # the year before, same seed (same hospitals), no anomalies: the hospitals' own history
+    history = synthesize_region(None, seed=a.seed, years=(2023,), records_per_month=a.records_per_month)
+    res = monitor(planted.records, history=history)
     print(json.dumps({"records": res.records, "counts": res.counts, "score": score(res.findings, planted.truth)},
                      ensure_ascii=False, indent=1))
 

@@ -197,6 +197,26 @@ def test_cc_without_cost_worked_example():
     assert not flagged(monitor(t, rules=alone))
 
 
+def test_cc_share_against_own_history_worked_example():
+    rules = [r for r in load_rules() if r.kind == "cc_share_history"]
+    hist_rows = []
+    for h in ("H1", "H4"):
+        for i in range(100):
+            hist_rows.append({"id": f"{h}-h{i:03d}", "psn_no": f"{h}Q{i}", "hospital_id": h,
+                              "drg": "FM11" if i < 30 else "FM15"})
+    history = stays(hist_rows, admission_date="2023-01-01", discharge_date="2023-01-05")
+    res = monitor(region_for_upcoding(), rules=rules, history=history)
+    (f,) = flagged(res)
+    fig = json.loads(f["figures"])
+    assert f["rule"] == "UPCODING_CC_HISTORY" and f["hospital_id"] == "H4"
+    assert fig["expected_share"] == 0.3 and fig["share"] == 0.7
+    assert fig["z"] == round(40 / math.sqrt(100 * 0.3 * 0.7), 2) == 8.73
+    assert res.skipped == []
+    # H2 and H3 have no history: not compared; without history the rule does not run
+    res = monitor(region_for_upcoding(), rules=rules)
+    assert not flagged(res) and res.skipped == ["UPCODING_CC_HISTORY"]
+
+
 def test_cmi_worked_example():
     rules = [r for r in load_rules() if r.kind == "cmi_z"]
     w = pa.table({"drg": ["FM11", "FM15"], "weight": [2.0, 1.0], "mean_cost": [20000.0, 10000.0],
@@ -262,6 +282,17 @@ def test_precision_recall_on_planted_anomalies(planted, planted_result):
     assert s["LOW_COST_CONCENTRATION"]["recall"] == 1.0
     assert s["LOW_STANDARD_ADMISSION"]["recall"] >= 0.9
     assert s["UPCODING_CC_WITHOUT_COST"]["precision"] >= 0.4
+
+
+def test_own_history_finds_the_planted_upcoding_hospitals(planted):
+    from synth.anomalies import score
+    from synth.region import synthesize_region
+    history = synthesize_region(None, seed=11, years=(2023,), records_per_month=1500)
+    rules = [r for r in load_rules() if r.kind == "cc_share_history"]
+    res = monitor(planted.records, rules=rules, history=history)
+    found = {f["hospital_id"] for f in flagged(res)}
+    assert found == set(planted.truth["UPCODING_HOSPITALS"])
+    assert score(res.findings, planted.truth)["UPCODING_CC_HISTORY"]["precision"] == 1.0
 
 
 def test_partitions_and_reruns_give_identical_bytes(planted, planted_result, tmp_path):

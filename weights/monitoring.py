@@ -26,6 +26,10 @@ Kinds (docs/monitoring.md gives each formula and a worked example):
 - ``cc_share`` 高套分组: per hospital (or doctor), the share of cases in CC/MCC DRGs
   against the share expected from the region's share in the same ADRGs; normal
   approximation of the binomial, two-sided p-value ``erfc(|z|/√2)``.
+- ``cc_share_history`` 高套分组（与本院历史比）: as ``cc_share``, but the expected share of
+  each case is the hospital's own share in that ADRG in the ``history`` records (ADRGs with
+  fewer than ``min_history_cases`` eligible history cases are left out); runs only when
+  history is given.
 - ``cmi_z`` 高套分组: per hospital, observed Σ RW against Σ of the region's mean RW of
   each case's ADRG; z = (observed − expected) / √(Σ variance of RW within the ADRG).
 - ``cost_concentration`` 高/低倍率病例集中: per hospital, the share of cases above ``k`` ×
@@ -52,7 +56,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,7 +70,7 @@ from grouper.io import DEFAULT_BATCH_SIZE, InputError, as_table, canonical_colum
 HERE = Path(__file__).parent
 SEVERITIES = ("error", "warning", "info")
 KINDS = ("split_admission", "overlapping_stay", "low_standard", "under_service", "cc_share", "cmi_z",
-         "cost_concentration", "cc_without_cost")
+         "cost_concentration", "cc_without_cost", "cc_share_history")
 EPISODE_KINDS = ("split_admission", "overlapping_stay")
 EPISODE_FIELDS = ("patient_id", "admission_date", "discharge_date", "hospital_id")
 GROUPED_STATUSES = ("grouped", "ambiguous")
@@ -633,7 +637,52 @@ def _unit_stats(cells: pa.Table, norms: Norms, by_doctor: bool, cc_suf, split_su
     return pa.table(out), region
 
 
-def _statistical(cells: pa.Table, norms: Norms, rules: list[Rule], out: _Out) -> None:
+def _history_counts(history, scheme, batch_size: int, cc_suf, split_suf) -> dict:
+    """(hospital, adrg) → (eligible cases, CC/MCC cases) in the history records."""
+    grouper, acc = None, []
+    for b in _batches(history, batch_size):
+        if grouper is None and not {"drg", "adrg"} <= set(b.schema.names):
+            from grouper.api import Grouper, load_scheme
+            grouper = Grouper(load_scheme(scheme))
+        t = _compact(b, 0, grouper)
+        drg = pc.fill_null(t["drg"].combine_chunks(), "")
+        last = pc.utf8_slice_codeunits(drg, -1, 1 << 20)
+        elig = pc.and_(t["grouped"].combine_chunks(), pc.is_in(last, pa.array(split_suf, pa.string())))
+        cc = pc.and_(elig, pc.is_in(last, pa.array(cc_suf, pa.string())))
+        acc.append(_sum_by(pa.table({"hospital_id": pc.fill_null(t["hospital_id"], ""),
+                                     "adrg": pc.fill_null(t["adrg"], ""),
+                                     "n": pc.cast(elig, pa.int64()), "k": pc.cast(cc, pa.int64())}),
+                           ["hospital_id", "adrg"]))
+    if not acc:
+        return {}
+    t = _sum_by(pa.concat_tables(acc), ["hospital_id", "adrg"])
+    return {(r["hospital_id"], r["adrg"]): (r["n"], r["k"]) for r in t.to_pylist()}
+
+
+def _history_stats(cells: pa.Table, hist: dict, min_hist: float, cc_suf, split_suf) -> pa.Table:
+    """Per hospital: eligible cases and CC/MCC cases in ADRGs with history, and the counts
+    expected from the hospital's own history share in each ADRG."""
+    cells = cells.sort_by([(k, "ascending") for k in ("hospital_id", "doctor_id", "drg", "adrg")])
+    rows = cells.select(["hospital_id", "drg", "adrg", "cases"]).to_pylist()   # one per (unit, group) cell
+    acc: dict[str, list] = {}
+    for r in rows:
+        n0, k0 = hist.get((r["hospital_id"], r["adrg"]), (0, 0))
+        last = r["drg"][-1:]
+        if n0 < min_hist or last not in split_suf or not r["cases"]:
+            continue
+        p = k0 / n0
+        a = acc.setdefault(r["hospital_id"], [0.0, 0.0, 0.0, 0.0])
+        a[0] += r["cases"]
+        a[1] += r["cases"] if last in cc_suf else 0
+        a[2] += r["cases"] * p
+        a[3] += r["cases"] * p * (1 - p)
+    names = sorted(acc)
+    return pa.table({"hospital_id": pa.array(names, pa.string()),
+                     **{c: pa.array([acc[h][j] for h in names], pa.float64())
+                        for j, c in enumerate(("cc_eligible", "cc_cases", "cc_expected", "cc_var"))}})
+
+
+def _statistical(cells: pa.Table, norms: Norms, rules: list[Rule], out: _Out, hist: dict | None = None) -> None:
     cells = _sum_by(cells, ["hospital_id", "doctor_id", "drg", "adrg"])
     if cells.num_rows == 0:
         return
@@ -643,15 +692,19 @@ def _statistical(cells: pa.Table, norms: Norms, rules: list[Rule], out: _Out) ->
     by_hosp, tot = _unit_stats(cells, norms, False, cc_suf, split_suf)
     by_doc, _ = _unit_stats(cells, norms, True, cc_suf, split_suf) \
         if any(r.params.get("by") == "doctor" for r in rules) else (by_hosp, tot)
-    sums = [c for c in by_hosp.column_names if c not in ("hospital_id", "doctor_id")]
     for rule in rules:
         unit = by_doc if rule.params.get("by") == "doctor" else by_hosp
+        if rule.kind == "cc_share_history":
+            if hist is None:
+                continue
+            unit = _history_stats(cells, hist, rule.num("min_history_cases", 10), rule.items("cc_suffixes"),
+                                  rule.items("split_suffixes"))
         unit = unit.sort_by([(c, "ascending") for c in unit.column_names if c in ("hospital_id", "doctor_id")])
-        u = {c: _np(unit[c], 0).astype(float) for c in sums}
+        u = {c: _np(unit[c], 0).astype(float) for c in unit.column_names if c not in ("hospital_id", "doctor_id")}
         hosp = unit["hospital_id"].to_pylist()
         doc = unit["doctor_id"].to_pylist() if "doctor_id" in unit.column_names else [None] * unit.num_rows
         min_cases = rule.num("min_cases", 30)
-        if rule.kind == "cc_share":
+        if rule.kind in ("cc_share", "cc_share_history"):
             n, k, e, v = u["cc_eligible"], u["cc_cases"], u["cc_expected"], u["cc_var"]
             z, p = _z_p(k, e, v)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -740,6 +793,7 @@ class MonitorResult:
     records: int
     counts: dict            # rule → findings (flagged), and "not_checked" → findings
     norms_source: str
+    skipped: list = field(default_factory=list)   # rules that could not run (their input absent)
 
 
 def _batches(data, batch_size: int):
@@ -771,7 +825,7 @@ def auto_partitions(records) -> int:
 
 def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, scheme=None,
             weights: pa.Table | None = None, batch_size: int = DEFAULT_BATCH_SIZE, partitions: int | None = None,
-            tmp_dir: str | None = None, progress=None) -> MonitorResult:
+            tmp_dir: str | None = None, progress=None, history=None) -> MonitorResult:
     """Run the monitoring rules over RECORDS (Arrow table, DataFrame or file path).
 
     ``rules``: a loaded rule tuple, a rules CSV, or None for the built-in library;
@@ -780,7 +834,9 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
     ``partitions``: split the compact view by patient into this many temporary files
     (bounded memory for very large inputs; the findings do not depend on it); None: one
     part per :data:`ROWS_PER_PART` rows of a Parquet file (its row count is read from the
-    footer), else 1."""
+    footer), else 1. ``history``: earlier records (table or path) for the rules that compare a
+    hospital with its own past (``cc_share_history``); without it those rules do not run
+    and are listed in ``MonitorResult.skipped``."""
     rules = load_rules(rules) if rules is None or isinstance(rules, (str, os.PathLike)) else tuple(rules)
     if partitions is None:
         partitions = auto_partitions(records)
@@ -807,7 +863,12 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
         norms = _norms(parts, weights, cc_suf, split_suf) if need_norms else Norms({}, {}, {}, "none")
         episode = [r for r in rules if r.kind in EPISODE_KINDS]
         cost_rules = [r for r in rules if r.kind in ("low_standard", "under_service")]
-        stat_rules = [r for r in rules if r.kind in ("cc_share", "cmi_z", "cost_concentration")]
+        stat_rules = [r for r in rules if r.kind in ("cc_share", "cmi_z", "cost_concentration", "cc_share_history")]
+        hist_rules = [r for r in rules if r.kind == "cc_share_history"]
+        hist = None
+        if hist_rules and history is not None:
+            hist = _history_counts(history, scheme, batch_size, hist_rules[0].items("cc_suffixes"),
+                                   hist_rules[0].items("split_suffixes"))
         case_rules = [r for r in rules if r.kind == "cc_without_cost"]
         case_lists: dict[str, list] = {r.rule: [] for r in case_rules}
         units = []
@@ -826,7 +887,7 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
                 for r in case_rules:
                     case_lists[r.rule].append(_cc_candidates(t, norms, r))
         if stat_rules and units:
-            _statistical(pa.concat_tables(units), norms, stat_rules, out)
+            _statistical(pa.concat_tables(units), norms, stat_rules, out, hist)
         for r in case_rules:
             _cc_without_cost(r, case_lists[r.rule], out)
     finally:
@@ -836,7 +897,8 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
     for r, s in zip(findings["rule"].to_pylist(), findings["status"].to_pylist()):
         key = r if s == "flagged" else "not_checked"
         counts[key] = counts.get(key, 0) + 1
-    return MonitorResult(findings, n, counts, norms.source)
+    skipped = [r.rule for r in rules if r.kind == "cc_share_history" and history is None]
+    return MonitorResult(findings, n, counts, norms.source, skipped)
 
 
 def monitor_file(src, dst, **kwargs) -> MonitorResult:
