@@ -70,6 +70,16 @@ def test_split_admission_same_adrg_other_category_and_not_other_hospital():
     assert fig["match"] == "adrg" and fig["match_value"] == "FM1" and fig["gap_days"] == 0
 
 
+def test_split_admission_same_dip_group():
+    t = stays([{"id": "G1", "discharge_date": "2024-01-05", "dip_group": "K80.1:51.23"},
+               {"id": "G2", "admission_date": "2024-01-08", "discharge_date": "2024-01-09", "diagnoses": ["K81.000"],
+                "adrg": "HC1", "drg": "HC15", "dip_group": "K80.1:51.23"}])
+    (f,) = flagged(monitor(t, rules=EPISODE), "SPLIT_ADMISSION")
+    fig = json.loads(f["figures"])
+    assert fig["match"] == "dip_group" and fig["match_value"] == "K80.1:51.23" and fig["gap_days"] == 3
+    assert "DIP group" in f["message_en"] and "DIP病种" in f["message_zh"]
+
+
 def test_window_is_policy():
     t = stays([{"id": "C1", "discharge_date": "2024-01-05"},
                {"id": "C2", "admission_date": "2024-01-25", "discharge_date": "2024-01-27"}])

@@ -16,7 +16,8 @@ Kinds (docs/monitoring.md gives each formula and a worked example):
 
 - ``split_admission`` 分解住院: the same patient back in the same hospital at most
   ``window_days`` after the previous discharge (0 = the same day), with the same principal
-  diagnosis category (first ``category_chars`` characters) or the same ADRG.
+  diagnosis category (first ``category_chars`` characters), the same ADRG, or the same DIP
+  group (``dip_group`` column, when the records carry one).
 - ``overlapping_stay`` 重复/重叠住院: two stays of the same patient (any hospitals) whose
   dates overlap (admission before the other's discharge), or the same dates twice.
 - ``low_standard`` 低标准入院: stay ≤ ``max_los`` days and cost ≤ ``max_cost_ratio`` × the
@@ -86,7 +87,7 @@ _COMPACT = pa.schema([
     ("row", pa.int64()), ("id", pa.string()), ("patient_id", pa.string()), ("hospital_id", pa.string()),
     ("doctor_id", pa.string()), ("adm", pa.int32()), ("dis", pa.int32()), ("principal", pa.string()),
     ("adrg", pa.string()), ("drg", pa.string()), ("grouped", pa.bool_()), ("cost", pa.float64()),
-    ("los", pa.float64())])
+    ("los", pa.float64()), ("dip_group", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def _compact(batch, start: int, grouper) -> pa.Table:
         pa.array(np.arange(start, start + n, dtype=np.int64)), ids, text(col("patient_id"), n),
         text(col("hospital_id"), n), text(col("doctor_id"), n), _days(col("admission_date"), n),
         _days(col("discharge_date"), n), _principal(code_list(col("diagnoses"), n)), adrg, drg, grouped, cost, los,
+        text(batch.column("dip_group"), n) if "dip_group" in names else pa.nulls(n, pa.string()),
     ], schema=_COMPACT)
 
 
@@ -465,20 +467,23 @@ def _split_admissions(t: pa.Table, rule: Rule, out: _Out) -> None:
     gap = adm[1:] - dis[:-1]
     same_cat = (cat[1:] == cat[:-1]) & (cat[1:] >= 0)
     same_adrg = (adrg[1:] == adrg[:-1]) & (adrg[1:] >= 0)
-    hit = np.flatnonzero(same & (gap >= 0) & (gap <= window) & (same_cat | same_adrg))
+    dip = _codes(s["dip_group"])
+    same_dip = (dip[1:] == dip[:-1]) & (dip[1:] >= 0)
+    hit = np.flatnonzero(same & (gap >= 0) & (gap <= window) & (same_cat | same_adrg | same_dip))
     if not len(hit):
         return
     a = s.take(pa.array(hit)).to_pylist()
     b = s.take(pa.array(hit + 1)).to_pylist()
     for i, x, y in zip(hit, a, b):
-        by_cat = bool(same_cat[i])
-        value = (x["principal"] or "")[:chars] if by_cat else x["adrg"]
+        by_cat, by_adrg = bool(same_cat[i]), bool(same_adrg[i])
+        match = "principal_category" if by_cat else ("adrg" if by_adrg else "dip_group")
+        value = (x["principal"] or "")[:chars] if by_cat else (x["adrg"] if by_adrg else x["dip_group"])
         figures = {"gap_days": int(gap[i]), "window_days": window, "first_id": x["id"], "second_id": y["id"],
                    "first_discharge": _fmt_day(x["dis"]), "second_admission": _fmt_day(y["adm"]),
-                   "match": "principal_category" if by_cat else "adrg", "match_value": value,
-                   "also_same_adrg": bool(same_adrg[i]) if by_cat else True}
-        words = {"match_zh": "主要诊断类目" if by_cat else "ADRG", "match_en": "principal diagnosis category"
-                 if by_cat else "ADRG"}
+                   "match": match, "match_value": value, "also_same_adrg": by_adrg}
+        words = {"match_zh": {"principal_category": "主要诊断类目", "adrg": "ADRG", "dip_group": "DIP病种"}[match],
+                 "match_en": {"principal_category": "principal diagnosis category", "adrg": "ADRG",
+                              "dip_group": "DIP group"}[match]}
         out.add(rule, f"{x['id']}>{y['id']}", x["hospital_id"], y["doctor_id"], x["patient_id"], [x["id"], y["id"]],
                 figures, words)
 
