@@ -257,6 +257,25 @@ def test_low_cost_concentration_worked_example():
     assert fig["z"] == round((30 - 9) / math.sqrt(100 * 0.09 * 0.91), 2)
 
 
+def test_outpatient_cost_shift_worked_example():
+    t = stays([{"id": "V1", "admission_date": "2024-06-10", "discharge_date": "2024-06-14", "total_cost": 3000.0},
+               {"id": "V2", "psn_no": "P2", "admission_date": "2024-06-10", "discharge_date": "2024-06-12",
+                "total_cost": 6000.0}])
+    visits = pa.table({"psn_no": ["P1", "P1", "P1", "P1", "P2"],
+                       "hospital_id": ["H1", "H1", "H1", "H2", "H1"],
+                       "visit_date": ["2024-06-02", "2024-06-03", "2024-06-10", "2024-06-09", "2024-06-09"],
+                       "total_cost": [900.0, 800.0, 400.0, 5000.0, 300.0]})
+    rules = [r for r in load_rules() if r.kind == "outpatient_shift"]
+    res = monitor(t, rules=rules, outpatient=visits)
+    (f,) = flagged(res)
+    fig = json.loads(f["figures"])
+    # 06-03 (7 days before) and 06-10 (the admission day) count; 06-02 (8 days) does not;
+    # H2's visit is at another hospital; P2's 300 yuan are 0.05 of its stay
+    assert f["record_ids"] == "V1" and fig["visits"] == 2 and fig["outpatient_cost"] == 1200.0
+    assert fig["share"] == 0.4 and fig["total_cost"] == 3000.0
+    assert not monitor(t, rules=rules).findings.num_rows and monitor(t, rules=rules).skipped == ["OUTPATIENT_COST_SHIFT"]
+
+
 # ---------------------------------------------------------------- files, determinism, CLI
 
 def test_rules_file_errors(tmp_path):

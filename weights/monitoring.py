@@ -31,6 +31,10 @@ Kinds (docs/monitoring.md gives each formula and a worked example):
   each case is the hospital's own share in that ADRG in the ``history`` records (ADRGs with
   fewer than ``min_history_cases`` eligible history cases are left out); runs only when
   history is given.
+- ``outpatient_shift`` 费用转移（入院前门诊）: a stay whose patient's outpatient costs (at
+  the same hospital when ``same_hospital=1``) from ``days_before`` days before admission to
+  the admission day reach ``min_share`` × the stay's cost; runs only with ``outpatient``
+  records (``patient_id``, ``hospital_id``, ``visit_date``, ``total_cost``).
 - ``cmi_z`` 高套分组: per hospital, observed Σ RW against Σ of the region's mean RW of
   each case's ADRG; z = (observed − expected) / √(Σ variance of RW within the ADRG).
 - ``cost_concentration`` 高/低倍率病例集中: per hospital, the share of cases above ``k`` ×
@@ -71,7 +75,7 @@ from grouper.io import DEFAULT_BATCH_SIZE, InputError, as_table, canonical_colum
 HERE = Path(__file__).parent
 SEVERITIES = ("error", "warning", "info")
 KINDS = ("split_admission", "overlapping_stay", "low_standard", "under_service", "cc_share", "cmi_z",
-         "cost_concentration", "cc_without_cost", "cc_share_history")
+         "cost_concentration", "cc_without_cost", "cc_share_history", "outpatient_shift")
 EPISODE_KINDS = ("split_admission", "overlapping_stay")
 EPISODE_FIELDS = ("patient_id", "admission_date", "discharge_date", "hospital_id")
 GROUPED_STATUSES = ("grouped", "ambiguous")
@@ -752,6 +756,65 @@ def _statistical(cells: pa.Table, norms: Norms, rules: list[Rule], out: _Out, hi
                 out.add(rule, hosp[i], hosp[i] or None, None, None, [], figures, {})
 
 
+VISIT_DATE_COLUMNS = ("visit_date", "就诊日期", "begntime", "admission_date")
+
+
+def _outpatient_view(outpatient, batch_size: int, same_hospital: bool):
+    """Outpatient visits as (sorted unique keys, key code × 100000 + day sorted, cumulative cost)."""
+    keys, days, costs = [], [], []
+    for b in _batches(outpatient, batch_size):
+        n = b.num_rows
+        cols = canonical_columns(b.schema)
+        date_col = next((c for c in VISIT_DATE_COLUMNS if c in b.schema.names), None)
+        if "patient_id" not in cols or date_col is None or "total_cost" not in cols:
+            raise InputError("outpatient records need patient_id, a visit date (visit_date) and total_cost columns")
+        pat = text(b.column(cols["patient_id"]), n)
+        if same_hospital:
+            hosp = text(b.column(cols["hospital_id"]), n) if "hospital_id" in cols else pa.nulls(n, pa.string())
+            pat = pc.binary_join_element_wise(pat, hosp, "\x00")
+        day = _days(b.column(date_col), n)
+        cost = numeric(b.column(cols["total_cost"]), n)[0]
+        ok = pc.and_(pc.and_(pc.is_valid(pat), pc.is_valid(day)), pc.is_valid(cost))
+        keys.append(pat.filter(ok))
+        days.append(day.filter(ok))
+        costs.append(cost.filter(ok))
+    if not keys:
+        return np.zeros(0, object), np.zeros(0, np.int64), np.zeros(1)
+    k = pa.chunked_array(keys, pa.string()).combine_chunks()
+    uniq = pc.unique(k)
+    uniq = uniq.take(pc.sort_indices(uniq))
+    code = _np(pc.index_in(k, value_set=uniq), -1).astype(np.int64)
+    comb = code * 100_000 + np.concatenate([_np(d, 0) for d in days]).astype(np.int64)
+    order = np.argsort(comb, kind="stable")
+    cost = np.concatenate([_np(c, 0.0) for c in costs]).astype(float)[order]
+    cum = np.concatenate([[0], np.cumsum(np.round(cost * 100).astype(np.int64))])   # cents: exact sums
+    return uniq, comb[order], cum
+
+
+def _outpatient_shift(t: pa.Table, view, rule: Rule, out: _Out) -> None:
+    uniq, comb, cum = view
+    before = int(rule.num("days_before", 7))
+    share_min = rule.num("min_share", 0.3)
+    key = t["patient_id"]
+    if rule.params.get("same_hospital", "1") == "1":
+        key = pc.binary_join_element_wise(t["patient_id"], t["hospital_id"], "\x00")
+    code = _np(pc.index_in(key, value_set=uniq), -1).astype(np.int64) if len(uniq) else np.full(t.num_rows, -1)
+    adm = _np(t["adm"], 0).astype(np.int64)
+    lo = np.searchsorted(comb, code * 100_000 + adm - before, side="left")
+    hi = np.searchsorted(comb, code * 100_000 + adm, side="right")
+    visits = np.where(code >= 0, hi - lo, 0)
+    op_cost = (cum[hi] - cum[lo]) / 100.0
+    cost = _np(t["cost"], np.nan).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = op_cost / cost
+    hit = np.flatnonzero((visits > 0) & (cost > 0) & (share >= share_min))
+    for i, r in zip(hit, t.take(pa.array(hit, pa.int64())).to_pylist()):
+        figures = {"record_id": r["id"], "admission": _fmt_day(r["adm"]), "days_before": before,
+                   "visits": int(visits[i]), "outpatient_cost": _r(op_cost[i], 2), "total_cost": _r(cost[i], 2),
+                   "share": _r(share[i]), "min_share": share_min}
+        out.add(rule, r["id"], r["hospital_id"], r["doctor_id"], r["patient_id"], [r["id"]], figures, {})
+
+
 def _cc_candidates(t: pa.Table, norms: Norms, rule: Rule) -> pa.Table:
     """Cases of a CC/MCC DRG costing at most max_cost_ratio × the no-CC DRG's mean cost."""
     ratio_max = rule.num("max_cost_ratio", 1.0)
@@ -830,7 +893,7 @@ def auto_partitions(records) -> int:
 
 def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, scheme=None,
             weights: pa.Table | None = None, batch_size: int = DEFAULT_BATCH_SIZE, partitions: int | None = None,
-            tmp_dir: str | None = None, progress=None, history=None) -> MonitorResult:
+            tmp_dir: str | None = None, progress=None, history=None, outpatient=None) -> MonitorResult:
     """Run the monitoring rules over RECORDS (Arrow table, DataFrame or file path).
 
     ``rules``: a loaded rule tuple, a rules CSV, or None for the built-in library;
@@ -841,7 +904,8 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
     part per :data:`ROWS_PER_PART` rows of a Parquet file (its row count is read from the
     footer), else 1. ``history``: earlier records (table or path) for the rules that compare a
     hospital with its own past (``cc_share_history``); without it those rules do not run
-    and are listed in ``MonitorResult.skipped``."""
+    and are listed in ``MonitorResult.skipped``. ``outpatient``: outpatient visits (table or
+    path) for ``outpatient_shift``; held in memory as four columns, likewise optional."""
     rules = load_rules(rules) if rules is None or isinstance(rules, (str, os.PathLike)) else tuple(rules)
     if partitions is None:
         partitions = auto_partitions(records)
@@ -876,6 +940,11 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
                                    hist_rules[0].items("split_suffixes"))
         case_rules = [r for r in rules if r.kind == "cc_without_cost"]
         case_lists: dict[str, list] = {r.rule: [] for r in case_rules}
+        op_rules = [r for r in rules if r.kind == "outpatient_shift"]
+        op_views = {}
+        if op_rules and outpatient is not None:
+            for same in sorted({r.params.get("same_hospital", "1") == "1" for r in op_rules}):
+                op_views[same] = _outpatient_view(outpatient, batch_size, same)
         units = []
         for t in parts.parts():
             if episode:
@@ -883,6 +952,9 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
                 usable = t.filter(pa.array(ok))
                 for r in episode:
                     (_split_admissions if r.kind == "split_admission" else _overlapping_stays)(usable, r, out)
+            for r in op_rules if op_views else ():
+                usable = t.filter(pc.and_(pc.is_valid(t["patient_id"]), pc.is_valid(t["adm"])))
+                _outpatient_shift(usable, op_views[r.params.get("same_hospital", "1") == "1"], r, out)
             if cost_rules or stat_rules or case_rules:
                 nm = _case_norms(t, norms)
                 if cost_rules:
@@ -902,7 +974,8 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
     for r, s in zip(findings["rule"].to_pylist(), findings["status"].to_pylist()):
         key = r if s == "flagged" else "not_checked"
         counts[key] = counts.get(key, 0) + 1
-    skipped = [r.rule for r in rules if r.kind == "cc_share_history" and history is None]
+    skipped = [r.rule for r in rules if (r.kind == "cc_share_history" and history is None)
+               or (r.kind == "outpatient_shift" and outpatient is None)]
     return MonitorResult(findings, n, counts, norms.source, skipped)
 
 
