@@ -146,6 +146,9 @@ def test_low_standard_and_under_service_worked_example(tmp_path):
                {"id": "L4", "los_days": 6.0, "total_cost": 9000.0, "diagnoses": ["J06.900"]}],
               psn_no=None)
     rules = [r for r in load_rules() if r.kind in ("low_standard", "under_service")]
+    bad = stays([{"id": "L9", "los_days": 1.0, "total_cost": -5.0}, {"id": "L8", "los_days": 1.0, "total_cost": None}],
+                psn_no=None)
+    assert not flagged(monitor(bad, rules=rules, weights=NORMS))     # no cost is no evidence of a low cost
     res = monitor(t, rules=rules, weights=NORMS)
     assert [f["record_ids"] for f in flagged(res, "LOW_STANDARD_ADMISSION")] == ["L1"]
     f = flagged(res, "LOW_STANDARD_ADMISSION")[0]

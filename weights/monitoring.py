@@ -543,6 +543,7 @@ def _case_norms(t: pa.Table, norms: Norms) -> dict[str, np.ndarray]:
 
 def _low_cost_rules(t: pa.Table, nm: dict, rules: list[Rule], out: _Out) -> None:
     cost, los = _np(t["cost"], np.nan).astype(float), _np(t["los"], np.nan).astype(float)
+    cost[~(cost > 0)] = np.nan          # a missing, zero or negative cost is no evidence of a low cost
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = cost / nm["mean_cost"]
         los_ratio = los / nm["mean_los"]
@@ -588,7 +589,7 @@ def _unit_sums(t: pa.Table, nm: dict, rules: list[Rule]) -> pa.Table:
     cost = _np(t["cost"], np.nan).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = cost / nm["mean_cost"]
-    priced = grouped & np.isfinite(ratio)
+    priced = grouped & np.isfinite(ratio) & (cost > 0)
     cols = {"hospital_id": pc.fill_null(t["hospital_id"], ""), "doctor_id": pc.fill_null(t["doctor_id"], ""),
             "drg": pc.fill_null(t["drg"], ""), "adrg": pc.fill_null(t["adrg"], ""),
             "cases": pa.array(grouped.astype(np.int64)), "priced": pa.array(priced.astype(np.int64))}
