@@ -260,6 +260,20 @@ def test_low_cost_concentration_worked_example():
     assert fig["z"] == round((30 - 9) / math.sqrt(100 * 0.09 * 0.91), 2)
 
 
+def test_high_cost_concentration_worked_example():
+    rows = []
+    for h, high in (("H1", 1), ("H2", 1), ("H3", 1), ("H4", 17)):
+        for i in range(100):
+            rows.append({"id": f"{h}-{i:03d}", "psn_no": f"{h}P{i}", "hospital_id": h,
+                         "total_cost": 25000.0 if i < high else 10000.0})
+    rules = [r for r in load_rules() if r.kind == "cost_concentration"]
+    (f,) = flagged(monitor(stays(rows), rules=rules, weights=NORMS))
+    fig = json.loads(f["figures"])
+    assert f["rule"] == "HIGH_COST_CONCENTRATION" and f["hospital_id"] == "H4"
+    assert fig["flagged_cases"] == 17 and fig["region_share"] == 0.05 and fig["share"] == 0.17
+    assert fig["z"] == round((17 - 5) / math.sqrt(100 * 0.05 * 0.95), 2) == 5.51
+
+
 def test_outpatient_cost_shift_worked_example():
     t = stays([{"id": "V1", "admission_date": "2024-06-10", "discharge_date": "2024-06-14", "total_cost": 3000.0},
                {"id": "V2", "psn_no": "P2", "admission_date": "2024-06-10", "discharge_date": "2024-06-12",
