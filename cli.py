@@ -695,6 +695,54 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
 
 # --- DIP commands ---
 
+@main.command("monitor")
+@click.argument("records", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Findings file (.parquet, .csv or .arrow).")
+@click.option("--rules", "rules_path", type=click.Path(dir_okay=False), help="Rules CSV replacing the built-in library.")
+@click.option("--add-rules", "extra_rules", type=click.Path(dir_okay=False),
+              help="A region's own rules CSV: added to the library, replacing rules of the same id.")
+@click.option("--scheme", default=None, help="Scheme to group records that have no drg/adrg columns (default: teaching scheme).")
+@click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+              help="Group norms (drg, weight, mean_cost, mean_los); default: computed from the records.")
+@click.option("--history", "history_path", type=click.Path(dir_okay=False),
+              help="Earlier records: hospitals' CC/MCC shares are also compared with their own past.")
+@click.option("--outpatient", "outpatient_path", type=click.Path(dir_okay=False),
+              help="Outpatient visits (patient_id, hospital_id, visit_date, total_cost) for the cost-shifting rule.")
+@click.option("--partitions", type=int, help="Split the work by patient into this many temporary files "
+              "(bounded memory; default: one per 2,000,000 rows of a Parquet file).")
+@click.option("--batch-size", default=65536, show_default=True, help="Records read per batch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def monitor_cmd(records, output, rules_path, extra_rules, scheme, weights_path, history_path, outpatient_path,
+                partitions, batch_size, quiet):
+    """Smart monitoring (智能监控): split admissions, overlapping stays, upcoding, low-standard admissions.
+
+    One row per finding: id, rule, severity, hospital_id, doctor_id, patient_id,
+    record_ids, figures (JSON), message_zh, message_en, status, reason.
+
+    \b
+    Example:
+      drgdip monitor discharges.parquet -o findings.csv
+      drgdip monitor grouped.parquet -o findings.parquet --add-rules region-rules.csv --partitions 16
+      drgdip monitor discharges-2024.parquet --history discharges-2023.parquet -o findings.csv
+    """
+    from tqdm import tqdm
+    from weights.monitoring import load_rules, monitor_file
+    weights = None
+    if weights_path:
+        from weights.relative_weights import read_weight_table
+        weights = read_weight_table(weights_path)
+    rules = load_rules(rules_path, extra_rules)
+    with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
+        r = monitor_file(records, output, rules=rules, scheme=scheme, weights=weights, batch_size=batch_size,
+                         partitions=partitions, progress=bar.update, history=history_path,
+                         outpatient=outpatient_path)
+    summary = ", ".join(f"{k} {v}" for k, v in r.counts.items()) or "none"
+    click.echo(f"{r.records} records, {r.findings.num_rows} findings ({summary}); norms from {r.norms_source} -> {output}")
+    if r.skipped:
+        click.echo(f"not run (no --history or --outpatient input): {', '.join(r.skipped)}")
+
+
 @main.group("dip")
 def dip_group():
     """DIP (按病种分值付费): build a local catalogue, compare it, check a record's candidate groups.
