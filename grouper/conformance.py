@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from grouper.api import group_table, load_scheme
-from grouper.io import as_table
+from grouper.io import InputError, as_table
 
 STATUS_WORDS = {"分组成功": "grouped", "无法入组": "ungroupable", "歧义病案": "ambiguous"}
 
@@ -103,7 +103,7 @@ def conformance(cases, scheme, codes=None) -> ConformanceReport:
     table = as_table(cases)
     for c in ("expected_drg",):
         if c not in table.column_names:
-            raise ValueError(f"cases file has no column {c!r}: not a conformance file")
+            raise InputError(f"cases file has no column {c!r}: not a conformance file")
     scheme = load_scheme(scheme)
     order = _split_rule_adrgs(scheme)
     out = group_table(table, scheme, codes)

@@ -77,7 +77,7 @@ def resolve_type_table(policy, procedure_types=None, scheme=None) -> tuple[dict[
             try:
                 from grouper.api import load_scheme
             except ImportError as exc:  # pragma: no cover - the DRG grouper is not installed
-                raise ValueError(f"cannot load a CHS-DRG scheme here ({exc})") from None
+                raise InputError(f"cannot load a CHS-DRG scheme here ({exc})") from None
             scheme = load_scheme(scheme)
         derived = types_from_scheme(scheme)
         table.update(derived)
@@ -88,7 +88,7 @@ def resolve_type_table(policy, procedure_types=None, scheme=None) -> tuple[dict[
         given = dict(procedure_types) if isinstance(procedure_types, dict) else K.read_type_table(procedure_types)
         bad = [k for k, v in given.items() if v not in K.TYPES[1:]]
         if bad:
-            raise ValueError(f"procedure type table: {bad[0]!r} has a type outside {', '.join(K.TYPES[1:])}")
+            raise InputError(f"procedure type table: {bad[0]!r} has a type outside {', '.join(K.TYPES[1:])}")
         table.update({K.normalize_scalar(k): v for k, v in given.items()})
         where = procedure_types if not isinstance(procedure_types, dict) else "given as a mapping"
         source = f"procedure type table {where} ({len(given)} entries) over " + source
@@ -459,7 +459,7 @@ def recommend(record: dict, catalog) -> list[dict]:
     the other matching groups, then the rest of the record's subcategory and category by
     score; each with why it matches or not."""
     if not isinstance(record, dict):
-        raise ValueError("a record is a JSON object with at least diagnoses (and procedures)")
+        raise InputError("a record is a JSON object with at least diagnoses (and procedures)")
     rec = {k: ("|".join(map(str, v)) if isinstance(v, list) else v) for k, v in record.items()}
     table = pa.Table.from_pylist([rec])
     cat = prepare_catalog(catalog)
@@ -472,7 +472,7 @@ def recommend(record: dict, catalog) -> list[dict]:
             msg = describe(c.reason[0])
         except KeyError:
             msg = c.reason[0]
-        raise ValueError(f"record cannot be keyed: {c.reason[0]}: {msg}")
+        raise InputError(f"record cannot be keyed: {c.reason[0]}: {msg}")
     sub, cat_code = c.subcat[0].as_py(), c.cat[0].as_py()
     case_procs = set(c.counted[0].as_py())
     ctype = int(c.ctype[0])

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from grouper.io import InputError
+
 try:  # the project's code normaliser (codesets/normalize.py)
     from codesets.normalize import normalize_code as _normalize_code, normalize_codes as _normalize_codes
 except ImportError:  # pragma: no cover - minimal local fallback: trim + upper, extension marker x kept
@@ -155,7 +157,7 @@ def read_type_table(path) -> dict[str, str]:
     """A user's prefix/code → type CSV (columns ``prefix`` or ``code``, and ``type``)."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{p}: procedure type table not found")
+        raise InputError(f"{p}: procedure type table not found")
     with p.open(encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     out = {}
@@ -163,7 +165,7 @@ def read_type_table(path) -> dict[str, str]:
         key = (r.get("prefix") or r.get("code") or "").strip()
         typ = (r.get("type") or "").strip()
         if not key or typ not in TYPES[1:]:
-            raise ValueError(f"{p}: line {i}: expected a prefix/code and a type in {', '.join(TYPES[1:])}")
+            raise InputError(f"{p}: line {i}: expected a prefix/code and a type in {', '.join(TYPES[1:])}")
         out[normalize_scalar(key)] = typ
     return out
 

@@ -44,7 +44,7 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".arrow": "ar
 CODE_SEPARATORS = r"[;,；，｜]"
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """A file that cannot be used; the message is one line, meant for a person."""
 
 

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grouper.io import InputError
+
 FORMAT_VERSION = 3
 
 #: Record fields a condition may test (index = field id in ``cond_field``).
@@ -159,11 +161,11 @@ class Scheme:
             with zipfile.ZipFile(path) as zf:
                 header = json.loads(zf.read("header.json"))
                 if header.get("format_version") != FORMAT_VERSION:
-                    raise ValueError(f"{path}: scheme file format {header.get('format_version')} "
+                    raise InputError(f"{path}: scheme file format {header.get('format_version')} "
                                      f"is not {FORMAT_VERSION}; recompile it with `drgdip scheme compile`")
                 arrays = {n: np.load(io.BytesIO(zf.read(f"{n}.npy")), allow_pickle=False) for n in ARRAY_NAMES}
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a compiled drgdip scheme ({exc.__class__.__name__})") from None
+            raise InputError(f"{path}: not a compiled drgdip scheme ({exc.__class__.__name__})") from None
         return cls(meta=header["meta"], arrays=arrays, diag_codes=header["diag_codes"],
                    proc_codes=header["proc_codes"], mdc_codes=header["mdc_codes"],
                    adrg_codes=header["adrg_codes"], drg_codes=header["drg_codes"], names=header["names"],

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grouper.io import InputError
+
 _DEFAULTS_PATH = Path(__file__).with_name("dip_defaults.toml")
 TRIM_METHODS = ("sd", "percentile", "none")
 AUX_FACTORS = ("severity", "tumour", "age")
@@ -67,10 +69,10 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     for k, v in over.items():
         if k not in base:
             known = ", ".join(sorted(base))
-            raise ValueError(f"{where}: unknown key {k!r} (known: {known})")
+            raise InputError(f"{where}: unknown key {k!r} (known: {known})")
         if isinstance(base[k], dict) and k != "procedure_types":
             if not isinstance(v, dict):
-                raise ValueError(f"{where}.{k}: expected a table")
+                raise InputError(f"{where}.{k}: expected a table")
             out[k] = _merge(base[k], v, f"{where}.{k}")
         else:
             out[k] = v
@@ -80,17 +82,17 @@ def _merge(base: dict, over: dict, where: str) -> dict:
 def _num(d: dict, key: str, where: str, lo: float | None = None, integer: bool = False):
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{where}.{key}: expected a number, got {v!r}")
+        raise InputError(f"{where}.{key}: expected a number, got {v!r}")
     if integer and int(v) != v:
-        raise ValueError(f"{where}.{key}: expected a whole number, got {v!r}")
+        raise InputError(f"{where}.{key}: expected a whole number, got {v!r}")
     if lo is not None and v < lo:
-        raise ValueError(f"{where}.{key}: must be at least {lo}, got {v!r}")
+        raise InputError(f"{where}.{key}: must be at least {lo}, got {v!r}")
     return int(v) if integer else float(v)
 
 
 def _codes(v, where: str) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
-        raise ValueError(f"{where}: expected a list of code prefixes (strings)")
+        raise InputError(f"{where}: expected a list of code prefixes (strings)")
     from grouper.dip_keys import normalize_scalar
     return tuple(sorted({normalize_scalar(x) for x in v}))
 
@@ -101,37 +103,37 @@ def policy_from_dict(user: dict | None, source: str = "policy") -> DipPolicy:
     w = "[dip]"
     yw = d["year_weights"]
     if not isinstance(yw, list) or not yw or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in yw) or sum(yw) <= 0:
-        raise ValueError(f"{w}.year_weights: expected a list of non-negative numbers (oldest -> newest) with a positive sum, got {yw!r}")
+        raise InputError(f"{w}.year_weights: expected a list of non-negative numbers (oldest -> newest) with a positive sum, got {yw!r}")
     if d["trim"] not in TRIM_METHODS:
-        raise ValueError(f"{w}.trim: expected one of {', '.join(TRIM_METHODS)}, got {d['trim']!r}")
+        raise InputError(f"{w}.trim: expected one of {', '.join(TRIM_METHODS)}, got {d['trim']!r}")
     tp = d["trim_percentiles"]
     if not (isinstance(tp, list) and len(tp) == 2 and all(isinstance(x, (int, float)) for x in tp) and 0 <= tp[0] < tp[1] <= 100):
-        raise ValueError(f"{w}.trim_percentiles: expected [low, high] with 0 <= low < high <= 100, got {tp!r}")
+        raise InputError(f"{w}.trim_percentiles: expected [low, high] with 0 <= low < high <= 100, got {tp!r}")
     aux = d["auxiliary"]
     if not isinstance(aux, list) or any(a not in AUX_FACTORS for a in aux):
-        raise ValueError(f"{w}.auxiliary: expected a list drawn from {', '.join(AUX_FACTORS)}, got {aux!r}")
+        raise InputError(f"{w}.auxiliary: expected a list drawn from {', '.join(AUX_FACTORS)}, got {aux!r}")
     rules = d["auxiliary_rules"]
     bins = rules["severity_bins"]
     if not (isinstance(bins, list) and bins and bins[0] == 0 and all(isinstance(b, int) for b in bins)
             and all(a < b for a, b in zip(bins, bins[1:]))):
-        raise ValueError(f"{w}.auxiliary_rules.severity_bins: expected increasing whole numbers starting at 0, got {bins!r}")
+        raise InputError(f"{w}.auxiliary_rules.severity_bins: expected increasing whole numbers starting at 0, got {bins!r}")
     tumour = {k: _codes(v, f"{w}.tumour.{k}") for k, v in d["tumour"].items()}
     bands = []
     for i, b in enumerate(d["age_bands"]):
         if not isinstance(b, dict) or set(b) != {"name", "min_age", "max_age"}:
-            raise ValueError(f"{w}.age_bands[{i}]: expected name, min_age, max_age")
+            raise InputError(f"{w}.age_bands[{i}]: expected name, min_age, max_age")
         lo = _num(b, "min_age", f"{w}.age_bands[{i}]", 0)
         hi = _num(b, "max_age", f"{w}.age_bands[{i}]", 0)
         if hi <= lo:
-            raise ValueError(f"{w}.age_bands[{i}]: max_age must exceed min_age")
+            raise InputError(f"{w}.age_bands[{i}]: max_age must exceed min_age")
         bands.append(AgeBand(str(b["name"]), lo, hi))
     bands.sort(key=lambda b: b.min_age)
     for a, b in zip(bands, bands[1:]):
         if b.min_age < a.max_age:
-            raise ValueError(f"{w}.age_bands: {a.name!r} and {b.name!r} overlap")
+            raise InputError(f"{w}.age_bands: {a.name!r} and {b.name!r} overlap")
     ptypes = d["procedure_types"]
     if not isinstance(ptypes, dict) or any(t not in PROCEDURE_TYPES for t in ptypes.values()):
-        raise ValueError(f"{w}.procedure_types: expected code prefix = one of {', '.join(PROCEDURE_TYPES)}")
+        raise InputError(f"{w}.procedure_types: expected code prefix = one of {', '.join(PROCEDURE_TYPES)}")
     from grouper.dip_keys import normalize_scalar
     return DipPolicy(
         base=_num(d, "base", w, 1e-9),
@@ -163,15 +165,15 @@ def load_dip_policy(path=None) -> DipPolicy:
         return policy_from_dict(path.get("dip", path), "dict")
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{p}: policy file not found")
+        raise InputError(f"{p}: policy file not found")
     try:
         with p.open("rb") as fh:
             doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+        raise InputError(f"{p}: not valid TOML: {exc}") from None
     dip = doc.get("dip", {})
     if not isinstance(dip, dict):
-        raise ValueError(f"{p}: [dip] must be a table")
+        raise InputError(f"{p}: [dip] must be a table")
     return policy_from_dict(dip, str(p))
 
 
@@ -287,7 +289,7 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None):
     cat = prepare_catalog(catalog)
     base = float(catalog_meta(cat.table).get("base", 100.0))
     if "dip_group" not in grouped.column_names:
-        raise ValueError("records have no dip_group column: group them with the DIP catalogue first")
+        raise InputError("records have no dip_group column: group them with the DIP catalogue first")
     coef = pc.fill_null(grouped["dip_coefficient"], 1.0) if "dip_coefficient" in grouped.column_names \
         else pa.array(np.ones(grouped.num_rows))
     coef_txt = pc.cast(pc.round(coef, 4), pa.string())

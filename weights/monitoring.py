@@ -109,12 +109,12 @@ class Rule:
         v = self.params.get(key)
         if v in (None, ""):
             if default is None:
-                raise ValueError(f"monitoring rule {self.rule}: parameter {key} is missing")
+                raise InputError(f"monitoring rule {self.rule}: parameter {key} is missing")
             return default
         try:
             return float(v)
         except ValueError:
-            raise ValueError(f"monitoring rule {self.rule}: parameter {key}={v!r} is not a number") from None
+            raise InputError(f"monitoring rule {self.rule}: parameter {key}={v!r} is not a number") from None
 
     def items(self, key: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in (self.params.get(key) or "").split("|") if x.strip())
@@ -911,7 +911,7 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
     if partitions is None:
         partitions = auto_partitions(records)
     if partitions < 1:
-        raise ValueError("partitions must be at least 1")
+        raise InputError("partitions must be at least 1")
     order = {r.rule: i for i, r in enumerate(rules)}
     grouper = None
     parts = _Parts(partitions, tmp_dir)
