@@ -788,7 +788,8 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
     if not history or not output:
         raise ValueError("give a HISTORY file and -o OUTPUT (or --compare A B)")
     _refuse_overwrite([history, policy, procedure_types], output)
-    cat = dip_api.build_catalog(history, policy, procedure_types, scheme)
+    from weights.dip_catalog import build_catalog
+    cat = build_catalog(history, policy, procedure_types, scheme)
     dip_api.write_catalog(cat, output)
     m = dip_api.catalog_meta(cat)
     click.echo(f"wrote {output}: {m['core_groups']} core + {m['comprehensive_groups']} comprehensive groups "

@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from grouper.dip_api import _cases, _encode, build_catalog, prepare_catalog
+from grouper.dip_api import _cases, _encode, prepare_catalog
+from weights.dip_catalog import build_catalog
 from grouper.dip_match import match_reference, run_kernel
 
 DIAGS = ["K80.100", "K80.000", "K80.200", "K81.000", "K35.800", "J18.900", "I10.x00", "N20.000"]

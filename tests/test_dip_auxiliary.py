@@ -4,8 +4,9 @@ import pyarrow as pa
 import pytest
 
 from dip_example import POLICY, history
-from grouper.dip_api import build_catalog, catalog_meta, group_dip
-from weights.dip_auxiliary import cci_index
+from grouper.dip_api import catalog_meta, group_dip
+from weights.dip_catalog import build_catalog
+from grouper.dip_auxiliary import cci_index
 
 
 def _synthetic():

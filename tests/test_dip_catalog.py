@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from dip_example import POLICY, POLICY_TOML, history
-from grouper.dip_api import build_catalog, catalog_meta, compare_catalogs, load_catalog, write_catalog
+from grouper.dip_api import catalog_meta, compare_catalogs, load_catalog, write_catalog
+from weights.dip_catalog import build_catalog
 from grouper.io import InputError
 from weights.dip_scores import load_dip_policy, year_weight_map
 

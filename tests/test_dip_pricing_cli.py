@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from cli import main
 from dip_example import POLICY, POLICY_TOML, history
-from grouper.dip_api import build_catalog, group_dip
+from grouper.dip_api import group_dip
+from weights.dip_catalog import build_catalog
 
 
 def test_points_are_score_times_coefficients():

@@ -183,7 +183,8 @@ def test_sigterm_removes_the_temporary_and_keeps_the_previous_output(tmp_path):
 
 
 def test_a_csv_catalogue_and_its_sidecar_get_the_umask_permissions(tmp_path):
-    from grouper.dip_api import build_catalog, load_catalog, write_catalog
+    from grouper.dip_api import load_catalog, write_catalog
+    from weights.dip_catalog import build_catalog
     from tests.dip_example import POLICY, history
     old = os.umask(0o022)
     try:

@@ -94,7 +94,8 @@ def test_reruns_are_byte_identical_in_every_mode(tmp_path, teaching):
 
 def test_dip_file_output_is_key_plus_results_unless_kept(tmp_path):
     from tests.dip_example import POLICY, history
-    from grouper.dip_api import build_catalog, group_dip_file
+    from grouper.dip_api import group_dip_file
+    from weights.dip_catalog import build_catalog
     h = history()
     cat = build_catalog(h, POLICY)
     pq.write_table(h, tmp_path / "h.parquet")
