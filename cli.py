@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from grouper.io import InputError
+from drgdip.arrowio import InputError
 
 
 class UserError(click.ClickException):
@@ -52,14 +52,14 @@ def _progress(quiet: bool):
 
 
 def _refuse_overwrite(inputs, output) -> None:
-    from grouper.io import refuse_overwrite
+    from drgdip.arrowio import refuse_overwrite
     refuse_overwrite(inputs, output)
 
 
 # --- grouping commands (grouper/) ---
 
 def _scheme(path, rules=None):
-    from grouper.api import load_scheme
+    from drgdip.grouper.api import load_scheme
     return load_scheme(path, rules)
 
 
@@ -91,7 +91,7 @@ def scheme_compile(folder, output, rules, allow_gaps):
     Example:
       drgdip scheme compile ../shared/data/chs-drg/CHS_DRG_11 -o chs11.drgscheme
     """
-    from grouper.compile import SchemeError, compile_scheme
+    from drgdip.grouper.compile import SchemeError, compile_scheme
     try:
         scheme, problems = compile_scheme(folder, rules, allow_gaps=allow_gaps)
     except SchemeError as exc:
@@ -123,7 +123,7 @@ def scheme_audit(folder, rules, every_row):
       drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_10P
       drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_11 --all > audit11.tsv
     """
-    from grouper.compile import SchemeError, audit_scheme, audit_text
+    from drgdip.grouper.compile import SchemeError, audit_scheme, audit_text
     try:
         report = audit_scheme(folder, rules)
     except SchemeError as exc:
@@ -187,7 +187,7 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
     from tqdm import tqdm
     keep = [k.strip() for item in keep for k in item.split(",") if k.strip()]
     if method == "dip":
-        from grouper.dip_api import group_dip_file, load_catalog
+        from drgdip.grouper.dip_api import group_dip_file, load_catalog
         if not catalog:
             raise UserError("--method dip needs --catalog")
         cat = load_catalog(catalog)
@@ -196,9 +196,9 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
         click.echo(f"{n} records grouped with DIP catalogue {catalog} -> {output}")
         return
 
-    from grouper.api import group_file, load_codes
+    from drgdip.grouper.api import group_file, load_codes
     if region_file:
-        from grouper.versions import VersionedGrouper, group_region_file
+        from drgdip.grouper.versions import VersionedGrouper, group_region_file
         if scheme or check_out:
             raise UserError("--region names the schemes itself: give it without --scheme or --check")
         vg = VersionedGrouper.from_file(region_file, load_codes(codes_dir))
@@ -212,7 +212,7 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
     with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
         tables = None
         if check_out and codes_dir:
-            from codesets.qc import load_code_tables
+            from drgdip.codesets.qc import load_code_tables
             tables = load_code_tables(codes_dir)
         counts = group_file(records, output, sch, load_codes(codes_dir), batch_size=batch_size, progress=bar.update,
                             check_dst=check_out, code_tables=tables, keep=keep, encoding=encoding)
@@ -238,8 +238,8 @@ def explain_cmd(scheme, record_json, codes_dir, as_json):
     """
     import json
 
-    from grouper.api import load_codes
-    from grouper.reference import explain
+    from drgdip.grouper.api import load_codes
+    from drgdip.grouper.reference import explain
     try:
         json.loads(record_json)
     except json.JSONDecodeError as exc:
@@ -251,14 +251,14 @@ def explain_cmd(scheme, record_json, codes_dir, as_json):
 @main.command("bench", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_cmd(args):
-    """Measure throughput: plain Python vs compiled kernel vs end to end (same as python -m bench.throughput).
+    """Measure throughput: plain Python vs compiled kernel vs end to end (same as python -m drgdip.bench.throughput).
 
     \b
     Example:
       drgdip bench --records 2000000 --scheme ../shared/data/chs-drg/CHS_DRG_11
       drgdip bench --records 100000 --json
     """
-    from bench.throughput import main as bench_main
+    from drgdip.bench.throughput import main as bench_main
     bench_main(list(args))
 
 
@@ -274,8 +274,8 @@ def conformance_cmd(cases, scheme, codes_dir):
     Example:
       drgdip conformance ../shared/data/conformance/chs-drg-1.1-cases.csv --scheme chs11.drgscheme
     """
-    from grouper.api import load_codes
-    from grouper.conformance import conformance
+    from drgdip.grouper.api import load_codes
+    from drgdip.grouper.conformance import conformance
     click.echo(conformance(cases, _scheme(scheme), load_codes(codes_dir)).text())
 
 
@@ -340,8 +340,8 @@ def codes_info(code, standard):
       drgdip codes info I21.000x005
       drgdip codes info H11010500001 --standard fixed_hospital
     """
-    from codesets.reasons import describe
-    from codesets.standards import identify, parse_code, standards
+    from drgdip.codesets.reasons import describe
+    from drgdip.codesets.standards import identify, parse_code, standards
     if not code:
         rows = list(standards().values())
         zw = max(_width(s.zh) for s in rows)
@@ -374,7 +374,7 @@ def codes_validate(records, output, code_tables_dir, diagnosis_table, procedure_
     Example:
       drgdip codes validate discharges.parquet --code-tables ../shared/data/codesets -o bad_codes.csv
     """
-    from codesets.qc import CODE_KINDS, check_file, load_code_tables, load_rules
+    from drgdip.codesets.qc import CODE_KINDS, check_file, load_code_tables, load_rules
     tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
     rules = [r for r in load_rules() if r.kind in CODE_KINDS]
     s = check_file(records, output, rules=rules, code_tables=tables, lang=lang)
@@ -401,7 +401,7 @@ def codes_map(records, mapping, source, target, columns, output, quiet):
       drgdip codes map old.csv --mapping ../shared/data/codesets/ZD_MAP.dat \\
         --from icd10-clinical-2.0 --to icd10-insurance-2.0 -o mapped.csv
     """
-    from codesets.code_tables import map_file
+    from drgdip.codesets.code_tables import map_file
     _refuse_overwrite([records, mapping], output)
     with _progress(quiet) as bar:
         s = map_file(records, output, mapping, list(columns) or None,
@@ -438,20 +438,20 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
         --scheme chs11.drgscheme --policy region.toml
       drgdip check discharges.csv --lang zh --summary by_hospital.csv
     """
-    from codesets.qc import check_file, load_code_tables, load_rules
-    from grouper.io import write_table
+    from drgdip.codesets.qc import check_file, load_code_tables, load_rules
+    from drgdip.arrowio import write_table
     _refuse_overwrite(records, output)
     _refuse_overwrite([records, output], summary_path)
     rules = load_rules(rules_path)
     tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
     grouping = loaded = None
     if scheme:
-        from grouper.api import group_table, load_scheme
+        from drgdip.grouper.api import group_table, load_scheme
         loaded = load_scheme(scheme)
         grouping = lambda t: group_table(t, loaded)  # noqa: E731
     labels = None
     if policy_path:
-        from weights.policy import load_policy
+        from drgdip.weights.policy import load_policy
         labels = load_policy(policy_path).fund_of_label()
     with _progress(quiet) as bar:
         s = check_file(records, output, rules=rules, code_tables=tables, lang=lang, scheme=loaded, grouping=grouping,
@@ -481,7 +481,7 @@ def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
     Example:
       drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
     """
-    from weights.runs import make_weights
+    from drgdip.weights.runs import make_weights
     _refuse_overwrite([history, policy_path], out)
     r = make_weights(history, policy_path, out, scheme=scheme, group_column=group_column, quiet=quiet)
     t = r.table
@@ -520,8 +520,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
           --weights weights.parquet --policy region.toml --ledger region.db --out settled/2026-10
       drgdip settle 2026 --final --policy region.toml --ledger region.db
     """
-    from weights.ledger import LedgerError
-    from weights.runs import settle_annual, settle_month, summary_text
+    from drgdip.weights.ledger import LedgerError
+    from drgdip.weights.runs import settle_annual, settle_month, summary_text
     try:
         if final:
             if new_ledger:
@@ -559,7 +559,7 @@ def benefits_cmd(records, policy_path, persons_path, output, totals):
       drgdip benefits stays.parquet --policy region-benefits.toml --persons persons.csv \\
           -o benefits.parquet --totals person-years.csv
     """
-    from weights.benefits import summary_text as benefits_summary, write_benefits
+    from drgdip.weights.benefits import summary_text as benefits_summary, write_benefits
     _refuse_overwrite([records, persons_path, policy_path], output)
     _refuse_overwrite([records, persons_path, policy_path, output], totals)
     result = write_benefits(records, persons_path, policy_path, output, totals)
@@ -589,7 +589,7 @@ def ledger_show_cmd(ledger_path):
     Example:
       drgdip ledger show region.db
     """
-    from weights.ledger import show
+    from drgdip.weights.ledger import show
     click.echo(show(ledger_path))
 
 
@@ -615,10 +615,10 @@ def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
     import json
     from pathlib import Path
 
-    from grouper.api import load_codes
-    from grouper.io import write_table
-    from weights.policy import load_policy
-    from weights.scheme_compare import compare_schemes
+    from drgdip.grouper.api import load_codes
+    from drgdip.arrowio import write_table
+    from drgdip.weights.policy import load_policy
+    from drgdip.weights.scheme_compare import compare_schemes
     if len(schemes) != 2:
         raise UserError("give exactly two --scheme options: A (the current scheme), then B")
     _refuse_overwrite([records, *weights, policy_path], out)
@@ -665,12 +665,12 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
     """
     from contextlib import closing
     _refuse_overwrite([records, weights_path, policy_path, ledger_path], out)
-    from grouper.io import read_table, write_table
-    from weights import ledger as ledger_mod
-    from weights.policy import load_policy
-    from weights.relative_weights import read_weight_table
-    from weights.runs import group_if_needed
-    from weights.simulate import last_point_values, report_text, simulate
+    from drgdip.arrowio import read_table, write_table
+    from drgdip.weights import ledger as ledger_mod
+    from drgdip.weights.policy import load_policy
+    from drgdip.weights.relative_weights import read_weight_table
+    from drgdip.weights.runs import group_if_needed
+    from drgdip.weights.simulate import last_point_values, report_text, simulate
     values, source = {}, "--point-value"
     if ledger_path:
         with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
@@ -727,10 +727,10 @@ def monitor_cmd(records, output, rules_path, extra_rules, scheme, weights_path, 
       drgdip monitor discharges-2024.parquet --history discharges-2023.parquet -o findings.csv
     """
     from tqdm import tqdm
-    from weights.monitoring import load_rules, monitor_file
+    from drgdip.weights.monitoring import load_rules, monitor_file
     weights = None
     if weights_path:
-        from weights.relative_weights import read_weight_table
+        from drgdip.weights.relative_weights import read_weight_table
         weights = read_weight_table(weights_path)
     rules = load_rules(rules_path, extra_rules)
     with tqdm(unit=" rec", disable=quiet, file=sys.stderr, mininterval=1.0, delay=1.0) as bar:
@@ -770,8 +770,8 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
       drgdip dip catalog history-2023-2025.parquet --policy region.toml -o dip-catalog.parquet
       drgdip dip catalog --compare dip-catalog.parquet national-dip.csv -o diff.csv
     """
-    from grouper import dip_api
-    from grouper.io import write_table
+    from drgdip.grouper import dip_api
+    from drgdip.arrowio import write_table
     if compare:
         diff = dip_api.compare_catalogs(*compare)
         st = diff["status"].to_pylist()
@@ -788,7 +788,7 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
     if not history or not output:
         raise ValueError("give a HISTORY file and -o OUTPUT (or --compare A B)")
     _refuse_overwrite([history, policy, procedure_types], output)
-    from weights.dip_catalog import build_catalog
+    from drgdip.weights.dip_catalog import build_catalog
     cat = build_catalog(history, policy, procedure_types, scheme)
     dip_api.write_catalog(cat, output)
     m = dip_api.catalog_meta(cat)
@@ -816,7 +816,7 @@ def dip_recommend(catalog, record_json, as_json):
         --record '{"diagnoses": ["K80.100"], "procedures": ["51.2300", "51.1000"], "age": 67}'
     """
     import json as _json
-    from grouper import dip_api
+    from drgdip.grouper import dip_api
     try:
         record = _json.loads(record_json)
     except _json.JSONDecodeError as exc:
@@ -855,8 +855,8 @@ def synth_cmd(out, scheme, seed, years, months, hospitals, records_per_month, ho
       drgdip synth -o region.parquet --years 2023,2024 --seed 7
       drgdip synth -o bj.parquet --scheme ../shared/data/chs-drg/CHS_DRG_11_BJ --records-per-month 500
     """
-    from grouper.io import write_table
-    from synth.region import load_params, make_hospitals, synthesize_region
+    from drgdip.arrowio import write_table
+    from drgdip.synth.region import load_params, make_hospitals, synthesize_region
     ys = [int(y) for y in years.split(",") if y.strip()]
     table = synthesize_region(scheme, seed=seed, years=ys, months=months, hospitals=hospitals,
                               records_per_month=records_per_month)
@@ -883,7 +883,7 @@ def demo_cmd(out, seed, records_per_month, hospitals, quiet):
       drgdip demo --out demo/
       drgdip report demo/ledger.db --outputs demo/settled -o demo/report.html
     """
-    from synth.demo import run_demo, summary_table
+    from drgdip.synth.demo import run_demo, summary_table
     result = run_demo(out, seed=seed, progress=not quiet, records_per_month=records_per_month, hospitals=hospitals)
     click.echo(summary_table(result))
 
@@ -904,8 +904,8 @@ def report_cmd(ledger_path, out, outputs, hospitals_path, scheme):
     Example:
       drgdip report region.db --outputs settled/ --hospitals hospitals.csv --scheme chs11.drgscheme -o report.html
     """
-    from weights.ledger import LedgerError
-    from weights.report import write_report
+    from drgdip.weights.ledger import LedgerError
+    from drgdip.weights.report import write_report
     try:
         _refuse_overwrite([ledger_path, hospitals_path], out)
         path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.synthetic import synthetic_records
-from grouper.api import load_scheme
-from grouper.encode import Encoder
+from drgdip.bench.synthetic import synthetic_records
+from drgdip.grouper.api import load_scheme
+from drgdip.grouper.encode import Encoder
 
 N = 100_000
 

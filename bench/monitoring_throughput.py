@@ -1,4 +1,4 @@
-"""Monitoring throughput: ``python -m bench.monitoring_throughput --records N`` prints records/s.
+"""Monitoring throughput: ``python -m drgdip.bench.monitoring_throughput --records N`` prints records/s.
 
 Plants anomalies into a seeded synthetic region (:mod:`synth.anomalies`, teaching scheme),
 groups it once, and tiles it to N records in a temporary Parquet file (each copy gets its
@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 def tiled_file(path: Path, records: int, seed: int = 5, base_per_month: int = 2000) -> int:
     """Write ``records`` grouped records to PATH (Parquet), tiles of one planted region."""
-    from grouper.api import group_table
-    from synth.anomalies import plant_anomalies
+    from drgdip.grouper.api import group_table
+    from drgdip.synth.anomalies import plant_anomalies
     base = group_table(plant_anomalies(seed, records_per_month=base_per_month).records)
     written, k = 0, 0
     with pq.ParquetWriter(path, base.schema, compression="zstd") as w:
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=1 << 16)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from weights.monitoring import monitor_file
+    from drgdip.weights.monitoring import monitor_file
     with tempfile.TemporaryDirectory(prefix="drgdip-bench-monitor-") as tmp:
         src = Path(tmp) / "records.parquet"
         n = tiled_file(src, args.records)

@@ -1,4 +1,4 @@
-"""QC throughput: ``python -m bench.qc_throughput --records N`` prints records/s.
+"""QC throughput: ``python -m drgdip.bench.qc_throughput --records N`` prints records/s.
 
 Builds N synthetic settlement-list records by sampling the conformance cases (or, without
 ../shared/data, a small built-in mix) and adds hospital, doctor, dates and fees so that
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from codesets.qc import load_code_tables, run_qc
+from drgdip.codesets.qc import load_code_tables, run_qc
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -22,7 +22,7 @@ def synthetic(n: int, seed: int = 7) -> pa.Table:
     rng = np.random.default_rng(seed)
     cases = SHARED / "conformance" / "chs-drg-1.1-cases.csv"
     if cases.exists():
-        from grouper.io import read_table
+        from drgdip.arrowio import read_table
         base = read_table(cases).select(["sex", "age", "age_days", "birth_weight_g", "los_days",
                                          "diagnoses", "procedures"])
     else:

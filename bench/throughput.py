@@ -1,12 +1,12 @@
 """Grouper throughput on synthetic records (吞吐量): plain Python, kernel, encoder, end to end.
 
-    python -m bench.throughput --records 2000000 --scheme ../shared/data/chs-drg/CHS_DRG_11
+    python -m drgdip.bench.throughput --records 2000000 --scheme ../shared/data/chs-drg/CHS_DRG_11
 
 (a) plain Python: ``kernel.group_range`` run by the interpreter (numba's ``py_func``, with the
     helper functions it calls swapped for their ``py_func`` too) over the first ``--sample`` records;
 (b) kernel: ``kernel.run`` on the encoded arrays (warmed up first, best of ``--repeat``);
 (c) encoder: Arrow table → arrays (best of ``--repeat``);
-(d) end to end: Parquet → Parquet in a separate process (``python -m cli group`` from this
+(d) end to end: Parquet → Parquet in a separate process (``python -m drgdip group`` from this
     checkout), per output mode (default key + results; ``--keep all``; default with numba's
     OpenMP workers left spinning), wall time and the child's peak RSS;
 (e) the I/O floor of each mode: pyarrow alone reading the columns drgdip reads and writing
@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.synthetic import synthetic_records
-from grouper import kernel
-from grouper.reference import group_encoded_py
-from grouper.api import load_scheme
-from grouper.compile import SchemeError
-from grouper.encode import Encoder
+from drgdip.bench.synthetic import synthetic_records
+from drgdip.grouper import kernel
+from drgdip.grouper.reference import group_encoded_py
+from drgdip.grouper.api import load_scheme
+from drgdip.grouper.compile import SchemeError
+from drgdip.grouper.encode import Encoder
 
 CHUNK = 1_000_000
 
@@ -94,8 +94,8 @@ MODES = (("default (key + results)", [], {}),
 
 
 def end_to_end_command(src: Path, dst: Path, scheme_file: Path, extra: list[str] = ()) -> list[str]:
-    """``python -m cli group`` run from this checkout's root (never an installed copy's code)."""
-    return [sys.executable, "-m", "cli", "group", str(src), "-o", str(dst), "--scheme", str(scheme_file),
+    """``python -m drgdip group`` run from this checkout's root (never an installed copy's code)."""
+    return [sys.executable, "-m", "drgdip", "group", str(src), "-o", str(dst), "--scheme", str(scheme_file),
             "--quiet", *extra]
 
 
@@ -106,8 +106,8 @@ def io_floor(src: Path, reference: Path, dst: Path, keep_all: bool) -> float:
     clock starts; the clock runs over reading the input columns batch by batch, assembling
     the output batches and writing them with the same writer (zstd, same dictionary and
     statistics choices, atomic rename)."""
-    from grouper.api import OUTPUT_COLUMNS, output_plan
-    from grouper.io import AtomicWriter, DEFAULT_BATCH_SIZE, file_columns, open_batches
+    from drgdip.grouper.api import OUTPUT_COLUMNS, output_plan
+    from drgdip.arrowio import AtomicWriter, DEFAULT_BATCH_SIZE, file_columns, open_batches
     read, write, add_row = output_plan(file_columns(src), "all" if keep_all else None)
     results = pq.read_table(reference, columns=list(OUTPUT_COLUMNS)).combine_chunks()
     t0 = time.perf_counter()
@@ -246,7 +246,7 @@ def _table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m drgdip.bench.throughput", description=__doc__.split("\n")[0])
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--scheme", default=None, help="scheme folder or .drgscheme (default: teaching scheme)")
     p.add_argument("--sample", type=int, default=2000, help="records for the plain-Python path")

@@ -10,8 +10,8 @@ copied into every compiled scheme); sex codes are ``codesets/sex_codes.csv``. A 
 the grouper, pricing and QC over the same bad records and holds them equal.
 
 The column readers (:func:`canonical_columns`, :func:`code_list`, :func:`numeric`,
-:func:`text`) read a column exactly as ``grouper.io`` does (a test holds them equal); they
-live here so that ``codesets`` never imports the grouper.
+:func:`text`) are the Arrow boundary's (``arrowio``, below every layer), so QC reads a column
+exactly as the grouper does.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codesets.record import BY_NAME, GROUPING_COLUMNS, canonical_names
+from drgdip.arrowio import canonical_columns, code_list, month_of, numeric, text  # noqa: F401 (re-exported for QC)
+from drgdip.codesets.record import BY_NAME, GROUPING_COLUMNS
 
 #: The general rules file whose ``[validation]`` table the compiler copies into schemes.
 DEFAULT_RULES_TOML = Path(__file__).resolve().parents[1] / "grouper" / "rules" / "chs-drg-1.x.toml"
@@ -36,76 +37,7 @@ GROUPER_NUMBERS: tuple[str, ...] = tuple(c for c in GROUPING_COLUMNS if BY_NAME[
 
 # ---------------------------------------------------------------- column readers
 
-def canonical_columns(schema: pa.Schema) -> dict[str, str]:
-    """canonical name → input column name, for every input column that plays a role."""
-    names = schema.names
-    out = {n: n for n in names if n in BY_NAME}
-    for src, dst in canonical_names(names).items():
-        out.setdefault(dst, src)
-    return out
-
-
-def code_list(array: pa.Array | pa.ChunkedArray | None, length: int) -> pa.ListArray:
-    """A code column as list<string>: lists pass through; text is split on '|' (also ',' ';')."""
-    if array is None:
-        return pa.array([None] * length, type=pa.list_(pa.string()))
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    t = array.type
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        if not pa.types.is_string(t.value_type):
-            array = array.cast(pa.list_(pa.string()))
-        if pa.types.is_large_list(array.type):
-            array = array.cast(pa.list_(pa.string()))
-        return array
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-        array = array.cast(pa.string())
-    joined = pc.replace_substring_regex(array, r"[;,；，]", "|")
-    parts = pc.split_pattern(pc.utf8_trim_whitespace(joined), "|")
-    return parts.cast(pa.list_(pa.string()))
-
-
-def numeric(array: pa.Array | pa.ChunkedArray | None, length: int) -> tuple[pa.Array, pa.Array]:
-    """(float64 values with nulls, bool mask of values present but unreadable)."""
-    if array is None:
-        return pa.nulls(length, pa.float64()), pa.array(np.zeros(length, dtype=bool))
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type):
-        return array.cast(pa.float64()), pa.array(np.zeros(length, dtype=bool))
-    s = pc.utf8_trim_whitespace(array.cast(pa.string()))
-    s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
-    ok = pc.match_substring_regex(s, r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-    clean = pc.if_else(ok, s, pa.scalar(None, pa.string()))
-    values = pc.cast(clean, pa.float64())
-    bad = pc.and_(pc.is_valid(s), pc.invert(pc.fill_null(ok, False)))
-    return values, pc.fill_null(bad, False)
-
-
-def text(array: pa.Array | pa.ChunkedArray | None, length: int) -> pa.Array:
-    """A column as trimmed strings with empty → null."""
-    if array is None:
-        return pa.nulls(length, pa.string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pa.types.is_floating(array.type):
-        array = pc.cast(pc.round(array), pa.int64())
-    s = pc.utf8_trim_whitespace(array.cast(pa.string()))
-    return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
-
-
-def month_of(dates: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """"YYYY-MM" of each date (text or date/timestamp), null when unreadable or missing:
-    how pricing reads the discharge month (BAD_DISCHARGE_DATE when null)."""
-    n = len(dates)
-    if isinstance(dates, pa.ChunkedArray):
-        dates = dates.combine_chunks()
-    if pa.types.is_timestamp(dates.type) or pa.types.is_date(dates.type):
-        dates = pc.strftime(dates, format="%Y-%m-%d") if pa.types.is_timestamp(dates.type) else dates.cast(pa.string())
-    s = text(dates, n)
-    m = pc.extract_regex(s, r"^(?P<y>\d{4})[-/.]?(?P<m>0[1-9]|1[0-2])")
-    y, mo = pc.struct_field(m, [0]), pc.struct_field(m, [1])
-    return pc.binary_join_element_wise(y, mo, "-")
+# canonical_columns, code_list, numeric, text: the Arrow boundary's own (imported above)
 
 
 # ---------------------------------------------------------------- limits and codes (data)

@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codesets.fields import (canonical_columns, code_list, grouper_limits, grouping_problems, numeric,
+from drgdip.codesets.fields import (canonical_columns, code_list, grouper_limits, grouping_problems, numeric,
                              pricing_problems, text)
-from codesets.normalize import normalize_codes, split_pairs
-from codesets.reasons import describe, reason_ids
-from codesets.record import FEE_COLUMNS
-from codesets.standards import validate_codes
+from drgdip.codesets.normalize import normalize_codes, split_pairs
+from drgdip.codesets.reasons import describe, reason_ids
+from drgdip.codesets.record import FEE_COLUMNS
+from drgdip.codesets.standards import validate_codes
 
 FINDING_SCHEMA = pa.schema([("id", pa.string()), ("rule", pa.string()), ("severity", pa.string()),
                             ("field", pa.string()), ("value", pa.string()), ("message", pa.string())])
@@ -549,7 +549,7 @@ def _as_table(batch_or_table) -> pa.Table:
         return pa.Table.from_batches([batch_or_table])
     if isinstance(batch_or_table, pa.Table):
         return batch_or_table
-    from grouper.io import as_table
+    from drgdip.arrowio import as_table
     return as_table(batch_or_table)
 
 
@@ -674,8 +674,8 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
 
     ``scheme``, ``grouping``, ``fund_labels``: as for :func:`run_qc`. Duplicate ids are
     found across the whole file (the ids met so far are kept in memory). Files are read
-    and written through the project's I/O module (``grouper.io``, imported here only)."""
-    from grouper.io import DEFAULT_BATCH_SIZE, AtomicWriter, open_batches
+    and written through the project's I/O module (``arrowio``, imported here only)."""
+    from drgdip.arrowio import DEFAULT_BATCH_SIZE, AtomicWriter, open_batches
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
     counts, records, total, skipped, seen = [], 0, 0, None, set()
@@ -712,7 +712,7 @@ class _Null:
 def load_code_tables(folder=None, diagnosis=None, procedure=None) -> dict:
     """{"diagnosis": CodeTable, "procedure": CodeTable} from explicit paths or a folder
     holding ``ZD_INFO.dat`` / ``SS_INFO.dat``; missing ones are left out."""
-    from codesets.code_tables import load_code_table
+    from drgdip.codesets.code_tables import load_code_table
     out = {}
     if folder:
         folder = Path(folder)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codesets.normalize import normalize_code, normalize_codes
+from drgdip.codesets.normalize import normalize_code, normalize_codes
 
 PROBLEMS = ("CODE_BAD_CHARS", "CODE_TOO_LONG", "CODE_BAD_PREFIX", "CODE_BAD_LENGTH",
             "CODE_BAD_REGION", "CODE_BAD_LAYOUT")

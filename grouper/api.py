@@ -23,13 +23,13 @@ import pyarrow as pa
 # the OpenMP runtime loads, i.e. before the first parallel kernel runs)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from codesets.reasons import reason_table
-from grouper import kernel
-from grouper.compile import SchemeError, compile_scheme
-from grouper.encode import INPUT_ROLES, CodeSet, Encoder, result_columns
-from grouper.io import (DEFAULT_BATCH_SIZE, AtomicWriter, InputError, as_table, canonical_columns, check_batch_size,
+from drgdip.codesets.reasons import reason_table
+from drgdip.grouper import kernel
+from drgdip.grouper.compile import SchemeError, compile_scheme
+from drgdip.grouper.encode import INPUT_ROLES, CodeSet, Encoder, result_columns
+from drgdip.arrowio import (DEFAULT_BATCH_SIZE, AtomicWriter, InputError, as_table, canonical_columns, check_batch_size,
                         file_columns, refuse_overwrite, transform_file)
-from grouper.scheme import Scheme
+from drgdip.grouper.scheme import Scheme
 
 TEACHING_SCHEME = Path(__file__).with_name("teaching_scheme")
 OUTPUT_COLUMNS = ("mdc", "adrg", "drg", "status", "reason")
@@ -187,7 +187,7 @@ def group_file(src: str | os.PathLike, dst: str | os.PathLike, scheme: Scheme, c
     if check_dst is None:
         transform_file(src, dst, group, batch_size, progress, encoding=encoding, columns=read)
         return g.status_counts()
-    from codesets.qc import FINDING_SCHEMA, run_qc
+    from drgdip.codesets.qc import FINDING_SCHEMA, run_qc
     found = 0
     with AtomicWriter(check_dst, FINDING_SCHEMA) as findings:
         transform_file(src, dst, group_and_check, batch_size, progress, encoding=encoding, columns=read)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grouper.scheme import (FIELDS, ROLES, ROLE_APX, ROLE_ORPX, ROLE_ORPX_EXCEPT, ROLE_PPX, Scheme)
-from grouper.scheme_text import ERRATA, Problem, SchemeText, read_scheme_text, wording
+from drgdip.grouper.scheme import (FIELDS, ROLES, ROLE_APX, ROLE_ORPX, ROLE_ORPX_EXCEPT, ROLE_PPX, Scheme)
+from drgdip.grouper.scheme_text import ERRATA, Problem, SchemeText, read_scheme_text, wording
 
 COMPILER_VERSION = "2"
 DEFAULT_RULES = Path(__file__).with_name("rules") / "chs-drg-1.x.toml"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from grouper.api import group_table, load_scheme
-from grouper.io import InputError, as_table
+from drgdip.grouper.api import group_table, load_scheme
+from drgdip.arrowio import InputError, as_table
 
 STATUS_WORDS = {"分组成功": "grouped", "无法入组": "ungroupable", "歧义病案": "ambiguous"}
 

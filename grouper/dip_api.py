@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper import dip_keys as K
-from grouper.dip_match import MATCH_NAMES, CompiledCatalog, compile_arrays, run_kernel
-from grouper.io import InputError, as_table, canonical_columns, code_list, numeric, read_table, text, write_table
+from drgdip.grouper import dip_keys as K
+from drgdip.grouper.dip_match import MATCH_NAMES, CompiledCatalog, compile_arrays, run_kernel
+from drgdip.arrowio import InputError, as_table, canonical_columns, code_list, numeric, read_table, text, write_table
 
 META_KEY = b"drgdip.dip"
 FORMAT = "drgdip-dip-catalog/1"
@@ -45,7 +45,7 @@ def types_from_scheme(scheme) -> dict[str, str]:
     """Procedure types derived from a compiled CHS-DRG scheme: codes in the procedure lists
     of surgical ADRGs (second letter A–J) are surgery, of operative-procedure ADRGs (K–Q)
     therapeutic (surgery wins when both)."""
-    from grouper.scheme import ROLE_APX, ROLE_PPX
+    from drgdip.grouper.scheme import ROLE_APX, ROLE_PPX
     a = scheme.arrays
     list_type: dict[int, int] = {}
     for ai, code in enumerate(scheme.adrg_codes):
@@ -75,7 +75,7 @@ def resolve_type_table(policy, procedure_types=None, scheme=None) -> tuple[dict[
     if scheme is not None:
         if isinstance(scheme, (str, os.PathLike)):
             try:
-                from grouper.api import load_scheme
+                from drgdip.grouper.api import load_scheme
             except ImportError as exc:  # pragma: no cover - the DRG grouper is not installed
                 raise InputError(f"cannot load a CHS-DRG scheme here ({exc})") from None
             scheme = load_scheme(scheme)
@@ -170,7 +170,7 @@ def write_catalog(catalog: pa.Table, path) -> None:
     path = Path(path)
     write_table(catalog, path)
     if path.suffix.lower() == ".csv":
-        from grouper.io import publish, temp_path
+        from drgdip.arrowio import publish, temp_path
         side = _sidecar(path)
         tmp = temp_path(side)
         tmp.write_text(json.dumps(catalog_meta(catalog), ensure_ascii=False, sort_keys=True, indent=1) + "\n",
@@ -279,7 +279,7 @@ def _encode(c: _Cases, cc: CompiledCatalog):
 def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
     """Input columns unchanged + dip_group, dip_score, dip_match, dip_status, dip_reason,
     dip_cci and the auxiliary coefficients (columns of the same names in the input are replaced)."""
-    from grouper import dip_auxiliary as A
+    from drgdip.grouper import dip_auxiliary as A
 
     table = as_table(table)
     cat = prepare_catalog(catalog)
@@ -352,7 +352,7 @@ def recommend(record: dict, catalog) -> list[dict]:
     r = res.slice(0, 1).to_pylist()[0]
     c = _cases(table, cat.meta["excluded_procedures"], cat.meta["procedure_types"])
     if c.reason[0]:
-        from codesets.reasons import describe
+        from drgdip.codesets.reasons import describe
         try:
             msg = describe(c.reason[0])
         except KeyError:
@@ -489,8 +489,8 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
     Like :func:`grouper.api.group_file`: DST holds the key column (the input's ``id``, else
     ``row``, the 0-based input position), the ``keep`` columns (``"all"``: every input column)
     and the ``dip_*`` result columns, one row per input record in input order."""
-    from grouper.api import ROW_COLUMN, output_plan
-    from grouper.io import DEFAULT_BATCH_SIZE, file_columns, transform_file
+    from drgdip.grouper.api import ROW_COLUMN, output_plan
+    from drgdip.arrowio import DEFAULT_BATCH_SIZE, file_columns, transform_file
 
     prepared = prepare_catalog(catalog)
     _, write, add_row = output_plan(file_columns(src, encoding), keep, need_all=True)

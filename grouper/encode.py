@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codesets.normalize import normalize_code
-from grouper.io import CODE_SEPARATORS, canonical_columns, code_list, numeric, text
-from grouper.scheme import FIELDS
-from grouper.tokens import UNSEEN, StringTable, string_buffers, tokenize
+from drgdip.codesets.normalize import normalize_code
+from drgdip.arrowio import CODE_SEPARATORS, canonical_columns, code_list, numeric, text
+from drgdip.grouper.scheme import FIELDS
+from drgdip.grouper.tokens import UNSEEN, StringTable, string_buffers, tokenize
 
 #: the canonical input columns the encoder reads (all a file read for grouping needs)
 INPUT_ROLES = FIELDS + ("sex", "diagnoses", "procedures")
@@ -37,7 +37,7 @@ class CodeSet:
     def from_folder(cls, folder) -> "CodeSet":
         from pathlib import Path
 
-        from codesets.code_tables import load_code_table, load_mapping
+        from drgdip.codesets.code_tables import load_code_table, load_mapping
         f = Path(folder)
         need = ["ZD_INFO.dat", "SS_INFO.dat"]
         missing = [n for n in need if not (f / n).exists()]
@@ -252,7 +252,7 @@ def result_columns(scheme, mdc: np.ndarray, adrg: np.ndarray, drg: np.ndarray, r
 
     With ``dictionary`` they are dictionary-encoded strings (indices into the scheme's code
     lists and the reason table): the same values, written and read back far faster."""
-    from codesets.reasons import reason_table
+    from drgdip.codesets.reasons import reason_table
     table = reason_table()
     return {
         "mdc": _take(scheme.mdc_codes, mdc.astype(np.int64), None, dictionary),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from codesets.reasons import reason_id
+from drgdip.codesets.reasons import reason_id
 
 #: Reason codes the kernel can return, in the order of the ``reasons`` argument.
 KERNEL_REASONS = (

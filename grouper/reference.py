@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from codesets.reasons import reason_table
-from grouper import kernel as K
-from grouper.encode import CodeSet, Encoder
-from grouper.io import InputError
-from grouper.scheme import ROLES, ROLE_WORDS, Scheme
+from drgdip.codesets.reasons import reason_table
+from drgdip.grouper import kernel as K
+from drgdip.grouper.encode import CodeSet, Encoder
+from drgdip.arrowio import InputError
+from drgdip.grouper.scheme import ROLES, ROLE_WORDS, Scheme
 
 SEV_WORDS = {0: "无并发症或合并症 (no CC/MCC)", 1: "并发症或合并症 CC", 2: "严重并发症或合并症 MCC"}
 

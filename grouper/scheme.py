@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grouper.io import InputError
+from drgdip.arrowio import InputError
 
 FORMAT_VERSION = 3
 

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper.io import InputError, as_table, canonical_columns
+from drgdip.arrowio import InputError, as_table, canonical_columns
 
 EPOCH = dt.date(1970, 1, 1)
 OPEN_END = np.iinfo(np.int64).max
@@ -125,7 +125,7 @@ class VersionedGrouper:
     """Groups each record with the scheme version in force at its discharge date."""
 
     def __init__(self, versions: list[SchemeVersion], codes=None):
-        from grouper.api import load_scheme
+        from drgdip.grouper.api import load_scheme
         self.versions = versions
         self.codes = codes
         self.schemes = [load_scheme(v.path) for v in versions]
@@ -139,7 +139,7 @@ class VersionedGrouper:
     @property
     def groupers(self):
         if self._groupers is None:
-            from grouper.api import Grouper
+            from drgdip.grouper.api import Grouper
             self._groupers = [Grouper(s, self.codes) for s in self.schemes]
         return self._groupers
 
@@ -197,8 +197,8 @@ def group_region_file(src, dst, grouper: VersionedGrouper, batch_size: int | Non
                       keep=None, encoding: str | None = None) -> dict:
     """Stream SRC into DST grouped by the version in force per record (as :func:`grouper.api.group_file`:
     the key, the ``keep`` columns, the results, and ``scheme_version``). Returns counts by status."""
-    from grouper.api import output_plan
-    from grouper.io import DEFAULT_BATCH_SIZE, check_batch_size, file_columns, refuse_overwrite, transform_file
+    from drgdip.grouper.api import output_plan
+    from drgdip.arrowio import DEFAULT_BATCH_SIZE, check_batch_size, file_columns, refuse_overwrite, transform_file
     refuse_overwrite(src, dst)
     batch_size = check_batch_size(batch_size or DEFAULT_BATCH_SIZE)
     names = file_columns(src, encoding)

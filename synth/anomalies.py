@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codesets.record import FEE_COLUMNS
-from synth.region import load_scheme, synthesize_region
+from drgdip.codesets.record import FEE_COLUMNS
+from drgdip.synth.region import load_scheme, synthesize_region
 
 HERE = Path(__file__).parent
 
@@ -91,7 +91,7 @@ def plant_anomalies(seed: int = 0, scheme=None, years=(2024,), months=12, hospit
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1414]))
     n = base.num_rows
     base = _replace(base, {"patient_id": np.char.add("PB", np.char.zfill(np.arange(1, n + 1).astype(str), 9))})
-    from grouper.api import group_table
+    from drgdip.grouper.api import group_table
     grouped = group_table(base, sch)
     adrg = np.asarray(pc.fill_null(grouped["adrg"], "").to_pylist(), dtype=object)
     drg = np.asarray(pc.fill_null(grouped["drg"], "").to_pylist(), dtype=object)
@@ -269,9 +269,9 @@ def score(findings: pa.Table, truth: dict) -> dict:
     return out
 
 
-def main(argv=None) -> None:   # python -m synth.anomalies: the measurement docs/monitoring.md reports
+def main(argv=None) -> None:   # python -m drgdip.synth.anomalies: the measurement docs/monitoring.md reports
     import argparse
-    from weights.monitoring import monitor
+    from drgdip.weights.monitoring import monitor
     ap = argparse.ArgumentParser(description="Plant anomalies (2024), run the monitoring rules with 2023 as history, "
                                              "print precision and recall.")
     ap.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from grouper.scheme import ROLES
+from drgdip.grouper.scheme import ROLES
 
 KINDS = ("premdc", "surgical", "operative", "medical")
 

@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from grouper.api import TEACHING_SCHEME, group_table, load_scheme
-from grouper.io import write_table
-from synth.region import HERE, load_params, make_hospitals, synthesize_region
+from drgdip.grouper.api import TEACHING_SCHEME, group_table, load_scheme
+from drgdip.arrowio import write_table
+from drgdip.synth.region import HERE, load_params, make_hospitals, synthesize_region
 
 
 def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: int, share: float) -> str:
@@ -55,8 +55,8 @@ def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: in
 def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month: int | None = None,
              hospitals: int | None = None, year: int | None = None) -> dict:
     """Run the quick start into ``out_dir``; returns the settlements and paths (see module doc)."""
-    from weights.report import write_report
-    from weights.runs import make_weights, settle_annual, settle_month
+    from drgdip.weights.report import write_report
+    from drgdip.weights.runs import make_weights, settle_annual, settle_month
 
     out = Path(out_dir)
     params = load_params()

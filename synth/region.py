@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from codesets.record import FEE_COLUMNS, FIELDS
-from synth.catalogue import KINDS, Catalogue, build_catalogue
+from drgdip.codesets.record import FEE_COLUMNS, FIELDS
+from drgdip.synth.catalogue import KINDS, Catalogue, build_catalogue
 
 HERE = Path(__file__).parent
 LEVELS = ("3", "2", "1")
@@ -38,7 +38,7 @@ def load_scheme(scheme=None):
     """A compiled scheme: the object itself, a scheme file or folder, or None (teaching scheme)."""
     if scheme is not None and hasattr(scheme, "arrays"):
         return scheme
-    from grouper.api import load_scheme as _load
+    from drgdip.grouper.api import load_scheme as _load
     return _load(scheme)
 
 

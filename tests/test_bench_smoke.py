@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pyarrow.compute as pc
 
-from bench import throughput
-from bench.synthetic import INVALID_CODE, synthetic_records
-from grouper.api import load_scheme
+from drgdip.bench import throughput
+from drgdip.bench.synthetic import INVALID_CODE, synthetic_records
+from drgdip.grouper.api import load_scheme
 
 
 def test_synthetic_records_are_deterministic_and_shaped():

@@ -1,7 +1,7 @@
 """The CLI's error contract: bad input gives one line and exit 2; a bug is shown as a bug."""
 from click.testing import CliRunner
 
-from cli import main
+from drgdip.cli import main
 
 
 def _run(args):
@@ -37,7 +37,7 @@ def test_terminal_tables_align_chinese_text():
     """Columns after Chinese text start at the same terminal column (wide characters count two)."""
     from wcwidth import wcswidth
 
-    from codesets.standards import standards
+    from drgdip.codesets.standards import standards
     out = _run(["codes", "info"]).output.splitlines()
     starts = set()
     for s in standards().values():
@@ -50,7 +50,7 @@ def test_no_command_writes_over_one_of_its_inputs(tmp_path):
     """output == input is refused before anything is read or written; the input is intact."""
     import pyarrow as pa
 
-    from grouper.io import write_table
+    from drgdip.arrowio import write_table
     src = tmp_path / "h.parquet"
     write_table(pa.table({"id": ["a"], "diagnoses": [["J18.900"]], "total_cost": [100.0]}), src)
     before = src.read_bytes()

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from grouper.api import TEACHING_SCHEME
-from synth.demo import run_demo, summary_table
+from drgdip.cli import main
+from drgdip.grouper.api import TEACHING_SCHEME
+from drgdip.synth.demo import run_demo, summary_table
 
 RPM = 300      # small region: the test is about the flow, not the volume
 

@@ -4,11 +4,11 @@ import pyarrow as pa
 import pytest
 
 from dip_example import POLICY, history
-from grouper import dip_keys as K
-from grouper.dip_api import _cases, _encode, group_dip, load_catalog, prepare_catalog, recommend
-from weights.dip_catalog import build_catalog
-from grouper.dip_match import MATCH_NAMES, match_reference, run_kernel
-from grouper.io import InputError
+from drgdip.grouper import dip_keys as K
+from drgdip.grouper.dip_api import _cases, _encode, group_dip, load_catalog, prepare_catalog, recommend
+from drgdip.weights.dip_catalog import build_catalog
+from drgdip.grouper.dip_match import MATCH_NAMES, match_reference, run_kernel
+from drgdip.arrowio import InputError
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from drgdip.cli import main
 from dip_example import POLICY, POLICY_TOML, history
-from grouper.dip_api import group_dip
-from weights.dip_catalog import build_catalog
+from drgdip.grouper.dip_api import group_dip
+from drgdip.weights.dip_catalog import build_catalog
 
 
 def test_points_are_score_times_coefficients():
-    from weights.dip_scores import price_dip_cases
-    from weights.policy import parse_policy
+    from drgdip.weights.dip_scores import price_dip_cases
+    from drgdip.weights.policy import parse_policy
     cat = build_catalog(history(), POLICY)
     t = pa.table({"diagnoses": ["K80.100", "K80.100", "K80.100", "K80.100", ""],
                   "procedures": ["51.2300", "51.2300", "", "51.2300", ""],

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from grouper.api import group_table, load_scheme
-from grouper.io import (InputError, clean_stale, detect_encoding, publish, read_table, refuse_overwrite, temp_path,
+from drgdip.cli import main
+from drgdip.grouper.api import group_table, load_scheme
+from drgdip.arrowio import (InputError, clean_stale, detect_encoding, publish, read_table, refuse_overwrite, temp_path,
                         transform_file, write_table)
 
 
@@ -90,7 +90,7 @@ def test_stale_temporaries_of_the_same_target_are_cleaned(tmp_path, teaching):
 def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path):
     src = _records(tmp_path / "in.csv", 200)
     out = tmp_path / "o.parquet"
-    code = ("import os, signal, sys; from grouper.io import transform_file\n"
+    code = ("import os, signal, sys; from drgdip.arrowio import transform_file\n"
             "def fn(b):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
             "transform_file(sys.argv[1], sys.argv[2], fn, batch_size=10)")
     # the writer opens on the first output batch: make fn return once, then die
@@ -154,7 +154,7 @@ def test_full_width_bar_splits_codes_like_the_bar(teaching):
 @pytest.mark.parametrize("size", ["0", "-5", "ten"])
 def test_batch_size_must_be_a_positive_whole_number(tmp_path, size):
     src = _records(tmp_path / "in.csv")
-    r = subprocess.run([sys.executable, "-m", "cli", "group", str(src), "-o", str(tmp_path / "o.csv"),
+    r = subprocess.run([sys.executable, "-m", "drgdip", "group", str(src), "-o", str(tmp_path / "o.csv"),
                         "--batch-size", size, "--quiet"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "batch-size" in r.stderr and "Traceback" not in r.stderr
@@ -169,7 +169,7 @@ def test_sigterm_removes_the_temporary_and_keeps_the_previous_output(tmp_path):
     src = _records(tmp_path / "in.csv", 200)
     out = tmp_path / "o.csv"
     out.write_text("previous\n")
-    code = ("import sys, time; from grouper.io import transform_file\n"
+    code = ("import sys, time; from drgdip.arrowio import transform_file\n"
             "def fn(b):\n    print('go', flush=True); time.sleep(0.2); return b\n"
             "transform_file(sys.argv[1], sys.argv[2], fn, batch_size=10)")
     p = subprocess.Popen([sys.executable, "-c", code, str(src), str(out)], stdout=subprocess.PIPE, text=True)
@@ -183,8 +183,8 @@ def test_sigterm_removes_the_temporary_and_keeps_the_previous_output(tmp_path):
 
 
 def test_a_csv_catalogue_and_its_sidecar_get_the_umask_permissions(tmp_path):
-    from grouper.dip_api import load_catalog, write_catalog
-    from weights.dip_catalog import build_catalog
+    from drgdip.grouper.dip_api import load_catalog, write_catalog
+    from drgdip.weights.dip_catalog import build_catalog
     from tests.dip_example import POLICY, history
     old = os.umask(0o022)
     try:

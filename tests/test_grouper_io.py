@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grouper.api import group_file, group_table, load_scheme
-from grouper.scheme import Scheme
+from drgdip.grouper.api import group_file, group_table, load_scheme
+from drgdip.grouper.scheme import Scheme
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_group_file_streams_and_is_deterministic(tmp_path, teaching):
 def test_cli_unusable_file_is_one_line_exit_2(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    r = subprocess.run([sys.executable, "-m", "cli", "group", str(empty), "-o", str(tmp_path / "o.csv")],
+    r = subprocess.run([sys.executable, "-m", "drgdip", "group", str(empty), "-o", str(tmp_path / "o.csv")],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "empty" in r.stderr
@@ -80,7 +80,7 @@ def test_code_lists_in_any_form_give_the_same_groups(teaching):
 
 
 def test_a_failing_batch_leaves_the_previous_output_intact(tmp_path, teaching):
-    from grouper.io import transform_file
+    from drgdip.arrowio import transform_file
     src = tmp_path / "in.csv"
     src.write_text("id,sex,age,diagnoses\n" + "".join(f"{i},1,50,J18.900\n" for i in range(300)), encoding="utf-8")
     dst = tmp_path / "out.csv"
@@ -101,7 +101,7 @@ def test_a_failing_batch_leaves_the_previous_output_intact(tmp_path, teaching):
 
 def test_group_with_check_writes_findings_beside_the_groups(tmp_path):
     from click.testing import CliRunner
-    from cli import main
+    from drgdip.cli import main
     src = tmp_path / "in.csv"
     src.write_text("id,sex,age,los_days,diagnoses,procedures\n1,1,50,5,J18.900|J18.900,\n2,1,50,0,J18.900,\n",
                    encoding="utf-8")

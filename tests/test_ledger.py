@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from tests.test_settlement import doc_run
-from weights import ledger
-from weights.policy import parse_policy
+from drgdip.weights import ledger
+from drgdip.weights.policy import parse_policy
 from tests.test_settlement import DOC_POLICY
 
 POLICY = parse_policy(DOC_POLICY, source="[budget.employee]\n\"2026-10\" = 20000.0\n")

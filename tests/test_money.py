@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from weights.points import price_cases
-from weights.policy import parse_policy
-from weights.settlement import (distribute_cents, hospitals_csv_table, settle_period, settle_year, to_cents,
+from drgdip.weights.points import price_cases
+from drgdip.weights.policy import parse_policy
+from drgdip.weights.settlement import (distribute_cents, hospitals_csv_table, settle_period, settle_year, to_cents,
                                 withholding_cents)
 
 getcontext().prec = 80

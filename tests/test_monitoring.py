@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
 
-from grouper.io import InputError, read_table
-from weights.monitoring import FINDING_SCHEMA, load_rules, monitor
+from drgdip.arrowio import InputError, read_table
+from drgdip.weights.monitoring import FINDING_SCHEMA, load_rules, monitor
 
 
 def stays(rows, **defaults):
@@ -306,7 +306,7 @@ def test_rules_file_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def planted():
-    from synth.anomalies import plant_anomalies
+    from drgdip.synth.anomalies import plant_anomalies
     return plant_anomalies(seed=11, records_per_month=1500)
 
 
@@ -316,7 +316,7 @@ def planted_result(planted):
 
 
 def test_precision_recall_on_planted_anomalies(planted, planted_result):
-    from synth.anomalies import score
+    from drgdip.synth.anomalies import score
     s = score(planted_result.findings, planted.truth)
     for rule in ("SPLIT_ADMISSION", "OVERLAPPING_STAY"):
         assert s[rule]["planted"] == 300 and s[rule]["recall"] >= 0.95 and s[rule]["precision"] >= 0.95
@@ -331,8 +331,8 @@ def test_precision_recall_on_planted_anomalies(planted, planted_result):
 
 
 def test_own_history_finds_the_planted_upcoding_hospitals(planted):
-    from synth.anomalies import score
-    from synth.region import synthesize_region
+    from drgdip.synth.anomalies import score
+    from drgdip.synth.region import synthesize_region
     history = synthesize_region(None, seed=11, years=(2023,), records_per_month=1500)
     rules = [r for r in load_rules() if r.kind == "cc_share_history"]
     res = monitor(planted.records, rules=rules, history=history)
@@ -353,8 +353,8 @@ def test_partitions_and_reruns_give_identical_bytes(planted, planted_result, tmp
 
 
 def test_cli_monitor_writes_findings_and_is_byte_identical(tmp_path):
-    from cli import main
-    from grouper.io import write_table
+    from drgdip.cli import main
+    from drgdip.arrowio import write_table
     t = stays([{"id": "A1", "discharge_date": "2024-03-08", "admission_date": "2024-03-01"},
                {"id": "A2", "admission_date": "2024-03-12", "discharge_date": "2024-03-15"}])
     src = tmp_path / "rec.parquet"

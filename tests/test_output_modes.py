@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from grouper.api import Grouper, group_file, group_table, load_scheme, output_plan
+from drgdip.cli import main
+from drgdip.grouper.api import Grouper, group_file, group_table, load_scheme, output_plan
 
 RESULTS = ["mdc", "adrg", "drg", "status", "reason"]
 
@@ -94,8 +94,8 @@ def test_reruns_are_byte_identical_in_every_mode(tmp_path, teaching):
 
 def test_dip_file_output_is_key_plus_results_unless_kept(tmp_path):
     from tests.dip_example import POLICY, history
-    from grouper.dip_api import group_dip_file
-    from weights.dip_catalog import build_catalog
+    from drgdip.grouper.dip_api import group_dip_file
+    from drgdip.weights.dip_catalog import build_catalog
     h = history()
     cat = build_catalog(h, POLICY)
     pq.write_table(h, tmp_path / "h.parquet")
@@ -142,7 +142,7 @@ def test_dictionary_code_columns_group_like_plain_ones(tmp_path, teaching):
 
 @pytest.mark.parametrize("ext", ["parquet", "csv", "arrow"])
 def test_a_file_without_any_grouping_column_still_gives_one_row_per_record(tmp_path, teaching, ext):
-    from grouper.io import read_table, write_table
+    from drgdip.arrowio import read_table, write_table
     write_table(pa.table({"notes": [f"x{i}" for i in range(100)]}), tmp_path / f"in.{ext}")
     counts = group_file(tmp_path / f"in.{ext}", tmp_path / f"out.{ext}", teaching, batch_size=30)
     out = read_table(tmp_path / f"out.{ext}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from codesets.code_tables import load_code_table
-from codesets.qc import FINDING_SCHEMA, in_ranges, load_rules, rules_skipped, run_qc
-from grouper.io import read_table
+from drgdip.codesets.code_tables import load_code_table
+from drgdip.codesets.qc import FINDING_SCHEMA, in_ranges, load_rules, rules_skipped, run_qc
+from drgdip.arrowio import read_table
 from tests.conftest import need_shared
 
 BASE = {"id": "r", "hospital_id": "H11010500001", "doctor_id": "D110105000123", "sex": "1",
@@ -142,7 +142,7 @@ def test_duplicate_ids_within_a_table_and_across_batches(tmp_path):
     seen = set()
     assert run_qc(table({"id": "x"}), only={"QC_DUPLICATE_ID"}, seen_ids=seen).num_rows == 0
     assert run_qc(table({"id": "y"}, {"id": "x"}), only={"QC_DUPLICATE_ID"}, seen_ids=seen)["id"].to_pylist() == ["x"]
-    from codesets.qc import check_file
+    from drgdip.codesets.qc import check_file
     src = tmp_path / "d.csv"
     src.write_text("id,sex,age\n" + "".join(f"{i % 5},1,30\n" for i in range(12)), encoding="utf-8")
     s = check_file(src, only={"QC_DUPLICATE_ID"}, batch_size=4)
@@ -157,7 +157,7 @@ def test_surgery_fee_finding_names_both_fields():
 
 def test_bad_rules_and_code_table_paths_are_one_line_errors(tmp_path):
     from click.testing import CliRunner
-    from cli import main
+    from drgdip.cli import main
     src = tmp_path / "d.csv"
     src.write_text("id,sex\na,1\n", encoding="utf-8")
     bad = tmp_path / "rules.csv"
@@ -204,7 +204,7 @@ def test_conformance_files_every_finding_explainable(name):
 
 def test_cli_check_and_codes(tmp_path):
     from click.testing import CliRunner
-    from cli import main
+    from drgdip.cli import main
     src = tmp_path / "d.csv"
     src.write_text("id,hospital_id,sex,diagnoses,procedures\n"
                    "a,H11010500001,1,K80.100|O80.000,51.2300\n"
@@ -231,7 +231,7 @@ def test_cli_check_and_codes(tmp_path):
 
 def test_cli_map_keeps_unmapped(tmp_path):
     from click.testing import CliRunner
-    from cli import main
+    from drgdip.cli import main
     m = tmp_path / "map.dat"
     m.write_text("A01.000x002 A01.003\n", encoding="utf-8")
     src = tmp_path / "old.csv"

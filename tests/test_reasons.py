@@ -1,8 +1,8 @@
 """The one reason table: valid, documented, and every kernel reason in it."""
 from pathlib import Path
 
-from codesets.reasons import STATUSES, markdown_table, reason_table
-from grouper.kernel import KERNEL_REASONS
+from drgdip.codesets.reasons import STATUSES, markdown_table, reason_table
+from drgdip.grouper.kernel import KERNEL_REASONS
 
 
 def test_codes_unique_and_statuses_known():

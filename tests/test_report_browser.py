@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.demo import run_demo
+from drgdip.synth.demo import run_demo
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0",

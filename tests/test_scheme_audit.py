@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 
 from conftest import need_shared
-from grouper.api import group_table
-from grouper.compile import audit_scheme, audit_text, compile_scheme
-from grouper.scheme_text import read_scheme_text
+from drgdip.grouper.api import group_table
+from drgdip.grouper.compile import audit_scheme, audit_text, compile_scheme
+from drgdip.grouper.scheme_text import read_scheme_text
 
 VERSIONS = ["CHS_DRG_10", "CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"]
 #: ADRG entry rules not read from the ADRG's own lines, per version, with how
@@ -105,7 +105,7 @@ def test_1_0_errata_are_applied_only_to_those_tables():
 def test_scheme_audit_command(tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
+    from drgdip.cli import main
     folder = need_shared("chs-drg", "CHS_DRG_10P")
     out = CliRunner().invoke(main, ["scheme", "audit", str(folder)])
     assert out.exit_code == 0, out.output

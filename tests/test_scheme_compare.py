@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from grouper.api import load_scheme
-from weights.policy import parse_policy
-from weights.scheme_compare import compare_schemes
+from drgdip.cli import main
+from drgdip.grouper.api import load_scheme
+from drgdip.weights.policy import parse_policy
+from drgdip.weights.scheme_compare import compare_schemes
 
 TEACHING = Path(__file__).resolve().parents[1] / "grouper" / "teaching_scheme"
 
@@ -91,7 +91,7 @@ def test_grouping_only_without_policy(unsplit_scheme):
 
 
 def test_cli_writes_every_table(tmp_path, unsplit_scheme):
-    from grouper.io import write_table
+    from drgdip.arrowio import write_table
     src = tmp_path / "r.parquet"
     write_table(records(), src)
     write_table(WEIGHTS_A, tmp_path / "wa.csv")

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from weights import runs
+from drgdip.cli import main
+from drgdip.weights import runs
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = str(REPO / "examples" / "region.toml")

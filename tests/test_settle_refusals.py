@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_settle_cli import POLICY, records, run
-from weights import ledger
+from drgdip.weights import ledger
 
 
 @pytest.fixture

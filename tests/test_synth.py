@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from codesets.record import FEE_COLUMNS, FIELDS
-from grouper.api import group_table, load_scheme
-from synth.region import load_params, make_hospitals, month_counts, synthesize_region
+from drgdip.codesets.record import FEE_COLUMNS, FIELDS
+from drgdip.grouper.api import group_table, load_scheme
+from drgdip.synth.region import load_params, make_hospitals, month_counts, synthesize_region
 
 
 @pytest.fixture(scope="module")

@@ -269,7 +269,7 @@ CASES = [
 
 def test_the_project_compiles_and_groups_it_as_worked_by_hand():
     import pyarrow as pa
-    from grouper.api import group_table, load_scheme
+    from drgdip.grouper.api import group_table, load_scheme
 
     scheme = load_scheme(None)
     assert scheme.meta["name"] == "drgdip teaching scheme" and scheme.meta["official"] is False

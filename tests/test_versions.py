@@ -5,8 +5,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from grouper.io import InputError
-from grouper.versions import VersionedGrouper, discharge_days, load_region_schemes
+from drgdip.arrowio import InputError
+from drgdip.grouper.versions import VersionedGrouper, discharge_days, load_region_schemes
 
 TEACHING = Path(__file__).resolve().parents[1] / "grouper" / "teaching_scheme"
 
@@ -76,8 +76,8 @@ def test_records_without_a_discharge_date_column_are_refused(region):
 def test_group_command_with_a_region_file(region, tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
-    from grouper.io import read_table, write_table
+    from drgdip.cli import main
+    from drgdip.arrowio import read_table, write_table
     src = tmp_path / "r.parquet"
     write_table(records(["2025-12-31", "2026-01-01", "2024-12-31"]), src)
     out = tmp_path / "g.csv"

@@ -48,8 +48,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from grouper.io import InputError, as_table, canonical_columns, numeric, text
-from weights.settlement import to_cents
+from drgdip.arrowio import InputError, as_table, canonical_columns, numeric, text
+from drgdip.weights.settlement import to_cents
 
 _DEFAULTS = Path(__file__).with_name("benefits_policy.toml")
 FUNDS = ("employee", "resident")
@@ -966,7 +966,7 @@ def benefits_of_stay(stay: dict, person: dict | None = None, policy: BenefitPoli
 
 def write_benefits(records, persons, policy_path, out, totals=None) -> Benefits:
     """Read, compute and write the stays (and the person-year totals) atomically."""
-    from grouper.io import write_table
+    from drgdip.arrowio import write_table
     b = compute_benefits(records, persons, load_benefit_policy(policy_path))
     write_table(b.stays, out)
     if totals is not None:

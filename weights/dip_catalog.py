@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper import dip_auxiliary as A
-from grouper import dip_keys as K
-from grouper.dip_api import (FORMAT, META_KEY, _ages, _cases, _comp_keys, _core_keys, _np, resolve_type_table)
-from grouper.io import InputError, as_table, numeric, text
-from weights.dip_scores import compute_scores, load_dip_policy, year_weight_map
+from drgdip.grouper import dip_auxiliary as A
+from drgdip.grouper import dip_keys as K
+from drgdip.grouper.dip_api import (FORMAT, META_KEY, _ages, _cases, _comp_keys, _core_keys, _np, resolve_type_table)
+from drgdip.arrowio import InputError, as_table, numeric, text
+from drgdip.weights.dip_scores import compute_scores, load_dip_policy, year_weight_map
 
 
 def _years(table: pa.Table, cols: dict, n: int) -> tuple[np.ndarray, np.ndarray, str]:

@@ -70,7 +70,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from grouper.io import DEFAULT_BATCH_SIZE, InputError, as_table, canonical_columns, code_list, numeric, open_batches, text
+from drgdip.arrowio import DEFAULT_BATCH_SIZE, InputError, as_table, canonical_columns, code_list, numeric, open_batches, text
 
 HERE = Path(__file__).parent
 SEVERITIES = ("error", "warning", "info")
@@ -554,7 +554,7 @@ def _low_cost_rules(t: pa.Table, nm: dict, rules: list[Rule], out: _Out) -> None
             ranges = rule.items("outpatient")
             op = np.zeros(t.num_rows, dtype=bool)
             if ranges:
-                from codesets.qc import in_ranges
+                from drgdip.codesets.qc import in_ranges
                 pairs = [tuple(r.split("-", 1)) if "-" in r else (r, r) for r in ranges]
                 op = _np(in_ranges(pc.fill_null(t["principal"], ""), pairs), False).astype(bool)
             hit = np.flatnonzero(np.nan_to_num(cond, nan=0).astype(bool) | op)
@@ -652,7 +652,7 @@ def _history_counts(history, scheme, batch_size: int, cc_suf, split_suf) -> dict
     grouper, acc = None, []
     for b in _batches(history, batch_size):
         if grouper is None and not {"drg", "adrg"} <= set(b.schema.names):
-            from grouper.api import Grouper, load_scheme
+            from drgdip.grouper.api import Grouper, load_scheme
             grouper = Grouper(load_scheme(scheme))
         t = _compact(b, 0, grouper)
         drg = pc.fill_null(t["drg"].combine_chunks(), "")
@@ -920,7 +920,7 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
         n = 0
         for b in _batches(records, batch_size):
             if grouper is None and not {"drg", "adrg"} <= set(b.schema.names):
-                from grouper.api import Grouper, load_scheme
+                from drgdip.grouper.api import Grouper, load_scheme
                 grouper = Grouper(load_scheme(scheme))
             parts.add(_compact(b, n, grouper))
             n += b.num_rows
@@ -982,7 +982,7 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
 
 def monitor_file(src, dst, **kwargs) -> MonitorResult:
     """:func:`monitor` over a records file, findings written atomically to DST."""
-    from grouper.io import write_table
+    from drgdip.arrowio import write_table
     result = monitor(src, **kwargs)
     write_table(result.findings, dst)
     return result

@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper.io import InputError, canonical_columns, numeric, text
-from weights.policy import Policy, PolicyError, band_value
+from drgdip.arrowio import InputError, canonical_columns, numeric, text
+from drgdip.weights.policy import Policy, PolicyError, band_value
 
 CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "unpriced")
 PRICED_STATUSES = ("grouped", "ambiguous")

@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper.io import InputError, canonical_columns, numeric, text
-from weights.policy import Policy
+from drgdip.arrowio import InputError, canonical_columns, numeric, text
+from drgdip.weights.policy import Policy
 
 GROUPED_STATUSES = ("grouped", "ambiguous")
 UNGROUPED_CODES = ("0000",)
@@ -226,7 +226,7 @@ def compute_weights(history: pa.Table, policy: Policy, group_column: str = "drg"
 
 def read_weight_table(path, group_column: str = "drg") -> pa.Table:
     """A weight table from a file: computed weights (Parquet) or an official table (CSV drg,weight)."""
-    from grouper.io import read_table
+    from drgdip.arrowio import read_table
     t = read_table(path)
     if group_column not in t.column_names or "weight" not in t.column_names:
         raise InputError(f"{path}: a weight table needs the columns {group_column} and weight")

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from codesets.reasons import describe, reason_ids
-from grouper.io import numeric
-from weights import ledger as ledger_mod
+from drgdip.codesets.reasons import describe, reason_ids
+from drgdip.arrowio import numeric
+from drgdip.weights import ledger as ledger_mod
 
 TOP_LOSS_GROUPS = 20
 DEVIATION_TYPES = ("high_cost", "low_cost", "special_review")
@@ -572,7 +572,7 @@ def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=Non
     names = read_hospitals(hospitals) if hospitals else None
     group_names = None
     if scheme is not None:
-        from grouper.api import load_scheme
+        from drgdip.grouper.api import load_scheme
         group_names = dict(load_scheme(scheme).names)
     page = build_report(led, read_cases(outputs, periods), names, group_names)
     out = Path(out_html)

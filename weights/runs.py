@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from grouper.io import InputError, canonical_columns, read_table, write_table
-from weights import ledger as ledger_mod
-from weights.points import month_of, price_cases
-from weights.policy import FUNDS, load_policy
-from weights.relative_weights import compute_weights, read_weight_table
-from weights.settlement import Settlement, hospitals_csv_table, review_table, settle_period, settle_year
+from drgdip.arrowio import InputError, canonical_columns, read_table, write_table
+from drgdip.weights import ledger as ledger_mod
+from drgdip.weights.points import month_of, price_cases
+from drgdip.weights.policy import FUNDS, load_policy
+from drgdip.weights.relative_weights import compute_weights, read_weight_table
+from drgdip.weights.settlement import Settlement, hospitals_csv_table, review_table, settle_period, settle_year
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -50,7 +50,7 @@ def group_if_needed(table: pa.Table, scheme, group_column: str = "drg") -> pa.Ta
     if scheme is None:
         raise InputError(f"records have no {group_column!r} column: pass --scheme to group them first")
     try:
-        from grouper import api
+        from drgdip.grouper import api
     except ImportError as exc:  # the grouper is optional for pricing already-grouped records
         raise InputError(f"records have no {group_column!r} column and the grouper is not available ({exc})") from None
     return api.group_table(table, api.load_scheme(scheme))

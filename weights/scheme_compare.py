@@ -25,12 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper.api import group_table, load_scheme
-from grouper.io import InputError, as_table, canonical_columns, numeric, text
-from weights.points import price_cases
-from weights.policy import Policy
-from weights.relative_weights import compute_weights
-from weights.settlement import distribute_cents
+from drgdip.grouper.api import group_table, load_scheme
+from drgdip.arrowio import InputError, as_table, canonical_columns, numeric, text
+from drgdip.weights.points import price_cases
+from drgdip.weights.policy import Policy
+from drgdip.weights.relative_weights import compute_weights
+from drgdip.weights.settlement import distribute_cents
 
 GROUP_COLUMNS = ("mdc", "adrg", "drg", "status", "reason")
 
@@ -76,7 +76,7 @@ def _counts(values: pa.Array) -> dict:
 
 def _weights(cases: pa.Table, given, policy: Policy) -> pa.Table:
     if given is not None:
-        from weights.relative_weights import read_weight_table
+        from drgdip.weights.relative_weights import read_weight_table
         return given if isinstance(given, pa.Table) else read_weight_table(given)
     return compute_weights(cases, policy).table
 

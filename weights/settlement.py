@@ -46,9 +46,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper.io import canonical_columns, numeric, text
-from weights.points import price_cases  # noqa: F401  (re-exported: part of this API)
-from weights.policy import FUNDS, Band, Policy
+from drgdip.arrowio import canonical_columns, numeric, text
+from drgdip.weights.points import price_cases  # noqa: F401  (re-exported: part of this API)
+from drgdip.weights.policy import FUNDS, Band, Policy
 
 HOSPITAL_COLUMNS = ("hospital_id", "fund", "cases", "unpriced_cases", "cmi", "points", "point_value",
                     "personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")

@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from grouper.io import InputError, canonical_columns, numeric, text
-from weights.points import price_cases
-from weights.policy import Policy
+from drgdip.arrowio import InputError, canonical_columns, numeric, text
+from drgdip.weights.points import price_cases
+from drgdip.weights.policy import Policy
 
 DIMENSIONS = {"drg": None, "dept": "dept", "doctor": "doctor_id"}
 

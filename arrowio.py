@@ -1,4 +1,8 @@
-"""Record files in and out: the one place that touches file formats.
+"""The Arrow boundary (Arrow 边界): record files in and out, and the column helpers every layer uses.
+
+The one place that touches file formats, below every other module (docs/architecture.md):
+the readers, :func:`text`, :func:`numeric`, :func:`code_list`, :func:`canonical_columns`, the
+atomic writers, and :class:`InputError`, the exception of everything a person can fix.
 
 Reads Parquet, Arrow IPC (file or stream) and CSV in record batches, so memory stays
 bounded whatever the input size; writes outputs atomically (a temporary file beside
@@ -33,7 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from codesets.record import BY_NAME, canonical_names
+from drgdip.codesets.record import BY_NAME, canonical_names
 
 DEFAULT_BATCH_SIZE = 1 << 16
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".arrow": "arrow",
@@ -477,6 +481,27 @@ class AtomicWriter:
                 self._tmp.unlink(missing_ok=True)
         return False
 
+
+
+def month_of(dates: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """"YYYY-MM" of each date (text or date/timestamp), null when unreadable, impossible
+    (2024-02-30, 2024-13-01) or missing. Text dates are YYYY-MM-DD (also / . or no
+    separator), optionally followed by a time; a bare YYYY-MM is read as that month."""
+    if isinstance(dates, pa.ChunkedArray):
+        dates = dates.combine_chunks()
+    n = len(dates)
+    if pa.types.is_timestamp(dates.type) or pa.types.is_date(dates.type):
+        dates = pc.strftime(dates, format="%Y-%m-%d") if pa.types.is_timestamp(dates.type) else dates.cast(pa.string())
+    s = text(dates, n)
+    m = pc.extract_regex(s, r"^(?P<y>\d{4})[-/.]?(?P<m>0[1-9]|1[0-2])(?:[-/.]?(?P<d>\d{2}))?(?:$|[ T])")
+    y, mo, d = pc.struct_field(m, [0]), pc.struct_field(m, [1]), pc.struct_field(m, [2])
+    month = pc.binary_join_element_wise(y, mo, "-")
+    # a day is checked by reading the date and writing it back: an impossible day rolls over
+    has_day = pc.fill_null(pc.not_equal(d, ""), False)
+    ymd = pc.binary_join_element_wise(month, pc.if_else(has_day, d, "01"), "-")
+    back = pc.strftime(pc.strptime(ymd, format="%Y-%m-%d", unit="s", error_is_null=True), format="%Y-%m-%d")
+    real = pc.fill_null(pc.equal(back, ymd), False)
+    return pc.if_else(real, month, pa.scalar(None, pa.string()))
 
 def _dictionary_columns(schema: pa.Schema, sample) -> list[str] | bool:
     """Columns worth Parquet dictionary encoding: repetitive ones in the first batch.

@@ -1,0 +1,4 @@
+"""`python -m drgdip`: the command line."""
+from drgdip.cli import main
+
+main(prog_name="drgdip")
