@@ -21,15 +21,48 @@ class UserError(click.ClickException):
         click.echo(f"drgdip: {self.format_message()}", err=True)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, also when numba or a worker thread wrapped it in another exception."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def user_errors(fn):
-    """Turn the library's input errors into one-line messages with exit code 2."""
+    """The CLI's error contract.
+
+    * Input a person can fix (:class:`InputError` and its kinds: a bad file, scheme, policy,
+      ledger or table; a file the system cannot open): one line on stderr, exit code 2.
+    * Ctrl-C: one line, exit code 130; outputs are left as they were (atomic writers).
+    * Anything else is a bug in drgdip, not in the input: the traceback, then a line saying
+      so, exit code 70 (EX_SOFTWARE)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (InputError, ValueError, KeyError, OSError) as exc:
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except InputError as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(msg) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            raise UserError(f"{where}{exc.strerror or exc}") from None
+        except BaseException as exc:  # noqa: BLE001 - sorted into interrupt or bug below
+            if _interrupted(exc):
+                click.echo("drgdip: interrupted; outputs left as they were", err=True)
+                sys.exit(130)
+            if isinstance(exc, SystemExit):
+                raise
+            import traceback
+            traceback.print_exc()
+            click.echo(f"drgdip: internal error ({type(exc).__name__}): this is a bug in drgdip, not in your "
+                       "input; please report it with the command line and the traceback above", err=True)
+            sys.exit(70)
     return wrapper
 
 
@@ -786,7 +819,7 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
                 click.echo(f"{r['group_key']:<40} {r['score_a']:>10.4f} {r['score_b']:>10.4f}  x{r['score_ratio']}")
         return
     if not history or not output:
-        raise ValueError("give a HISTORY file and -o OUTPUT (or --compare A B)")
+        raise UserError("give a HISTORY file and -o OUTPUT (or --compare A B)")
     _refuse_overwrite([history, policy, procedure_types], output)
     from drgdip.weights.dip_catalog import build_catalog
     cat = build_catalog(history, policy, procedure_types, scheme)
@@ -820,7 +853,7 @@ def dip_recommend(catalog, record_json, as_json):
     try:
         record = _json.loads(record_json)
     except _json.JSONDecodeError as exc:
-        raise ValueError(f"--record is not valid JSON: {exc}") from None
+        raise UserError(f"--record is not valid JSON: {exc}") from None
     recs = dip_api.recommend(record, catalog)
     if as_json:
         click.echo(_json.dumps(recs, ensure_ascii=False, indent=1))

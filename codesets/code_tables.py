@@ -22,10 +22,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from drgdip.arrowio import InputError
 from drgdip.codesets.normalize import normalize_code, normalize_codes
 
 
-class TableError(ValueError):
+class TableError(InputError):
     """A code or mapping table that cannot be used (one line, for a person)."""
 
 
@@ -276,7 +277,14 @@ def map_file(path, out, mapping_path, columns=None, *, source_edition=None, targ
     Output: the input columns unchanged, plus per mapped column ``<col>_mapped`` (the
     target codes; a code the mapping lacks is kept as it was) and ``<col>_unmapped``
     (the codes the mapping lacks). Nothing is dropped."""
-    from drgdip.arrowio import DEFAULT_BATCH_SIZE, AtomicWriter, InputError, canonical_columns, code_list, open_batches
+    from drgdip.arrowio import (
+        DEFAULT_BATCH_SIZE,
+        AtomicWriter,
+        InputError,
+        canonical_columns,
+        code_list,
+        open_batches,
+    )
     mapping = load_mapping_table(mapping_path)
     batches = open_batches(path, batch_size or DEFAULT_BATCH_SIZE)
     first = next(batches)

@@ -23,8 +23,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.codesets.fields import (canonical_columns, code_list, grouper_limits, grouping_problems, numeric,
-                             pricing_problems, text)
+from drgdip.arrowio import InputError
+from drgdip.codesets.fields import (
+    canonical_columns,
+    code_list,
+    grouper_limits,
+    grouping_problems,
+    numeric,
+    pricing_problems,
+    text,
+)
 from drgdip.codesets.normalize import normalize_codes, split_pairs
 from drgdip.codesets.reasons import describe, reason_ids
 from drgdip.codesets.record import FEE_COLUMNS
@@ -74,17 +82,17 @@ def _load_rules(path: str) -> tuple[Rule, ...]:
         reader = csv.DictReader(fh)
         missing = [c for c in RULE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: not a QC rules table, missing column(s) {', '.join(missing)} "
+            raise InputError(f"{path}: not a QC rules table, missing column(s) {', '.join(missing)} "
                              f"(needs {', '.join(RULE_COLUMNS)})")
         for n, row in enumerate(reader, 2):
             if any(row[c] is None for c in RULE_COLUMNS):
-                raise ValueError(f"{path}:{n}: the row has fewer cells than the header")
+                raise InputError(f"{path}:{n}: the row has fewer cells than the header")
             if row["kind"] not in KINDS:
-                raise ValueError(f"{path}:{n}: rule {row['rule']} has unknown kind {row['kind']!r}")
+                raise InputError(f"{path}:{n}: rule {row['rule']} has unknown kind {row['kind']!r}")
             if row["severity"] not in SEVERITIES:
-                raise ValueError(f"{path}:{n}: rule {row['rule']} has unknown severity {row['severity']!r}")
+                raise InputError(f"{path}:{n}: rule {row['rule']} has unknown severity {row['severity']!r}")
             if not (row["zh"] or row["en"]) and row["rule"] not in reason_ids():
-                raise ValueError(f"{path}:{n}: rule {row['rule']} has no message and is no reason code")
+                raise InputError(f"{path}:{n}: rule {row['rule']} has no message and is no reason code")
             rules.append(Rule(row["rule"], row["kind"], row["severity"],
                               tuple(f for f in row["fields"].split("|") if f),
                               _parse_params(row["params"]), row["zh"], row["en"]))
@@ -717,15 +725,15 @@ def load_code_tables(folder=None, diagnosis=None, procedure=None) -> dict:
     if folder:
         folder = Path(folder)
         if not folder.is_dir():
-            raise ValueError(f"{folder}: no such folder of code tables")
+            raise InputError(f"{folder}: no such folder of code tables")
         for kind, name in (("diagnosis", "ZD_INFO.dat"), ("procedure", "SS_INFO.dat")):
             if (folder / name).exists():
                 out[kind] = load_code_table(folder / name)
         if not out:
-            raise ValueError(f"{folder}: not a folder of code tables (neither ZD_INFO.dat nor SS_INFO.dat in it)")
+            raise InputError(f"{folder}: not a folder of code tables (neither ZD_INFO.dat nor SS_INFO.dat in it)")
     for label, path in (("diagnosis", diagnosis), ("procedure", procedure)):
         if path and not Path(path).is_file():
-            raise ValueError(f"{path}: no such {label} code table")
+            raise InputError(f"{path}: no such {label} code table")
     if diagnosis:
         out["diagnosis"] = load_code_table(diagnosis)
     if procedure:

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from drgdip.arrowio import InputError
 from drgdip.codesets.normalize import normalize_code, normalize_codes
 
 PROBLEMS = ("CODE_BAD_CHARS", "CODE_TOO_LONG", "CODE_BAD_PREFIX", "CODE_BAD_LENGTH",
@@ -91,7 +92,7 @@ def get_standard(standard: str | Standard) -> Standard:
     try:
         return standards()[standard]
     except KeyError:
-        raise KeyError(f"unknown coding standard {standard!r}; known: {', '.join(standards())}") from None
+        raise InputError(f"unknown coding standard {standard!r}; known: {', '.join(standards())}") from None
 
 
 # ---------------------------------------------------------------- vectorised

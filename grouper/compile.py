@@ -16,14 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from drgdip.grouper.scheme import (FIELDS, ROLES, ROLE_APX, ROLE_ORPX, ROLE_ORPX_EXCEPT, ROLE_PPX, Scheme)
-from drgdip.grouper.scheme_text import ERRATA, Problem, SchemeText, read_scheme_text, wording
+from drgdip.arrowio import InputError
+from drgdip.grouper.scheme import (
+    FIELDS,
+    ROLE_APX,
+    ROLE_ORPX,
+    ROLE_ORPX_EXCEPT,
+    ROLE_PPX,
+    ROLES,
+    Scheme,
+)
+from drgdip.grouper.scheme_text import (
+    ERRATA,
+    Problem,
+    SchemeText,
+    read_scheme_text,
+    wording,
+)
 
 COMPILER_VERSION = "2"
 DEFAULT_RULES = Path(__file__).with_name("rules") / "chs-drg-1.x.toml"
 
 
-class SchemeError(ValueError):
+class SchemeError(InputError):
     """A scheme that cannot be compiled; carries the problems found."""
 
     def __init__(self, message: str, problems: list[Problem] | None = None):

@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 from drgdip.arrowio import InputError
 
 try:  # the project's code normaliser (codesets/normalize.py)
-    from drgdip.codesets.normalize import normalize_code as _normalize_code, normalize_codes as _normalize_codes
+    from drgdip.codesets.normalize import normalize_code as _normalize_code
+    from drgdip.codesets.normalize import normalize_codes as _normalize_codes
 except ImportError:  # pragma: no cover - minimal local fallback: trim + upper, extension marker x kept
     _normalize_code = _normalize_codes = None
 

@@ -71,3 +71,29 @@ def test_no_command_writes_over_one_of_its_inputs(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert "the output is also an input" in r.output, (args, r.output)
         assert src.read_bytes() == before, args
+
+
+def test_a_bug_is_shown_as_a_bug_not_as_bad_input(monkeypatch):
+    """An exception that is not an input error keeps its traceback and says it is a bug (exit 70)."""
+    import drgdip.grouper.reference as ref
+
+    def broken(*a, **k):
+        return {}["no such key"]            # a KeyError inside the library: a bug, not the user's input
+    monkeypatch.setattr(ref, "explain", broken)
+    r = _run(["explain", "--record", '{"sex": "1"}'])
+    assert r.exit_code == 70
+    assert "this is a bug in drgdip" in r.output and "KeyError" in r.output
+
+
+def test_ctrl_c_is_one_line_even_when_numba_wraps_it(monkeypatch):
+    import drgdip.grouper.reference as ref
+
+    def interrupted(*a, **k):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher(<function tokenize>) returned a result with an exception set") from exc
+    monkeypatch.setattr(ref, "explain", interrupted)
+    r = _run(["explain", "--record", '{"sex": "1"}'])
+    assert r.exit_code == 130
+    assert r.output.strip() == "drgdip: interrupted; outputs left as they were"

@@ -58,7 +58,7 @@ REGION_STATUSES = ("local", "filed", "unfiled")
 BP = 10000  # basis points: every ratio and share is held as an integer number of 1/10000
 
 
-class BenefitPolicyError(ValueError):
+class BenefitPolicyError(InputError):
     """A benefit policy that cannot be used (one readable line)."""
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from drgdip.arrowio import InputError
+
 SCHEMA_VERSION = 1
 
 _DDL = """
@@ -77,7 +79,7 @@ HOSPITAL_FIELDS = ("hospital_id", "fund", "cases", "unpriced_cases", "weight_sum
                    "cost_cents", "unpriced_cost_cents", "adjustment_cents", "monthly_paid_cents", "balance_cents")
 
 
-class LedgerError(ValueError):
+class LedgerError(InputError):
     """A ledger operation refused (one line for a person)."""
 
 

@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from drgdip.arrowio import InputError
+
 FUNDS = ("employee", "resident")
 FORMS = ("point", "rate")
 HIGH_PAYMENTS = ("add_on", "actual", "cap", "none")
@@ -29,7 +31,7 @@ _DEFAULTS = Path(__file__).with_name("policy_defaults.toml")
 _PERIOD = re.compile(r"^\d{4}(-(0[1-9]|1[0-2]))?$")
 
 
-class PolicyError(ValueError):
+class PolicyError(InputError):
     """A policy file that cannot be used; one line naming the field."""
 
 
