@@ -281,10 +281,20 @@ def explain_cmd(scheme, record_json, codes_dir, as_json):
     click.echo(json.dumps(e.as_dict(), ensure_ascii=False, indent=2) if as_json else e.text())
 
 
-@main.command("bench", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_cmd(args):
-    """Measure throughput: plain Python vs compiled kernel vs end to end (same as python -m drgdip.bench.throughput).
+@main.command("bench")
+@click.option("--records", default=200_000, show_default=True, type=click.IntRange(min=1),
+              help="Synthetic records for the kernel and the encoder.")
+@click.option("--scheme", default=None, help="Scheme folder or .drgscheme (default: the teaching scheme).")
+@click.option("--sample", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Records for the plain-Python paths.")
+@click.option("--e2e-records", type=click.IntRange(min=1), help="Records for end to end (default: --records).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic records.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="Timed repeats (best kept).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@user_errors
+def bench_cmd(records, scheme, sample, e2e_records, seed, repeat, as_json):
+    """Measure throughput in one run, with the core count: plain Python vs compiled kernel vs
+    end to end per output mode, against the I/O floor (same as python -m drgdip.bench.throughput).
 
     \b
     Example:
@@ -292,7 +302,14 @@ def bench_cmd(args):
       drgdip bench --records 100000 --json
     """
     from drgdip.bench.throughput import main as bench_main
-    bench_main(list(args))
+    argv = ["--records", str(records), "--sample", str(sample), "--seed", str(seed), "--repeat", str(repeat)]
+    if scheme and scheme != "teaching":
+        argv += ["--scheme", scheme]
+    if e2e_records:
+        argv += ["--e2e-records", str(e2e_records)]
+    if as_json:
+        argv.append("--json")
+    bench_main(argv)
 
 
 @main.command("conformance")
@@ -398,7 +415,8 @@ def codes_info(code, standard):
 @click.argument("records", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Write one row per invalid code (Parquet/CSV).")
 @_code_tables_option
-@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="Language of the messages: en English, zh 中文.")
 @user_errors
 def codes_validate(records, output, code_tables_dir, diagnosis_table, procedure_table, lang):
     """Check every coded column against its standard (and the code tables, if given).
@@ -423,7 +441,8 @@ def codes_validate(records, output, code_tables_dir, diagnosis_table, procedure_
 @click.option("--from", "source", help="Source edition label, recorded in the output metadata.")
 @click.option("--to", "target", help="Target edition label, recorded in the output metadata.")
 @click.option("--column", "columns", multiple=True, help="Column(s) to map (default: diagnoses).")
-@click.option("-o", "--output", required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Records with <column>_mapped and <column>_unmapped added (never the input).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def codes_map(records, mapping, source, target, columns, output, quiet):
@@ -457,7 +476,8 @@ def codes_map(records, mapping, source, target, columns, output, quiet):
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="Region policy (TOML): its fund labels for UNKNOWN_FUND (not run without).")
 @click.option("--summary", "summary_path", type=click.Path(), help="Write findings by hospital and rule (CSV/Parquet).")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="Language of the messages: en English, zh 中文.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table, rules_path, scheme, policy_path,

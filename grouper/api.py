@@ -41,9 +41,11 @@ def load_scheme(path: str | os.PathLike | Scheme | None = None, rules: str | os.
                 allow_gaps: bool = False) -> Scheme:
     """A compiled scheme from a ``.drgscheme`` file or a folder of published tables.
 
-    ``None`` gives the built-in teaching scheme (教学方案, not an official one)."""
+    ``None`` or ``"teaching"`` gives the built-in teaching scheme (教学方案, not an official one)."""
     if isinstance(path, Scheme):
         return path
+    if path == "teaching" and not Path(path).exists():
+        path = None
     p = Path(path) if path is not None else TEACHING_SCHEME
     if p.is_dir():
         scheme, _ = compile_scheme(p, rules, allow_gaps=allow_gaps)

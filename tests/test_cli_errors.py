@@ -97,3 +97,32 @@ def test_ctrl_c_is_one_line_even_when_numba_wraps_it(monkeypatch):
     r = _run(["explain", "--record", '{"sex": "1"}'])
     assert r.exit_code == 130
     assert r.output.strip() == "drgdip: interrupted; outputs left as they were"
+
+
+def _commands(group, prefix=()):
+    import click
+    for name, cmd in sorted(group.commands.items()):
+        yield prefix + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+
+
+def test_every_command_has_help_with_an_example_and_documented_options():
+    import click
+    for path, cmd in _commands(main):
+        r = _run([*path, "--help"])
+        assert r.exit_code == 0, (path, r.output)
+        assert "Example" in r.output, f"drgdip {' '.join(path)} --help has no example"
+        assert f"drgdip {' '.join(path)}" in r.output, f"the example of {' '.join(path)} does not show the command"
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden:
+                assert p.help, f"drgdip {' '.join(path)} {p.opts[0]} has no help text"
+
+
+def test_output_options_are_named_alike():
+    """Every command that writes a file or folder takes -o/--output."""
+    import click
+    for path, cmd in _commands(main):
+        outs = [p for p in cmd.params if isinstance(p, click.Option) and ({"--out", "--output"} & set(p.opts))]
+        for p in outs:
+            assert "-o" in p.opts and "--output" in p.opts, (path, p.opts)
