@@ -17,12 +17,14 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
     ledger.db                   the settlement ledger (replaced on every demo run)
     settled/YYYY-MM/, settled/YYYY/   cases.parquet, review.csv, hospitals.csv, summary.json
     findings.csv                monitoring findings of the current year (drgdip monitor's columns)
+    planted.json                what was planted (synth.anomalies truth: record id pairs, hospitals)
     persons.csv                 the current year's persons: assistance class, enrolment facts
     benefits.parquet            the patient's side of each stay of the year (drgdip benefits' columns)
     report.html                 the report (self-contained)
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,12 @@ def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: in
     return "\n".join(lines) + "\n"
 
 
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month: int | None = None,
              hospitals: int | None = None, year: int | None = None) -> dict:
     """Run the quick start into ``out_dir``; returns the settlements and paths (see module doc)."""
@@ -150,6 +158,7 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         from weights.monitoring import monitor
         monitoring = monitor(current, scheme=scheme, history=history)
         write_table(monitoring.findings, out / "findings.csv")
+        _write_text(out / "planted.json", json.dumps(truth, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
         bar.update()
         bar.set_postfix_str("benefits")
         benefits = demo_benefits(current, hosp, year, seed, params, out)

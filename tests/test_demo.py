@@ -83,7 +83,7 @@ def test_demo_cli_is_deterministic_and_rerunnable(demo, tmp_path):
     untimed = [re.sub(rb"<time[^>]*>[^<]*</time>", b"<time></time>", (d / "report.html").read_bytes()) for d in (a, b)]
     assert untimed[0] == untimed[1]
     for p in ("settled/2024-07/cases.parquet", "settled/2024/hospitals.csv", "weights.parquet", "policy.toml",
-              "findings.csv", "persons.csv", "benefits.parquet", "data/2024-03.parquet", "data/history.parquet"):
+              "findings.csv", "planted.json", "persons.csv", "benefits.parquet", "data/2024-03.parquet", "data/history.parquet"):
         assert (a / p).read_bytes() == (b / p).read_bytes(), p
 
 
@@ -142,6 +142,7 @@ def test_monitoring_finds_the_planted_anomalies(demo):
     assert rows and {r["status"] for r in rows} <= {"flagged", "not_checked"}
     assert len(rows) == demo["monitoring"].findings.num_rows
     truth = demo["planted"]
+    assert json.loads((out / "planted.json").read_text(encoding="utf-8")) == json.loads(json.dumps(truth))
     assert truth["SPLIT_ADMISSION"] and truth["OVERLAPPING_STAY"] and len(truth["UPCODING_HOSPITALS"]) == 1
     ids = set(pc.unique(pq.read_table(out / "benefits.parquet")["id"]).to_pylist())
     planted = {b for _, b in truth["SPLIT_ADMISSION"] + truth["OVERLAPPING_STAY"]}
