@@ -504,17 +504,19 @@ def make_persons(records: pa.Table, year: int, seed: int, params: dict | None = 
 
 def stay_facts(records: pa.Table, hospitals: pa.Table, seed: int, params: dict | None = None) -> pa.Table:
     """``records`` with the columns the benefits calculator reads beside the record:
-    hospital_level (医院等级, from the hospital list) and in_policy_cost (政策范围内费用: total
-    cost × a share drawn from ``[stays].in_policy_share``, to 0.01, from the stream
-    ``SeedSequence([seed, 19])`` over the rows in order). The records' columns are unchanged."""
+    hospital_level (医院等级, from the hospital list), in_policy_cost (政策范围内费用: total
+    cost × a share drawn from ``[stays].in_policy_share``, to 0.01) and referred (规范转诊, with
+    probability ``[stays].referred_share``), from the stream ``SeedSequence([seed, 19])`` over
+    the rows in order. The records' columns are unchanged."""
     p = (params or load_params())["stays"]
     n = records.num_rows
     level = dict(zip(hospitals["hospital_id"].to_pylist(), hospitals["level"].to_pylist()))
     lv = [level.get(h) for h in records["hospital_id"].to_pylist()]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 19]))
     share = rng.uniform(*p["in_policy_share"], n)
+    referred = rng.random(n) < p["referred_share"]
     total = np.asarray(pc.fill_null(records["total_cost"], np.nan).to_numpy(zero_copy_only=False), float)
     cents = np.round(np.nan_to_num(total) * 100)
     in_policy = pa.array(np.round(cents * share) / 100, pa.float64(), mask=~np.isfinite(total))
     return records.append_column("hospital_level", pa.array(lv, pa.string())).append_column(
-        "in_policy_cost", in_policy)
+        "in_policy_cost", in_policy).append_column("referred", pa.array(referred, pa.bool_()))

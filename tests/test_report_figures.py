@@ -340,3 +340,18 @@ def test_benefit_class_table(demo):
     assert cents(tr[4]) == sum(s["total_cost_cents"] for s in valid)
     # assistance goes to the assistance classes only
     assert rows["none"][7] == "0.0%"
+
+
+def test_report_refuses_unusable_monitoring_and_benefit_files(demo, tmp_path):
+    from weights.report import read_benefits, read_findings
+    bad = tmp_path / "findings.csv"
+    bad.write_text("rule,hospital_id\nSPLIT_ADMISSION,H1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="findings file needs the columns"):
+        read_findings(bad)
+    import pyarrow as pa
+    import pyarrow.parquet as pq_
+    t = pq.read_table(demo["out"] / "benefits.parquet").drop_columns(["patient_cents"])
+    pq_.write_table(t, tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="patient_cents"):
+        read_benefits(tmp_path / "b.parquet", demo["out"] / "persons.csv")
+    assert isinstance(t, pa.Table)

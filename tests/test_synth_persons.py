@@ -66,6 +66,8 @@ def test_stay_facts_keep_the_records_and_feed_benefits(region):
     share = pc.divide(t["in_policy_cost"], t["total_cost"]).to_numpy()
     lo, hi = load_params()["stays"]["in_policy_share"]
     assert share.min() >= lo - 1e-3 and share.max() <= hi + 1e-3
+    ref = t["referred"].to_numpy(zero_copy_only=False).mean()
+    assert abs(ref - load_params()["stays"]["referred_share"]) < 0.03
     cents = np.round(t["in_policy_cost"].to_numpy() * 100)
     assert np.allclose(cents / 100, t["in_policy_cost"].to_numpy())
     # 2025: the waiting period of seed 003 applies to residents enrolled outside the collective period
