@@ -1,10 +1,13 @@
 """The quick start (drgdip demo): a whole year of a synthetic region, settled end to end.
 
 ``run_demo(out_dir, seed=..., progress=True) -> dict`` synthesises a region with the
-teaching scheme (history years and the current year), groups it, computes relative weights
-from the history, settles every month of the current year and then the year (清算) in a
-ledger, writes each settled period's outputs exactly as ``drgdip settle --out`` does, and
-writes the HTML report. Layout of ``out_dir``::
+teaching scheme (history years and the current year, the current year with anomalies planted
+by :mod:`synth.anomalies` in the amounts of ``synth.toml [demo.anomalies]``), groups it,
+computes relative weights from the history, settles every month of the current year and then
+the year (清算) in a ledger, writes each settled period's outputs exactly as ``drgdip settle
+--out`` does, runs smart monitoring (智能监控) over the current year with the history as the
+hospitals' own past, computes the patient's side of every stay of the year (三重制度, with a
+synthetic persons file) beside the settlement, and writes the HTML report. Layout of ``out_dir``::
 
     policy.toml                 the demo region's policy (budgets from the synthetic costs)
     hospitals.csv               the synthetic hospitals (id, name, level, volume, cost effect)
@@ -13,10 +16,15 @@ writes the HTML report. Layout of ``out_dir``::
     weights.parquet             relative weights
     ledger.db                   the settlement ledger (replaced on every demo run)
     settled/YYYY-MM/, settled/YYYY/   cases.parquet, review.csv, hospitals.csv, summary.json
+    findings.csv                monitoring findings of the current year (drgdip monitor's columns)
+    planted.json                what was planted (synth.anomalies truth: record id pairs, hospitals)
+    persons.csv                 the current year's persons: assistance class, enrolment facts
+    benefits.parquet            the patient's side of each stay of the year (drgdip benefits' columns)
     report.html                 the report (self-contained)
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +32,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from drgdip.grouper.api import TEACHING_SCHEME, group_table, load_scheme
 from drgdip.arrowio import write_table
-from drgdip.synth.region import HERE, load_params, make_hospitals, synthesize_region
+from drgdip.grouper.api import TEACHING_SCHEME, group_table, load_scheme
+from drgdip.synth.region import (
+    HERE,
+    load_params,
+    make_hospitals,
+    make_persons,
+    month_counts,
+    stay_facts,
+    synthesize_region,
+)
+
+EPISODE_PLANTS = ("split_admissions", "overlaps", "late_readmissions", "other_condition_readmissions", "transfers")
+
+
+def plant_current_year(scheme, seed: int, year: int, hospitals: int, records_per_month: int,
+                       params: dict) -> tuple[pa.Table, dict, int]:
+    """The current year's records with anomalies planted (:func:`synth.anomalies.plant_anomalies`
+    over the same synthetic year: same seed, hospitals and records), as (records, truth, number
+    of planted stays left out because they end in the next year). ``params["demo"]["anomalies"]``
+    gives the episode plants as shares of the year's records and the number of upcoding and
+    low-standard hospitals; the rest is ``anomalies.toml``."""
+    from drgdip.synth.anomalies import load_anomaly_params, plant_anomalies
+    a = params["demo"]["anomalies"]
+    n = sum(month_counts(records_per_month, list(range(1, 13)), params))
+    ap = load_anomaly_params()
+    for k in EPISODE_PLANTS:
+        ap["episodes"][k] = max(1, int(round(float(a[k]) * n)))
+    ap["upcoding"]["hospitals"] = int(a["upcoding_hospitals"])
+    ap["low_standard"]["hospitals"] = int(a["low_standard_hospitals"])
+    planted = plant_anomalies(seed, scheme, years=(year,), months=12, hospitals=hospitals,
+                              records_per_month=records_per_month, params=ap)
+    dyear = pc.utf8_slice_codeunits(planted.records["discharge_date"], 0, 4)
+    inside = pc.equal(dyear, str(year))
+    return planted.records.filter(inside), planted.truth, int(planted.records.num_rows - pc.sum(inside).as_py())
 
 
 def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: int, share: float) -> str:
@@ -52,6 +92,12 @@ def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: in
     return "\n".join(lines) + "\n"
 
 
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month: int | None = None,
              hospitals: int | None = None, year: int | None = None) -> dict:
     """Run the quick start into ``out_dir``; returns the settlements and paths (see module doc)."""
@@ -65,23 +111,23 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
     n_hosp = int(hospitals or d["hospitals"])
     rpm = int(records_per_month or d["records_per_month"])
     years = list(range(year - int(d["history_years"]), year + 1))
-    steps = 5 + 12 + 1
+    steps = 5 + 12 + 1 + 2
     bar = tqdm(total=steps, desc="drgdip demo", unit="step", disable=not progress)
     try:
         bar.set_postfix_str("synthesising")
         scheme = load_scheme(None)
-        region = synthesize_region(scheme, seed=seed, years=years, months=12, hospitals=n_hosp,
-                                   records_per_month=rpm, params=params)
+        past = synthesize_region(scheme, seed=seed, years=years[:-1], months=12, hospitals=n_hosp,
+                                 records_per_month=rpm, params=params)
+        this_year, truth, spilled = plant_current_year(scheme, seed, year, n_hosp, rpm, params)
         hosp = make_hospitals(n_hosp, seed, params)
         bar.update()
         bar.set_postfix_str("grouping")
-        grouped = group_table(region, scheme)
+        history = group_table(past, scheme)
+        current = group_table(this_year, scheme)
+        grouped = pa.concat_tables([history, current])
         bar.update()
         (out / "data").mkdir(parents=True, exist_ok=True)
         write_table(pa.table({c: hosp[c] for c in hosp.column_names}), out / "hospitals.csv")
-        dyear = pc.utf8_slice_codeunits(grouped["discharge_date"], 0, 4)
-        history = grouped.filter(pc.less(dyear, str(year)))
-        current = grouped.filter(pc.equal(dyear, str(year)))
         write_table(history, out / "data" / "history.parquet")
         template = (HERE / "demo_policy.toml").read_text(encoding="utf-8")
         policy_path = out / "policy.toml"
@@ -108,16 +154,45 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         annual = settle_annual(str(year), policy_path=policy_path, ledger_path=ledger,
                                out=out / "settled" / str(year), quiet=True)
         bar.update()
+        bar.set_postfix_str("monitoring")
+        from drgdip.weights.monitoring import monitor
+        monitoring = monitor(current, scheme=scheme, history=history)
+        write_table(monitoring.findings, out / "findings.csv")
+        _write_text(out / "planted.json", json.dumps(truth, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+        bar.update()
+        bar.set_postfix_str("benefits")
+        benefits = demo_benefits(current, hosp, year, seed, params, out)
+        bar.update()
         bar.set_postfix_str("report")
         report = out / "report.html"
-        write_report(ledger, report, outputs=out / "settled", hospitals=out / "hospitals.csv", scheme=scheme)
+        write_report(ledger, report, outputs=out / "settled", hospitals=out / "hospitals.csv", scheme=scheme,
+                     findings=out / "findings.csv", benefits=out / "benefits.parquet", persons=out / "persons.csv")
         bar.update()
     finally:
         bar.close()
     status = grouped["status"].to_numpy(zero_copy_only=False)
     return {"out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
             "weights": weights, "monthly": monthly, "annual": annual, "report": report, "ledger": ledger,
-            "policy": policy_path, "years": years}
+            "policy": policy_path, "years": years, "monitoring": monitoring, "planted": truth,
+            "planted_next_year": spilled, "benefits": benefits}
+
+
+def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, params: dict, out: Path) -> dict:
+    """The patient's side of the year's stays, beside the settlement (which keeps the records'
+    own personal_share): writes persons.csv and benefits.parquet into ``out``; returns the
+    computed :class:`weights.benefits.Benefits` and, over the stays the calculator could
+    price, the cents of its patient amount against the records' personal_share."""
+    from drgdip.weights.benefits import compute_benefits
+    persons = make_persons(current, year, seed, params)
+    write_table(persons, out / "persons.csv")
+    b = compute_benefits(stay_facts(current, hospitals, seed, params), persons)
+    write_table(b.stays, out / "benefits.parquet")
+    valid = pc.invert(pc.equal(b.stays["status"], "invalid")).to_numpy(zero_copy_only=False)
+    synth_cents = np.round(current["personal_share"].to_numpy(zero_copy_only=False) * 100)
+    return {"result": b, "stays": int(valid.sum()),
+            "cost_cents": int(pc.sum(b.stays["total_cost_cents"].filter(pa.array(valid))).as_py() or 0),
+            "patient_cents": int(pc.sum(b.stays["patient_cents"]).as_py() or 0),
+            "record_personal_cents": int(np.nansum(synth_cents[valid]))}
 
 
 def summary_table(result: dict) -> str:
@@ -135,5 +210,15 @@ def summary_table(result: dict) -> str:
             last = f.get("paid", f.get("balance"))
             lines.append(f"{s.period:<8} {fund:<9} {f['cases']:>7} {f['total_points']:>14,.1f} {pv:>12} {bud:>16} "
                          f"{f['amount_due']:>16,.2f} {last if last is None else format(last, ',.2f'):>16}")
+    mon = result.get("monitoring")
+    if mon is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(mon.counts.items()))
+        lines.append(f"monitoring {result['years'][-1]}: {mon.findings.num_rows} findings ({counts}) in findings.csv")
+    ben = result.get("benefits")
+    if ben is not None and ben["cost_cents"]:
+        lines.append(f"patient's side {result['years'][-1]} ({ben['stays']} stays): patient pays "
+                     f"{ben['patient_cents'] / 100:,.2f} ({ben['patient_cents'] / ben['cost_cents']:.1%} of cost) "
+                     f"under the benefit policy; the records' personal_share (used by settle) is "
+                     f"{ben['record_personal_cents'] / 100:,.2f} ({ben['record_personal_cents'] / ben['cost_cents']:.1%})")
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

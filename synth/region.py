@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from drgdip.codesets.record import FEE_COLUMNS, FIELDS
 from drgdip.synth.catalogue import KINDS, Catalogue, build_catalogue
@@ -442,3 +443,80 @@ def synthesize_region(scheme=None, seed: int = 0, years=(2024,), months=12, hosp
             if progress is not None:
                 progress(cnt)
     return pa.concat_tables(parts).combine_chunks()
+
+
+# ----------------------------------------------------------------- the patient's side (benefits)
+
+PERSON_SCHEMA = pa.schema([("patient_id", pa.string()), ("year", pa.int64()), ("fund", pa.string()),
+                           ("assistance_class", pa.string()), ("enrolment_date", pa.string()),
+                           ("collective_period", pa.bool_()), ("break_years", pa.int64()),
+                           ("repaid_years", pa.int64()), ("continuous_years", pa.int64()),
+                           ("zero_claim_years", pa.int64()), ("reenrolled", pa.bool_())])
+
+
+def make_persons(records: pa.Table, year: int, seed: int, params: dict | None = None) -> pa.Table:
+    """The persons file of a year (参保人员): one row per distinct ``patient_id`` of ``records``
+    (sorted), for :func:`weights.benefits.compute_benefits`.
+
+    Columns: patient_id, year, fund (of the person's first stay of the year), assistance_class
+    (救助对象类别, resident-fund persons only, by ``[persons].assistance_shares``; empty = none) and
+    the enrolment facts (参保缴费): enrolment_date, collective_period (集中参保期), break_years
+    (断保年数), repaid_years (补缴年数), continuous_years (连续参保年数), zero_claim_years (零报销年数),
+    reenrolled. Drawn from the stream ``SeedSequence([seed, year, 17])``: the records' own
+    draws are untouched."""
+    p = (params or load_params())["persons"]
+    t = records.select(["patient_id", "fund", "discharge_date", "id"]).filter(
+        pc.is_valid(records["patient_id"]))
+    t = t.sort_by([("patient_id", "ascending"), ("discharge_date", "ascending"), ("id", "ascending")])
+    pid = np.asarray(t["patient_id"].to_pylist(), dtype=object)
+    first = np.ones(len(pid), bool)
+    first[1:] = pid[1:] != pid[:-1]
+    pid = pid[first]
+    fund = np.asarray(t["fund"].to_pylist(), dtype=object)[first]
+    n = len(pid)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(year), 17]))
+    classes = list(p["assistance_shares"])
+    shares = np.array([p["assistance_shares"][c] for c in classes], dtype=float)
+    edges = np.cumsum(shares)
+    if edges[-1] > 1:
+        raise ValueError("[persons].assistance_shares add up to more than 1")
+    k = np.searchsorted(edges, rng.random(n), side="right")
+    cls = np.array(classes + [None], dtype=object)[k]
+    cls[fund != "resident"] = None
+    broke = rng.random(n) < p["break_share"]
+    brk = np.where(broke, rng.integers(p["break_years"][0], p["break_years"][1] + 1, n), 0)
+    repaid = np.where(broke & (rng.random(n) < p["repaid_share"]),
+                      np.floor(rng.random(n) * brk).astype(np.int64) + 1, 0)
+    outside = broke | (rng.random(n) < p["outside_collective_share"])
+    cont = np.where(broke, 1, rng.integers(p["continuous_years"][0], p["continuous_years"][1] + 1, n))
+    zero = np.where(rng.random(n) < p["zero_claim_share"],
+                    rng.integers(p["zero_claim_years"][0], p["zero_claim_years"][1] + 1, n), 0)
+    # enrolled in the collective period: January 1st of the first continuous year; outside it
+    # (or after a break): a day of the year itself
+    day = rng.integers(0, 365, n).astype("timedelta64[D]")
+    start = np.array([np.datetime64(f"{int(year) - int(c) + 1:04d}-01-01") for c in cont])
+    enrol = np.where(outside, np.datetime64(f"{int(year):04d}-01-01") + day, start)
+    return pa.table([pid.tolist(), np.full(n, int(year)), fund.tolist(), cls.tolist(),
+                     np.datetime_as_string(enrol.astype("datetime64[D]"), unit="D").tolist(), (~outside).tolist(),
+                     brk.astype(np.int64), repaid.astype(np.int64), cont.astype(np.int64), zero.astype(np.int64),
+                     broke.tolist()], schema=PERSON_SCHEMA)
+
+
+def stay_facts(records: pa.Table, hospitals: pa.Table, seed: int, params: dict | None = None) -> pa.Table:
+    """``records`` with the columns the benefits calculator reads beside the record:
+    hospital_level (医院等级, from the hospital list), in_policy_cost (政策范围内费用: total
+    cost × a share drawn from ``[stays].in_policy_share``, to 0.01) and referred (规范转诊, with
+    probability ``[stays].referred_share``), from the stream ``SeedSequence([seed, 19])`` over
+    the rows in order. The records' columns are unchanged."""
+    p = (params or load_params())["stays"]
+    n = records.num_rows
+    level = dict(zip(hospitals["hospital_id"].to_pylist(), hospitals["level"].to_pylist()))
+    lv = [level.get(h) for h in records["hospital_id"].to_pylist()]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 19]))
+    share = rng.uniform(*p["in_policy_share"], n)
+    referred = rng.random(n) < p["referred_share"]
+    total = np.asarray(pc.fill_null(records["total_cost"], np.nan).to_numpy(zero_copy_only=False), float)
+    cents = np.round(np.nan_to_num(total) * 100)
+    in_policy = pa.array(np.round(cents * share) / 100, pa.float64(), mask=~np.isfinite(total))
+    return records.append_column("hospital_level", pa.array(lv, pa.string())).append_column(
+        "in_policy_cost", in_policy).append_column("referred", pa.array(referred, pa.bool_()))

@@ -82,7 +82,8 @@ def test_demo_cli_is_deterministic_and_rerunnable(demo, tmp_path):
     # two demos' ledgers differ in those only, and so do their reports
     untimed = [re.sub(rb"<time[^>]*>[^<]*</time>", b"<time></time>", (d / "report.html").read_bytes()) for d in (a, b)]
     assert untimed[0] == untimed[1]
-    for p in ("settled/2024-07/cases.parquet", "settled/2024/hospitals.csv", "weights.parquet", "policy.toml"):
+    for p in ("settled/2024-07/cases.parquet", "settled/2024/hospitals.csv", "weights.parquet", "policy.toml",
+              "findings.csv", "planted.json", "persons.csv", "benefits.parquet", "data/2024-03.parquet", "data/history.parquet"):
         assert (a / p).read_bytes() == (b / p).read_bytes(), p
 
 
@@ -93,7 +94,7 @@ def test_report_is_self_contained_with_every_section(demo):
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page), "no resource from the network"
     assert "<link" not in page and "<img" not in page
     for title in ("Point value", "Payments vs costs by hospital", "Case-mix index", "most loss-making groups",
-                  "Deviation cases", "Annual settlement"):
+                  "Deviation cases", "Annual settlement", ">Monitoring<", ">Patient burden<"):
         assert title in page, title
     # the loss table lists at most 20 groups, worst first
     sec = page[page.index("most loss-making groups"):page.index("Deviation cases")]
@@ -125,3 +126,65 @@ def test_report_marks_a_stale_annual_settlement(demo, tmp_path):
     assert CliRunner().invoke(main, ["report", str(led), "-o", str(report)]).exit_code == 0
     page = report.read_text(encoding="utf-8")
     assert ">Annual settlement is stale<" in page and '<td class="t">stale</td>' in page
+
+
+def test_monitoring_finds_the_planted_anomalies(demo):
+    """The demo plants split admissions, overlapping stays, an upcoding and a low-standard
+    hospital into 2024; findings.csv is drgdip monitor's output over the year's records."""
+    import csv
+
+    import pyarrow as pa
+
+    from drgdip.synth.anomalies import score
+    out = demo["out"]
+    with (out / "findings.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["status"] for r in rows} <= {"flagged", "not_checked"}
+    assert len(rows) == demo["monitoring"].findings.num_rows
+    truth = demo["planted"]
+    assert json.loads((out / "planted.json").read_text(encoding="utf-8")) == json.loads(json.dumps(truth))
+    assert truth["SPLIT_ADMISSION"] and truth["OVERLAPPING_STAY"] and len(truth["UPCODING_HOSPITALS"]) == 1
+    ids = set(pc.unique(pq.read_table(out / "benefits.parquet")["id"]).to_pylist())
+    planted = {b for _, b in truth["SPLIT_ADMISSION"] + truth["OVERLAPPING_STAY"]}
+    assert len(planted - ids) <= demo["planted_next_year"]
+    # every record is accounted for: the year's synthetic records + the planted copies (splits,
+    # overlaps, late readmissions) = the stays of 2024 + those whose discharge moved into 2025
+    from drgdip.synth.region import load_params, month_counts
+    made = sum(month_counts(RPM, list(range(1, 13)), load_params())) + len(truth["SPLIT_ADMISSION"]) \
+        + len(truth["OVERLAPPING_STAY"]) + len(truth["controls"]["late_readmission"])
+    assert len(ids) + demo["planted_next_year"] == made
+    findings = pa.Table.from_pylist(rows)
+    s = score(findings, truth)
+    assert s["OVERLAPPING_STAY"]["recall"] == 1.0 or s["OVERLAPPING_STAY"]["planted"] > len(
+        [1 for a, b in truth["OVERLAPPING_STAY"] if b in ids])
+    assert s["SPLIT_ADMISSION"]["true_positive"] >= 0.8 * len([1 for a, b in truth["SPLIT_ADMISSION"] if b in ids])
+    assert s["UPCODING_CC_SHARE"]["true_positive"] == 1
+
+
+def test_benefits_beside_the_settlement(demo):
+    """benefits.parquet: one row per stay of 2024 (the settled months' records), the four parts
+    adding up to the cost; the settled cases keep the records' own personal_share."""
+    out = demo["out"]
+    b = pq.read_table(out / "benefits.parquet")
+    months = [pq.read_table(out / "data" / f"2024-{m:02d}.parquet") for m in range(1, 13)]
+    assert b.num_rows == sum(t.num_rows for t in months)
+    assert sorted(b["id"].to_pylist()) == sorted(i for t in months for i in t["id"].to_pylist())
+    ok = b.filter(pc.not_equal(b["status"], "invalid"))
+    parts = [ok[c].to_numpy() for c in ("fund_basic_cents", "fund_critical_cents", "assistance_cents", "patient_cents")]
+    assert (sum(parts) == ok["total_cost_cents"].to_numpy()).all()
+    bad = b.filter(pc.equal(b["status"], "invalid"))
+    assert set(bad["reason"].to_pylist()) <= {"BEN_OVERLAPPING_STAY"}   # the planted overlaps, nothing else
+    assert bad.num_rows >= 1
+    persons = pq.read_table(out / "benefits.parquet")["patient_id"]
+    import csv
+    with (out / "persons.csv").open(encoding="utf-8") as fh:
+        listed = {r["patient_id"]: r for r in csv.DictReader(fh)}
+    assert set(persons.to_pylist()) == set(listed)
+    assert (np.asarray(ok["assistance_cents"].to_numpy()) > 0).any()
+    cases = pq.read_table(out / "settled" / "2024-03" / "cases.parquet")
+    march = pq.read_table(out / "data" / "2024-03.parquet")
+    if "personal_share" in cases.column_names:
+        assert cases["personal_share"].to_pylist() == march["personal_share"].to_pylist()
+    ben = demo["benefits"]
+    assert ben["patient_cents"] == int(pc.sum(ok["patient_cents"]).as_py())
+    assert "patient's side 2024" in summary_table(demo) and "monitoring 2024:" in summary_table(demo)

@@ -227,5 +227,131 @@ def test_sources_and_as_of_come_from_the_ledger(demo, tmp_path):
     # the same ledger and outputs give the same bytes, whenever the report is written
     from drgdip.grouper.api import TEACHING_SCHEME
     again = write_report(demo["out"] / "ledger.db", tmp_path / "again.html", outputs=demo["out"] / "settled",
-                         hospitals=demo["out"] / "hospitals.csv", scheme=str(TEACHING_SCHEME))
+                         hospitals=demo["out"] / "hospitals.csv", scheme=str(TEACHING_SCHEME),
+                         findings=demo["out"] / "findings.csv", benefits=demo["out"] / "benefits.parquet",
+                         persons=demo["out"] / "persons.csv")
     assert again.read_bytes() == Path(demo["run"]["report"]).read_bytes()
+    # without the monitoring and benefits files, the page has neither section
+    bare = write_report(demo["out"] / "ledger.db", tmp_path / "bare.html", outputs=demo["out"] / "settled")
+    text_ = bare.read_text(encoding="utf-8")
+    assert ">Monitoring<" not in text_ and ">Patient burden<" not in text_ and ">Annual settlement<" in text_
+
+
+# ----------------------------------------------------------------- monitoring and the patient's side
+
+def test_monitoring_tables(demo):
+    findings = csv_rows(demo["out"] / "findings.csv")
+    flagged = [f for f in findings if f["status"] == "flagged"]
+    assert flagged, "the demo plants anomalies: some rule must flag"
+    t = demo["tables"]
+    rules = {r[0]: r for r in body(t["monitor-rules"])}
+    assert sorted(rules) == sorted({f["rule"] for f in findings})
+    for rule, r in rules.items():
+        mine = [f for f in flagged if f["rule"] == rule]
+        assert int(r[3]) == len(mine)
+        assert int(r[4]) == len({f["hospital_id"] for f in mine if f["hospital_id"]})
+        assert int(r[5]) == sum(1 for f in findings if f["rule"] == rule and f["status"] != "flagged")
+    tr = total(t["monitor-rules"])
+    assert int(tr[3]) == len(flagged) == sum(int(r[3]) for r in rules.values())
+    # by hospital: one column per rule that flagged, a row per hospital, totals both ways
+    head = t["monitor-hospitals"][0]
+    cols = head[2:-1]
+    assert sorted(cols) == sorted({f["rule"] for f in flagged})
+    names = {r["hospital_id"]: r["name"] for r in csv_rows(demo["out"] / "hospitals.csv")}
+    for r in body(t["monitor-hospitals"]):
+        assert r[1] == names.get(r[0], "-")
+        want = [sum(1 for f in flagged if (f["hospital_id"] or "-") == r[0] and f["rule"] == c) for c in cols]
+        assert [int(v) for v in r[2:-1]] == want and int(r[-1]) == sum(want)
+    ht = total(t["monitor-hospitals"])
+    assert [int(v) for v in ht[2:-1]] == [sum(1 for f in flagged if f["rule"] == c) for c in cols]
+    assert int(ht[-1]) == len(flagged)
+    # by doctor: most findings first; the totals row counts every doctor
+    with_doc = [f for f in flagged if f["doctor_id"]]
+    drows = body(t["monitor-doctors"])
+    dcols = t["monitor-doctors"][0][2:-1]
+    counts = [int(r[-1]) for r in drows]
+    assert counts == sorted(counts, reverse=True) and len(drows) <= 30
+    for r in drows:
+        want = [sum(1 for f in with_doc if f["doctor_id"] == r[0] and f["rule"] == c) for c in dcols]
+        assert [int(v) for v in r[2:-1]] == want and int(r[-1]) == sum(want)
+    assert int(total(t["monitor-doctors"])[-1]) == len(with_doc)
+    # drill-down: the first 200 flagged findings in file order, with both sentences
+    fr = t["monitor-findings"][1:]
+    assert len(fr) == min(200, len(flagged))
+    for r, f in zip(fr, flagged):
+        assert r[0] == f["rule"] and r[2] == (f["hospital_id"] or "-") and r[4] == (f["patient_id"] or "-")
+        assert r[6] == " ".join(f"{f['message_zh']}{f['message_en']}".split())
+    page = Path(demo["run"]["report"]).read_text(encoding="utf-8")
+    if len(flagged) > 200:
+        assert f"{len(flagged) - 200} more are in the file" in page
+
+
+def _benefit_rows(demo):
+    stays = pq.read_table(demo["out"] / "benefits.parquet").to_pylist()
+    persons = {r["patient_id"]: r["assistance_class"] for r in csv_rows(demo["out"] / "persons.csv")}
+    return [s for s in stays if s["status"] != "invalid"], persons, stays
+
+
+def test_benefit_tier_table(demo):
+    valid, _, stays = _benefit_rows(demo)
+    t = demo["tables"]["benefit-tiers"]
+    funds = t[0][1:-2]
+    assert funds == sorted({s["fund"] for s in valid})
+    tiers = ("fund_basic_cents", "fund_critical_cents", "assistance_cents", "patient_cents")
+    rows = body(t)
+    assert [r[0] for r in rows] == ["基本医保统筹基金 basic fund", "大病保险 critical-illness fund",
+                                    "医疗救助 medical assistance", "个人负担 patient"]
+    cost = sum(s["total_cost_cents"] for s in valid)
+    for r, col in zip(rows, tiers):
+        per_fund = [sum(s[col] for s in valid if s["fund"] == f) for f in funds]
+        assert [cents(v) for v in r[1:-2]] == per_fund
+        assert cents(r[-2]) == sum(per_fund)
+        assert r[-1] == f"{sum(per_fund) / cost:.1%}"
+    tr = total(t)
+    assert cents(tr[-2]) == cost == sum(cents(r[-2]) for r in rows)       # the tiers add up to the cost
+    for j, f in enumerate(funds, start=1):
+        assert cents(tr[j]) == sum(s["total_cost_cents"] for s in valid if s["fund"] == f)
+    page = Path(demo["run"]["report"]).read_text(encoding="utf-8")
+    n_invalid = sum(1 for s in stays if s["status"] == "invalid")
+    assert f"{len(stays)} stays: {sum(1 for s in stays if s['status'] == 'paid')} paid" in page
+    assert f"{n_invalid} invalid" in page
+
+
+def test_benefit_class_table(demo):
+    valid, persons, _ = _benefit_rows(demo)
+    t = demo["tables"]["benefit-classes"]
+    classes = {}
+    for s in valid:
+        c = persons.get(s["patient_id"])
+        classes.setdefault("not listed" if c is None else (c or "none"), []).append(s)
+    rows = {r[0]: r for r in body(t)}
+    assert sorted(rows) == sorted(classes)
+    assert {"minimum_living", "extreme_poverty", "none"} <= set(rows)
+    for c, ss in classes.items():
+        r = rows[c]
+        cost = sum(s["total_cost_cents"] for s in ss)
+        assert int(r[2]) == len(ss) and int(r[3]) == len({s["patient_id"] for s in ss}) and cents(r[4]) == cost
+        for v, col in zip(r[5:9], ("fund_basic_cents", "fund_critical_cents", "assistance_cents", "patient_cents")):
+            assert v == f"{sum(s[col] for s in ss) / cost:.1%}"
+        patient = sum(s["patient_cents"] for s in ss)
+        assert cents(r[9]) == (2 * patient + len(ss)) // (2 * len(ss))
+    tr = total(t)
+    assert int(tr[2]) == len(valid) == sum(int(r[2]) for r in rows.values())
+    assert cents(tr[4]) == sum(s["total_cost_cents"] for s in valid)
+    # assistance goes to the assistance classes only
+    assert rows["none"][7] == "0.0%"
+
+
+def test_report_refuses_unusable_monitoring_and_benefit_files(demo, tmp_path):
+    from drgdip.weights.report import read_benefits, read_findings
+    bad = tmp_path / "findings.csv"
+    bad.write_text("rule,hospital_id\nSPLIT_ADMISSION,H1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="findings file needs the columns"):
+        read_findings(bad)
+    import pyarrow as pa
+    import pyarrow.parquet as pq_
+    t = pq.read_table(demo["out"] / "benefits.parquet").drop_columns(["patient_cents"])
+    pq_.write_table(t, tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="patient_cents"):
+        read_benefits(tmp_path / "b.parquet", demo["out"] / "persons.csv")
+    assert isinstance(t, pa.Table)

@@ -4,8 +4,10 @@
 values by month and fund, per-hospital payments, costs and case-mix) and, when ``outputs``
 names the folder holding the settled periods' output folders (``<outputs>/<YYYY-MM>/
 cases.parquet`` as ``drgdip settle --out`` writes them), the cases too (the most loss-making
-groups, deviation cases). Plots are matplotlib SVG inlined in the page: no file or network
-is needed to view it. The same ledger and outputs give the same bytes.
+groups, deviation cases). ``findings`` (a ``drgdip monitor`` findings CSV) adds the section
+智能监控 Monitoring; ``benefits`` (a ``drgdip benefits`` stays file) with ``persons`` (its persons
+file) adds 患者负担 Patient burden. Plots are matplotlib SVG inlined in the page: no file or
+network is needed to view it. The same ledger and inputs give the same bytes.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from drgdip.codesets.reasons import describe, reason_ids
 from drgdip.arrowio import numeric
+from drgdip.codesets.reasons import describe, reason_ids
 from drgdip.weights import ledger as ledger_mod
 
 TOP_LOSS_GROUPS = 20
+FINDING_ROWS = 200          # drill-down rows of the monitoring section (the rest are counted)
+TOP_DOCTORS = 30            # doctors listed in the monitoring section, most findings first
 DEVIATION_TYPES = ("high_cost", "low_cost", "special_review")
 FUND_COLOURS = {"employee": "#1f77b4", "resident": "#d62728"}
 
@@ -105,6 +109,56 @@ def read_cases(outputs, periods: list[str]) -> pa.Table | None:
                     "reason": opt("reason"), "pricing_reason": opt("pricing_reason")}
             parts.append(pa.table(cols))
     return pa.concat_tables(parts) if parts else None
+
+
+def _csv_dicts(path, need: set[str], what: str) -> list[dict]:
+    import csv
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not need <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: {what} needs the columns {', '.join(sorted(need))}")
+        return [{k: (v or "").strip() for k, v in row.items()} for row in reader]
+
+
+FINDING_COLUMNS = {"id", "rule", "severity", "hospital_id", "doctor_id", "patient_id", "record_ids",
+                   "message_zh", "message_en", "status"}
+
+
+def read_findings(path) -> list[dict]:
+    """The rows of a monitoring findings CSV (as ``drgdip monitor`` writes it), in file order."""
+    return _csv_dicts(path, FINDING_COLUMNS, "a monitoring findings file")
+
+
+BENEFIT_COLUMNS = ("id", "patient_id", "year", "fund", "status", "reason", "total_cost_cents", "fund_basic_cents",
+                   "fund_critical_cents", "assistance_cents", "assistance_relief_cents", "patient_cents")
+
+
+def read_benefits(path, persons=None) -> dict:
+    """The stays of a benefits file (``drgdip benefits`` output) and each stay's assistance
+    class from the persons file (the person-and-year row first, then the person's row):
+    ``{"stays": pa.Table, "classes": [code | "" (none) | None (not listed)], "class_names": {code: zh}}``."""
+    t = pq.read_table(path) if str(path).lower().endswith(".parquet") else None
+    if t is None:
+        from drgdip.arrowio import read_table
+        t = read_table(path)
+    missing = [c for c in BENEFIT_COLUMNS if c not in t.column_names]
+    if missing:
+        raise ValueError(f"{path}: a benefits file needs the columns {', '.join(missing)}")
+    from drgdip.weights.benefits import load_benefit_policy
+    policy = load_benefit_policy()
+    labels = policy.class_of_label()
+    by_key: dict = {}
+    if persons is not None:
+        for row in _csv_dicts(persons, {"patient_id"}, "a persons file"):
+            c = row.get("assistance_class", "").lower()
+            code = "" if c in ("", "none", "无") else labels.get(c, c)
+            by_key[(row["patient_id"], row.get("year") or None)] = code
+    classes = []
+    for pid, year in zip(t["patient_id"].to_pylist(), t["year"].to_pylist()):
+        y = None if year is None else str(year)
+        classes.append(by_key.get((pid, y), by_key.get((pid, None))) if persons is not None else None)
+    return {"stays": t, "classes": classes, "class_names": {c.code: c.zh for c in policy.classes.values()},
+            "class_order": list(policy.classes)}
 
 
 # ----------------------------------------------------------------- figures
@@ -330,8 +384,10 @@ def _cmi(x: float) -> str:
 
 
 def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = None,
-                 group_names: dict | None = None) -> str:
-    """The page. ``hospitals``: hospital_id → {"name", "level"}; ``group_names``: group code → name."""
+                 group_names: dict | None = None, findings: list[dict] | None = None,
+                 benefits: dict | None = None) -> str:
+    """The page. ``hospitals``: hospital_id → {"name", "level"}; ``group_names``: group code → name;
+    ``findings``: rows of :func:`read_findings`; ``benefits``: :func:`read_benefits`."""
     hospitals = hospitals or {}
     group_names = group_names or {}
     levels = led.get("levels", {})
@@ -507,6 +563,12 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
              _h("清算调整", "adjustment"), _h("月度已付", "monthly paid"), _h("清算余额", "balance")],
             rows + foot, 4, "annual"))
 
+    # -- smart monitoring and the patient's side, when given
+    if findings is not None:
+        sections.append(_monitoring_section(findings, hospitals))
+    if benefits is not None:
+        sections.append(_benefits_section(benefits))
+
     # -- where the figures come from
     rev_rows = [[r["period"], r["kind"], r["revision"], r.get("state", "current"),
                  _Html(f"<time>{html.escape(r['created_at'])}</time>"),
@@ -530,6 +592,157 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>"
             f"<style>{_CSS}</style><script>{_SCRIPT}</script></head>\n"
             f"<body data-plots-expected=\"{plots}\">\n{head}\n" + "\n".join(sections) + "\n</body></html>\n")
+
+
+def _rule_names() -> dict:
+    from drgdip.weights.monitoring import load_rules
+    return {r.rule: r.zh_name for r in load_rules()}
+
+
+def _count_table(keys: list[tuple], rows_of: dict, rule_cols: list[str], head: list, tid: str,
+                 total_label_cells: int) -> tuple[list, list]:
+    """Rows of (key cells…, count per rule…, total) and the totals row."""
+    rows = [[*k, *(rows_of[k].get(r, 0) for r in rule_cols), sum(rows_of[k].values())] for k in keys]
+    foot = [_h("合计", "total"), *([""] * (total_label_cells - 1)),
+            *(sum(rows_of[k].get(r, 0) for k in rows_of) for r in rule_cols), sum(sum(v.values()) for v in rows_of.values())]
+    return rows, foot
+
+
+def _monitoring_section(findings: list[dict], hospitals: dict) -> str:
+    """智能监控: findings by rule, by hospital and by doctor, and a drill-down of the findings."""
+    names = _rule_names()
+    flagged = [f for f in findings if f["status"] == "flagged"]
+    unchecked = [f for f in findings if f["status"] != "flagged"]
+    present = {f["rule"] for f in findings}
+    rule_order = [r for r in names if r in present] + sorted(present - set(names))
+    sec = [f"<h2>{_h('智能监控', 'Monitoring')}</h2>",
+           (f'<p class="note">{len(findings)} findings: {len(flagged)} flagged, {len(unchecked)} not checked '
+            "(a record without the input the rule needs). Each finding is a signal for review, not a verdict.</p>")]
+    if not findings:
+        sec.append("<p>No rule flagged anything.</p>")
+        return "\n".join(sec)
+    by_rule = {r: [f for f in flagged if f["rule"] == r] for r in rule_order}
+    rows = [[r, names.get(r, "-"), next((f["severity"] for f in findings if f["rule"] == r), "-"), len(by_rule[r]),
+             len({f["hospital_id"] for f in by_rule[r] if f["hospital_id"]}),
+             sum(1 for f in unchecked if f["rule"] == r)] for r in rule_order]
+    sec.append(f"<p>{_h('按规则', 'By rule')}</p>" + _table(
+        ["rule", _h("名称", "name"), _h("级别", "severity"), _h("疑点", "flagged"), _h("涉及医疗机构", "hospitals"),
+         _h("未检查", "not checked")], rows, 3, "monitor-rules",
+        [_h("合计", "total"), "", "", len(flagged), len({f["hospital_id"] for f in flagged if f["hospital_id"]}),
+         len(unchecked)]))
+    flagged_rules = [r for r in rule_order if by_rule[r]]
+    hosp: dict = {}
+    for f in flagged:
+        k = (f["hospital_id"] or "-",)
+        hosp.setdefault(k, {})[f["rule"]] = hosp.get(k, {}).get(f["rule"], 0) + 1
+    keys = sorted(hosp)
+    rows, foot = _count_table(keys, hosp, flagged_rules, [], "monitor-hospitals", 2)
+    rows = [[r[0], _name(hospitals, {}, r[0])[0], *r[1:]] for r in rows]
+    foot = [foot[0], "", *foot[2:]]
+    sec.append(f"<p>{_h('按医疗机构', 'By hospital')}</p>" + _table(
+        ["hospital", _h("名称", "name"), *flagged_rules, _h("合计", "total")], rows, 2, "monitor-hospitals", foot))
+    doc: dict = {}
+    for f in flagged:
+        if f["doctor_id"]:
+            k = (f["doctor_id"], f["hospital_id"] or "-")
+            doc.setdefault(k, {})[f["rule"]] = doc.get(k, {}).get(f["rule"], 0) + 1
+    if doc:
+        doc_rules = [r for r in flagged_rules if any(r in v for v in doc.values())]
+        keys = sorted(doc, key=lambda k: (-sum(doc[k].values()), k))
+        rows, foot = _count_table(keys[:TOP_DOCTORS], doc, doc_rules, [], "monitor-doctors", 2)
+        rest = keys[TOP_DOCTORS:]
+        note = (f'<p class="note">The {TOP_DOCTORS} doctors with most findings; {len(rest)} more doctors have '
+                f"{sum(sum(doc[k].values()) for k in rest)} findings. The totals row counts every doctor.</p>"
+                if rest else "")
+        _, foot = _count_table(keys, doc, doc_rules, [], "monitor-doctors", 2)
+        sec.append(f"<p>{_h('按医师', 'By doctor')}</p>" + note + _table(
+            ["doctor", "hospital", *doc_rules, _h("合计", "total")], rows, 2, "monitor-doctors", foot))
+    shown = flagged[:FINDING_ROWS]
+    rows = [[f["rule"], f["severity"], f["hospital_id"] or "-", f["doctor_id"] or "-", f["patient_id"] or "-",
+             " | ".join(x for x in f["record_ids"].split("|") if x) or "-",
+             _Html(f'<span lang="zh">{html.escape(f["message_zh"])}</span><br>'
+                   f'<span lang="en">{html.escape(f["message_en"])}</span>')] for f in shown]
+    more = (f'<p class="note">The first {len(shown)} of {len(flagged)} flagged findings, in the order of the '
+            f"findings file; {len(flagged) - len(shown)} more are in the file.</p>"
+            if len(flagged) > len(shown) else "")
+    sec.append(f"<p>{_h('疑点明细', 'Findings')}</p>" + more + _table(
+        ["rule", _h("级别", "severity"), "hospital", "doctor", "patient", _h("病例", "records"),
+         _h("说明", "finding")], rows, 7, "monitor-findings"))
+    return "\n".join(sec)
+
+
+BENEFIT_TIERS = (("fund_basic_cents", "基本医保统筹基金", "basic fund"),
+                 ("fund_critical_cents", "大病保险", "critical-illness fund"),
+                 ("assistance_cents", "医疗救助", "medical assistance"),
+                 ("patient_cents", "个人负担", "patient"))
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def _mean_cents(total: int, n: int) -> int:
+    """total / n rounded half up, in integer cents."""
+    return (2 * total + n) // (2 * n)
+
+
+def _benefits_section(ben: dict) -> str:
+    """患者负担: the year's stays split between the three tiers and the patient, by fund and by
+    assistance class (valid stays: paid or in a waiting period)."""
+    t = ben["stays"]
+    status = t["status"].to_pylist()
+    valid = [s != "invalid" for s in status]
+    money = {c: [0 if v is None else int(v) for v in t[c].to_pylist()] for c in
+             ("total_cost_cents",) + tuple(c for c, *_ in BENEFIT_TIERS) + ("assistance_relief_cents",)}
+    fund = t["fund"].to_pylist()
+    funds = sorted({f for f, ok in zip(fund, valid) if ok and f})
+    n_valid = sum(valid)
+    sec = [f"<h2>{_h('患者负担', 'Patient burden')}</h2>",
+           (f'<p class="note">{len(status)} stays: {status.count("paid")} paid, {status.count("waiting")} in a '
+            f"waiting period (待遇等待期: the patient bears the whole cost), {status.count('invalid')} invalid (left "
+            "out below, see their reasons). Basic insurance, then critical-illness insurance, then medical "
+            "assistance (三重制度, docs/benefits.md); per stay the four parts add up to its cost. The settlement's "
+            "personal share comes from the records, not from this calculation.</p>")]
+
+    def tot(col, pick):
+        return sum(v for v, ok in zip(money[col], pick) if ok)
+
+    fpick = {f: [ok and x == f for ok, x in zip(valid, fund)] for f in funds}
+    cost_all = tot("total_cost_cents", valid)
+    rows = []
+    for col, zh, en in BENEFIT_TIERS:
+        rows.append([_h(zh, en), *(_money(tot(col, fpick[f])) for f in funds), _money(tot(col, valid)),
+                     _share(tot(col, valid), cost_all)])
+    relief = tot("assistance_relief_cents", valid)
+    sec.append(f"<p>{_h('按支付方', 'By tier')}</p>" + _table(
+        [_h("支付方", "tier"), *funds, _h("全部", "all"), _h("占费用", "share of cost")], rows, 1, "benefit-tiers",
+        [_h("合计", "total"), *(_money(tot("total_cost_cents", fpick[f])) for f in funds), _money(cost_all),
+         _share(cost_all, cost_all)]) +
+        f'<p class="note">Medical assistance includes {_money(relief)} of 倾斜救助 (relief for a heavy burden).</p>')
+    classes = ben["classes"]
+    names = ben["class_names"]
+    present = {c for c, ok in zip(classes, valid) if ok}
+    order = [c for c in ben["class_order"] if c in present] + sorted(x for x in present if x and x not in names)
+    order += [x for x in ("", None) if x in present]
+    pid = t["patient_id"].to_pylist()
+    rows = []
+    for c in order:
+        pick = [ok and x == c for ok, x in zip(valid, classes)]
+        n = sum(pick)
+        cost = tot("total_cost_cents", pick)
+        label = c if c else ("none" if c == "" else "not listed")
+        zh = names.get(c, "-") if c else ("无" if c == "" else "不在人员名单")
+        rows.append([label, zh, n, len({p for p, ok in zip(pid, pick) if ok}), _money(cost),
+                     *(_share(tot(col, pick), cost) for col, *_ in BENEFIT_TIERS),
+                     _money(_mean_cents(tot("patient_cents", pick), n))])
+    sec.append(f"<p>{_h('按救助对象类别', 'By assistance class')}</p>" + _table(
+        [_h("类别", "class"), _h("名称", "name"), _h("住院", "stays"), _h("人数", "persons"), _h("费用", "cost"),
+         *(_h(zh, en) for _, zh, en in BENEFIT_TIERS), _h("人均每次负担", "patient per stay")], rows, 2,
+        "benefit-classes",
+        [_h("合计", "total"), "", n_valid, len({p for p, ok in zip(pid, valid) if ok}), _money(cost_all),
+         *(_share(tot(col, valid), cost_all) for col, *_ in BENEFIT_TIERS),
+         _money(_mean_cents(tot("patient_cents", valid), n_valid)) if n_valid else "-"]))
+    return "\n".join(sec)
 
 
 def _unpriced_section(cases: pa.Table) -> str:
@@ -561,12 +774,15 @@ def _unpriced_section(cases: pa.Table) -> str:
     return "\n".join(sec)
 
 
-def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=None) -> Path:
+def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=None, findings=None,
+                 benefits=None, persons=None) -> Path:
     """Write the report of a settled ledger (and of its settled outputs, if given) atomically.
 
     ``hospitals``: a CSV of hospital_id, name, level (names and levels in the tables; levels
     otherwise from the policy's ``coefficients.hospital_level``). ``scheme``: a scheme (or its
-    path) whose group names label the groups."""
+    path) whose group names label the groups. ``findings``: a monitoring findings CSV (section
+    智能监控). ``benefits``: a benefits stays file, with ``persons`` (the persons CSV it was
+    computed with) for the assistance classes (section 患者负担)."""
     led = read_ledger(ledger_path)
     periods = sorted({r["period"] for r in led["runs"] if r["kind"] == "monthly"})
     names = read_hospitals(hospitals) if hospitals else None
@@ -574,7 +790,9 @@ def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=Non
     if scheme is not None:
         from drgdip.grouper.api import load_scheme
         group_names = dict(load_scheme(scheme).names)
-    page = build_report(led, read_cases(outputs, periods), names, group_names)
+    page = build_report(led, read_cases(outputs, periods), names, group_names,
+                        read_findings(findings) if findings else None,
+                        read_benefits(benefits, persons) if benefits else None)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
