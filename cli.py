@@ -949,19 +949,28 @@ def demo_cmd(out, seed, records_per_month, hospitals, quiet):
 @click.option("--hospitals", "hospitals_path", type=click.Path(dir_okay=False),
               help="CSV of hospital_id, name, level: names (and levels) in the tables.")
 @click.option("--scheme", type=click.Path(), help="Scheme whose group names label the groups.")
+@click.option("--findings", type=click.Path(dir_okay=False),
+              help="Monitoring findings (drgdip monitor's output): the 智能监控 section.")
+@click.option("--benefits", type=click.Path(dir_okay=False),
+              help="Benefits per stay (drgdip benefits' output): the 患者负担 patient-burden section.")
+@click.option("--persons", type=click.Path(dir_okay=False),
+              help="The persons file the benefits were computed with (assistance classes), with --benefits.")
 @user_errors
-def report_cmd(ledger_path, out, outputs, hospitals_path, scheme):
+def report_cmd(ledger_path, out, outputs, hospitals_path, scheme, findings, benefits, persons):
     """Write the self-contained HTML report (Chinese and English) of a settled ledger.
 
     \b
     Example:
       drgdip report region.db --outputs settled/ --hospitals hospitals.csv --scheme chs11.drgscheme -o report.html
+      drgdip report demo/ledger.db --outputs demo/settled --findings demo/findings.csv \\
+          --benefits demo/benefits.parquet --persons demo/persons.csv -o report.html
     """
     from drgdip.weights.ledger import LedgerError
     from drgdip.weights.report import write_report
     try:
-        _refuse_overwrite([ledger_path, hospitals_path], out)
-        path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme)
+        _refuse_overwrite([ledger_path, hospitals_path, findings, benefits, persons], out)
+        path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme,
+                            findings=findings, benefits=benefits, persons=persons)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"report -> {path}")

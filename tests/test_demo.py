@@ -188,3 +188,14 @@ def test_benefits_beside_the_settlement(demo):
     ben = demo["benefits"]
     assert ben["patient_cents"] == int(pc.sum(ok["patient_cents"]).as_py())
     assert "patient's side 2024" in summary_table(demo) and "monitoring 2024:" in summary_table(demo)
+
+
+def test_drgdip_report_rebuilds_the_demo_report_byte_for_byte(demo, tmp_path):
+    out = demo["out"]
+    page = tmp_path / "r.html"
+    r = CliRunner().invoke(main, ["report", str(out / "ledger.db"), "--outputs", str(out / "settled"),
+                                  "--hospitals", str(out / "hospitals.csv"), "--scheme", "teaching",
+                                  "--findings", str(out / "findings.csv"), "--benefits", str(out / "benefits.parquet"),
+                                  "--persons", str(out / "persons.csv"), "-o", str(page)])
+    assert r.exit_code == 0, r.output
+    assert page.read_bytes() == (out / "report.html").read_bytes()
