@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from drgdip.arrowio import InputError
 from drgdip.codesets.record import FEE_COLUMNS
 from drgdip.synth.region import load_scheme, synthesize_region
 
@@ -118,7 +119,7 @@ def plant_anomalies(seed: int = 0, scheme=None, years=(2024,), months=12, hospit
              ep["transfers"]]
     cut = np.cumsum([0] + sizes)
     if cut[-1] * 2 > len(pool):
-        raise ValueError("the region is too small for the planted episodes: ask for more records")
+        raise InputError("the region is too small for the planted episodes: ask for more records")
     sel = [pool[cut[k]:cut[k + 1]] for k in range(len(sizes))]
     donors = pool[cut[-1]:]
     new_parts, truth_pairs = [], {"SPLIT_ADMISSION": [], "OVERLAPPING_STAY": []}
@@ -186,7 +187,7 @@ def plant_anomalies(seed: int = 0, scheme=None, years=(2024,), months=12, hospit
                     continue
                 break
             else:
-                raise ValueError("not enough donor records for the planted controls")
+                raise InputError("not enough donor records for the planted controls")
             used.add(j)
             if kind == "other_condition":
                 g = int(rng.integers(ep["other_condition_gap_days"][0], ep["other_condition_gap_days"][1] + 1))
@@ -271,6 +272,7 @@ def score(findings: pa.Table, truth: dict) -> dict:
 
 def main(argv=None) -> None:   # python -m drgdip.synth.anomalies: the measurement docs/monitoring.md reports
     import argparse
+
     from drgdip.weights.monitoring import monitor
     ap = argparse.ArgumentParser(description="Plant anomalies (2024), run the monitoring rules with 2023 as history, "
                                              "print precision and recall.")

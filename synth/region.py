@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from drgdip.arrowio import InputError
 from drgdip.codesets.record import FEE_COLUMNS, FIELDS
 from drgdip.synth.catalogue import KINDS, Catalogue, build_catalogue
 
@@ -53,7 +54,7 @@ def make_hospitals(n: int, seed: int, params: dict | None = None) -> pa.Table:
     p = params or load_params()
     hp = p["hospitals"]
     if n < 1:
-        raise ValueError("hospitals must be at least 1")
+        raise InputError("hospitals must be at least 1")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     shares = np.array([hp["level_shares"][lv] for lv in LEVELS], dtype=float)
     raw = shares / shares.sum() * n
@@ -128,7 +129,7 @@ def build_profile(cat: Catalogue, seed: int, params: dict) -> Profile:
     specs = cat.adrgs
     n = len(specs)
     if n == 0:
-        raise ValueError("the scheme has no ADRG a record could be drawn for")
+        raise InputError("the scheme has no ADRG a record could be drawn for")
     kind = np.array([KINDS.index(a.kind) for a in specs])
     med = np.array([g["weight"][KINDS[k]][0] for k in kind])
     sig = np.array([g["weight"][KINDS[k]][1] for k in kind])
@@ -404,7 +405,7 @@ def synthesize_month(prof: Profile, hosp: pa.Table, year: int, month: int, n: in
 def _months(months) -> list[int]:
     ms = list(range(1, int(months) + 1)) if isinstance(months, (int, np.integer)) else [int(m) for m in months]
     if not ms or any(m < 1 or m > 12 for m in ms):
-        raise ValueError("months must be a count 1–12 or month numbers 1–12")
+        raise InputError("months must be a count 1–12 or month numbers 1–12")
     return ms
 
 
@@ -426,9 +427,9 @@ def synthesize_region(scheme=None, seed: int = 0, years=(2024,), months=12, hosp
     s = load_scheme(scheme)
     years = [int(y) for y in ([years] if isinstance(years, (int, np.integer)) else years)]
     if not years:
-        raise ValueError("years must name at least one year")
+        raise InputError("years must name at least one year")
     if records_per_month < 1:
-        raise ValueError("records_per_month must be at least 1")
+        raise InputError("records_per_month must be at least 1")
     ms = _months(months)
     prof = build_profile(build_catalogue(s), seed, p)
     hosp = make_hospitals(hospitals, seed, p)
@@ -479,7 +480,7 @@ def make_persons(records: pa.Table, year: int, seed: int, params: dict | None = 
     shares = np.array([p["assistance_shares"][c] for c in classes], dtype=float)
     edges = np.cumsum(shares)
     if edges[-1] > 1:
-        raise ValueError("[persons].assistance_shares add up to more than 1")
+        raise InputError("[persons].assistance_shares add up to more than 1")
     k = np.searchsorted(edges, rng.random(n), side="right")
     cls = np.array(classes + [None], dtype=object)[k]
     cls[fund != "resident"] = None

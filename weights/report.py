@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from drgdip.arrowio import numeric
+from drgdip.arrowio import InputError, numeric
 from drgdip.codesets.reasons import describe, reason_ids
 from drgdip.weights import ledger as ledger_mod
 
@@ -62,7 +62,7 @@ def read_ledger(ledger_path) -> dict:
         annual = _hospital_rows(conn, "annual")
         last = conn.execute("SELECT policy_text FROM runs WHERE current=1 ORDER BY run_id DESC LIMIT 1").fetchone()
     if not runs:
-        raise ValueError(f"{ledger_path}: the ledger holds no settlement")
+        raise InputError(f"{ledger_path}: the ledger holds no settlement")
     try:
         policy = tomllib.loads(last[0]) if last else {}
     except tomllib.TOMLDecodeError:
@@ -81,7 +81,7 @@ def read_hospitals(path) -> dict[str, dict]:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         if "hospital_id" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: a hospital list needs the column hospital_id (and name, level)")
+            raise InputError(f"{path}: a hospital list needs the column hospital_id (and name, level)")
         for row in reader:
             out[row["hospital_id"].strip()] = {"name": (row.get("name") or "").strip(),
                                                "level": (row.get("level") or "").strip()}
@@ -116,7 +116,7 @@ def _csv_dicts(path, need: set[str], what: str) -> list[dict]:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         if not need <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: {what} needs the columns {', '.join(sorted(need))}")
+            raise InputError(f"{path}: {what} needs the columns {', '.join(sorted(need))}")
         return [{k: (v or "").strip() for k, v in row.items()} for row in reader]
 
 
@@ -143,7 +143,7 @@ def read_benefits(path, persons=None) -> dict:
         t = read_table(path)
     missing = [c for c in BENEFIT_COLUMNS if c not in t.column_names]
     if missing:
-        raise ValueError(f"{path}: a benefits file needs the columns {', '.join(missing)}")
+        raise InputError(f"{path}: a benefits file needs the columns {', '.join(missing)}")
     from drgdip.weights.benefits import load_benefit_policy
     policy = load_benefit_policy()
     labels = policy.class_of_label()
