@@ -35,6 +35,11 @@ def test_agreement_on_drg(version, cases):
     assert set(report.disagreements) & set(REFERENCE_DEFECTS)  # the documented classes are real
     # the regenerated corpora: the reference enters MDCM/MDCN as we do (no class set aside for them)
     assert report.agree["mdc"] >= 0.998, report.text()
+    # the figures in docs/conformance.md are this command's output, not typed by hand
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "conformance.md").read_text(encoding="utf-8")
+    head = "\n".join(report.text().splitlines()[:6])
+    assert head in doc, f"docs/conformance.md is out of date; paste the output of drgdip conformance:\n{head}"
 
 
 @pytest.mark.parametrize("version,cases", CASES)
