@@ -761,9 +761,9 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
               help="Earlier records: hospitals' CC/MCC shares are also compared with their own past.")
 @click.option("--outpatient", "outpatient_path", type=click.Path(dir_okay=False),
               help="Outpatient visits (patient_id, hospital_id, visit_date, total_cost) for the cost-shifting rule.")
-@click.option("--partitions", type=int, help="Split the work by patient into this many temporary files "
+@click.option("--partitions", type=click.IntRange(min=1), help="Split the work by patient into this many temporary files "
               "(bounded memory; default: one per 2,000,000 rows of a Parquet file).")
-@click.option("--batch-size", default=65536, show_default=True, help="Records read per batch.")
+@click.option("--batch-size", default=65536, show_default=True, type=click.IntRange(min=1), help="Records read per batch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def monitor_cmd(records, output, rules_path, extra_rules, scheme, weights_path, history_path, outpatient_path,

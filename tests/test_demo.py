@@ -199,3 +199,28 @@ def test_drgdip_report_rebuilds_the_demo_report_byte_for_byte(demo, tmp_path):
                                   "--persons", str(out / "persons.csv"), "-o", str(page)])
     assert r.exit_code == 0, r.output
     assert page.read_bytes() == (out / "report.html").read_bytes()
+
+
+def test_every_command_reads_records_with_discharge_dates(demo, tmp_path):
+    """The demo's files carry discharge dates (text YYYY-MM-DD) and no `year` column: every
+    command that reads records runs on them (a date path once crashed dip catalog on pyarrow 26)."""
+    out = demo["out"]
+    month, history = str(out / "data" / "2024-05.parquet"), str(out / "data" / "history.parquet")
+    policy, weights = str(out / "policy.toml"), str(out / "weights.parquet")
+    runs = {
+        "group": ["group", month, "-o", str(tmp_path / "g.parquet"), "--quiet"],
+        "check": ["check", month, "--policy", policy, "-o", str(tmp_path / "f.csv"), "--quiet"],
+        "weights": ["weights", history, "--policy", policy, "-o", str(tmp_path / "w.parquet"), "--quiet"],
+        "dip catalog": ["dip", "catalog", history, "-o", str(tmp_path / "cat.parquet")],
+        "simulate": ["simulate", month, "--weights", weights, "--policy", policy, "--ledger", str(out / "ledger.db")],
+        "monitor": ["monitor", month, "-o", str(tmp_path / "m.csv")],
+        "compare": ["compare", month, "--scheme", "teaching", "--scheme", "teaching", "--policy", policy,
+                    "--weights", weights, "--weights", weights],
+        "benefits": ["benefits", month, "--persons", str(out / "persons.csv"), "-o", str(tmp_path / "b.parquet")],
+    }
+    for name, args in runs.items():
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, (name, r.output)
+    cat = pq.read_table(tmp_path / "cat.parquet")
+    assert json.loads(cat.schema.metadata[b"drgdip.dip"])["year_source"] == "column discharge_date"
+    assert "same DRG" in CliRunner().invoke(main, runs["compare"]).output
