@@ -45,15 +45,25 @@ def normalize_scalar(code: str | None) -> str | None:
 
 
 def normalize_array(arr: pa.Array) -> pa.Array:
-    """Normalise codes (string or list<string>)."""
-    if _normalize_codes is not None:
-        out = _normalize_codes(arr)
-        return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
-    if isinstance(arr, pa.ChunkedArray):  # pragma: no cover
+    """Normalise codes (string or list<string>), each distinct string once: a batch holds the
+    same few thousand codes many times over, so the strings are dictionary-encoded, the
+    dictionary normalised, and the rows take their entry's result."""
+    if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if pa.types.is_list(arr.type):  # pragma: no cover
-        return pa.ListArray.from_arrays(arr.offsets, normalize_array(arr.values), mask=arr.is_null())
-    s = pc.utf8_upper(pc.replace_substring_regex(arr.cast(pa.string()), r"\s+", ""))  # pragma: no cover
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        if arr.offset:                       # a slice: from_arrays takes no null bitmap at an offset
+            arr = arr.take(pa.array(np.arange(len(arr))))
+        return type(arr).from_arrays(arr.offsets, normalize_array(arr.values), mask=arr.is_null())
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr.cast(pa.string()))
+    return _normalize_distinct(arr.dictionary.cast(pa.string())).take(arr.indices)
+
+
+def _normalize_distinct(values: pa.Array) -> pa.Array:
+    if _normalize_codes is not None:
+        out = _normalize_codes(values)
+        return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+    s = pc.utf8_upper(pc.replace_substring_regex(values, r"\s+", ""))  # pragma: no cover
     s = pc.replace_substring_regex(s, r"(.)X", r"\1x")  # pragma: no cover
     return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)  # pragma: no cover
 
