@@ -656,7 +656,8 @@ def ledger_show_cmd(ledger_path):
               help="Region policy (TOML): price both sides and pay them at a constant pool.")
 @click.option("--code-tables", "--codes", "codes_dir", type=click.Path(file_okay=False), help="Code-set folder.")
 @click.option("-o", "--output", "--out", "out", type=click.Path(file_okay=False),
-              help="Folder for transitions.csv, hospitals.csv, departments.csv, groups.csv, cases.parquet, summary.json.")
+              help="Folder for transitions.csv, hospitals.csv, departments.csv, groups.csv, cases.parquet, "
+                   "summary.json and the page compare.html.")
 @user_errors
 def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
     """What-if between two schemes (分组方案切换测算): group transitions, points and payment change.
@@ -689,9 +690,12 @@ def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
         for name, t in (("hospitals", r.by_hospital), ("departments", r.by_department), ("groups", r.by_group)):
             if t is not None:
                 write_table(t, folder / f"{name}.csv")
-        tmp = folder / ".summary.json.tmp"
-        tmp.write_text(json.dumps(r.summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(folder / "summary.json")
+        from drgdip.weights.report import compare_page
+        for name, text_ in (("summary.json", json.dumps(r.summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n"),
+                            ("compare.html", compare_page(r))):
+            tmp = folder / f".{name}.tmp"
+            tmp.write_text(text_, encoding="utf-8")
+            tmp.replace(folder / name)
     click.echo(r.text() + (f"\n-> {out}" if out else ""))
 
 

@@ -106,8 +106,12 @@ def test_cli_writes_every_table(tmp_path, unsplit_scheme):
                                     "--weights", str(tmp_path / "wa.csv"), "--weights", str(tmp_path / "wb.csv"),
                                     "--policy", str(pol), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == ["cases.parquet", "departments.csv", "groups.csv", "hospitals.csv",
-                                                     "summary.json", "transitions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["cases.parquet", "compare.html", "departments.csv", "groups.csv",
+                                                     "hospitals.csv", "summary.json", "transitions.csv"]
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert "<td class=\"t\">H1</td><td class=\"n\">3</td>" in page and "-4,171.87" in page and "+18.96" in page
+    # summary (9 lines + pool, point value, unpriced), transitions, hospitals, departments, groups
+    assert page.count("<tr>") - page.count("<thead><tr>") == 12 + 4 + 2 + 3 + 4
     assert "40828.13" in (out / "hospitals.csv").read_text()
     one = CliRunner().invoke(main, ["compare", str(src), "--scheme", "teaching", "-o", str(out)])
     assert one.exit_code == 2 and "two --scheme" in one.output

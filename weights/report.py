@@ -799,3 +799,49 @@ def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=Non
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+# ---------------------------------------------------------------- what-if between schemes
+
+def compare_page(comparison, limit: int = 200) -> str:
+    """The page of a what-if between two schemes (分组方案切换测算, :mod:`weights.scheme_compare`):
+    the summary, the transition matrix (largest first, ``limit`` rows and the count of the
+    rest), and points and payment per hospital, department and group."""
+    s = comparison.summary
+    a, b = comparison.labels
+    sections = [f"<h2>{_h('概要', 'Summary')}</h2>" + _table(
+        [_h("项目", "item"), _h("数值", "value")],
+        [["records", f"{s['records']:,}"], [f"scheme A ({a})", s["scheme_a"]], [f"scheme B ({b})", s["scheme_b"]],
+         ["same DRG", f"{s['same_drg']:,} ({s['same_drg_pct']:.2f} %)"], ["same ADRG", f"{s['same_adrg_pct']:.2f} %"],
+         ["same MDC", f"{s['same_mdc_pct']:.2f} %"], ["distinct (A, B) pairs", f"{s['distinct_transitions']:,}"],
+         ["status A", ", ".join(f"{k} {v:,}" for k, v in s["status_a"].items())],
+         ["status B", ", ".join(f"{k} {v:,}" for k, v in s["status_b"].items())]]
+        + ([[f"fund {f}: pool", _money(round(s["pool"][f] * 100))] for f in s.get("pool", {})]
+           + [[f"fund {f}: point value A / B", f"{pv[0]:.6f} / {pv[1]:.6f}"] for f, pv in s.get("point_value", {}).items()]
+           + ([["unpriced A / B", f"{s['unpriced_a']:,} / {s['unpriced_b']:,}"]] if "unpriced_a" in s else [])),
+        2, "compare-summary")]
+    tr = comparison.transitions.to_pylist()
+    rows = [[t["drg_a"], t["name_a"], t["drg_b"], t["name_b"], f"{t['cases']:,}", f"{t['share_pct']:.4f}"]
+            for t in tr[:limit]]
+    more = f"<p class=\"note\">{len(tr) - limit:,} more pairs in transitions.csv</p>" if len(tr) > limit else ""
+    sections.append(f"<h2>{_h('病组转移矩阵', 'Transitions between groups')}</h2>" + _table(
+        ["DRG A", _h("名称", "name"), "DRG B", _h("名称", "name"), _h("病例", "cases"), _h("占比 %", "share %")],
+        rows, 4, "transitions") + more)
+    for title, table, key in ((("各医疗机构", "By hospital"), comparison.by_hospital, "hospital_id"),
+                              (("各科室", "By department"), comparison.by_department, "dept"),
+                              (("各原病组", "By group under A"), comparison.by_group, "drg_a")):
+        if table is None:
+            continue
+        rows = [[r[key], f"{r['cases']:,}", f"{r['points_a']:,.4f}", f"{r['points_b']:,.4f}",
+                 f"{r['payment_a']:,.2f}", f"{r['payment_b']:,.2f}", f"{r['payment_change']:+,.2f}",
+                 "-" if r["payment_change_pct"] is None else f"{r['payment_change_pct']:+.2f}"]
+                for r in table.sort_by([("payment_change", "ascending"), (key, "ascending")]).to_pylist()]
+        sections.append(f"<h2>{_h(*title)}</h2>" + _table(
+            [key, _h("病例", "cases"), _h("点数 A", "points A"), _h("点数 B", "points B"), _h("支付 A", "payment A"),
+             _h("支付 B", "payment B"), _h("变化", "change"), _h("变化 %", "change %")], rows, 1, key))
+    title = "drgdip 分组方案切换测算 what-if between schemes"
+    head = (f"<h1>{title}</h1><p>{html.escape(a)} → {html.escape(b)}. Payment at a constant pool per fund "
+            "(费用中性: the records' total cost, shared out by points on each side); rules in docs/compare.md.</p>")
+    return ("<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n{head}\n" + "\n".join(sections) + "\n</body></html>\n")
