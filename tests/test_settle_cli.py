@@ -165,3 +165,26 @@ def test_rate_form_with_the_official_harbin_table(tmp_path):
     assert cases[1]["pricing_reason"] == "GROUP_NOT_IN_TABLE" and cases[1]["points"] is None
     review = (tmp_path / "out" / "review.csv").read_text()
     assert "NOPE" in review and "5000" in review
+
+
+def test_settled_folder_and_files_follow_the_umask(tmp_path):
+    """The output folder and its files get ordinary permissions (0755 / 0644 under umask 022),
+    not mkdtemp's private 0700; --scheme teaching is recorded as the built-in scheme."""
+    import os
+    import sqlite3
+
+    from drgdip.synth.demo import run_demo
+    d = run_demo(tmp_path / "d", seed=5, progress=False, records_per_month=60, hospitals=3)["out"]
+    old = os.umask(0o022)
+    try:
+        r = CliRunner().invoke(main, ["settle", "2024-03", str(d / "data" / "2024-03.parquet"), "--policy",
+                                      str(d / "policy.toml"), "--weights", str(d / "weights.parquet"), "--ledger",
+                                      str(tmp_path / "l.db"), "--new-ledger", "--scheme", "teaching",
+                                      "-o", str(tmp_path / "out"), "--quiet"])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()} == {0o644}
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        assert conn.execute("SELECT scheme_id FROM runs").fetchone()[0] == "teaching_scheme"

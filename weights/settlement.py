@@ -161,16 +161,150 @@ def _binary_numerators(x: np.ndarray) -> list[int]:
 def _prorate(points: np.ndarray, total_cents: int) -> np.ndarray:
     """``total_cents`` spread over rows in proportion to their points (exact float64 values):
     row i's exact share is total × points_i / Σ points, then largest remainder."""
+    p = np.asarray(points, dtype=np.float64)
+    whole, e = _exact_total(p)
+    if whole <= 0:
+        return _prorate_exact(p, total_cents)
+    # share_i = n_i × total / whole, n_i = p_i / 2^e
+    return _spread(p, e, Fraction(int(total_cents), whole), int(total_cents))
+
+
+def _times_rate(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+    """Rate form: per row points × rate in cents (largest remainder) and their total, rounded half up."""
+    p = np.asarray(points, dtype=np.float64)
+    whole, e = _exact_total(p)
+    k = exact_decimal(rate) * 100                      # cents per point
+    total = half_up(k * whole * (Fraction(2) ** e))
+    return _spread(p, e, k * Fraction(2) ** e, total), total
+
+
+def _prorate_exact(points: np.ndarray, total_cents: int) -> np.ndarray:
+    """:func:`_prorate` in Python integers row by row (the reference; for signed points)."""
     nums = _binary_numerators(points)
     whole = sum(nums)
     return distribute_exact([a * total_cents for a in nums], whole, total_cents)
 
 
-def _times_rate(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
-    """Rate form: per row points × rate in cents (largest remainder) and their total, rounded half up."""
+def _times_rate_exact(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+    """:func:`_times_rate` in Fractions row by row (the reference)."""
     nums, den = _common([exact_binary(p) * exact_decimal(rate) * 100 for p in points])
     total = half_up(Fraction(sum(nums), den))
     return distribute_exact(nums, den, total), total
+
+
+def _mantissas(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 m, int64 x) with p = m × 2^x exactly, |m| < 2^53."""
+    mant, ex = np.frexp(p)
+    return (mant * float(1 << 53)).astype(np.int64), ex.astype(np.int64) - 53
+
+
+CHUNK = 1 << 20       # rows per step of the exact sums (bounds their temporaries)
+
+
+def _exact_total(p: np.ndarray) -> tuple[int, int]:
+    """(W, e): Σ p exactly as W × 2^e, with e the smallest exponent of the rows (W an int)."""
+    if p.size == 0:
+        return 0, 0
+    sums = _exact_sums_by(np.zeros(p.size, np.int8), p, 1)
+    return sums[0]
+
+
+def _exact_sums_by(key: np.ndarray, x: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Per key 0..k-1 the exact sum of the float64 values ``x`` as (W, e) with sum = W × 2^e
+    (integers; e the smallest exponent of all rows), in chunks of CHUNK rows. Per chunk and
+    exponent the mantissas' high and low 26 bits are summed by np.bincount: below 2^53, so exact."""
+    acc: dict[int, list[int]] = {}
+    for lo_row in range(0, x.size, CHUNK):
+        m, ex = _mantissas(x[lo_row:lo_row + CHUNK])
+        kc = key[lo_row:lo_row + CHUNK]
+        for xe in np.unique(ex).tolist():
+            sel = ex == xe
+            mk, kk = m[sel], kc[sel]
+            hi = np.bincount(kk, (mk >> 26).astype(np.float64), k)
+            lo = np.bincount(kk, (mk & ((1 << 26) - 1)).astype(np.float64), k)
+            row = acc.setdefault(xe, [0] * k)
+            for i in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
+                row[i] += (int(hi[i]) << 26) + int(lo[i])
+    if not acc:
+        return [(0, 0)] * k
+    e = min(acc)
+    return [(sum(row[i] << (xe - e) for xe, row in acc.items()), e) for i in range(k)]
+
+
+def _as_float(total: tuple[int, int]) -> float:
+    """W × 2^e correctly rounded (what math.fsum gives for the same values)."""
+    w, e = total
+    return float(Fraction(w) * Fraction(2) ** e)
+
+
+def _kth_largest(x: np.ndarray, k: int) -> float:
+    """The k-th largest value of ``x`` (values in [0, 1]) without copying it: a histogram finds
+    the bin holding it, then only that bin's values are ordered."""
+    hist = np.histogram(x, bins=4096, range=(0.0, 1.0))[0]
+    from_top = np.cumsum(hist[::-1])
+    j = 4095 - int(np.searchsorted(from_top, k))        # bin of the k-th largest
+    lo_v, hi_v = j / 4096, (j + 1) / 4096
+    above = int(np.count_nonzero(x >= hi_v)) if j < 4095 else 0
+    cand = x[(x >= lo_v) & (x < hi_v)] if j < 4095 else x[x >= lo_v]
+    if not above < k <= above + cand.size:                # the histogram's edges disagree: sort it all
+        return float(-np.partition(-x, k - 1)[k - 1])
+    return float(-np.partition(-cand, k - above - 1)[k - above - 1])
+
+
+def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
+    """Largest remainder of the exact shares ``n_i × k`` (n_i = p_i / 2^e, integers) into
+    integer cents summing to ``total``: the same cents as :func:`distribute_exact` on them,
+    computed on floats and made exact where a float could be wrong (shares within a few
+    ulps of a whole cent, remainders near the cut), value by value."""
+    n = p.size
+    if n == 0 or k < 0 or total < 0 or (p < 0).any() or not np.isfinite(p).all():
+        nums = [a * k.numerator for a in _binary_numerators(p)] if n else []
+        return distribute_exact(nums, k.denominator, total) if n else distribute_exact([], 1, total)
+    kf = float(k / Fraction(2) ** e)                  # cents per point, correctly rounded
+    tol = float(p.max()) * kf * 1e-15 + 1e-300        # each share within 3 ulps of the exact one
+    out = np.empty(n, dtype=np.int64)
+    frac = np.empty(n, dtype=np.float64)
+    for lo in range(0, n, CHUNK):                     # in chunks: one float array per row besides
+        q = p[lo:lo + CHUNK] * kf
+        f = np.floor(q)
+        out[lo:lo + CHUNK] = f
+        frac[lo:lo + CHUNK] = q - f
+    doubt = np.flatnonzero((frac <= tol) | (1.0 - frac <= tol))
+
+    def exact(idx: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """Rows idx: (floors, remainders over k's denominator of their distinct point values,
+        row → distinct value), once per distinct point value."""
+        vals, inv = np.unique(p[idx], return_inverse=True)
+        vm, vx = _mantissas(vals)
+        fl, rem = [], []
+        for mm, xx in zip(vm.tolist(), vx.tolist()):
+            a = (mm << (xx - e)) * k.numerator
+            f = a // k.denominator
+            fl.append(f)
+            rem.append(a - f * k.denominator)
+        inv = inv.reshape(-1)
+        return np.array(fl, dtype=np.int64)[inv], rem, inv
+
+    if doubt.size:
+        f_exact, r_exact, inv = exact(doubt)
+        out[doubt] = f_exact
+        frac[doubt] = np.array([r / k.denominator for r in r_exact], dtype=np.float64)[inv]
+    short = int(total) - int(out.sum())
+    if short < 0 or short > n:
+        raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
+    if short == 0:
+        return out
+    cut = _kth_largest(frac, short)
+    margin = 2.0 * tol + 1e-12
+    sure = np.flatnonzero(frac > cut + margin)
+    near = np.flatnonzero(np.abs(frac - cut) <= margin)
+    _, rems, inv = exact(near)
+    # rank of each distinct value's exact remainder (equal remainders, equal rank)
+    rank = np.unique(np.array(rems + [0], dtype=object)[:-1], return_inverse=True)[1].reshape(-1).astype(np.int64)
+    chosen = near[np.lexsort((near, -rank[inv]))][:short - sure.size]
+    out[sure] += 1
+    out[chosen] += 1
+    return out
 
 
 def withholding_cents(due_cents: np.ndarray, share: float) -> np.ndarray:
@@ -255,97 +389,231 @@ def _np(a, fill):
     return pc.fill_null(a, fill).to_numpy(zero_copy_only=False)
 
 
-def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
-    """Monthly pre-settlement of cases priced by :func:`price_cases` (see the module doc)."""
+class MonthTotals:
+    """A month's pre-settlement gathered batch by batch (the priced cases never held at once).
+
+    Per case it keeps only points (float64, NaN when unpriced), fund (int8) and hospital
+    (int32), 13 bytes; per hospital and fund the counts, weight sum (added in row order, so
+    the float is that of the whole file) and money in integer cents. :meth:`finish` prices
+    the month: the same figures as :func:`settle_period` on all the batches as one table,
+    whatever the batch size.
+
+    >>> totals = MonthTotals(policy, "2026-10")
+    >>> for batch in priced_batches: totals.add(batch)
+    >>> settlement, amount_cents = totals.finish()
+    """
+    WIDTH = len(FUNDS) + 1
+
+    def __init__(self, policy: Policy, period: str, rows: int | None = None):
+        """``rows``: the number of cases to come, when known (the arrays are then filled in
+        place instead of gathered and joined at the end)."""
+        self.policy, self.period = policy, period
+        self._points, self._fund, self._hosp = [], [], []
+        self._cap = rows
+        self._finished = False
+        if rows is not None:
+            self._points = [np.empty(rows, np.float64)]
+            self._fund = [np.empty(rows, np.int8)]
+            self._hosp = [np.empty(rows, np.int32)]
+        self._names: dict[str, int] = {}
+        k = 0
+        self.cases = np.zeros(k, np.int64)
+        self.unpriced = np.zeros(k, np.int64)
+        self.weight_sum = np.zeros(k, np.float64)
+        self.personal = np.zeros(k, np.int64)
+        self.cost = np.zeros(k, np.int64)
+        self.unpriced_cost = np.zeros(k, np.int64)
+        self.rows = 0
+
+    def _grow(self, cells: int) -> None:
+        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost"):
+            a = getattr(self, name)
+            if len(a) < cells:
+                setattr(self, name, np.concatenate([a, np.zeros(cells - len(a), a.dtype)]))
+
+    def add(self, priced: pa.Table | pa.RecordBatch) -> None:
+        """Count one batch of cases priced by :func:`price_cases` (in file order)."""
+        n = priced.num_rows
+        cols = canonical_columns(priced.schema)
+        points = _np(priced.column("points"), np.nan).astype(np.float64)
+        pool = np.isfinite(points)
+        fcode = fund_codes(priced.column("fund_key"))
+        personal = to_cents(np.nan_to_num(_np(numeric(priced.column(cols["personal_share"]), n)[0], 0.0))) \
+            if "personal_share" in cols else np.zeros(n, np.int64)
+        cost = to_cents(np.nan_to_num(_np(numeric(priced.column(cols["total_cost"]), n)[0], 0.0)))
+        weight = np.nan_to_num(_np(priced.column("weight"), np.nan))
+        hosp = pc.fill_null(text(priced.column(cols["hospital_id"]), n) if "hospital_id" in cols
+                            else pa.nulls(n, pa.string()), "")
+        enc = pc.dictionary_encode(hosp)
+        local = np.array([self._names.setdefault(h, len(self._names)) for h in enc.dictionary.to_pylist()] or [0],
+                         dtype=np.int64)
+        hid = local[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if n else np.zeros(0, np.int64)
+        self._grow(len(self._names) * self.WIDTH)
+        cell = hid * self.WIDTH + fcode
+        np.add.at(self.cases, cell[pool], 1)
+        np.add.at(self.unpriced, cell[~pool], 1)
+        np.add.at(self.weight_sum, cell[pool], weight[pool])
+        np.add.at(self.personal, cell[pool], personal[pool])
+        np.add.at(self.cost, cell[pool], cost[pool])
+        np.add.at(self.unpriced_cost, cell[~pool], cost[~pool])
+        if self._cap is not None:
+            if self.rows + n > self._cap:
+                raise ValueError(f"more than the {self._cap} cases announced")
+            for arr, v in ((self._points[0], points), (self._fund[0], fcode), (self._hosp[0], hid)):
+                arr[self.rows:self.rows + n] = v
+        else:
+            self._points.append(points)
+            self._fund.append(fcode.astype(np.int8))
+            self._hosp.append(hid.astype(np.int32))
+        self.rows += n
+
+    def finish(self) -> tuple[Settlement, np.ndarray]:
+        """(the settlement without its cases, each case's amount in cents, 0 when unpriced).
+        Once: the cents are written over the points."""
+        policy, period = self.policy, self.period
+        if self._finished:
+            raise RuntimeError("MonthTotals.finish runs once (the cents take the points' memory)")
+        if self._cap is not None:
+            points, fcode, hid = (a[0][:self.rows] for a in (self._points, self._fund, self._hosp))
+        else:
+            points = np.concatenate(self._points) if self._points else np.zeros(0)
+            self._points = [points]
+            fcode = np.concatenate(self._fund) if self._fund else np.zeros(0, np.int8)
+            self._fund = [fcode]
+            hid = np.concatenate(self._hosp) if self._hosp else np.zeros(0, np.int32)
+            self._hosp = [hid]
+        pool = np.isfinite(points)
+        width = self.WIDTH
+        names = list(self._names)
+        cells = len(names) * width
+        self._grow(cells)
+        cases_c, unp_c = self.cases[:cells], self.unpriced[:cells]
+        fund_of_cell = np.tile(np.arange(width), len(names))
+
+        # (hospital, fund) pairs with a case, hospitals sorted by id
+        dic = np.asarray(names, dtype=object)
+        order = np.argsort(dic.astype(str), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        cell_ids = np.arange(cells)
+        present = (cases_c + unp_c) > 0
+        sorted_cells = cell_ids[present][np.argsort(rank[cell_ids[present] // width] * width
+                                                    + cell_ids[present] % width, kind="stable")]
+        k = len(sorted_cells)
+        pos = np.full(cells, -1, dtype=np.int64)
+        pos[sorted_cells] = np.arange(k)
+        hid_s = dic[sorted_cells // width] if k else np.zeros(0, dtype=object)
+        fund_names = np.array(list(FUNDS) + [""], dtype=object)
+        hfund = fund_names[sorted_cells % width]
+        key = pos.astype(np.int32)[hid * np.int32(width) + fcode]
+        key[~pool] = k                                  # unpriced rows: a key of their own
+        points[~pool] = 0.0                             # (their points are NaN: pool says which)
+        points_h = np.array([_as_float(t) for t in _exact_sums_by(key, points, k + 1)[:k]],
+                            dtype=np.float64)           # = math.fsum per hospital and fund
+
+        # the cents of each case go into the points' own memory, fund after fund (0.0 is 0)
+        amount = points.view(np.int64)
+        self._finished = True
+        funds: dict[str, dict] = {}
+        value_of: dict[str, float | None] = {}
+        notes: list[str] = []
+        for fi, f in enumerate(FUNDS):
+            m = pool & (fcode == fi)
+            any_m = bool(m.any())
+            ptotal = _as_float(_exact_total(points[m])) if any_m else 0.0     # = math.fsum
+            fc = fund_of_cell == fi
+            ps = int(self.personal[:cells][fc].sum())
+            has_budget = f in policy.budget and period in policy.budget[f]
+            has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
+            paid_cents = 0
+            if not any_m and not has_budget and not has_rate:
+                amount[m] = 0
+                continue
+            value, budget, total = _point_value(policy, f, period, ptotal, ps)
+            value_of[f] = value
+            if any_m:
+                cents = _amounts(points[m], value, total)
+                paid_cents = int(cents.sum())
+                amount[m] = cents
+                del cents
+            elif budget:
+                notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
+            funds[f] = {
+                "budget": yuan(budget) if budget is not None else None,
+                "rate": value if policy.form == "rate" and budget is None else None,
+                "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
+                "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
+                "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
+                "payment": yuan(paid_cents),
+            }
+        amount[pool & (fcode >= len(FUNDS))] = 0
+        unknown = int(unp_c[fund_of_cell == len(FUNDS)].sum())
+        if unknown:
+            notes.append(f"{unknown} case(s) of no known fund are unpriced (see review)")
+        pay_h = np.zeros(k + 1, np.int64)
+        np.add.at(pay_h, key, amount)
+        pay_h = pay_h[:k]
+        cases_n, unpriced_n = cases_c[sorted_cells], unp_c[sorted_cells]
+        wsum = self.weight_sum[sorted_cells]
+        ps_h, cost_h = self.personal[sorted_cells], self.cost[sorted_cells]
+        ucost_h = self.unpriced_cost[sorted_cells]
+        due_h = pay_h - ps_h
+        withheld = np.zeros(k, np.int64)
+        share = policy.settlement.withholding_share
+        for f in funds:
+            m = (hfund == f)
+            withheld[m] = withholding_cents(due_h[m], share)
+        paid = due_h - withheld
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
+        pv = np.array([value_of.get(f) if value_of.get(f) is not None else np.nan for f in hfund],
+                      dtype=np.float64)
+        keep_key = hfund != ""
+        hospitals = pa.table({
+            "hospital_id": pa.array(hid_s.tolist(), pa.string()), "fund": pa.array(hfund.tolist(), pa.string()),
+            "cases": cases_n, "unpriced_cases": unpriced_n,
+            "cmi": pa.array(cmi, pa.float64(), from_pandas=True), "weight_sum": wsum, "points": points_h,
+            "point_value": pa.array(pv, pa.float64(), from_pandas=True),
+            "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
+            "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
+        }).filter(pa.array(keep_key, pa.bool_()))
+        for f in funds:
+            m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
+            h = hospitals.filter(pa.array(m, pa.bool_()))
+            funds[f].update({
+                "amount_due": yuan(pc.sum(h["amount_due_cents"]).as_py() or 0),
+                "withheld": yuan(pc.sum(h["withheld_cents"]).as_py() or 0),
+                "paid": yuan(pc.sum(h["paid_cents"]).as_py() or 0),
+                "hospitals": int(h.num_rows),
+            })
+        return Settlement(period, "monthly", hospitals, funds, None, notes), amount
+
+
+def case_amounts(priced: pa.Table | pa.RecordBatch, amount_cents: np.ndarray):
+    """The priced cases plus ``amount`` and ``fund_amount`` (yuan; null when unpriced)."""
     n = priced.num_rows
     cols = canonical_columns(priced.schema)
-    points = _np(priced["points"], np.nan)
-    pool = np.isfinite(points)
-    fcode = fund_codes(priced["fund_key"])
-    personal = to_cents(np.nan_to_num(_np(numeric(priced[cols["personal_share"]], n)[0], 0.0))) \
+    pool = np.isfinite(_np(priced.column("points"), np.nan).astype(np.float64))
+    personal = to_cents(np.nan_to_num(_np(numeric(priced.column(cols["personal_share"]), n)[0], 0.0))) \
         if "personal_share" in cols else np.zeros(n, np.int64)
-    cost = to_cents(np.nan_to_num(_np(numeric(priced[cols["total_cost"]], n)[0], 0.0)))
-    weight = np.nan_to_num(_np(priced["weight"], np.nan))
+    amount = np.asarray(amount_cents, dtype=np.int64)
+    arrays = list(priced.columns) + [
+        pa.array(np.where(pool, amount / 100.0, np.nan), pa.float64(), from_pandas=True),
+        pa.array(np.where(pool, (amount - personal) / 100.0, np.nan), pa.float64(), from_pandas=True)]
+    schema = priced.schema.append(pa.field("amount", pa.float64())).append(pa.field("fund_amount", pa.float64()))
+    if isinstance(priced, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
-    amount = np.zeros(n, dtype=np.int64)
-    funds: dict[str, dict] = {}
-    value_of: dict[str, float | None] = {}
-    notes: list[str] = []
-    for fi, f in enumerate(FUNDS):
-        m = pool & (fcode == fi)
-        ptotal = exact_sum(points[m])
-        ps = int(personal[m].sum())
-        has_budget = f in policy.budget and period in policy.budget[f]
-        has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
-        if not m.any() and not has_budget and not has_rate:
-            continue
-        value, budget, total = _point_value(policy, f, period, ptotal, ps)
-        value_of[f] = value
-        if m.any():
-            amount[m] = _amounts(points[m], value, total)
-        elif budget:
-            notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
-        unp = (~pool) & (fcode == fi)
-        funds[f] = {
-            "budget": yuan(budget) if budget is not None else None,
-            "rate": value if policy.form == "rate" and budget is None else None,
-            "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
-            "cases": int(m.sum()), "unpriced_cases": int(unp.sum()), "unpriced_cost": yuan(cost[unp].sum()),
-            "payment": yuan(amount[m].sum()),
-        }
-    unknown = (~pool) & (fcode == len(FUNDS))
-    if unknown.any():
-        notes.append(f"{int(unknown.sum())} case(s) of no known fund are unpriced (see review)")
 
-    hid, hfund, key = _hospital_keys(text(priced[cols["hospital_id"]], n) if "hospital_id" in cols
-                                     else pa.nulls(n, pa.string()), fcode)
-    keep_key = hfund != ""
-    k = len(hid)
-
-    def per(x, mask=pool):
-        return np.bincount(key[mask], x[mask] if x is not None else None, k)
-
-    cases_n = per(None).astype(np.int64)
-    unpriced_n = per(None, ~pool).astype(np.int64)
-    points_h = _fsum_by(key[pool], points[pool], k)
-    wsum = per(weight)
-    ps_h = _isum_by(key[pool], personal[pool], k)
-    pay_h = _isum_by(key[pool], amount[pool], k)
-    cost_h = _isum_by(key[pool], cost[pool], k)
-    ucost_h = _isum_by(key[~pool], cost[~pool], k)
-    due_h = pay_h - ps_h
-    withheld = np.zeros(k, np.int64)
-    share = policy.settlement.withholding_share
-    for f in funds:
-        m = (hfund == f)
-        withheld[m] = withholding_cents(due_h[m], share)
-    paid = due_h - withheld
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
-    pv = np.array([value_of.get(f) if value_of.get(f) is not None else np.nan for f in hfund], dtype=np.float64)
-
-    hospitals = pa.table({
-        "hospital_id": pa.array(hid.tolist(), pa.string()), "fund": pa.array(hfund.tolist(), pa.string()),
-        "cases": cases_n, "unpriced_cases": unpriced_n,
-        "cmi": pa.array(cmi, pa.float64(), from_pandas=True), "weight_sum": wsum, "points": points_h,
-        "point_value": pa.array(pv, pa.float64(), from_pandas=True),
-        "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
-        "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
-    }).filter(pa.array(keep_key))
-    for f in funds:
-        m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
-        h = hospitals.filter(pa.array(m))
-        funds[f].update({
-            "amount_due": yuan(pc.sum(h["amount_due_cents"]).as_py() or 0),
-            "withheld": yuan(pc.sum(h["withheld_cents"]).as_py() or 0),
-            "paid": yuan(pc.sum(h["paid_cents"]).as_py() or 0),
-            "hospitals": int(h.num_rows),
-        })
-    cases = priced.append_column("amount", pa.array(np.where(pool, amount / 100.0, np.nan), pa.float64(),
-                                                    from_pandas=True))
-    cases = cases.append_column("fund_amount", pa.array(np.where(pool, (amount - personal) / 100.0, np.nan),
-                                                        pa.float64(), from_pandas=True))
-    return Settlement(period, "monthly", hospitals, funds, cases, notes)
+def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
+    """Monthly pre-settlement of cases priced by :func:`price_cases` (see the module doc);
+    :class:`MonthTotals` gives the same batch by batch."""
+    totals = MonthTotals(policy, period)
+    totals.add(priced)
+    result, amount = totals.finish()
+    result.cases = case_amounts(priced, amount)
+    return result
 
 
 # ---------------------------------------------------------------- annual
