@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from drgdip.arrowio import InputError, as_table, canonical_columns, numeric, text
+from drgdip.weights.policy import overlay
 from drgdip.weights.settlement import to_cents
 
 _DEFAULTS = Path(__file__).with_name("benefits_policy.toml")
@@ -156,13 +157,6 @@ class BenefitPolicy:
         return apply_rate(self.per_capita_income, self.classes[code].threshold_share_bp)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 class _R:
     """Reads one policy value at a time; every failure names the key."""
 
@@ -226,7 +220,7 @@ class _R:
 def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str = "") -> BenefitPolicy:
     """Validate a policy given as a dict (the TOML parsed), laid over the defaults."""
     with _DEFAULTS.open("rb") as fh:
-        m = _merge(tomllib.load(fh), data)
+        m = overlay(tomllib.load(fh), data)
     r = _R(where)
     top = {"funds", "labels", "hospital_level", "basic", "outpatient", "critical", "waiting", "assistance"}
     for k in m:

@@ -147,13 +147,11 @@ class Policy:
 
 # ---------------------------------------------------------------- reading
 
-def _merge(base: dict, over: dict) -> dict:
+def overlay(base: dict, over: dict) -> dict:
+    """BASE with OVER laid over it, table by table (a policy file over its defaults)."""
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
+        out[k] = overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -242,7 +240,7 @@ class _Reader:
 def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     """Validate a policy given as a dict (the TOML parsed), laid over the defaults."""
     with _DEFAULTS.open("rb") as fh:
-        merged = _merge(tomllib.load(fh), data)
+        merged = overlay(tomllib.load(fh), data)
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
                 "records", "settlement", "weights"}

@@ -68,16 +68,8 @@ def scheme_id(scheme: str | os.PathLike | None) -> str | None:
 
 def group_if_needed(table: pa.Table, scheme, group_column: str = "drg") -> pa.Table:
     """The records as given if they carry the group column, else grouped with the scheme."""
-    if group_column in table.column_names:
-        return table
-    if scheme is None:
-        raise InputError(f"records have no {group_column!r} column: pass --scheme to group them first")
-    try:
-        from drgdip.grouper import api
-    except ImportError as exc:  # the grouper is optional for pricing already-grouped records
-        raise InputError(f"records have no {group_column!r} column and the grouper is not available ({exc})") from None
-    return api.group_table(table, api.load_scheme(scheme))
-
+    grouper = _grouper_for(table.schema, scheme, group_column)
+    return table if grouper is None else grouper.group_batch(table.combine_chunks())
 
 def make_weights(history_path, policy_path, out_path, scheme=None, group_column: str = "drg",
                  quiet: bool = False, batch_size: int = DEFAULT_BATCH_SIZE):
