@@ -566,10 +566,12 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
 @click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
 @click.option("--batch-size", default=65536, show_default=True, type=click.IntRange(min=1),
               help="Records per batch (memory stays bounded; the outputs do not depend on it).")
+@click.option("--benefits", type=click.Path(dir_okay=False),
+              help="drgdip benefits' output for these stays: each record's personal share taken from it by id.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
-               reopen, group_column, batch_size, quiet):
+               reopen, group_column, batch_size, benefits, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
@@ -594,7 +596,7 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
                                   group_column=group_column, quiet=quiet, new_ledger=new_ledger,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, benefits=benefits)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(summary_text(result))

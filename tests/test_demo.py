@@ -224,3 +224,33 @@ def test_every_command_reads_records_with_discharge_dates(demo, tmp_path):
     cat = pq.read_table(tmp_path / "cat.parquet")
     assert json.loads(cat.schema.metadata[b"drgdip.dip"])["year_source"] == "column discharge_date"
     assert "same DRG" in CliRunner().invoke(main, runs["compare"]).output
+
+
+def test_settle_takes_the_personal_share_from_the_benefits(demo, tmp_path):
+    """settle --benefits: each record's personal share is its benefits row's (joined by id); the
+    month's fund totals count those shares; a record without a row refuses the run."""
+    out = demo["out"]
+    month = out / "data" / "2024-03.parquet"
+    args = ["settle", "2024-03", str(month), "--policy", str(out / "policy.toml"), "--weights",
+            str(out / "weights.parquet"), "--scheme", "teaching", "--quiet", "--new-ledger"]
+    r = CliRunner().invoke(main, args + ["--ledger", str(tmp_path / "a.db"), "--benefits", str(out / "benefits.parquet"),
+                                         "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    cases = pq.read_table(tmp_path / "a" / "cases.parquet").to_pylist()
+    ben = {b["id"]: b["personal_share"] for b in pq.read_table(out / "benefits.parquet").to_pylist()}
+    assert cases and all(c["personal_share"] == ben[c["id"]] for c in cases)
+    assert all(c["pricing_reason"] == "BAD_PERSONAL_SHARE" for c in cases if ben[c["id"]] is None)
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        got = dict(conn.execute("SELECT f.fund, f.personal_share_cents FROM fund_results f"))
+    priced = [c for c in cases if c["points"] is not None]
+    for fund in got:
+        assert got[fund] == sum(round(ben[c["id"]] * 100) for c in priced if c["fund_key"] == fund)
+    own = CliRunner().invoke(main, args + ["--ledger", str(tmp_path / "b.db"), "-o", str(tmp_path / "b")])
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        assert dict(conn.execute("SELECT fund, personal_share_cents FROM fund_results")) != got   # the records' own differ
+    first = pq.read_table(month, columns=["id"])["id"][0].as_py()
+    allb = pq.read_table(out / "benefits.parquet")
+    part = allb.filter(pc.not_equal(allb["id"], first))
+    pq.write_table(part, tmp_path / "part.parquet")
+    r = CliRunner().invoke(main, args + ["--ledger", str(tmp_path / "c.db"), "--benefits", str(tmp_path / "part.parquet")])
+    assert r.exit_code == 2 and "have no row" in r.output and not (tmp_path / "c.db").exists()

@@ -117,7 +117,8 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
     unpriced(_np(cost_bad, False) | ~np.isfinite(cost) | (cost < 0), "BAD_COST")
     if "personal_share" in cols:
         ps_a, ps_bad = numeric(cases[cols["personal_share"]], n)
-        unpriced(_np(ps_bad, False) | (_np(ps_a, 0.0) < 0), "BAD_PERSONAL_SHARE")
+        # missing counts as bad too: the point value counts every priced case's share
+        unpriced(_np(ps_bad, False) | _np(pc.is_null(ps_a), True) | (_np(ps_a, 0.0) < 0), "BAD_PERSONAL_SHARE")
     if "fund" not in cols:
         raise InputError("records have no fund column (险种类型, insutype or an alias of it)")
     labels = policy.fund_of_label()

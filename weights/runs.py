@@ -277,8 +277,12 @@ def _write_cases(folder: Path, spill: Path, amount: np.ndarray, batch_size: int)
 def settle_month(period: str, records_path, *, policy_path, weights_path, ledger_path, out=None, scheme=None,
                  reopen: bool = False, group_column: str = "drg", quiet: bool = False,
                  now: str | None = None, new_ledger: bool = False,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> Settlement:
+                 batch_size: int = DEFAULT_BATCH_SIZE, benefits=None) -> Settlement:
     """Monthly pre-settlement of one period's discharge records (see the module doc).
+
+    ``benefits``: the output of ``drgdip benefits`` (weights.benefits) for these stays; each
+    record's personal share (个人负担) is then its ``personal_share`` there, joined by ``id``,
+    instead of the records' own column. Every record must have its row (refused otherwise).
 
     The file is streamed ``batch_size`` records at a time, never held whole: a read of the
     id column finds duplicate settlement ids; with ``deviation.group_mean = "period"`` a
@@ -311,9 +315,11 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         if "discharge_date" not in present:
             raise InputError(f"{records_path}: has no discharge_date column (出院时间, dscg_time or an alias): "
                              f"cannot tell which records belong to {period}")
-        if "personal_share" not in present:
+        shares = _benefit_shares(benefits, records_path, present, batch_size) if benefits is not None else None
+        if "personal_share" not in present and shares is None:
             raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
-                             "value counts the patients' share (docs/settlement.md §1.3)")
+                             "value counts the patients' share (docs/settlement.md §1.3); or pass the "
+                             "benefits of the stays (--benefits)")
         grouper = _grouper_for(schema, scheme, group_column)
         weights = read_weight_table(weights_path, group_column)
         means = None
@@ -329,6 +335,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         try:
             for b in open_batches(records_path, batch_size):
                 t = pa.Table.from_batches([b])
+                if shares is not None:
+                    t = _with_benefit_shares(t, present, shares)
                 if grouper is not None:
                     t = grouper.group_batch(t)
                 priced = price_cases(t, weights, policy, group_column=group_column, period=period,
@@ -368,6 +376,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             bar.update()
             inputs = {"records": ledger_mod.file_sha256(records_path),
                       "weights": ledger_mod.file_sha256(weights_path), "policy": policy.sha256}
+            if benefits is not None:
+                inputs["benefits"] = ledger_mod.file_sha256(benefits)
             sid = scheme_id(scheme)
             if scheme is not None and Path(scheme).is_file():
                 inputs["scheme"] = ledger_mod.file_sha256(scheme)
@@ -391,6 +401,42 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _benefit_shares(benefits, records_path, present: dict, batch_size: int) -> tuple[pa.Array, pa.Array]:
+    """(ids, personal shares) of a benefits output, checked: unique ids covering every record."""
+    from drgdip.arrowio import read_table
+    t = read_table(benefits)
+    for c in ("id", "personal_share"):
+        if c not in t.column_names:
+            raise InputError(f"{benefits}: not a benefits output (drgdip benefits): no {c} column")
+    if "id" not in present:
+        raise InputError(f"{records_path}: has no id column: the benefits are joined to the records by id")
+    ids = text(t["id"], t.num_rows)
+    if pc.count_distinct(ids).as_py() != len(ids) - ids.null_count:
+        raise InputError(f"{benefits}: an id occurs more than once")
+    missing, first = 0, None
+    for b in open_batches(records_path, batch_size):
+        rid = text(b.column(present["id"]), b.num_rows)
+        absent = pc.invert(pc.is_in(rid, value_set=ids))
+        k = pc.sum(absent).as_py() or 0
+        if k and first is None:
+            first = rid.filter(absent)[0].as_py()
+        missing += k
+    if missing:
+        raise InputError(f"{benefits}: {missing} record(s) of {records_path} have no row (first id {first!r}): "
+                         "compute the benefits of the same records")
+    return ids, t["personal_share"].combine_chunks()
+
+
+def _with_benefit_shares(t: pa.Table, present: dict, shares) -> pa.Table:
+    ids, ps = shares
+    at = pc.index_in(text(t[present["id"]], t.num_rows), value_set=ids)
+    col = ps.take(at)      # a stay invalid there has no share: unpriced with BAD_PERSONAL_SHARE
+    name = present.get("personal_share", "personal_share")
+    if name in t.column_names:
+        return t.set_column(t.schema.get_field_index(name), name, col)
+    return t.append_column(name, col)
 
 
 def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool = False,
