@@ -137,6 +137,9 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         weights_path = out / "weights.parquet"
         weights = make_weights(out / "data" / "history.parquet", policy_path, weights_path, quiet=True)
         bar.update()
+        bar.set_postfix_str("benefits")
+        benefits = demo_benefits(current, hosp, year, seed, params, out)
+        bar.update()
         ledger = out / "ledger.db"
         ledger.unlink(missing_ok=True)
         month = pc.utf8_slice_codeunits(current["discharge_date"], 0, 7)
@@ -148,7 +151,8 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
             write_table(current.filter(pc.equal(month, period)), path)
             monthly.append(settle_month(period, path, policy_path=policy_path, weights_path=weights_path,
                                         ledger_path=ledger, out=out / "settled" / period,
-                                        scheme=str(TEACHING_SCHEME), quiet=True))
+                                        scheme=str(TEACHING_SCHEME), quiet=True,
+                                        benefits=out / "benefits.parquet"))
             bar.update()
         bar.set_postfix_str(f"annual settlement {year}")
         annual = settle_annual(str(year), policy_path=policy_path, ledger_path=ledger,
@@ -159,9 +163,6 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         monitoring = monitor(current, scheme=scheme, history=history)
         write_table(monitoring.findings, out / "findings.csv")
         _write_text(out / "planted.json", json.dumps(truth, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
-        bar.update()
-        bar.set_postfix_str("benefits")
-        benefits = demo_benefits(current, hosp, year, seed, params, out)
         bar.update()
         bar.set_postfix_str("report")
         report = out / "report.html"
@@ -178,8 +179,9 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
 
 
 def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, params: dict, out: Path) -> dict:
-    """The patient's side of the year's stays, beside the settlement (which keeps the records'
-    own personal_share): writes persons.csv and benefits.parquet into ``out``; returns the
+    """The patient's side of the year's stays, computed before settling (the settlement takes
+    each record's personal share from it, ``settle --benefits``): writes persons.csv and
+    benefits.parquet into ``out``; returns the
     computed :class:`weights.benefits.Benefits` and, over the stays the calculator could
     price, the cents of its patient amount against the records' personal_share."""
     from drgdip.weights.benefits import compute_benefits
@@ -218,7 +220,8 @@ def summary_table(result: dict) -> str:
     if ben is not None and ben["cost_cents"]:
         lines.append(f"patient's side {result['years'][-1]} ({ben['stays']} stays): patient pays "
                      f"{ben['patient_cents'] / 100:,.2f} ({ben['patient_cents'] / ben['cost_cents']:.1%} of cost) "
-                     f"under the benefit policy; the records' personal_share (used by settle) is "
-                     f"{ben['record_personal_cents'] / 100:,.2f} ({ben['record_personal_cents'] / ben['cost_cents']:.1%})")
+                     f"under the benefit policy, the personal share the settlement counted (settle --benefits); "
+                     f"the synthesizer's own personal_share column was {ben['record_personal_cents'] / 100:,.2f} "
+                     f"({ben['record_personal_cents'] / ben['cost_cents']:.1%})")
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

@@ -61,6 +61,7 @@ def test_outputs_are_exactly_what_drgdip_settle_writes(demo, tmp_path):
     other = tmp_path / "settled-2024-05"
     r = CliRunner().invoke(main, ["settle", "2024-05", str(out / "data" / "2024-05.parquet"),
                                   "--policy", str(out / "policy.toml"), "--weights", str(out / "weights.parquet"),
+                                  "--benefits", str(out / "benefits.parquet"),
                                   "--ledger", str(tmp_path / "l.db"), "--scheme", str(TEACHING_SCHEME),
                                   "--out", str(other), "--quiet"])
     assert r.exit_code == 0, r.output
@@ -163,7 +164,7 @@ def test_monitoring_finds_the_planted_anomalies(demo):
 
 def test_benefits_beside_the_settlement(demo):
     """benefits.parquet: one row per stay of 2024 (the settled months' records), the four parts
-    adding up to the cost; the settled cases keep the records' own personal_share."""
+    adding up to the cost; the settled cases take their personal share from it (by id)."""
     out = demo["out"]
     b = pq.read_table(out / "benefits.parquet")
     months = [pq.read_table(out / "data" / f"2024-{m:02d}.parquet") for m in range(1, 13)]
@@ -182,9 +183,10 @@ def test_benefits_beside_the_settlement(demo):
     assert set(persons.to_pylist()) == set(listed)
     assert (np.asarray(ok["assistance_cents"].to_numpy()) > 0).any()
     cases = pq.read_table(out / "settled" / "2024-03" / "cases.parquet")
-    march = pq.read_table(out / "data" / "2024-03.parquet")
-    if "personal_share" in cases.column_names:
-        assert cases["personal_share"].to_pylist() == march["personal_share"].to_pylist()
+    share = dict(zip(b["id"].to_pylist(), b["personal_share"].to_pylist()))
+    assert cases["personal_share"].to_pylist() == [share[i] for i in cases["id"].to_pylist()]
+    held = cases.filter(pc.is_null(cases["personal_share"]))       # the overlaps: no share, not priced
+    assert set(held["pricing_reason"].to_pylist()) <= {"BAD_PERSONAL_SHARE"}
     ben = demo["benefits"]
     assert ben["patient_cents"] == int(pc.sum(ok["patient_cents"]).as_py())
     assert "patient's side 2024" in summary_table(demo) and "monitoring 2024:" in summary_table(demo)
