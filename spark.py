@@ -3,6 +3,7 @@
 >>> from drgdip.spark import group_dataframe
 >>> grouped = group_dataframe(df, "CHS_DRG_11.drgscheme")                 # id + mdc, adrg, drg, status, reason
 >>> dip = group_dataframe(df, method="dip", catalog="catalog.parquet")     # id + dip_* columns
+>>> s = settle_dataframe(grouped_records, "weights.csv", "region.toml", "2026-10")   # = drgdip settle, to the cent
 
 pyspark is imported only by :func:`group_dataframe` (install ``drgdip[spark]``); everything
 else here is plain Python and Arrow, so the executors' side can be tested without Spark.
@@ -20,6 +21,10 @@ else here is plain Python and Arrow, so the executors' side can be tested withou
   read-only, and numba compiles read-only arrays separately), e.g. once per executor image.
 - input columns named like output columns (``status``, ``drg``, ``dip_group``, …) are renamed
   ``input_<name>`` with a warning, never silently replaced.
+
+- :func:`settle_dataframe`: monthly pre-settlement (月度预结算) as map (``price_cases`` per batch
+  on Spark) and reduce (``settle_period`` on the driver over the priced rows sorted by an
+  explicit row key), equal to the cent to ``drgdip settle`` (docs/spark.md).
 
 Spark has no file order: the records need a key column (``id`` or an alias such as
 ``setl_id``), which is written first, as :func:`drgdip.grouper.api.group_file` does.
@@ -280,3 +285,116 @@ def group_dataframe(df, scheme=None, *, method: str = "drg", catalog=None, codes
     fn = BatchGrouper(scheme, method=method, codes=codes, catalog=catalog, write=write, threads=threads,
                       input_schema=arrow_in)
     return df.mapInArrow(fn, output_schema(df.schema, method, columns=write))
+
+
+# ---------------------------------------------------------------- settlement: map on Spark, reduce exactly
+
+#: the Arrow types of the columns price_cases adds (weights.points.PRICE_COLUMNS)
+PRICE_TYPES = {"fund_key": pa.string(), "weight": pa.float64(), "group_mean_cost": pa.float64(),
+               "cost_ratio": pa.float64(), "coefficient": pa.float64(), "base_points": pa.float64(),
+               "case_type": pa.string(), "pricing_reason": pa.string(), "points": pa.float64()}
+#: the record roles a settlement reads (weights.settlement.settle_period and runs.check_priced)
+SETTLE_ROLES = ("id", "hospital_id", "fund", "total_cost", "personal_share", "discharge_date", "los_days")
+
+
+class BatchPricer:
+    """The picklable map step of :func:`settle_dataframe`: ``price_cases`` on each batch, keeping
+    only the columns the settlement reads. Correct per batch only when no case depends on
+    another: the policy's group means come from the weight table (``group_mean = "table"``) and
+    every settlement id is unique within what it is given (duplicates are priced together on
+    the driver)."""
+
+    def __init__(self, weights: pa.Table, policy, period: str, group_column: str, columns: list[str]):
+        self.policy = policy
+        self.period = period
+        self.group_column = group_column
+        self.columns = list(columns)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, weights.schema) as w:
+            w.write_table(weights)
+        self.weights_bytes = sink.getvalue().to_pybytes()
+        self.digest = _sha(self.weights_bytes)
+
+    def price(self, table: pa.Table) -> pa.Table:
+        from drgdip.weights.points import price_cases
+        key = ("weights", self.digest)
+        weights = _LOADED.get(key)
+        if weights is None:
+            weights = _LOADED[key] = pa.ipc.open_stream(pa.py_buffer(self.weights_bytes)).read_all()
+        priced = price_cases(table, weights, self.policy, group_column=self.group_column, period=self.period)
+        return priced.select(self.columns + list(PRICE_TYPES)).cast(
+            pa.schema([priced.schema.field(c) for c in self.columns] + [(k, t) for k, t in PRICE_TYPES.items()]))
+
+    def __call__(self, batches):
+        for batch in batches:
+            if batch.num_rows:
+                yield from self.price(pa.Table.from_batches([batch])).to_batches()
+
+
+def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "drg", order_by: str | None = None):
+    """Monthly pre-settlement (月度预结算) of a Spark DataFrame of grouped records: the same
+    :class:`~drgdip.weights.settlement.Settlement`, to the cent, as ``drgdip settle`` on one
+    machine gives for the same records in ``order_by`` order (default: the id column).
+
+    Map (Spark): each batch priced by ``price_cases``; records whose settlement id occurs more
+    than once are priced together on the driver, so they are all found (DUPLICATE_SETTLEMENT_ID).
+    Reduce (driver): the priced rows, only the columns the settlement reads, sorted by the
+    explicit row key (Spark has no file order and largest-remainder rounding gives ties to the
+    earlier row), go through ``settle_period``, whose sums are exact (integer cents and exact
+    point totals), so the result does not depend on how Spark split the work.
+
+    ``weights``: a weight-table file or table (``drg, weight, mean_cost``); ``policy``: a policy
+    file or ``Policy``. Refused: ``deviation.group_mean = "period"`` (each case's ratio needs the
+    mean over the whole period; settle on one machine), and records without an id column."""
+    from pyspark.sql import functions as F
+
+    from drgdip.weights.policy import load_policy
+    from drgdip.weights.relative_weights import read_weight_table
+    from drgdip.weights.settlement import settle_period
+    pol = policy if not isinstance(policy, (str, os.PathLike)) else load_policy(policy)
+    if pol.deviation.group_mean == "period":
+        raise InputError(f"{pol.path or 'policy'}: deviation.group_mean = \"period\" makes every case depend on "
+                         "the whole period's group means; settle_dataframe prices batch by batch and needs "
+                         "group_mean = \"table\" (or settle on one machine with drgdip settle)")
+    table = weights if isinstance(weights, pa.Table) else read_weight_table(weights, group_column)
+    names = list(df.columns)
+    roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))
+    if "id" not in roles:
+        raise InputError("the records have no id column (结算ID, setl_id or an alias): a settlement on Spark needs "
+                         "each record's key, to find duplicates and to order the rounding")
+    key = order_by or roles["id"]
+    if key not in names:
+        raise InputError(f"order_by {key!r}: no such column")
+    needed = {roles[r] for r in SETTLE_ROLES if r in roles} | {key, group_column}
+    if "status" in names:
+        needed.add("status")
+    sr = pol.special_review.flag_column
+    if sr in names:
+        needed.add(sr)
+    cols = [n for n in names if n in needed]
+    df = df.select(*cols)
+    dup_ids = df.groupBy(roles["id"]).count().filter(F.col("count") > 1).select(roles["id"])
+    single = df.join(dup_ids, on=roles["id"], how="left_anti")
+    repeated = df.join(dup_ids, on=roles["id"], how="left_semi")
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+    arrow_in = to_arrow_schema(df.select(*cols).schema)
+    out_schema = pa.schema([arrow_in.field(c) for c in cols] + [(k, t) for k, t in PRICE_TYPES.items()])
+    pricer = BatchPricer(table, pol, period, group_column, cols)
+    mapped = single.select(*cols).mapInArrow(pricer, from_arrow_schema(out_schema))
+    parts = [_to_arrow(mapped, out_schema)]
+    rep = _to_arrow(repeated.select(*cols), arrow_in)
+    if rep.num_rows:
+        parts.append(pricer.price(rep).cast(out_schema))
+    priced = pa.concat_tables(parts).sort_by([(key, "ascending")])
+    return settle_period(priced, pol, period)
+
+
+def _to_arrow(df, schema: pa.Schema) -> pa.Table:
+    """A DataFrame collected to the driver as an Arrow table of ``schema``."""
+    if hasattr(df, "toArrow"):                     # pyspark >= 4.0
+        t = df.toArrow()
+    else:                                          # pragma: no cover - pyspark 3.5
+        t = pa.Table.from_pandas(df.toPandas(), preserve_index=False)
+    if t.num_rows == 0:
+        return schema.empty_table()
+    return t.select(schema.names).cast(schema)

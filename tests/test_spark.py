@@ -201,3 +201,60 @@ def test_spark_dip_and_clashing_column(spark):
     for c in ("dip_group", "dip_status", "dip_reason", "dip_cci"):
         assert got[c].tolist() == want[c].tolist(), c
     np.testing.assert_array_equal(got["dip_adjusted_score"].to_numpy(), want["dip_adjusted_score"].to_numpy())
+
+
+def month_records(n: int, seed: int) -> pa.Table:
+    """A demo month (2026-10) of grouped settlement records, with duplicates and unpriced cases."""
+    rng = np.random.default_rng(seed)
+    drgs = np.array(["BR21", "BR23", "ES29", "FM19", "ZZ99"])
+    d = rng.choice(drgs, n, p=[0.3, 0.3, 0.2, 0.19, 0.01])
+    mean = {"BR21": 30000.0, "BR23": 20000.0, "ES29": 9000.0, "FM19": 45000.0, "ZZ99": 1000.0}
+    cost = np.round(np.array([mean[x] for x in d]) * rng.lognormal(0, 0.5, n), 2)
+    ids = [f"S{i:05d}" for i in range(n)]
+    for i in range(0, n, 97):               # every 97th record settled twice
+        ids[i + 1 if i + 1 < n else i] = ids[i]
+    t = pa.table({
+        "setl_id": ids, "fixmedins_code": rng.choice([f"H2301000000{k}" for k in range(1, 9)], n),
+        "insutype": rng.choice(["310", "390", "999"], n, p=[0.5, 0.49, 0.01]),
+        "dscg_time": [f"2026-{'10' if i % 50 else '09'}-{i % 28 + 1:02d}" for i in range(n)],
+        "drg": d, "status": np.where(rng.random(n) < 0.02, "ungroupable", "grouped"),
+        "medfee_sumamt": cost, "个人负担": np.round(cost * rng.uniform(0.1, 0.4, n), 2),
+        "los_days": rng.integers(1, 30, n).astype(float)})
+    return t.sort_by("setl_id")
+
+
+def test_spark_settles_a_month_like_drgdip_settle_to_the_cent(spark, tmp_path):
+    from pathlib import Path
+
+    from drgdip.weights import runs
+    policy = str(Path(__file__).resolve().parents[1] / "examples" / "region.toml")
+    t = month_records(6000, 7)
+    pq_path = tmp_path / "oct.parquet"
+    import pyarrow.parquet as pq
+    pq.write_table(t, pq_path)
+    weights = tmp_path / "w.csv"
+    weights.write_text("drg,weight,mean_cost\nBR21,1.5,30000\nBR23,1.0,20000\nES29,0.45,9000\nFM19,2.25,45000\n")
+    one = runs.settle_month("2026-10", pq_path, policy_path=policy, weights_path=weights,
+                            ledger_path=tmp_path / "l.db", new_ledger=True, quiet=True)
+    df = spark.read.parquet(str(pq_path)).repartition(4)
+    got = S.settle_dataframe(df, weights, policy, "2026-10")
+    assert got.hospitals.num_rows == one.hospitals.num_rows >= 16
+    for c in one.hospitals.column_names:
+        assert got.hospitals[c].to_pylist() == one.hospitals[c].to_pylist(), c
+    assert got.funds == one.funds
+    a = {k: v for k, v in zip(got.cases["setl_id"].to_pylist(), got.cases["amount"].to_pylist())}
+    b = {k: v for k, v in zip(one.cases["setl_id"].to_pylist(), one.cases["amount"].to_pylist())}
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]) or (a[k] != a[k] and b[k] != b[k]) for k in a)   # equal, or both NaN
+    reasons = set(got.cases["pricing_reason"].to_pylist())
+    assert {"DUPLICATE_SETTLEMENT_ID", "OUT_OF_PERIOD", "UNKNOWN_FUND", "GROUP_NOT_IN_TABLE"} <= reasons
+
+
+def test_settle_dataframe_refuses_period_group_means(tmp_path):
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "examples" / "region.toml").read_text(encoding="utf-8")
+    assert 'group_mean = "table"' in text
+    p = tmp_path / "period.toml"
+    p.write_text(text.replace('group_mean = "table"', 'group_mean = "period"'), encoding="utf-8")
+    with pytest.raises(InputError, match="group_mean"):
+        S.settle_dataframe(None, tmp_path / "w.csv", p, "2026-10")
