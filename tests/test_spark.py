@@ -152,23 +152,32 @@ def test_warm_compiles_the_read_only_variants():
 # ---------------------------------------------------------------- in Spark local mode
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
+def spark():
     pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'drgdip[spark]')")
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
     from pyspark.sql import SparkSession
-    cache = tmp_path_factory.mktemp("numba-cache")
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    session = (SparkSession.builder.master("local[2]").appName("drgdip-test")
+    # the Python workers inherit the environment the JVM starts with: one numba thread per task,
+    # and numba's cache where this process has it (a writable folder: grouper.kernel.ensure_cache_dir)
+    saved = os.environ.get("NUMBA_NUM_THREADS")
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    builder = (SparkSession.builder.master("local[2]").appName("drgdip-test")
                .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
-               .config("spark.executorEnv.NUMBA_NUM_THREADS", "1")
-               .config("spark.executorEnv.NUMBA_CACHE_DIR", os.environ.get("NUMBA_CACHE_DIR", str(cache)))
-               .getOrCreate())
+               .config("spark.executorEnv.NUMBA_NUM_THREADS", "1"))
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        builder = builder.config("spark.executorEnv.NUMBA_CACHE_DIR", os.environ["NUMBA_CACHE_DIR"])
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     assert pyspark.__version__
-    yield session
-    session.stop()
+    try:
+        yield session
+    finally:
+        session.stop()
+        if saved is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = saved
 
 
 def test_spark_groups_the_conformance_file_like_one_machine(spark):
