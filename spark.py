@@ -346,8 +346,6 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     ``weights``: a weight-table file or table (``drg, weight, mean_cost``); ``policy``: a policy
     file or ``Policy``. Refused: ``deviation.group_mean = "period"`` (each case's ratio needs the
     mean over the whole period; settle on one machine), and records without an id column."""
-    from pyspark.sql import functions as F
-
     from drgdip.weights.policy import load_policy
     from drgdip.weights.relative_weights import read_weight_table
     from drgdip.weights.settlement import settle_period
@@ -372,6 +370,7 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     if sr in names:
         needed.add(sr)
     cols = [n for n in names if n in needed]
+    from pyspark.sql import functions as F
     df = df.select(*cols)
     dup_ids = df.groupBy(roles["id"]).count().filter(F.col("count") > 1).select(roles["id"])
     single = df.join(dup_ids, on=roles["id"], how="left_anti")

@@ -40,6 +40,15 @@ def read_only(batch: pa.RecordBatch) -> pa.RecordBatch:
     return ipc.open_stream(sink.getvalue()).read_next_batch()
 
 
+@pytest.fixture(autouse=True)
+def _numba_threads_restored():
+    """BatchGrouper(threads=1) sets this process's kernel threads: later test files get theirs back."""
+    import numba
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- without Spark
 
 def test_output_schema_key_first_clashes_renamed_and_no_key_refused():
