@@ -63,7 +63,9 @@ def load_codes(folder: str | os.PathLike | None) -> CodeSet | None:
 class Grouper:
     """A scheme (and optional code set) ready to group many batches."""
 
-    def __init__(self, scheme: Scheme, codes: CodeSet | None = None):
+    def __init__(self, scheme: Scheme, codes: CodeSet | None = None, threads: int | None = None):
+        #: kernel threads (None: numba's setting, all cores by default; see kernel.set_threads)
+        self.threads = threads
         self.scheme = scheme
         self.encoder = Encoder(scheme, codes)
         self._reason_map = kernel.reason_map()
@@ -81,7 +83,7 @@ class Grouper:
         """Kernel results for a batch: (mdc idx, adrg id, drg id, reason id in the reason table)."""
         enc = self.encoder.encode(batch)
         m, a, d, r = kernel.run(self.scheme, enc.values, enc.sex, enc.diag_ptr, enc.diag_ids,
-                                enc.proc_ptr, enc.proc_ids, enc.bad_value)
+                                enc.proc_ptr, enc.proc_ids, enc.bad_value, threads=self.threads)
         return m, a, d, self._reason_map[r]
 
     def group_batch(self, batch: pa.RecordBatch | pa.Table, columns: list[str] | None = None,

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from drgdip.grouper import dip_keys as K
+from drgdip.grouper.kernel import ensure_cache_dir  # noqa: F401  (numba's cache folder first: dip_match caches)
 from drgdip.grouper.dip_match import MATCH_NAMES, CompiledCatalog, compile_arrays, run_kernel
 from drgdip.arrowio import InputError, as_table, canonical_columns, code_list, numeric, read_table, text, write_table
 
@@ -36,6 +37,11 @@ CATALOG_COLUMNS = ("group_key", "kind", "diagnosis", "procedures", "procedure_ty
                    "cases_trimmed", "mean_cost", "cv", "score")
 OUTPUT_COLUMNS = ("dip_group", "dip_score", "dip_match", "dip_status", "dip_reason", "dip_cci",
                   "dip_coef_severity", "dip_coef_tumour", "dip_coef_age", "dip_coefficient", "dip_adjusted_score")
+#: the Arrow type of each output column, known before any record is grouped (Spark's mapInArrow needs it)
+OUTPUT_TYPES = {"dip_group": pa.string(), "dip_score": pa.float64(), "dip_match": pa.string(),
+                "dip_status": pa.string(), "dip_reason": pa.string(), "dip_cci": pa.int64(),
+                "dip_coef_severity": pa.float64(), "dip_coef_tumour": pa.float64(), "dip_coef_age": pa.float64(),
+                "dip_coefficient": pa.float64(), "dip_adjusted_score": pa.float64()}
 BUILTIN_TYPES_SOURCE = "built-in teaching table grouper/dip_procedure_types.csv (ICD-9-CM-3 section titles; not an official table)"
 
 
@@ -96,6 +102,11 @@ def resolve_type_table(policy, procedure_types=None, scheme=None) -> tuple[dict[
         table.update(policy.procedure_types)
         source += f"; {len(policy.procedure_types)} overrides from the policy's [dip.procedure_types]"
     return dict(sorted(table.items())), source
+
+
+def output_schema() -> pa.Schema:
+    """The result columns :func:`group_dip` appends, with their types, in order."""
+    return pa.schema([(n, OUTPUT_TYPES[n]) for n in OUTPUT_COLUMNS])
 
 
 # ---------------------------------------------------------------- cases → keys

@@ -13,8 +13,55 @@ Record arrays: ``values`` float64 [n, len(FIELDS)] (NaN = missing), ``sex`` int8
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
-from numba import njit, prange
+
+
+def _writable_dir(path: Path) -> bool:
+    """Can files be created in PATH (made if missing)?"""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def ensure_cache_dir(package_dir: Path | None = None, user_dir: Path | None = None) -> str | None:
+    """Give numba a writable cache folder when neither of its own places is writable.
+
+    numba caches compiled kernels (``cache=True``) beside the sources (``__pycache__``) or in
+    the user's cache folder (``~/.cache/numba``); with a read-only install and no writable
+    HOME (a Spark executor running as a service user) importing fails with "cannot cache
+    function ...: no locator available". Then ``NUMBA_CACHE_DIR`` is set to a private folder
+    under the temporary directory (``drgdip-numba-<uid>``). An explicit ``NUMBA_CACHE_DIR``
+    is left alone. Must run before the first ``@njit(cache=True)`` is decorated; returns the
+    folder set, or None."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    package_dir = package_dir or Path(__file__).resolve().parent / "__pycache__"
+    if user_dir is None:
+        from numba.misc.appdirs import AppDirs
+        user_dir = Path(AppDirs(appname="numba", appauthor=False).user_cache_dir)
+    if _writable_dir(package_dir) or _writable_dir(user_dir):
+        return None
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    folder = Path(tempfile.gettempdir()) / f"drgdip-numba-{uid}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    from numba.core import config
+    config.CACHE_DIR = str(folder)
+    return str(folder)
+
+
+ensure_cache_dir()
+
+import numba  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 from drgdip.codesets.reasons import reason_id
 
@@ -308,8 +355,22 @@ def scheme_params(scheme) -> np.ndarray:
                      1.0 if scheme.meta.get("fall_through", True) else 0.0], dtype=np.float64)
 
 
-def run(scheme, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value):
-    """Group encoded records with a compiled scheme; returns (mdc idx, adrg id, drg id, kernel reason)."""
+def set_threads(threads: int | None) -> int:
+    """Threads of the parallel kernels in this thread from now on (None: leave as is); returns the
+    number in force. Capped by ``NUMBA_NUM_THREADS`` (default: the cores): set that to the same
+    number in a Spark executor's environment, or every Python worker starts a pool per core."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    return numba.get_num_threads()
+
+
+def run(scheme, values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, threads: int | None = None):
+    """Group encoded records with a compiled scheme; returns (mdc idx, adrg id, drg id, kernel reason).
+
+    ``threads``: see :func:`set_threads` (None: numba's current setting, all cores by default)."""
+    set_threads(threads)
     return group_batch(values, sex, diag_ptr, diag_ids, proc_ptr, proc_ids, bad_value, scheme_params(scheme),
                        scheme_tuple(scheme))
 

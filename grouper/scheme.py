@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drgdip.arrowio import InputError
+from drgdip.arrowio import InputError, publish
 
 FORMAT_VERSION = 3
 
@@ -150,13 +150,22 @@ class Scheme:
                     buf = io.BytesIO()
                     np.save(buf, np.ascontiguousarray(self.arrays[name]), allow_pickle=False)
                     zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(2020, 1, 1, 0, 0, 0)), buf.getvalue())
-            os.replace(tmp, path)
+            # mkstemp makes the file 0600: an executor running as another user could not read it
+            publish(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def to_bytes(self) -> bytes:
+        """The ``.drgscheme`` file's bytes (what :meth:`save` writes; :meth:`load` reads them back)."""
+        with tempfile.TemporaryDirectory() as d:
+            target = Path(d) / "scheme.drgscheme"
+            self.save(target)
+            return target.read_bytes()
+
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Scheme":
+    def load(cls, path: "str | os.PathLike | io.BytesIO") -> "Scheme":
+        """A scheme from a ``.drgscheme`` file (or a file-like object holding one)."""
         try:
             with zipfile.ZipFile(path) as zf:
                 header = json.loads(zf.read("header.json"))

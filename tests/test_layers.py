@@ -21,6 +21,7 @@ LAYERS = {
     "drgdip.weights.monitoring": 3,
     "drgdip.synth": 4,
     "drgdip.bench": 4,
+    "drgdip.spark": 4,           # grouping a Spark DataFrame (docs/spark.md); bench/spark_throughput uses it
     "drgdip.cli": 5,
     "drgdip.__main__": 5,
     "drgdip": 5,                 # the package's own __init__: the public API, above everything
