@@ -161,16 +161,112 @@ def _binary_numerators(x: np.ndarray) -> list[int]:
 def _prorate(points: np.ndarray, total_cents: int) -> np.ndarray:
     """``total_cents`` spread over rows in proportion to their points (exact float64 values):
     row i's exact share is total × points_i / Σ points, then largest remainder."""
+    p = np.asarray(points, dtype=np.float64)
+    whole, e = _exact_total(p)
+    if whole <= 0:
+        return _prorate_exact(p, total_cents)
+    # share_i = n_i × total / whole, n_i = p_i / 2^e
+    return _spread(p, e, Fraction(int(total_cents), whole), int(total_cents))
+
+
+def _times_rate(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+    """Rate form: per row points × rate in cents (largest remainder) and their total, rounded half up."""
+    p = np.asarray(points, dtype=np.float64)
+    whole, e = _exact_total(p)
+    k = exact_decimal(rate) * 100                      # cents per point
+    total = half_up(k * whole * (Fraction(2) ** e))
+    return _spread(p, e, k * Fraction(2) ** e, total), total
+
+
+def _prorate_exact(points: np.ndarray, total_cents: int) -> np.ndarray:
+    """:func:`_prorate` in Python integers row by row (the reference; for signed points)."""
     nums = _binary_numerators(points)
     whole = sum(nums)
     return distribute_exact([a * total_cents for a in nums], whole, total_cents)
 
 
-def _times_rate(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
-    """Rate form: per row points × rate in cents (largest remainder) and their total, rounded half up."""
+def _times_rate_exact(points: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+    """:func:`_times_rate` in Fractions row by row (the reference)."""
     nums, den = _common([exact_binary(p) * exact_decimal(rate) * 100 for p in points])
     total = half_up(Fraction(sum(nums), den))
     return distribute_exact(nums, den, total), total
+
+
+def _mantissas(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 m, int64 x) with p = m × 2^x exactly, |m| < 2^53."""
+    mant, ex = np.frexp(p)
+    return (mant * float(1 << 53)).astype(np.int64), ex.astype(np.int64) - 53
+
+
+def _exact_total(p: np.ndarray) -> tuple[int, int]:
+    """(W, e): Σ p exactly as W × 2^e, with e the smallest exponent of the rows (W an int)."""
+    if p.size == 0:
+        return 0, 0
+    m, x = _mantissas(p)
+    e = int(x.min())
+    whole = 0
+    hi, lo = m >> 26, m & ((1 << 26) - 1)             # exact int64 sums per exponent
+    for xe in np.unique(x).tolist():
+        sel = x == xe
+        whole += ((int(hi[sel].sum()) << 26) + int(lo[sel].sum())) << (xe - e)
+    return whole, e
+
+
+def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
+    """Largest remainder of the exact shares ``n_i × k`` (n_i = p_i / 2^e, integers) into
+    integer cents summing to ``total``: the same cents as :func:`distribute_exact` on them,
+    computed on floats and made exact where a float could be wrong (shares within a few
+    ulps of a whole cent, remainders near the cut), value by value."""
+    n = p.size
+    if n == 0 or k < 0 or total < 0 or (p < 0).any() or not np.isfinite(p).all():
+        nums = [a * k.numerator for a in _binary_numerators(p)] if n else []
+        return distribute_exact(nums, k.denominator, total) if n else distribute_exact([], 1, total)
+    m, x = _mantissas(p)
+    kf = float(k / Fraction(2) ** e)                  # cents per point, correctly rounded
+    q = p * kf                                        # each within 3 ulps of the exact share
+    tol = np.abs(q) * 1e-15 + 1e-300
+    floors = np.floor(q)
+    frac = q - floors
+    doubt = (frac <= tol) | (1.0 - frac <= tol)
+
+    def exact(idx: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """Rows idx: (floors, remainders over k's denominator of their distinct point values,
+        row → distinct value), once per distinct point value."""
+        vals, inv = np.unique(p[idx], return_inverse=True)
+        vm, vx = _mantissas(vals)
+        fl, rem = [], []
+        for mm, xx in zip(vm.tolist(), vx.tolist()):
+            a = (mm << (xx - e)) * k.numerator
+            f = a // k.denominator
+            fl.append(f)
+            rem.append(a - f * k.denominator)
+        inv = inv.reshape(-1)
+        return np.array(fl, dtype=np.int64)[inv], rem, inv
+
+    di = np.flatnonzero(doubt)
+    if di.size:
+        f_exact, r_exact, inv = exact(di)
+        floors[di] = f_exact
+        frac[di] = np.array([r / k.denominator for r in r_exact], dtype=np.float64)[inv]
+    out = floors.astype(np.int64)
+    short = int(total) - int(out.sum())
+    if short < 0 or short > n:
+        raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
+    if short == 0:
+        return out
+    idx = np.arange(n)
+    order = np.lexsort((idx, -frac))
+    cut = frac[order[short - 1]]
+    margin = 2.0 * float(tol.max()) + 1e-12
+    sure = np.flatnonzero(frac > cut + margin)
+    near = np.flatnonzero(np.abs(frac - cut) <= margin)
+    _, rems, inv = exact(near)
+    # rank of each distinct value's exact remainder (equal remainders, equal rank)
+    rank = np.unique(np.array(rems + [0], dtype=object)[:-1], return_inverse=True)[1].reshape(-1).astype(np.int64)
+    chosen = near[np.lexsort((near, -rank[inv]))][:short - sure.size]
+    out[sure] += 1
+    out[chosen] += 1
+    return out
 
 
 def withholding_cents(due_cents: np.ndarray, share: float) -> np.ndarray:
