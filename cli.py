@@ -416,10 +416,12 @@ def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
               help="With --final: settle the year although some months are not settled.")
 @click.option("--reopen", is_flag=True, help="Settle an already settled period again, as a new revision.")
 @click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
+@click.option("--batch-size", default=65536, show_default=True, type=click.IntRange(min=1),
+              help="Records per batch (memory stays bounded; the outputs do not depend on it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
-               reopen, group_column, quiet):
+               reopen, group_column, batch_size, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
@@ -443,7 +445,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
                 raise click.UsageError("--partial-year goes with --final")
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
-                                  group_column=group_column, quiet=quiet, new_ledger=new_ledger)
+                                  group_column=group_column, quiet=quiet, new_ledger=new_ledger,
+                                  batch_size=batch_size)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(summary_text(result))

@@ -47,3 +47,96 @@ def test_exact_tie_goes_to_the_earlier_row():
 def test_signed_points_use_the_exact_path():
     p = np.array([3.0, -1.0, 2.5])
     np.testing.assert_array_equal(_prorate(p, 1000), _prorate_exact(p, 1000))
+
+
+# ---------------------------------------------------------------- settle_month batch by batch
+
+import pyarrow as pa                      # noqa: E402
+import pyarrow.compute as pc              # noqa: E402
+import pyarrow.parquet as pq              # noqa: E402
+
+from grouper.api import TEACHING_SCHEME   # noqa: E402
+from weights import runs                  # noqa: E402
+from weights.points import price_cases    # noqa: E402
+from weights.policy import load_policy    # noqa: E402
+from weights.relative_weights import read_weight_table  # noqa: E402
+from weights.settlement import settle_period  # noqa: E402
+
+OUTPUTS = ("cases.parquet", "review.csv", "hospitals.csv", "summary.json")
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory):
+    from synth.demo import run_demo
+    out = tmp_path_factory.mktemp("stream") / "demo"
+    run_demo(out, seed=5, progress=False, records_per_month=900, hospitals=6)
+    t = pq.read_table(out / "data" / "2024-03.parquet")
+    # a settlement id repeated far apart (different batches), and the group columns dropped
+    ids = t["id"].to_pylist()
+    ids[-1] = ids[3]
+    t = t.set_column(t.schema.get_field_index("id"), "id", pa.array(ids))
+    pq.write_table(t, out / "month.parquet")
+    pq.write_table(t.drop_columns(["mdc", "adrg", "drg", "status", "reason"]), out / "ungrouped.parquet")
+    period_policy = out / "period.toml"
+    text = (out / "policy.toml").read_text(encoding="utf-8")
+    assert 'group_mean = "table"' in text
+    period_policy.write_text(text.replace('group_mean = "table"', 'group_mean = "period"'), encoding="utf-8")
+    return out
+
+
+def _settle(month, tmp_path, name, batch_size, records="month.parquet", policy="policy.toml", scheme=None):
+    out = tmp_path / name
+    res = runs.settle_month("2024-03", month / records, policy_path=month / policy,
+                            weights_path=month / "weights.parquet", ledger_path=tmp_path / f"{name}.db",
+                            out=out, scheme=scheme, quiet=True, new_ledger=True, now="2025-01-01T00:00:00",
+                            batch_size=batch_size)
+    return res, {f: (out / f).read_bytes() for f in OUTPUTS}
+
+
+@pytest.mark.parametrize("records,policy,scheme", [
+    ("month.parquet", "policy.toml", None),
+    ("ungrouped.parquet", "policy.toml", TEACHING_SCHEME),
+    ("month.parquet", "period.toml", None),
+])
+def test_outputs_do_not_depend_on_the_batch_size(month, tmp_path, monkeypatch, records, policy, scheme):
+    monkeypatch.setattr(runs, "ROW_GROUP_ROWS", 256)          # several row groups, cut across batches
+    r1, small = _settle(month, tmp_path, "small", 97, records, policy, scheme)
+    _, large = _settle(month, tmp_path, "large", 1000, records, policy, scheme)
+    _, whole = _settle(month, tmp_path, "whole", 1 << 16, records, policy, scheme)
+    for f in OUTPUTS:
+        assert small[f] == large[f] == whole[f], f
+    meta = pq.ParquetFile(tmp_path / "small" / "cases.parquet").metadata
+    assert meta.num_row_groups > 2
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)][:-1] == [256] * (meta.num_row_groups - 1)
+
+    # the same cents as settling the whole month as one table in memory
+    pol = load_policy(month / policy)
+    t = pq.read_table(month / records)
+    if scheme is not None:
+        from grouper.api import group_table
+        t = group_table(t, scheme)
+    priced = price_cases(t, read_weight_table(month / "weights.parquet"), pol, period="2024-03")
+    ref = settle_period(priced, pol, "2024-03")
+    assert r1.hospitals.equals(ref.hospitals)
+    assert r1.funds == ref.funds
+    cases = pq.read_table(tmp_path / "small" / "cases.parquet")
+    assert cases["amount"].to_pylist() == ref.cases["amount"].to_pylist()
+    assert cases["fund_amount"].to_pylist() == ref.cases["fund_amount"].to_pylist()
+
+
+def test_a_settlement_id_repeated_in_another_batch_is_unpriced_both_times(month, tmp_path):
+    _settle(month, tmp_path, "dup", 100)
+    cases = pq.read_table(tmp_path / "dup" / "cases.parquet")
+    dup = pc.equal(cases["pricing_reason"], "DUPLICATE_SETTLEMENT_ID").to_numpy(zero_copy_only=False)
+    ids = np.array(cases["id"].to_pylist(), dtype=object)
+    assert sorted(np.flatnonzero(dup).tolist()) == [3, cases.num_rows - 1]
+    assert len(set(ids[dup])) == 1
+    assert cases["points"][3].as_py() is None
+
+
+def test_duplicate_ids_reads_only_the_id_column_and_counts_exactly(tmp_path):
+    t = pa.table({"id": ["a", " b", "c", "b ", "", None, "d", "a"], "x": list(range(8))})
+    pq.write_table(t, tmp_path / "f.parquet")
+    dups, rows = runs.duplicate_ids(tmp_path / "f.parquet", "id", batch_size=3)
+    assert rows == 8
+    assert sorted(dups.to_pylist()) == ["a", "b"]

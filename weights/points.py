@@ -25,6 +25,8 @@ never priced at zero.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,15 +80,9 @@ def _decode(ids: np.ndarray, names) -> pa.Array:
                                           ).cast(pa.string())
 
 
-def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
-                weight_column: str = "weight", base_points: float | None = None,
-                period: str | None = None) -> pa.Table:
-    """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
-    base_points, case_type, pricing_reason and points (null when unpriced).
-
-    ``period`` ("YYYY-MM" or "YYYY"): cases discharged outside it are unpriced
-    (OUT_OF_PERIOD). ``base_points`` None: the policy's base for the point form, 1 for the
-    rate form."""
+def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str,
+            weight_column: str, period: str | None, duplicate_ids) -> SimpleNamespace:
+    """Every check before the group mean cost: reasons so far, weight lookup, cost, fund, coefficient."""
     n = cases.num_rows
     cols = canonical_columns(cases.schema)
     if group_column not in cases.column_names:
@@ -97,8 +93,6 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     if policy.deviation.group_mean == "table" and not has_mean:
         raise PolicyError(f"{policy.path or 'policy'}: deviation.group_mean is \"table\" but the weight table has "
                           "no mean_cost column (an official weight table); set deviation.group_mean = \"period\"")
-    if base_points is None:
-        base_points = policy.base_points if policy.form == "point" else 1.0
 
     codes: list[str] = [""]                  # reason codes; index 0 = not decided yet
     reason = np.zeros(n, dtype=np.int16)
@@ -163,7 +157,10 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         sid = pc.dictionary_encode(text(cases[cols["id"]], n))
         ids = _np(sid.indices, -1).astype(np.int64)
         counts = np.bincount(ids[ids >= 0], minlength=len(sid.dictionary))
-        unpriced((ids >= 0) & (counts[np.maximum(ids, 0)] > 1), "DUPLICATE_SETTLEMENT_ID")
+        dup = (ids >= 0) & (counts[np.maximum(ids, 0)] > 1)
+        if duplicate_ids is not None and len(duplicate_ids):    # ids repeated elsewhere in the file
+            dup |= _np(pc.is_in(sid.dictionary, value_set=duplicate_ids), False)[np.maximum(ids, 0)] & (ids >= 0)
+        unpriced(dup, "DUPLICATE_SETTLEMENT_ID")
     if period is not None and "discharge_date" in cols:
         month = month_of(cases[cols["discharge_date"]])
         present = _np(pc.is_valid(text(cases[cols["discharge_date"]], n)), False)
@@ -179,10 +176,49 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
 
     priceable = reason == 0
 
+    return SimpleNamespace(n=n, codes=codes, reason=reason, code_id=code_id, unpriced=unpriced, found=found,
+                           idx=idx, tw=tw, weight=weight, cost=cost, fund_key=fund_key, coefficient=coefficient,
+                           priceable=reason == 0)
+
+
+def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, sums: np.ndarray,
+                    counts: np.ndarray, group_column: str = "drg", weight_column: str = "weight",
+                    period: str | None = None, duplicate_ids=None) -> None:
+    """Add the batch's priceable cases to per-group cost ``sums`` and ``counts`` (arrays of
+    the weight table's length), row by row in order, so that batch after batch they equal
+    those of the whole file (the period's group mean cost, ``deviation.group_mean = "period"``)."""
+    sc = _screen(cases, group_weights, policy, group_column, weight_column, period, duplicate_ids)
+    gi = sc.idx[sc.priceable]
+    np.add.at(sums, gi, sc.cost[sc.priceable])
+    np.add.at(counts, gi, 1)
+
+
+def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
+                weight_column: str = "weight", base_points: float | None = None,
+                period: str | None = None, duplicate_ids: pa.Array | None = None,
+                group_means: np.ndarray | None = None) -> pa.Table:
+    """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
+    base_points, case_type, pricing_reason and points (null when unpriced).
+
+    ``period`` ("YYYY-MM" or "YYYY"): cases discharged outside it are unpriced
+    (OUT_OF_PERIOD). ``base_points`` None: the policy's base for the point form, 1 for the
+    rate form. For a file priced batch by batch: ``duplicate_ids``, the settlement ids
+    repeated anywhere in the file; ``group_means`` (``deviation.group_mean = "period"``),
+    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`)."""
+    if base_points is None:
+        base_points = policy.base_points if policy.form == "point" else 1.0
+    sc = _screen(cases, group_weights, policy, group_column, weight_column, period, duplicate_ids)
+    n, codes, reason, code_id, unpriced = sc.n, sc.codes, sc.reason, sc.code_id, sc.unpriced
+    found, idx, tw, weight, cost = sc.found, sc.idx, sc.tw, sc.weight, sc.cost
+    fund_key, coefficient, priceable = sc.fund_key, sc.coefficient, sc.priceable
+
     # --- group mean cost
     if policy.deviation.group_mean == "table":
         tm = _np(numeric(group_weights["mean_cost"], group_weights.num_rows)[0], np.nan)
         gmean = np.where(found, tm[idx] if tm.size else np.nan, np.nan)
+    elif group_means is not None:
+        gmean = np.where(priceable, np.asarray(group_means, dtype=np.float64)[np.minimum(idx, len(tw) - 1)]
+                         if len(tw) else np.nan, np.nan)
     else:
         gi = np.where(priceable, idx, len(tw))
         s = np.bincount(gi, np.where(priceable, cost, 0.0), len(tw) + 1)

@@ -21,12 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from grouper.io import InputError, canonical_columns, read_table, write_table
+import numpy as np
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from grouper.io import (DEFAULT_BATCH_SIZE, AtomicWriter, InputError, canonical_columns, file_format, open_batches,
+                        read_table, text, write_table)
 from weights import ledger as ledger_mod
-from weights.points import month_of, price_cases
+from weights.points import add_group_costs, month_of, price_cases
 from weights.policy import FUNDS, load_policy
 from weights.relative_weights import compute_weights, read_weight_table
-from weights.settlement import Settlement, hospitals_csv_table, review_table, settle_period, settle_year
+from weights.settlement import MonthTotals, Settlement, case_amounts, hospitals_csv_table, review_table, settle_year
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -124,33 +129,144 @@ def check_month_period(period: str, policy) -> None:
                          f"(add [budget.employee] \"{period}\" = … to the policy)")
 
 
-def check_priced(priced: pa.Table, period: str, records_path) -> None:
-    """Refuse a file none of whose records can be settled in the period (nothing to record)."""
-    reasons = _reason_counts(priced)
-    month = month_of(priced[canonical_columns(priced.schema)["discharge_date"]])
-    if not pc.any(pc.fill_null(pc.equal(month, period), False)).as_py():
-        raise InputError(f"{records_path}: none of its {priced.num_rows} records is discharged in {period} "
-                         "(wrong file or wrong period?)")
-    if pc.sum(pc.is_valid(priced["points"])).as_py() in (0, None):
-        top = ", ".join(f"{c} {r}" for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:3])
-        raise InputError(f"{records_path}: none of its {priced.num_rows} records can be priced ({top}); "
-                         "see docs/reasons.md")
+#: rows per row group of cases.parquet: fixed, so the file does not depend on the batch size
+ROW_GROUP_ROWS = 1 << 17
 
 
-def unpriced_note(priced: pa.Table) -> str | None:
-    """One line: how many records are not priced, by reason (the file's summary)."""
-    unp = priced.filter(pc.equal(priced["case_type"], "unpriced"))
-    if unp.num_rows == 0:
+def _grouper_for(schema: pa.Schema, scheme, group_column: str):
+    """None when the records carry the group column, else a Grouper for the scheme."""
+    if group_column in schema.names:
         return None
-    rc = _reason_counts(unp)
-    return (f"{unp.num_rows} of {priced.num_rows} record(s) not priced, listed for review: "
-            + ", ".join(f"{c} {r}" for r, c in sorted(rc.items(), key=lambda x: (-x[1], x[0]))))
+    if scheme is None:
+        raise InputError(f"records have no {group_column!r} column: pass --scheme to group them first")
+    try:
+        from grouper import api
+    except ImportError as exc:  # the grouper is optional for pricing already-grouped records
+        raise InputError(f"records have no {group_column!r} column and the grouper is not available ({exc})") from None
+    return api.Grouper(api.load_scheme(scheme))
+
+
+def column_batches(path, names: list[str], batch_size: int = DEFAULT_BATCH_SIZE):
+    """Only the named columns of a record file, batch by batch (a Parquet file reads no other)."""
+    if file_format(path) != "parquet":
+        for b in open_batches(path, batch_size):
+            yield b.select(names)
+        return
+    try:
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22)
+        for b in pf.iter_batches(batch_size=batch_size, columns=names):
+            yield b
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot read as parquet: {first}") from None
+
+
+def _id_hashes(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray]:
+    import pandas as pd
+    ids = text(batch.column(0), batch.num_rows).drop_null()
+    return ids, pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object))
+
+
+def duplicate_ids(path, id_column: str, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[pa.Array, int]:
+    """(settlement ids occurring more than once in the file, number of records), reading the
+    id column alone: a first read keeps a 64-bit hash per record (8 bytes), a second one
+    (only when two hashes are equal) collects the ids of those hashes and counts them exactly."""
+    hashes, rows = [], 0
+    for b in column_batches(path, [id_column], batch_size):
+        rows += b.num_rows
+        hashes.append(_id_hashes(b)[1])
+    h = np.sort(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+    twice = np.unique(h[1:][h[1:] == h[:-1]])
+    del h, hashes
+    if twice.size == 0:
+        return pa.array([], pa.string()), rows
+    found = []
+    for b in column_batches(path, [id_column], batch_size):
+        ids, hh = _id_hashes(b)
+        found.append(ids.filter(pa.array(np.isin(hh, twice))))
+    vc = pc.value_counts(pa.chunked_array(found, pa.string()))
+    return vc.field("values").filter(pc.greater(vc.field("counts"), 1)), rows
+
+
+def _count_rows(path, column: str, batch_size: int) -> int:
+    return sum(b.num_rows for b in column_batches(path, [column], batch_size))
+
+
+def _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups) -> np.ndarray:
+    """The file's mean cost per weight-table row (deviation.group_mean = "period"): a pass of its own."""
+    k = weights.num_rows
+    sums, counts = np.zeros(k, np.float64), np.zeros(k, np.int64)
+    for b in open_batches(records_path, batch_size):
+        t = pa.Table.from_batches([b])
+        if grouper is not None:
+            t = grouper.group_batch(t)
+        add_group_costs(t, weights, policy, sums, counts, group_column=group_column, period=period,
+                        duplicate_ids=dups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+class _RowGroups:
+    """cases.parquet written in row groups of ROW_GROUP_ROWS whatever the batches written."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.writer = AtomicWriter(path, schema).__enter__()
+        self.buf: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.buf.append(batch)
+        self.rows += batch.num_rows
+        while self.rows >= ROW_GROUP_ROWS:
+            t = pa.Table.from_batches(self.buf, self.writer.schema)
+            self.writer.write(t.slice(0, ROW_GROUP_ROWS).combine_chunks())
+            rest = t.slice(ROW_GROUP_ROWS)
+            self.buf, self.rows = rest.to_batches(), rest.num_rows
+
+    def close(self, exc: BaseException | None = None) -> None:
+        if exc is None and (self.rows or self.writer.rows == 0):
+            self.writer.write(pa.Table.from_batches(self.buf, self.writer.schema).combine_chunks())
+        self.writer.__exit__(type(exc) if exc else None, exc, None)
+
+
+def _write_cases(folder: Path, spill: Path, amount: np.ndarray, batch_size: int) -> None:
+    """cases.parquet and review.csv from the spilled priced batches and each case's cents."""
+    reader = ipc.open_file(spill)
+    cases = review = None
+    off = 0
+    try:
+        for i in range(reader.num_record_batches):
+            b = reader.get_batch(i)
+            out = case_amounts(b, amount[off:off + b.num_rows])
+            off += b.num_rows
+            if cases is None:
+                cases = _RowGroups(folder / "cases.parquet", out.schema)
+                review = AtomicWriter(folder / "review.csv", out.schema).__enter__()
+            cases.write(out)
+            review.write(pa.Table.from_batches([out]).filter(
+                pc.is_in(out.column("case_type"), pa.array(["unpriced", "special_review"]))))
+    except BaseException as exc:
+        if cases is not None:
+            cases.close(exc)
+            review.__exit__(type(exc), exc, None)
+        raise
+    if cases is not None:
+        cases.close()
+        review.__exit__(None, None, None)
 
 
 def settle_month(period: str, records_path, *, policy_path, weights_path, ledger_path, out=None, scheme=None,
                  reopen: bool = False, group_column: str = "drg", quiet: bool = False,
-                 now: str | None = None, new_ledger: bool = False) -> Settlement:
+                 now: str | None = None, new_ledger: bool = False,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> Settlement:
     """Monthly pre-settlement of one period's discharge records (see the module doc).
+
+    The file is streamed ``batch_size`` records at a time, never held whole: a read of the
+    id column finds duplicate settlement ids; with ``deviation.group_mean = "period"`` a
+    pass sums each group's cost; then each batch is grouped (when it has no group column),
+    priced and counted (:class:`MonthTotals`: 13 bytes per case) and spilled to a
+    temporary Arrow file beside the output; the point value priced, the spilled cases are
+    written out with their amounts. The outputs do not depend on ``batch_size``.
 
     Refused (InputError / LedgerError, nothing written or recorded): a period that is not
     YYYY-MM or has no budget in the policy; a ledger whose folder does not exist (unless
@@ -165,38 +281,81 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
                 ledger_mod.check_open(conn, period, "monthly", reopen)
         bar.update()
-        records = read_table(records_path)
-        if records.num_rows == 0:
+        schema = next(iter(open_batches(records_path, batch_size))).schema
+        present = canonical_columns(schema)
+        if "id" in present:
+            dups, rows = duplicate_ids(records_path, present["id"], batch_size)
+        else:
+            dups, rows = None, _count_rows(records_path, schema.names[0], batch_size)
+        if rows == 0:
             raise InputError(f"{records_path}: has no records (a header only); nothing to settle")
-        present = canonical_columns(records.schema)
         if "discharge_date" not in present:
             raise InputError(f"{records_path}: has no discharge_date column (出院时间, dscg_time or an alias): "
                              f"cannot tell which records belong to {period}")
         if "personal_share" not in present:
             raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
                              "value counts the patients' share (docs/settlement.md §1.3)")
-        bar.update()
-        records = group_if_needed(records, scheme, group_column)
-        bar.update()
+        grouper = _grouper_for(schema, scheme, group_column)
         weights = read_weight_table(weights_path, group_column)
-        priced = price_cases(records, weights, policy, group_column=group_column, period=period)
-        check_priced(priced, period, records_path)
+        means = None
+        if policy.deviation.group_mean != "table":
+            means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups)
         bar.update()
-        result = settle_period(priced, policy, period)
-        note = unpriced_note(priced)
-        if note:
-            result.notes.append(note)
-        bar.update()
-        inputs = {"records": ledger_mod.file_sha256(records_path), "weights": ledger_mod.file_sha256(weights_path),
-                  "policy": policy.sha256}
-        sid = scheme_id(scheme)
-        if scheme is not None and Path(scheme).is_file():
-            inputs["scheme"] = ledger_mod.file_sha256(scheme)
-        extra = {"inputs": inputs, "scheme_id": sid, "policy_name": policy.name, "form": policy.form,
-                 "reasons": _reason_counts(priced)}
+        totals = MonthTotals(policy, period)
+        reasons: dict[str, int] = {}
+        unpriced: dict[str, int] = {}
+        in_period, with_points = False, 0
         tmp = _atomic_dir(Path(out)) if out is not None else None
+        spill = spill_writer = None
         try:
+            for b in open_batches(records_path, batch_size):
+                t = pa.Table.from_batches([b])
+                if grouper is not None:
+                    t = grouper.group_batch(t)
+                priced = price_cases(t, weights, policy, group_column=group_column, period=period,
+                                     duplicate_ids=dups, group_means=means)
+                totals.add(priced)
+                for r, c in _reason_counts(priced).items():
+                    reasons[r] = reasons.get(r, 0) + c
+                unp = priced.filter(pc.equal(priced["case_type"], "unpriced"))
+                for r, c in _reason_counts(unp).items():
+                    unpriced[r] = unpriced.get(r, 0) + c
+                with_points += priced.num_rows - priced["points"].null_count
+                month = month_of(priced[present["discharge_date"]])
+                in_period = in_period or bool(pc.any(pc.fill_null(pc.equal(month, period), False)).as_py())
+                if tmp is not None:
+                    if spill_writer is None:
+                        spill = tmp / ".priced.arrow"
+                        spill_writer = ipc.new_file(str(spill), priced.schema)
+                    spill_writer.write_table(priced)
+            if spill_writer is not None:
+                spill_writer.close()
+                spill_writer = None
+            bar.update()
+            reasons = dict(sorted(reasons.items()))
+            if not in_period:
+                raise InputError(f"{records_path}: none of its {totals.rows} records is discharged in {period} "
+                                 "(wrong file or wrong period?)")
+            if with_points == 0:
+                top = ", ".join(f"{c} {r}" for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:3])
+                raise InputError(f"{records_path}: none of its {totals.rows} records can be priced ({top}); "
+                                 "see docs/reasons.md")
+            result, amount = totals.finish()
+            if unpriced:
+                result.notes.append(f"{sum(unpriced.values())} of {totals.rows} record(s) not priced, listed for "
+                                    "review: " + ", ".join(f"{c} {r}" for r, c in
+                                                          sorted(unpriced.items(), key=lambda x: (-x[1], x[0]))))
+            bar.update()
+            inputs = {"records": ledger_mod.file_sha256(records_path),
+                      "weights": ledger_mod.file_sha256(weights_path), "policy": policy.sha256}
+            sid = scheme_id(scheme)
+            if scheme is not None and Path(scheme).is_file():
+                inputs["scheme"] = ledger_mod.file_sha256(scheme)
+            extra = {"inputs": inputs, "scheme_id": sid, "policy_name": policy.name, "form": policy.form,
+                     "reasons": reasons}
             if tmp is not None:
+                _write_cases(tmp, spill, amount, batch_size)
+                spill.unlink()
                 write_outputs(tmp, result, extra)
             bar.update()
             with closing(ledger_mod.connect(ledger_path, parents=new_ledger)) as conn:
@@ -207,6 +366,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 tmp = None
             bar.update()
         finally:
+            if spill_writer is not None:
+                spill_writer.close()
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
     return result

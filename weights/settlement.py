@@ -351,97 +351,196 @@ def _np(a, fill):
     return pc.fill_null(a, fill).to_numpy(zero_copy_only=False)
 
 
-def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
-    """Monthly pre-settlement of cases priced by :func:`price_cases` (see the module doc)."""
+class MonthTotals:
+    """A month's pre-settlement gathered batch by batch (the priced cases never held at once).
+
+    Per case it keeps only points (float64, NaN when unpriced), fund (int8) and hospital
+    (int32), 13 bytes; per hospital and fund the counts, weight sum (added in row order, so
+    the float is that of the whole file) and money in integer cents. :meth:`finish` prices
+    the month: the same figures as :func:`settle_period` on all the batches as one table,
+    whatever the batch size.
+
+    >>> totals = MonthTotals(policy, "2026-10")
+    >>> for batch in priced_batches: totals.add(batch)
+    >>> settlement, amount_cents = totals.finish()
+    """
+    WIDTH = len(FUNDS) + 1
+
+    def __init__(self, policy: Policy, period: str):
+        self.policy, self.period = policy, period
+        self._points, self._fund, self._hosp = [], [], []
+        self._names: dict[str, int] = {}
+        k = 0
+        self.cases = np.zeros(k, np.int64)
+        self.unpriced = np.zeros(k, np.int64)
+        self.weight_sum = np.zeros(k, np.float64)
+        self.personal = np.zeros(k, np.int64)
+        self.cost = np.zeros(k, np.int64)
+        self.unpriced_cost = np.zeros(k, np.int64)
+        self.rows = 0
+
+    def _grow(self, cells: int) -> None:
+        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost"):
+            a = getattr(self, name)
+            if len(a) < cells:
+                setattr(self, name, np.concatenate([a, np.zeros(cells - len(a), a.dtype)]))
+
+    def add(self, priced: pa.Table | pa.RecordBatch) -> None:
+        """Count one batch of cases priced by :func:`price_cases` (in file order)."""
+        n = priced.num_rows
+        cols = canonical_columns(priced.schema)
+        points = _np(priced.column("points"), np.nan).astype(np.float64)
+        pool = np.isfinite(points)
+        fcode = fund_codes(priced.column("fund_key"))
+        personal = to_cents(np.nan_to_num(_np(numeric(priced.column(cols["personal_share"]), n)[0], 0.0))) \
+            if "personal_share" in cols else np.zeros(n, np.int64)
+        cost = to_cents(np.nan_to_num(_np(numeric(priced.column(cols["total_cost"]), n)[0], 0.0)))
+        weight = np.nan_to_num(_np(priced.column("weight"), np.nan))
+        hosp = pc.fill_null(text(priced.column(cols["hospital_id"]), n) if "hospital_id" in cols
+                            else pa.nulls(n, pa.string()), "")
+        enc = pc.dictionary_encode(hosp)
+        local = np.array([self._names.setdefault(h, len(self._names)) for h in enc.dictionary.to_pylist()] or [0],
+                         dtype=np.int64)
+        hid = local[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if n else np.zeros(0, np.int64)
+        self._grow(len(self._names) * self.WIDTH)
+        cell = hid * self.WIDTH + fcode
+        np.add.at(self.cases, cell[pool], 1)
+        np.add.at(self.unpriced, cell[~pool], 1)
+        np.add.at(self.weight_sum, cell[pool], weight[pool])
+        np.add.at(self.personal, cell[pool], personal[pool])
+        np.add.at(self.cost, cell[pool], cost[pool])
+        np.add.at(self.unpriced_cost, cell[~pool], cost[~pool])
+        self._points.append(points)
+        self._fund.append(fcode.astype(np.int8))
+        self._hosp.append(hid.astype(np.int32))
+        self.rows += n
+
+    def finish(self) -> tuple[Settlement, np.ndarray]:
+        """(the settlement without its cases, each case's amount in cents, 0 when unpriced)."""
+        policy, period = self.policy, self.period
+        points = np.concatenate(self._points) if self._points else np.zeros(0)
+        fcode = np.concatenate(self._fund).astype(np.int64) if self._fund else np.zeros(0, np.int64)
+        hid = np.concatenate(self._hosp).astype(np.int64) if self._hosp else np.zeros(0, np.int64)
+        self._points, self._fund, self._hosp = [points], [fcode.astype(np.int8)], [hid.astype(np.int32)]
+        pool = np.isfinite(points)
+        width = self.WIDTH
+        names = list(self._names)
+        cells = len(names) * width
+        self._grow(cells)
+        cases_c, unp_c = self.cases[:cells], self.unpriced[:cells]
+        fund_of_cell = np.tile(np.arange(width), len(names))
+
+        amount = np.zeros(len(points), dtype=np.int64)
+        funds: dict[str, dict] = {}
+        value_of: dict[str, float | None] = {}
+        notes: list[str] = []
+        for fi, f in enumerate(FUNDS):
+            m = pool & (fcode == fi)
+            any_m = bool(m.any())
+            ptotal = math.fsum(points[m].tolist()) if any_m else 0.0
+            fc = fund_of_cell == fi
+            ps = int(self.personal[:cells][fc].sum())
+            has_budget = f in policy.budget and period in policy.budget[f]
+            has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
+            if not any_m and not has_budget and not has_rate:
+                continue
+            value, budget, total = _point_value(policy, f, period, ptotal, ps)
+            value_of[f] = value
+            if any_m:
+                amount[m] = _amounts(points[m], value, total)
+            elif budget:
+                notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
+            funds[f] = {
+                "budget": yuan(budget) if budget is not None else None,
+                "rate": value if policy.form == "rate" and budget is None else None,
+                "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
+                "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
+                "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
+                "payment": yuan(amount[m].sum()),
+            }
+        unknown = int(unp_c[fund_of_cell == len(FUNDS)].sum())
+        if unknown:
+            notes.append(f"{unknown} case(s) of no known fund are unpriced (see review)")
+
+        # (hospital, fund) pairs with a case, hospitals sorted by id
+        dic = np.asarray(names, dtype=object)
+        order = np.argsort(dic.astype(str), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        cell_ids = np.arange(cells)
+        present = (cases_c + unp_c) > 0
+        sorted_cells = cell_ids[present][np.argsort(rank[cell_ids[present] // width] * width
+                                                    + cell_ids[present] % width, kind="stable")]
+        k = len(sorted_cells)
+        pos = np.full(cells, -1, dtype=np.int64)
+        pos[sorted_cells] = np.arange(k)
+        hid_s = dic[sorted_cells // width] if k else np.zeros(0, dtype=object)
+        fund_names = np.array(list(FUNDS) + [""], dtype=object)
+        hfund = fund_names[sorted_cells % width]
+        key = pos[hid * width + fcode]
+        points_h = _fsum_by(key[pool], points[pool], k)
+        pay_h = _isum_by(key[pool], amount[pool], k)
+        cases_n, unpriced_n = cases_c[sorted_cells], unp_c[sorted_cells]
+        wsum = self.weight_sum[sorted_cells]
+        ps_h, cost_h = self.personal[sorted_cells], self.cost[sorted_cells]
+        ucost_h = self.unpriced_cost[sorted_cells]
+        due_h = pay_h - ps_h
+        withheld = np.zeros(k, np.int64)
+        share = policy.settlement.withholding_share
+        for f in funds:
+            m = (hfund == f)
+            withheld[m] = withholding_cents(due_h[m], share)
+        paid = due_h - withheld
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
+        pv = np.array([value_of.get(f) if value_of.get(f) is not None else np.nan for f in hfund],
+                      dtype=np.float64)
+        keep_key = hfund != ""
+        hospitals = pa.table({
+            "hospital_id": pa.array(hid_s.tolist(), pa.string()), "fund": pa.array(hfund.tolist(), pa.string()),
+            "cases": cases_n, "unpriced_cases": unpriced_n,
+            "cmi": pa.array(cmi, pa.float64(), from_pandas=True), "weight_sum": wsum, "points": points_h,
+            "point_value": pa.array(pv, pa.float64(), from_pandas=True),
+            "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
+            "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
+        }).filter(pa.array(keep_key, pa.bool_()))
+        for f in funds:
+            m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
+            h = hospitals.filter(pa.array(m, pa.bool_()))
+            funds[f].update({
+                "amount_due": yuan(pc.sum(h["amount_due_cents"]).as_py() or 0),
+                "withheld": yuan(pc.sum(h["withheld_cents"]).as_py() or 0),
+                "paid": yuan(pc.sum(h["paid_cents"]).as_py() or 0),
+                "hospitals": int(h.num_rows),
+            })
+        return Settlement(period, "monthly", hospitals, funds, None, notes), amount
+
+
+def case_amounts(priced: pa.Table | pa.RecordBatch, amount_cents: np.ndarray):
+    """The priced cases plus ``amount`` and ``fund_amount`` (yuan; null when unpriced)."""
     n = priced.num_rows
     cols = canonical_columns(priced.schema)
-    points = _np(priced["points"], np.nan)
-    pool = np.isfinite(points)
-    fcode = fund_codes(priced["fund_key"])
-    personal = to_cents(np.nan_to_num(_np(numeric(priced[cols["personal_share"]], n)[0], 0.0))) \
+    pool = np.isfinite(_np(priced.column("points"), np.nan).astype(np.float64))
+    personal = to_cents(np.nan_to_num(_np(numeric(priced.column(cols["personal_share"]), n)[0], 0.0))) \
         if "personal_share" in cols else np.zeros(n, np.int64)
-    cost = to_cents(np.nan_to_num(_np(numeric(priced[cols["total_cost"]], n)[0], 0.0)))
-    weight = np.nan_to_num(_np(priced["weight"], np.nan))
+    amount = np.asarray(amount_cents, dtype=np.int64)
+    arrays = list(priced.columns) + [
+        pa.array(np.where(pool, amount / 100.0, np.nan), pa.float64(), from_pandas=True),
+        pa.array(np.where(pool, (amount - personal) / 100.0, np.nan), pa.float64(), from_pandas=True)]
+    schema = priced.schema.append(pa.field("amount", pa.float64())).append(pa.field("fund_amount", pa.float64()))
+    if isinstance(priced, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
-    amount = np.zeros(n, dtype=np.int64)
-    funds: dict[str, dict] = {}
-    value_of: dict[str, float | None] = {}
-    notes: list[str] = []
-    for fi, f in enumerate(FUNDS):
-        m = pool & (fcode == fi)
-        ptotal = exact_sum(points[m])
-        ps = int(personal[m].sum())
-        has_budget = f in policy.budget and period in policy.budget[f]
-        has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
-        if not m.any() and not has_budget and not has_rate:
-            continue
-        value, budget, total = _point_value(policy, f, period, ptotal, ps)
-        value_of[f] = value
-        if m.any():
-            amount[m] = _amounts(points[m], value, total)
-        elif budget:
-            notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
-        unp = (~pool) & (fcode == fi)
-        funds[f] = {
-            "budget": yuan(budget) if budget is not None else None,
-            "rate": value if policy.form == "rate" and budget is None else None,
-            "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
-            "cases": int(m.sum()), "unpriced_cases": int(unp.sum()), "unpriced_cost": yuan(cost[unp].sum()),
-            "payment": yuan(amount[m].sum()),
-        }
-    unknown = (~pool) & (fcode == len(FUNDS))
-    if unknown.any():
-        notes.append(f"{int(unknown.sum())} case(s) of no known fund are unpriced (see review)")
 
-    hid, hfund, key = _hospital_keys(text(priced[cols["hospital_id"]], n) if "hospital_id" in cols
-                                     else pa.nulls(n, pa.string()), fcode)
-    keep_key = hfund != ""
-    k = len(hid)
-
-    def per(x, mask=pool):
-        return np.bincount(key[mask], x[mask] if x is not None else None, k)
-
-    cases_n = per(None).astype(np.int64)
-    unpriced_n = per(None, ~pool).astype(np.int64)
-    points_h = _fsum_by(key[pool], points[pool], k)
-    wsum = per(weight)
-    ps_h = _isum_by(key[pool], personal[pool], k)
-    pay_h = _isum_by(key[pool], amount[pool], k)
-    cost_h = _isum_by(key[pool], cost[pool], k)
-    ucost_h = _isum_by(key[~pool], cost[~pool], k)
-    due_h = pay_h - ps_h
-    withheld = np.zeros(k, np.int64)
-    share = policy.settlement.withholding_share
-    for f in funds:
-        m = (hfund == f)
-        withheld[m] = withholding_cents(due_h[m], share)
-    paid = due_h - withheld
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
-    pv = np.array([value_of.get(f) if value_of.get(f) is not None else np.nan for f in hfund], dtype=np.float64)
-
-    hospitals = pa.table({
-        "hospital_id": pa.array(hid.tolist(), pa.string()), "fund": pa.array(hfund.tolist(), pa.string()),
-        "cases": cases_n, "unpriced_cases": unpriced_n,
-        "cmi": pa.array(cmi, pa.float64(), from_pandas=True), "weight_sum": wsum, "points": points_h,
-        "point_value": pa.array(pv, pa.float64(), from_pandas=True),
-        "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
-        "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
-    }).filter(pa.array(keep_key))
-    for f in funds:
-        m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
-        h = hospitals.filter(pa.array(m))
-        funds[f].update({
-            "amount_due": yuan(pc.sum(h["amount_due_cents"]).as_py() or 0),
-            "withheld": yuan(pc.sum(h["withheld_cents"]).as_py() or 0),
-            "paid": yuan(pc.sum(h["paid_cents"]).as_py() or 0),
-            "hospitals": int(h.num_rows),
-        })
-    cases = priced.append_column("amount", pa.array(np.where(pool, amount / 100.0, np.nan), pa.float64(),
-                                                    from_pandas=True))
-    cases = cases.append_column("fund_amount", pa.array(np.where(pool, (amount - personal) / 100.0, np.nan),
-                                                        pa.float64(), from_pandas=True))
-    return Settlement(period, "monthly", hospitals, funds, cases, notes)
+def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
+    """Monthly pre-settlement of cases priced by :func:`price_cases` (see the module doc);
+    :class:`MonthTotals` gives the same batch by batch."""
+    totals = MonthTotals(policy, period)
+    totals.add(priced)
+    result, amount = totals.finish()
+    result.cases = case_amounts(priced, amount)
+    return result
 
 
 # ---------------------------------------------------------------- annual
