@@ -381,9 +381,11 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Weights file (.parquet or .csv).")
 @click.option("--scheme", type=click.Path(), help="Scheme to group records that have no drg column.")
 @click.option("--group-column", default="drg", show_default=True, help="Column holding the group code.")
+@click.option("--batch-size", default=65536, show_default=True, type=click.IntRange(min=1),
+              help="Records per batch (memory stays bounded; the weights do not depend on it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
+def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, quiet):
     """Relative weights (RW) per group from history, with CV per group and RIV.
 
     \b
@@ -391,7 +393,8 @@ def weights_cmd(history, policy_path, out, scheme, group_column, quiet):
       drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
     """
     from weights.runs import make_weights
-    r = make_weights(history, policy_path, out, scheme=scheme, group_column=group_column, quiet=quiet)
+    r = make_weights(history, policy_path, out, scheme=scheme, group_column=group_column, quiet=quiet,
+                     batch_size=batch_size)
     t = r.table
     import pyarrow.compute as pc
     unpriced = pc.sum(pc.is_null(t["weight"])).as_py()

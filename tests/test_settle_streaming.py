@@ -140,3 +140,36 @@ def test_duplicate_ids_reads_only_the_id_column_and_counts_exactly(tmp_path):
     dups, rows = runs.duplicate_ids(tmp_path / "f.parquet", "id", batch_size=3)
     assert rows == 8
     assert sorted(dups.to_pylist()) == ["a", "b"]
+
+
+# ---------------------------------------------------------------- weights batch by batch
+
+@pytest.mark.parametrize("trim", ["sd", "percentile", "none"])
+@pytest.mark.parametrize("ungrouped", [False, True])
+def test_weights_do_not_depend_on_the_batch_size(month, tmp_path, trim, ungrouped):
+    from weights.relative_weights import compute_weights
+    history = month / "data" / "history.parquet"
+    scheme = None
+    if ungrouped:
+        t = pq.read_table(history).drop_columns(["mdc", "adrg", "drg", "status", "reason"])
+        history = tmp_path / "ungrouped-history.parquet"
+        pq.write_table(t, history)
+        scheme = TEACHING_SCHEME
+    text = (month / "policy.toml").read_text(encoding="utf-8")
+    assert 'trim = "sd"' in text
+    policy = tmp_path / "p.toml"
+    policy.write_text(text.replace('trim = "sd"', f'trim = "{trim}"').replace("min_cases = 5", "min_cases = 40"),
+                      encoding="utf-8")
+    files = {}
+    for bs in (37, 1000, 1 << 16):
+        r = runs.make_weights(history, policy, tmp_path / f"w{bs}.parquet", scheme=scheme, quiet=True, batch_size=bs)
+        files[bs] = (tmp_path / f"w{bs}.parquet").read_bytes()
+    assert files[37] == files[1000] == files[1 << 16]
+    whole = pq.read_table(history)
+    if scheme is not None:
+        from grouper.api import group_table
+        whole = group_table(whole, scheme)
+    ref = compute_weights(whole, load_policy(policy))
+    assert r.table.equals(ref.table)
+    assert r.riv == ref.riv and r.excluded == ref.excluded
+    assert "SMALL_GROUP_ADRG" in r.table["rule"].to_pylist()     # the first case's ADRG per group is used

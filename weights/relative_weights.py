@@ -108,56 +108,138 @@ def _weighted_means(x: np.ndarray, gid: np.ndarray, yid: np.ndarray, ngroups: in
         return np.where(den > 0, (means * w).sum(axis=1) / den, np.nan)
 
 
+EXCLUSIONS = ("not grouped", "status not grouped", "cost missing or not positive", "discharge date unreadable",
+              "older than the weighted years")
+
+
+class WeightHistory:
+    """History records gathered batch by batch for :func:`compute_weights`, a few bytes per case.
+
+    Per usable case (grouped, a positive cost, a readable discharge date) it keeps the group
+    (int32 into the groups seen), the year (int16), the cost and the length of stay
+    (float64 each): 22 bytes. The trimming (standard deviations or percentiles per group)
+    needs every cost of a group and the means are those of the whole history (sums in file
+    order, numpy's own mean for RIV), so the arrays are kept rather than two passes made:
+    :meth:`finish` computes exactly what :func:`compute_weights` computes on the whole
+    table, whatever the batch size. Per group and year it keeps the first case's ADRG (for
+    ``small_group_rule = "adrg"``).
+
+    >>> hist = WeightHistory("drg")
+    >>> for batch in grouped_batches: hist.add(batch)
+    >>> result = hist.finish(policy)
+    """
+
+    def __init__(self, group_column: str = "drg"):
+        self.group_column = group_column
+        self._gid, self._year, self._cost, self._los = [], [], [], []
+        self._groups: dict[str, int] = {}
+        self._first_adrg: dict[tuple[int, int], tuple[int, str]] = {}
+        self.has_adrg: bool | None = None
+        self.counts = dict.fromkeys(EXCLUSIONS, 0)
+        self.rows = 0
+        self.kept = 0
+
+    def add(self, history: pa.Table | pa.RecordBatch) -> None:
+        """Count one batch of history records (in file order)."""
+        group_column = self.group_column
+        cols = canonical_columns(history.schema)
+        names = history.schema.names
+        if group_column not in names:
+            raise InputError(f"history has no {group_column!r} column (group it first, or pass --scheme)")
+        for need in ("total_cost", "discharge_date"):
+            if need not in cols:
+                raise InputError(f"history has no {need} column (or an alias of it)")
+        n = history.num_rows
+        group = text(history.column(group_column), n)
+        cost, _ = numeric(history.column(cols["total_cost"]), n)
+        los = numeric(history.column(cols["los_days"]), n)[0] if "los_days" in cols else pa.nulls(n, pa.float64())
+        year = years_of(history.column(cols["discharge_date"]))
+        ok = np.ones(n, dtype=bool)
+
+        def drop(mask: np.ndarray, why: str):
+            nonlocal ok
+            self.counts[why] += int((mask & ok).sum())
+            ok &= ~mask
+
+        gnull = pc.is_null(group).to_numpy(zero_copy_only=False)
+        drop(gnull | pc.fill_null(pc.is_in(group, pa.array(UNGROUPED_CODES)), False).to_numpy(zero_copy_only=False),
+             "not grouped")
+        if "status" in names:
+            st = text(history.column("status"), n)
+            drop(~pc.fill_null(pc.is_in(st, pa.array(GROUPED_STATUSES)), False).to_numpy(zero_copy_only=False),
+                 "status not grouped")
+        c = pc.fill_null(cost, -1.0).to_numpy(zero_copy_only=False)
+        drop((c <= 0) | ~np.isfinite(c), "cost missing or not positive")
+        drop(year < 0, "discharge date unreadable")
+
+        rows = np.flatnonzero(ok)
+        enc = pc.dictionary_encode(group.take(pa.array(rows)))
+        local = np.array([self._groups.setdefault(g, len(self._groups)) for g in enc.dictionary.to_pylist()] or [0],
+                         dtype=np.int64)
+        gid = local[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if rows.size else \
+            np.zeros(0, np.int64)
+        y = year[rows]
+        if self.has_adrg is None:
+            self.has_adrg = "adrg" in names
+        if self.has_adrg and rows.size:
+            _, first = np.unique(gid * 100_000 + y, return_index=True)
+            adrg = text(history.column("adrg"), n).take(pa.array(rows[first])).to_pylist()
+            for i, a in zip(first.tolist(), adrg):
+                self._first_adrg.setdefault((int(gid[i]), int(y[i])), (self.kept + i, a if a is not None else ""))
+        self._gid.append(gid.astype(np.int32))
+        self._year.append(y.astype(np.int16))
+        self._cost.append(c[rows].astype(np.float64))
+        self._los.append(pc.fill_null(los, np.nan).to_numpy(zero_copy_only=False)[rows].astype(np.float64))
+        self.rows += n
+        self.kept += rows.size
+
+    def finish(self, policy: Policy) -> WeightResult:
+        """The weights of the history added so far (see :func:`compute_weights`)."""
+        def cat(parts, dtype):
+            return np.concatenate(parts) if parts else np.zeros(0, dtype)
+        g_all = cat(self._gid, np.int32).astype(np.int64)
+        year = cat(self._year, np.int16).astype(np.int64)
+        c, lv_all = cat(self._cost, np.float64), cat(self._los, np.float64)
+        counts = dict(self.counts)
+        # years: the policy's weights aligned on the newest year of the history
+        yw_policy = np.asarray(policy.weights.year_weights, dtype=np.float64)
+        if year.size == 0:
+            raise InputError("history has no usable case (grouped, with a positive cost and a discharge date)")
+        newest = int(year.max())
+        years = np.arange(newest - len(yw_policy) + 1, newest + 1)
+        ok = year >= years[0]
+        counts["older than the weighted years"] = int((~ok).sum())
+        rows = np.flatnonzero(ok)
+        present = np.unique(g_all[rows])
+        seen = np.asarray(list(self._groups), dtype=object)
+        order = present[np.argsort(seen[present].astype(str), kind="stable")]
+        rank = np.full(len(seen), -1, dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        gadrg = None
+        if self.has_adrg:
+            best: dict[int, tuple[int, str]] = {}
+            for (g, y), (pos, a) in self._first_adrg.items():
+                r = int(rank[g])
+                if y >= years[0] and r >= 0 and (r not in best or pos < best[r][0]):
+                    best[r] = (pos, a)
+            gadrg = np.array([best[i][1] for i in range(len(order))], dtype=object)
+        return _weights(c[rows], rank[g_all[rows]], year[rows] - years[0], lv_all[rows], seen[order], gadrg,
+                        years, yw_policy, {k: v for k, v in counts.items() if v}, policy, self.group_column)
+
+
 def compute_weights(history: pa.Table, policy: Policy, group_column: str = "drg") -> WeightResult:
-    """Relative weights, mean cost and LOS, CV per group, and RIV, from history records."""
-    cols = canonical_columns(history.schema)
-    if group_column not in history.column_names:
-        raise InputError(f"history has no {group_column!r} column (group it first, or pass --scheme)")
-    for need in ("total_cost", "discharge_date"):
-        if need not in cols:
-            raise InputError(f"history has no {need} column (or an alias of it)")
-    n = history.num_rows
-    group = text(history[group_column], n)
-    cost, bad_cost = numeric(history[cols["total_cost"]], n)
-    los = numeric(history[cols["los_days"]], n)[0] if "los_days" in cols else pa.nulls(n, pa.float64())
-    year = years_of(history[cols["discharge_date"]])
+    """Relative weights, mean cost and LOS, CV per group, and RIV, from history records
+    (:class:`WeightHistory` gives the same batch by batch)."""
+    hist = WeightHistory(group_column)
+    hist.add(history)
+    return hist.finish(policy)
 
-    excluded: dict[str, int] = {}
-    ok = np.ones(n, dtype=bool)
 
-    def drop(mask: np.ndarray, why: str):
-        nonlocal ok
-        hit = mask & ok
-        if hit.any():
-            excluded[why] = int(hit.sum())
-        ok &= ~mask
-
-    gnull = pc.is_null(group).to_numpy(zero_copy_only=False)
-    drop(gnull | pc.fill_null(pc.is_in(group, pa.array(UNGROUPED_CODES)), False).to_numpy(zero_copy_only=False),
-         "not grouped")
-    if "status" in history.column_names:
-        st = text(history["status"], n)
-        drop(~pc.fill_null(pc.is_in(st, pa.array(GROUPED_STATUSES)), False).to_numpy(zero_copy_only=False),
-             "status not grouped")
-    c = pc.fill_null(cost, -1.0).to_numpy(zero_copy_only=False)
-    drop((c <= 0) | ~np.isfinite(c), "cost missing or not positive")
-    drop(year < 0, "discharge date unreadable")
-
-    # years: the policy's weights aligned on the newest year of the history
-    yw_policy = np.asarray(policy.weights.year_weights, dtype=np.float64)
-    present = np.unique(year[ok]) if ok.any() else np.array([], dtype=np.int64)
-    if present.size == 0:
-        raise InputError("history has no usable case (grouped, with a positive cost and a discharge date)")
-    newest = int(present.max())
-    years = np.arange(newest - len(yw_policy) + 1, newest + 1)
-    drop(year < years[0], "older than the weighted years")
-    yid_all = year - years[0]
-
-    rows = np.flatnonzero(ok)
-    names, gid = _group_ids(group.take(pa.array(rows)))
+def _weights(x, gid, yid, lv, names, gadrg, years, yw_policy, excluded, policy: Policy,
+             group_column: str) -> WeightResult:
+    """The weight table from the used cases' costs, groups (ranks of sorted ``names``),
+    year offsets and lengths of stay, in file order."""
     ng = len(names)
-    x = c[rows]
-    yid = yid_all[rows]
     cases_all = np.bincount(gid, minlength=ng)
     keep = trim_mask(x, gid, ng, policy)
     if (~keep).any():
@@ -167,7 +249,7 @@ def compute_weights(history: pa.Table, policy: Policy, group_column: str = "drg"
 
     overall = _weighted_means(xk, np.zeros_like(gk), yk, 1, yw_policy)[0]
     gmean = _weighted_means(xk, gk, yk, ng, yw_policy)
-    lv = pc.fill_null(los, np.nan).to_numpy(zero_copy_only=False)[rows][keep]
+    lv = lv[keep]
     lok = np.isfinite(lv)
     gmean_los = _weighted_means(lv[lok], gk[lok], yk[lok], ng, yw_policy) if lok.any() else np.full(ng, np.nan)
 
@@ -191,12 +273,7 @@ def compute_weights(history: pa.Table, policy: Policy, group_column: str = "drg"
             mean_used[small] = np.nan
             rule[small] = "SMALL_GROUP_UNPRICED"
         else:  # adrg pool
-            if "adrg" in history.column_names:
-                adrg = text(history["adrg"], n).take(pa.array(rows)).to_numpy(zero_copy_only=False)
-                first = np.zeros(ng, dtype=np.int64)
-                first[gid[::-1]] = np.arange(len(gid))[::-1]
-                gadrg = np.array([a if a is not None else "" for a in adrg[first]], dtype=object)
-            else:
+            if gadrg is None:
                 gadrg = np.array([str(g)[:3] for g in names], dtype=object)
             anames, aid_of_group = np.unique(gadrg.astype(str), return_inverse=True)
             aid = aid_of_group[gk]

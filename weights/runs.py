@@ -30,7 +30,7 @@ from grouper.io import (DEFAULT_BATCH_SIZE, AtomicWriter, InputError, canonical_
 from weights import ledger as ledger_mod
 from weights.points import add_group_costs, month_of, price_cases
 from weights.policy import FUNDS, load_policy
-from weights.relative_weights import compute_weights, read_weight_table
+from weights.relative_weights import WeightHistory, read_weight_table
 from weights.settlement import MonthTotals, Settlement, case_amounts, hospitals_csv_table, review_table, settle_year
 
 
@@ -62,14 +62,22 @@ def group_if_needed(table: pa.Table, scheme, group_column: str = "drg") -> pa.Ta
 
 
 def make_weights(history_path, policy_path, out_path, scheme=None, group_column: str = "drg",
-                 quiet: bool = False):
-    """Read history, group it if needed, compute weights, write them (Parquet or CSV)."""
-    with _progress(4, quiet, "weights") as bar:
+                 quiet: bool = False, batch_size: int = DEFAULT_BATCH_SIZE):
+    """Read history batch by batch, group it if needed, compute weights, write them (Parquet or CSV).
+
+    The history is never held whole: each batch leaves 22 bytes per usable case in a
+    :class:`~weights.relative_weights.WeightHistory` (the per-group trimming needs every
+    cost of a group); the weights do not depend on ``batch_size``."""
+    with _progress(3, quiet, "weights") as bar:
         policy = load_policy(policy_path)
         bar.update()
-        history = group_if_needed(read_table(history_path), scheme, group_column)
-        bar.update()
-        result = compute_weights(history, policy, group_column)
+        schema = next(iter(open_batches(history_path, batch_size))).schema
+        grouper = _grouper_for(schema, scheme, group_column)
+        hist = WeightHistory(group_column)
+        for b in open_batches(history_path, batch_size):
+            t = pa.Table.from_batches([b])
+            hist.add(grouper.group_batch(t) if grouper is not None else t)
+        result = hist.finish(policy)
         bar.update()
         write_table(result.table, out_path)
         bar.update()

@@ -1,0 +1,87 @@
+"""settle throughput and memory: ``python -m bench.settle_throughput --records 1000000 5000000``.
+
+For each N: synthetic records of one month (``drgdip synth --years 2024 --months 1
+--records-per-month N``, teaching scheme, not grouped), the demo's policy and weight table
+(``drgdip demo``), then ``drgdip settle 2024-01 … --scheme <teaching scheme> --out …`` run
+under ``/usr/bin/time -v``. Prints per N: records, wall, user and system seconds, records/s
+and the maximum resident set size, with the load average before the run (the machine may
+be shared: figures on a loaded machine are slower, not smaller in memory).
+
+Files go to ``--work`` (default a temporary folder; synthetic files are kept there and
+reused when present).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHING = ROOT / "grouper" / "teaching_scheme"
+
+
+def _cli(*args: str, timed: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "cli", *args]
+    if timed:
+        cmd = ["/usr/bin/time", "-v", *cmd]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+
+
+def _time_v(stderr: str) -> dict[str, float]:
+    def field(label: str) -> str:
+        m = re.search(rf"{re.escape(label)}: (.+)", stderr)
+        if not m:
+            raise RuntimeError(f"/usr/bin/time gave no {label!r}")
+        return m.group(1).strip()
+    wall = [float(x) for x in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")]
+    seconds = sum(x * 60 ** i for i, x in enumerate(reversed(wall)))
+    return {"wall": seconds, "user": float(field("User time (seconds)")),
+            "sys": float(field("System time (seconds)")), "rss_mb": int(field("Maximum resident set size (kbytes)")) / 1024}
+
+
+def run(n: int, work: Path, batch_size: int) -> dict:
+    demo = work / "demo"
+    if not (demo / "policy.toml").exists():
+        _cli("demo", "--out", str(demo))
+    records = work / f"records-{n}.parquet"
+    if not records.exists():
+        _cli("synth", "-o", str(records), "--years", "2024", "--months", "1", "--records-per-month", str(n))
+    out, ledger = work / f"settled-{n}", work / f"ledger-{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(ledger, ignore_errors=True)
+    load = os.getloadavg()[0]
+    p = _cli("settle", "2024-01", str(records), "--scheme", str(TEACHING), "--weights", str(demo / "weights.parquet"),
+             "--policy", str(demo / "policy.toml"), "--ledger", str(ledger / "ledger.db"), "--new-ledger",
+             "--out", str(out), "--batch-size", str(batch_size), "--quiet", timed=True)
+    t = _time_v(p.stderr)
+    rows = _rows(p.stdout)
+    return {"records": rows, "load": load, **t, "rate": rows / t["wall"]}
+
+
+def _rows(summary: str) -> int:
+    """Cases plus unpriced cases of the printed summary, all funds."""
+    return sum(int(a) + int(b) for a, b in re.findall(r"^(?:employee|resident)\s+(\d+)\s+(\d+)", summary, re.M))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--batch-size", type=int, default=1 << 16)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="settle-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"{'records':>10} {'load':>5} {'wall s':>8} {'user s':>8} {'sys s':>7} {'records/s':>10} {'max RSS MB':>11}")
+    for n in args.records:
+        r = run(n, work, args.batch_size)
+        print(f"{r['records']:>10,} {r['load']:>5.1f} {r['wall']:>8.1f} {r['user']:>8.1f} {r['sys']:>7.1f} "
+              f"{r['rate']:>10,.0f} {r['rss_mb']:>11,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
