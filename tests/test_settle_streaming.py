@@ -173,3 +173,13 @@ def test_weights_do_not_depend_on_the_batch_size(month, tmp_path, trim, ungroupe
     assert r.table.equals(ref.table)
     assert r.riv == ref.riv and r.excluded == ref.excluded
     assert "SMALL_GROUP_ADRG" in r.table["rule"].to_pylist()     # the first case's ADRG per group is used
+
+
+def test_settle_bench_reads_time_and_the_summary():
+    from bench.settle_throughput import _rows, _time_v
+    err = ("\tUser time (seconds): 19.41\n\tSystem time (seconds): 1.80\n"
+           "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50\n\tMaximum resident set size (kbytes): 647168\n")
+    assert _time_v(err) == {"wall": 62.5, "user": 19.41, "sys": 1.8, "rss_mb": 632.0}
+    summary = ("monthly settlement 2024-01\nfund      cases unpriced ...\n"
+               "employee     89007     1052   6889472.9078\nresident    124458     1483   9679803.0634\n")
+    assert _rows(summary) == 89007 + 1052 + 124458 + 1483
