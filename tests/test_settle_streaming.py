@@ -183,3 +183,19 @@ def test_settle_bench_reads_time_and_the_summary():
     summary = ("monthly settlement 2024-01\nfund      cases unpriced ...\n"
                "employee     89007     1052   6889472.9078\nresident    124458     1483   9679803.0634\n")
     assert _rows(summary) == 89007 + 1052 + 124458 + 1483
+
+
+def test_exact_sums_are_the_correctly_rounded_fsum(monkeypatch):
+    import math
+
+    from weights import settlement
+    monkeypatch.setattr(settlement, "CHUNK", 64)      # several chunks
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(1, 500))
+        x = rng.normal(0, 1, n) * 10.0 ** rng.integers(-8, 12, n)
+        key = rng.integers(0, 5, n)
+        sums = settlement._exact_sums_by(key, x, 6)
+        for k in range(6):
+            assert settlement._as_float(sums[k]) == math.fsum(x[key == k].tolist())
+        assert settlement._as_float(settlement._exact_total(x)) == math.fsum(x.tolist())

@@ -198,18 +198,43 @@ def _mantissas(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (mant * float(1 << 53)).astype(np.int64), ex.astype(np.int64) - 53
 
 
+CHUNK = 1 << 20       # rows per step of the exact sums (bounds their temporaries)
+
+
 def _exact_total(p: np.ndarray) -> tuple[int, int]:
     """(W, e): Σ p exactly as W × 2^e, with e the smallest exponent of the rows (W an int)."""
     if p.size == 0:
         return 0, 0
-    m, x = _mantissas(p)
-    e = int(x.min())
-    whole = 0
-    hi, lo = m >> 26, m & ((1 << 26) - 1)             # exact int64 sums per exponent
-    for xe in np.unique(x).tolist():
-        sel = x == xe
-        whole += ((int(hi[sel].sum()) << 26) + int(lo[sel].sum())) << (xe - e)
-    return whole, e
+    sums = _exact_sums_by(np.zeros(p.size, np.int8), p, 1)
+    return sums[0]
+
+
+def _exact_sums_by(key: np.ndarray, x: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Per key 0..k-1 the exact sum of the float64 values ``x`` as (W, e) with sum = W × 2^e
+    (integers; e the smallest exponent of all rows), in chunks of CHUNK rows. Per chunk and
+    exponent the mantissas' high and low 26 bits are summed by np.bincount: below 2^53, so exact."""
+    acc: dict[int, list[int]] = {}
+    for lo_row in range(0, x.size, CHUNK):
+        m, ex = _mantissas(x[lo_row:lo_row + CHUNK])
+        kc = key[lo_row:lo_row + CHUNK]
+        for xe in np.unique(ex).tolist():
+            sel = ex == xe
+            mk, kk = m[sel], kc[sel]
+            hi = np.bincount(kk, (mk >> 26).astype(np.float64), k)
+            lo = np.bincount(kk, (mk & ((1 << 26) - 1)).astype(np.float64), k)
+            row = acc.setdefault(xe, [0] * k)
+            for i in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
+                row[i] += (int(hi[i]) << 26) + int(lo[i])
+    if not acc:
+        return [(0, 0)] * k
+    e = min(acc)
+    return [(sum(row[i] << (xe - e) for xe, row in acc.items()), e) for i in range(k)]
+
+
+def _as_float(total: tuple[int, int]) -> float:
+    """W × 2^e correctly rounded (what math.fsum gives for the same values)."""
+    w, e = total
+    return float(Fraction(w) * Fraction(2) ** e)
 
 
 def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
@@ -221,12 +246,11 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
     if n == 0 or k < 0 or total < 0 or (p < 0).any() or not np.isfinite(p).all():
         nums = [a * k.numerator for a in _binary_numerators(p)] if n else []
         return distribute_exact(nums, k.denominator, total) if n else distribute_exact([], 1, total)
-    m, x = _mantissas(p)
     kf = float(k / Fraction(2) ** e)                  # cents per point, correctly rounded
-    q = p * kf                                        # each within 3 ulps of the exact share
-    tol = np.abs(q) * 1e-15 + 1e-300
-    floors = np.floor(q)
-    frac = q - floors
+    frac = p * kf                                     # each within 3 ulps of the exact share
+    tol = float(np.abs(frac).max()) * 1e-15 + 1e-300
+    floors = np.floor(frac)
+    frac -= floors
     doubt = (frac <= tol) | (1.0 - frac <= tol)
 
     def exact(idx: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
@@ -249,15 +273,14 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
         floors[di] = f_exact
         frac[di] = np.array([r / k.denominator for r in r_exact], dtype=np.float64)[inv]
     out = floors.astype(np.int64)
+    del floors
     short = int(total) - int(out.sum())
     if short < 0 or short > n:
         raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
     if short == 0:
         return out
-    idx = np.arange(n)
-    order = np.lexsort((idx, -frac))
-    cut = frac[order[short - 1]]
-    margin = 2.0 * float(tol.max()) + 1e-12
+    cut = -np.partition(-frac, short - 1)[short - 1]   # the short-th largest remainder
+    margin = 2.0 * tol + 1e-12
     sure = np.flatnonzero(frac > cut + margin)
     near = np.flatnonzero(np.abs(frac - cut) <= margin)
     _, rems, inv = exact(near)
@@ -419,9 +442,11 @@ class MonthTotals:
         """(the settlement without its cases, each case's amount in cents, 0 when unpriced)."""
         policy, period = self.policy, self.period
         points = np.concatenate(self._points) if self._points else np.zeros(0)
-        fcode = np.concatenate(self._fund).astype(np.int64) if self._fund else np.zeros(0, np.int64)
-        hid = np.concatenate(self._hosp).astype(np.int64) if self._hosp else np.zeros(0, np.int64)
-        self._points, self._fund, self._hosp = [points], [fcode.astype(np.int8)], [hid.astype(np.int32)]
+        self._points = [points]
+        fcode = np.concatenate(self._fund) if self._fund else np.zeros(0, np.int8)
+        self._fund = [fcode]
+        hid = np.concatenate(self._hosp) if self._hosp else np.zeros(0, np.int32)
+        self._hosp = [hid]
         pool = np.isfinite(points)
         width = self.WIDTH
         names = list(self._names)
@@ -437,7 +462,7 @@ class MonthTotals:
         for fi, f in enumerate(FUNDS):
             m = pool & (fcode == fi)
             any_m = bool(m.any())
-            ptotal = math.fsum(points[m].tolist()) if any_m else 0.0
+            ptotal = _as_float(_exact_total(points[m])) if any_m else 0.0     # = math.fsum
             fc = fund_of_cell == fi
             ps = int(self.personal[:cells][fc].sum())
             has_budget = f in policy.budget and period in policy.budget[f]
@@ -477,9 +502,13 @@ class MonthTotals:
         hid_s = dic[sorted_cells // width] if k else np.zeros(0, dtype=object)
         fund_names = np.array(list(FUNDS) + [""], dtype=object)
         hfund = fund_names[sorted_cells % width]
-        key = pos[hid * width + fcode]
-        points_h = _fsum_by(key[pool], points[pool], k)
-        pay_h = _isum_by(key[pool], amount[pool], k)
+        key = pos.astype(np.int32)[hid * np.int32(width) + fcode]
+        key[~pool] = k                                  # unpriced rows: a key of their own
+        points_h = np.array([_as_float(t) for t in _exact_sums_by(key, np.where(pool, points, 0.0), k + 1)[:k]],
+                            dtype=np.float64)           # = math.fsum per hospital and fund
+        pay_h = np.zeros(k + 1, np.int64)
+        np.add.at(pay_h, key, amount)
+        pay_h = pay_h[:k]
         cases_n, unpriced_n = cases_c[sorted_cells], unp_c[sorted_cells]
         wsum = self.weight_sum[sorted_cells]
         ps_h, cost_h = self.personal[sorted_cells], self.cost[sorted_cells]
