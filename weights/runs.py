@@ -309,7 +309,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         if policy.deviation.group_mean != "table":
             means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups)
         bar.update()
-        totals = MonthTotals(policy, period)
+        totals = MonthTotals(policy, period, rows)
         reasons: dict[str, int] = {}
         unpriced: dict[str, int] = {}
         in_period, with_points = False, 0

@@ -247,11 +247,15 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
         nums = [a * k.numerator for a in _binary_numerators(p)] if n else []
         return distribute_exact(nums, k.denominator, total) if n else distribute_exact([], 1, total)
     kf = float(k / Fraction(2) ** e)                  # cents per point, correctly rounded
-    frac = p * kf                                     # each within 3 ulps of the exact share
-    tol = float(np.abs(frac).max()) * 1e-15 + 1e-300
-    floors = np.floor(frac)
-    frac -= floors
-    doubt = (frac <= tol) | (1.0 - frac <= tol)
+    tol = float(p.max()) * kf * 1e-15 + 1e-300        # each share within 3 ulps of the exact one
+    out = np.empty(n, dtype=np.int64)
+    frac = np.empty(n, dtype=np.float64)
+    for lo in range(0, n, CHUNK):                     # in chunks: one float array per row besides
+        q = p[lo:lo + CHUNK] * kf
+        f = np.floor(q)
+        out[lo:lo + CHUNK] = f
+        frac[lo:lo + CHUNK] = q - f
+    doubt = np.flatnonzero((frac <= tol) | (1.0 - frac <= tol))
 
     def exact(idx: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
         """Rows idx: (floors, remainders over k's denominator of their distinct point values,
@@ -267,13 +271,10 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
         inv = inv.reshape(-1)
         return np.array(fl, dtype=np.int64)[inv], rem, inv
 
-    di = np.flatnonzero(doubt)
-    if di.size:
-        f_exact, r_exact, inv = exact(di)
-        floors[di] = f_exact
-        frac[di] = np.array([r / k.denominator for r in r_exact], dtype=np.float64)[inv]
-    out = floors.astype(np.int64)
-    del floors
+    if doubt.size:
+        f_exact, r_exact, inv = exact(doubt)
+        out[doubt] = f_exact
+        frac[doubt] = np.array([r / k.denominator for r in r_exact], dtype=np.float64)[inv]
     short = int(total) - int(out.sum())
     if short < 0 or short > n:
         raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
@@ -389,9 +390,16 @@ class MonthTotals:
     """
     WIDTH = len(FUNDS) + 1
 
-    def __init__(self, policy: Policy, period: str):
+    def __init__(self, policy: Policy, period: str, rows: int | None = None):
+        """``rows``: the number of cases to come, when known (the arrays are then filled in
+        place instead of gathered and joined at the end)."""
         self.policy, self.period = policy, period
         self._points, self._fund, self._hosp = [], [], []
+        self._cap = rows
+        if rows is not None:
+            self._points = [np.empty(rows, np.float64)]
+            self._fund = [np.empty(rows, np.int8)]
+            self._hosp = [np.empty(rows, np.int32)]
         self._names: dict[str, int] = {}
         k = 0
         self.cases = np.zeros(k, np.int64)
@@ -433,20 +441,29 @@ class MonthTotals:
         np.add.at(self.personal, cell[pool], personal[pool])
         np.add.at(self.cost, cell[pool], cost[pool])
         np.add.at(self.unpriced_cost, cell[~pool], cost[~pool])
-        self._points.append(points)
-        self._fund.append(fcode.astype(np.int8))
-        self._hosp.append(hid.astype(np.int32))
+        if self._cap is not None:
+            if self.rows + n > self._cap:
+                raise ValueError(f"more than the {self._cap} cases announced")
+            for arr, v in ((self._points[0], points), (self._fund[0], fcode), (self._hosp[0], hid)):
+                arr[self.rows:self.rows + n] = v
+        else:
+            self._points.append(points)
+            self._fund.append(fcode.astype(np.int8))
+            self._hosp.append(hid.astype(np.int32))
         self.rows += n
 
     def finish(self) -> tuple[Settlement, np.ndarray]:
         """(the settlement without its cases, each case's amount in cents, 0 when unpriced)."""
         policy, period = self.policy, self.period
-        points = np.concatenate(self._points) if self._points else np.zeros(0)
-        self._points = [points]
-        fcode = np.concatenate(self._fund) if self._fund else np.zeros(0, np.int8)
-        self._fund = [fcode]
-        hid = np.concatenate(self._hosp) if self._hosp else np.zeros(0, np.int32)
-        self._hosp = [hid]
+        if self._cap is not None:
+            points, fcode, hid = (a[0][:self.rows] for a in (self._points, self._fund, self._hosp))
+        else:
+            points = np.concatenate(self._points) if self._points else np.zeros(0)
+            self._points = [points]
+            fcode = np.concatenate(self._fund) if self._fund else np.zeros(0, np.int8)
+            self._fund = [fcode]
+            hid = np.concatenate(self._hosp) if self._hosp else np.zeros(0, np.int32)
+            self._hosp = [hid]
         pool = np.isfinite(points)
         width = self.WIDTH
         names = list(self._names)
@@ -504,8 +521,10 @@ class MonthTotals:
         hfund = fund_names[sorted_cells % width]
         key = pos.astype(np.int32)[hid * np.int32(width) + fcode]
         key[~pool] = k                                  # unpriced rows: a key of their own
-        points_h = np.array([_as_float(t) for t in _exact_sums_by(key, np.where(pool, points, 0.0), k + 1)[:k]],
+        points[~pool] = 0.0                             # the amounts are priced: NaN no longer needed
+        points_h = np.array([_as_float(t) for t in _exact_sums_by(key, points, k + 1)[:k]],
                             dtype=np.float64)           # = math.fsum per hospital and fund
+        points[~pool] = np.nan
         pay_h = np.zeros(k + 1, np.int64)
         np.add.at(pay_h, key, amount)
         pay_h = pay_h[:k]
