@@ -183,9 +183,11 @@ def duplicate_ids(path, id_column: str, batch_size: int = DEFAULT_BATCH_SIZE) ->
     for b in column_batches(path, [id_column], batch_size):
         rows += b.num_rows
         hashes.append(_id_hashes(b)[1])
-    h = np.sort(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+    h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    del hashes
+    h.sort()                                      # in place: 8 bytes per record at most twice
     twice = np.unique(h[1:][h[1:] == h[:-1]])
-    del h, hashes
+    del h
     if twice.size == 0:
         return pa.array([], pa.string()), rows
     found = []
