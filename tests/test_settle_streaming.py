@@ -199,3 +199,12 @@ def test_exact_sums_are_the_correctly_rounded_fsum(monkeypatch):
         for k in range(6):
             assert settlement._as_float(sums[k]) == math.fsum(x[key == k].tolist())
         assert settlement._as_float(settlement._exact_total(x)) == math.fsum(x.tolist())
+
+
+def test_kth_largest_without_a_sort_of_everything():
+    from weights.settlement import _kth_largest
+    rng = np.random.default_rng(9)
+    for x in (rng.random(5000), np.round(rng.random(5000), 2), np.array([0.5] * 10 + [0.0] * 5 + [1.0]),
+              np.r_[np.full(300, 4095 / 4096), rng.random(50)], np.array([0.25, 0.25 + 1e-17, 0.75])):
+        for k in (1, 2, len(x) // 3, len(x)):
+            assert _kth_largest(x, k) == np.sort(x)[::-1][k - 1]

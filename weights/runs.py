@@ -350,6 +350,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 top = ", ".join(f"{c} {r}" for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:3])
                 raise InputError(f"{records_path}: none of its {totals.rows} records can be priced ({top}); "
                                  "see docs/reasons.md")
+            pa.default_memory_pool().release_unused()     # the batches' memory back before the cents
             result, amount = totals.finish()
             if unpriced:
                 result.notes.append(f"{sum(unpriced.values())} of {totals.rows} record(s) not priced, listed for "

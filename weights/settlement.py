@@ -237,6 +237,20 @@ def _as_float(total: tuple[int, int]) -> float:
     return float(Fraction(w) * Fraction(2) ** e)
 
 
+def _kth_largest(x: np.ndarray, k: int) -> float:
+    """The k-th largest value of ``x`` (values in [0, 1]) without copying it: a histogram finds
+    the bin holding it, then only that bin's values are ordered."""
+    hist = np.histogram(x, bins=4096, range=(0.0, 1.0))[0]
+    from_top = np.cumsum(hist[::-1])
+    j = 4095 - int(np.searchsorted(from_top, k))        # bin of the k-th largest
+    lo_v, hi_v = j / 4096, (j + 1) / 4096
+    above = int(np.count_nonzero(x >= hi_v)) if j < 4095 else 0
+    cand = x[(x >= lo_v) & (x < hi_v)] if j < 4095 else x[x >= lo_v]
+    if not above < k <= above + cand.size:                # the histogram's edges disagree: sort it all
+        return float(-np.partition(-x, k - 1)[k - 1])
+    return float(-np.partition(-cand, k - above - 1)[k - above - 1])
+
+
 def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
     """Largest remainder of the exact shares ``n_i × k`` (n_i = p_i / 2^e, integers) into
     integer cents summing to ``total``: the same cents as :func:`distribute_exact` on them,
@@ -280,7 +294,7 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
         raise ValueError(f"rounding gap of {short} cents over {n} rows: the values do not add up to the total")
     if short == 0:
         return out
-    cut = -np.partition(-frac, short - 1)[short - 1]   # the short-th largest remainder
+    cut = _kth_largest(frac, short)
     margin = 2.0 * tol + 1e-12
     sure = np.flatnonzero(frac > cut + margin)
     near = np.flatnonzero(np.abs(frac - cut) <= margin)
@@ -396,6 +410,7 @@ class MonthTotals:
         self.policy, self.period = policy, period
         self._points, self._fund, self._hosp = [], [], []
         self._cap = rows
+        self._finished = False
         if rows is not None:
             self._points = [np.empty(rows, np.float64)]
             self._fund = [np.empty(rows, np.int8)]
@@ -453,8 +468,11 @@ class MonthTotals:
         self.rows += n
 
     def finish(self) -> tuple[Settlement, np.ndarray]:
-        """(the settlement without its cases, each case's amount in cents, 0 when unpriced)."""
+        """(the settlement without its cases, each case's amount in cents, 0 when unpriced).
+        Once: the cents are written over the points."""
         policy, period = self.policy, self.period
+        if self._finished:
+            raise RuntimeError("MonthTotals.finish runs once (the cents take the points' memory)")
         if self._cap is not None:
             points, fcode, hid = (a[0][:self.rows] for a in (self._points, self._fund, self._hosp))
         else:
@@ -471,38 +489,6 @@ class MonthTotals:
         self._grow(cells)
         cases_c, unp_c = self.cases[:cells], self.unpriced[:cells]
         fund_of_cell = np.tile(np.arange(width), len(names))
-
-        amount = np.zeros(len(points), dtype=np.int64)
-        funds: dict[str, dict] = {}
-        value_of: dict[str, float | None] = {}
-        notes: list[str] = []
-        for fi, f in enumerate(FUNDS):
-            m = pool & (fcode == fi)
-            any_m = bool(m.any())
-            ptotal = _as_float(_exact_total(points[m])) if any_m else 0.0     # = math.fsum
-            fc = fund_of_cell == fi
-            ps = int(self.personal[:cells][fc].sum())
-            has_budget = f in policy.budget and period in policy.budget[f]
-            has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
-            if not any_m and not has_budget and not has_rate:
-                continue
-            value, budget, total = _point_value(policy, f, period, ptotal, ps)
-            value_of[f] = value
-            if any_m:
-                amount[m] = _amounts(points[m], value, total)
-            elif budget:
-                notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
-            funds[f] = {
-                "budget": yuan(budget) if budget is not None else None,
-                "rate": value if policy.form == "rate" and budget is None else None,
-                "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
-                "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
-                "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
-                "payment": yuan(amount[m].sum()),
-            }
-        unknown = int(unp_c[fund_of_cell == len(FUNDS)].sum())
-        if unknown:
-            notes.append(f"{unknown} case(s) of no known fund are unpriced (see review)")
 
         # (hospital, fund) pairs with a case, hospitals sorted by id
         dic = np.asarray(names, dtype=object)
@@ -521,10 +507,49 @@ class MonthTotals:
         hfund = fund_names[sorted_cells % width]
         key = pos.astype(np.int32)[hid * np.int32(width) + fcode]
         key[~pool] = k                                  # unpriced rows: a key of their own
-        points[~pool] = 0.0                             # the amounts are priced: NaN no longer needed
+        points[~pool] = 0.0                             # (their points are NaN: pool says which)
         points_h = np.array([_as_float(t) for t in _exact_sums_by(key, points, k + 1)[:k]],
                             dtype=np.float64)           # = math.fsum per hospital and fund
-        points[~pool] = np.nan
+
+        # the cents of each case go into the points' own memory, fund after fund (0.0 is 0)
+        amount = points.view(np.int64)
+        self._finished = True
+        funds: dict[str, dict] = {}
+        value_of: dict[str, float | None] = {}
+        notes: list[str] = []
+        for fi, f in enumerate(FUNDS):
+            m = pool & (fcode == fi)
+            any_m = bool(m.any())
+            ptotal = _as_float(_exact_total(points[m])) if any_m else 0.0     # = math.fsum
+            fc = fund_of_cell == fi
+            ps = int(self.personal[:cells][fc].sum())
+            has_budget = f in policy.budget and period in policy.budget[f]
+            has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
+            paid_cents = 0
+            if not any_m and not has_budget and not has_rate:
+                amount[m] = 0
+                continue
+            value, budget, total = _point_value(policy, f, period, ptotal, ps)
+            value_of[f] = value
+            if any_m:
+                cents = _amounts(points[m], value, total)
+                paid_cents = int(cents.sum())
+                amount[m] = cents
+                del cents
+            elif budget:
+                notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
+            funds[f] = {
+                "budget": yuan(budget) if budget is not None else None,
+                "rate": value if policy.form == "rate" and budget is None else None,
+                "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
+                "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
+                "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
+                "payment": yuan(paid_cents),
+            }
+        amount[pool & (fcode >= len(FUNDS))] = 0
+        unknown = int(unp_c[fund_of_cell == len(FUNDS)].sum())
+        if unknown:
+            notes.append(f"{unknown} case(s) of no known fund are unpriced (see review)")
         pay_h = np.zeros(k + 1, np.int64)
         np.add.at(pay_h, key, amount)
         pay_h = pay_h[:k]
