@@ -240,8 +240,9 @@ def warm(scheme=None, codes=None, catalog=None, threads: int | None = 1) -> dict
     with pa.ipc.new_stream(sink, sample.schema) as w:
         w.write_batch(sample)
     read_only = pa.ipc.open_stream(sink.getvalue()).read_next_batch()
-    double = sample.cast(pa.schema([(f.name, pa.float64() if pa.types.is_integer(f.type) else f.type)
-                                    for f in sample.schema]))
+    # through a Table: RecordBatch.cast is pyarrow >= 16
+    double = pa.Table.from_batches([sample]).cast(pa.schema(
+        [(f.name, pa.float64() if pa.types.is_integer(f.type) else f.type) for f in sample.schema])).to_batches()[0]
     groupers = [BatchGrouper(scheme, codes=codes, threads=threads, write=["id"])]
     if catalog is not None:
         groupers.append(BatchGrouper(method="dip", catalog=catalog, threads=threads, write=["id"]))
