@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 from numba import njit
 
 from drgdip.arrowio import InputError, as_table, canonical_columns, numeric, text
-from drgdip.weights.policy import overlay
+from drgdip.weights.policy import overlay, read_policy_file
 from drgdip.weights.settlement import to_cents
 
 _DEFAULTS = Path(__file__).with_name("benefits_policy.toml")
@@ -351,15 +351,8 @@ def load_benefit_policy(path: str | os.PathLike | None = None) -> BenefitPolicy:
     """The default policy, or a region's file laid over it (BenefitPolicyError if unusable)."""
     if path is None:
         return parse_benefit_policy({}, str(_DEFAULTS))
-    p = Path(path)
-    if not p.is_file():
-        raise BenefitPolicyError(f"{p}: no such policy file")
-    src = p.read_text(encoding="utf-8")
-    try:
-        data = tomllib.loads(src)
-    except tomllib.TOMLDecodeError as exc:
-        raise BenefitPolicyError(f"{p}: not valid TOML: {exc}") from None
-    return parse_benefit_policy(data, str(p), src)
+    data, src = read_policy_file(path, BenefitPolicyError)
+    return parse_benefit_policy(data, str(Path(path)), src)
 
 
 # ---------------------------------------------------------------- enrolment

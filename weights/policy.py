@@ -354,17 +354,24 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
                   special_review=special, settlement=settlement, weights=rules, records=records, source=source, path=where)
 
 
-def load_policy(path: str | os.PathLike) -> Policy:
-    """Read and validate a policy TOML file (PolicyError with a one-line message if unusable)."""
+def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:
+    """(the TOML parsed, its text) of a policy file; ``error`` (default PolicyError) with a
+    one-line message when the file is missing or not TOML."""
+    error = error or PolicyError
     p = Path(path)
     if not p.is_file():
-        raise PolicyError(f"{p}: no such policy file")
+        raise error(f"{p}: no such policy file")
     text = p.read_text(encoding="utf-8")
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{p}: not valid TOML: {exc}") from None
-    return parse_policy(data, str(p), text)
+        raise error(f"{p}: not valid TOML: {exc}") from None
+
+
+def load_policy(path: str | os.PathLike) -> Policy:
+    """Read and validate a policy TOML file (PolicyError with a one-line message if unusable)."""
+    data, text = read_policy_file(path)
+    return parse_policy(data, str(Path(path)), text)
 
 
 def band_value(bands: tuple[Band, ...], x):
