@@ -59,7 +59,8 @@ class Rule:
         return own or describe(self.rule, lang)
 
 
-def _parse_params(text_: str) -> dict:
+def parse_params(text_: str) -> dict:
+    """A rules table's ``params`` cell, ``key=value;key=value``, as a dict of strings."""
     out = {}
     for part in filter(None, (p.strip() for p in (text_ or "").split(";"))):
         k, _, v = part.partition("=")
@@ -95,7 +96,7 @@ def _load_rules(path: str) -> tuple[Rule, ...]:
                 raise InputError(f"{path}:{n}: rule {row['rule']} has no message and is no reason code")
             rules.append(Rule(row["rule"], row["kind"], row["severity"],
                               tuple(f for f in row["fields"].split("|") if f),
-                              _parse_params(row["params"]), row["zh"], row["en"]))
+                              parse_params(row["params"]), row["zh"], row["en"]))
     return tuple(rules)
 
 

@@ -70,7 +70,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from drgdip.arrowio import DEFAULT_BATCH_SIZE, InputError, as_table, canonical_columns, code_list, numeric, open_batches, text
+from drgdip.arrowio import (
+    DEFAULT_BATCH_SIZE,
+    InputError,
+    as_table,
+    canonical_columns,
+    code_list,
+    numeric,
+    open_batches,
+    text,
+)
+from drgdip.codesets.qc import parse_params
 
 HERE = Path(__file__).parent
 SEVERITIES = ("error", "warning", "info")
@@ -120,14 +130,6 @@ class Rule:
         return tuple(x.strip() for x in (self.params.get(key) or "").split("|") if x.strip())
 
 
-def _parse_params(s: str) -> dict:
-    out = {}
-    for part in filter(None, (p.strip() for p in (s or "").split(";"))):
-        k, _, v = part.partition("=")
-        out[k.strip()] = v.strip()
-    return out
-
-
 def load_rules(path: str | os.PathLike | None = None, extra: str | os.PathLike | None = None) -> tuple[Rule, ...]:
     """The rule library (default ``monitoring_rules.csv``); ``extra`` adds a region's own
     rules or replaces rules of the same id."""
@@ -160,7 +162,7 @@ def _load(path: str) -> tuple[Rule, ...]:
             if row["rule"] in seen:
                 raise InputError(f"{path}:{n}: rule {row['rule']} is listed twice")
             seen.add(row["rule"])
-            out.append(Rule(row["rule"], row["kind"], row["severity"], _parse_params(row["params"]),
+            out.append(Rule(row["rule"], row["kind"], row["severity"], parse_params(row["params"]),
                             row["zh_name"], row["zh"], row["en"]))
     return tuple(out)
 
