@@ -12,7 +12,7 @@ Grouping (CHS-DRG 分组, ``drgdip.grouper``)
     explain(record, scheme)           one record's grouping path in words
     conformance(cases, scheme)        agreement with another grouper, by cause
 
-DIP (按病种分值付费, ``drgdip.grouper.dip_api``)
+DIP (按病种分值付费, ``drgdip.grouper.dip.api``)
     build_catalog(history, policy)    a local disease-score catalogue from history (drgdip.weights.dip_catalog)
     load_catalog(path), group_dip(records, catalog), recommend(record, catalog)
 
@@ -27,10 +27,10 @@ Weights and settlement (``drgdip.weights``)
     compare_schemes(records, a, b, policy)   what-if between two schemes (分组方案切换测算)
     compute_benefits(records, persons)  the patient's side: basic, critical-illness, assistance (三重制度)
 
-Supervision (智能监控, ``drgdip.weights.monitoring``)
+Supervision (智能监控, ``drgdip.weights.monitoring.rules``)
     monitor(records), monitor_file(src, out)   findings of the monitoring rules
 
-Versions by discharge date (``drgdip.grouper.versions``)
+Versions by discharge date (``drgdip.grouper.drg.versions``)
     VersionedGrouper.from_file(region_file).group(records)
 
 Coding standards and quality control (``drgdip.codesets``)
@@ -46,26 +46,26 @@ import importlib
 
 # public name -> module that defines it (imported lazily, PEP 562)
 _API = {
-    "load_scheme": "drgdip.grouper.api",
-    "load_codes": "drgdip.grouper.api",
-    "group_table": "drgdip.grouper.api",
-    "group_file": "drgdip.grouper.api",
-    "compile_scheme": "drgdip.grouper.compile",
-    "explain": "drgdip.grouper.reference",
-    "conformance": "drgdip.grouper.conformance",
+    "load_scheme": "drgdip.grouper.drg.api",
+    "load_codes": "drgdip.grouper.drg.api",
+    "group_table": "drgdip.grouper.drg.api",
+    "group_file": "drgdip.grouper.drg.api",
+    "compile_scheme": "drgdip.grouper.drg.compile",
+    "explain": "drgdip.grouper.drg.reference",
+    "conformance": "drgdip.grouper.drg.conformance",
     "build_catalog": "drgdip.weights.dip_catalog",
-    "load_catalog": "drgdip.grouper.dip_api",
-    "group_dip": "drgdip.grouper.dip_api",
-    "recommend": "drgdip.grouper.dip_api",
-    "load_policy": "drgdip.weights.policy",
+    "load_catalog": "drgdip.grouper.dip.api",
+    "group_dip": "drgdip.grouper.dip.api",
+    "recommend": "drgdip.grouper.dip.api",
+    "load_policy": "drgdip.weights.settlement.policy",
     "compute_weights": "drgdip.weights.relative_weights",
-    "price_cases": "drgdip.weights.points",
-    "settle_period": "drgdip.weights.settlement",
-    "settle_year": "drgdip.weights.settlement",
-    "settle_month": "drgdip.weights.runs",
-    "settle_annual": "drgdip.weights.runs",
-    "simulate": "drgdip.weights.simulate",
-    "write_report": "drgdip.weights.report",
+    "price_cases": "drgdip.weights.settlement.points",
+    "settle_period": "drgdip.weights.settlement.settle",
+    "settle_year": "drgdip.weights.settlement.settle",
+    "settle_month": "drgdip.weights.settlement.runs",
+    "settle_annual": "drgdip.weights.settlement.runs",
+    "simulate": "drgdip.weights.settlement.simulate",
+    "write_report": "drgdip.weights.report.settlement_report",
     "standards": "drgdip.codesets.standards",
     "identify": "drgdip.codesets.standards",
     "validate_codes": "drgdip.codesets.standards",
@@ -73,11 +73,11 @@ _API = {
     "check_file": "drgdip.codesets.qc",
     "synthesize_region": "drgdip.synth.region",
     "run_demo": "drgdip.synth.demo",
-    "VersionedGrouper": "drgdip.grouper.versions",
-    "compare_schemes": "drgdip.weights.scheme_compare",
-    "compute_benefits": "drgdip.weights.benefits",
-    "monitor_file": "drgdip.weights.monitoring",
-    "monitor": "drgdip.weights.monitoring",
+    "VersionedGrouper": "drgdip.grouper.drg.versions",
+    "compare_schemes": "drgdip.weights.report.scheme_compare",
+    "compute_benefits": "drgdip.weights.settlement.benefits",
+    "monitor_file": "drgdip.weights.monitoring.rules",
+    "monitor": "drgdip.weights.monitoring.rules",
 }
 
 __all__ = sorted(_API)

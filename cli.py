@@ -92,7 +92,7 @@ def _refuse_overwrite(inputs, output) -> None:
 # --- grouping commands (grouper/) ---
 
 def _scheme(path, rules=None):
-    from drgdip.grouper.api import load_scheme
+    from drgdip.grouper.drg.api import load_scheme
     return load_scheme(path, rules)
 
 
@@ -124,7 +124,7 @@ def scheme_compile(folder, output, rules, allow_gaps):
     Example:
       drgdip scheme compile ../shared/data/chs-drg/CHS_DRG_11 -o chs11.drgscheme
     """
-    from drgdip.grouper.compile import SchemeError, compile_scheme
+    from drgdip.grouper.drg.compile import SchemeError, compile_scheme
     try:
         scheme, problems = compile_scheme(folder, rules, allow_gaps=allow_gaps)
     except SchemeError as exc:
@@ -149,14 +149,14 @@ def scheme_audit(folder, rules, every_row):
 
     Inferred: from a cross-reference (见 JD2 手术表), from the group's name (ages, weights,
     severity), from a general rule, or defaulted where the table states nothing; errata
-    (grouper/rules/errata.toml) are listed. Fails (exit 2) when a line cannot be read.
+    (grouper/drg/rules/errata.toml) are listed. Fails (exit 2) when a line cannot be read.
 
     \b
     Example:
       drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_10P
       drgdip scheme audit ../shared/data/chs-drg/CHS_DRG_11 --all > audit11.tsv
     """
-    from drgdip.grouper.compile import SchemeError, audit_scheme, audit_text
+    from drgdip.grouper.drg.compile import SchemeError, audit_scheme, audit_text
     try:
         report = audit_scheme(folder, rules)
     except SchemeError as exc:
@@ -220,7 +220,7 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
     from tqdm import tqdm
     keep = [k.strip() for item in keep for k in item.split(",") if k.strip()]
     if method == "dip":
-        from drgdip.grouper.dip_api import group_dip_file, load_catalog
+        from drgdip.grouper.dip.api import group_dip_file, load_catalog
         if not catalog:
             raise UserError("--method dip needs --catalog")
         cat = load_catalog(catalog)
@@ -229,9 +229,9 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
         click.echo(f"{n} records grouped with DIP catalogue {catalog} -> {output}")
         return
 
-    from drgdip.grouper.api import group_file, load_codes
+    from drgdip.grouper.drg.api import group_file, load_codes
     if region_file:
-        from drgdip.grouper.versions import VersionedGrouper, group_region_file
+        from drgdip.grouper.drg.versions import VersionedGrouper, group_region_file
         if scheme or check_out:
             raise UserError("--region names the schemes itself: give it without --scheme or --check")
         vg = VersionedGrouper.from_file(region_file, load_codes(codes_dir))
@@ -271,8 +271,8 @@ def explain_cmd(scheme, record_json, codes_dir, as_json):
     """
     import json
 
-    from drgdip.grouper.api import load_codes
-    from drgdip.grouper.reference import explain
+    from drgdip.grouper.drg.api import load_codes
+    from drgdip.grouper.drg.reference import explain
     try:
         json.loads(record_json)
     except json.JSONDecodeError as exc:
@@ -324,8 +324,8 @@ def conformance_cmd(cases, scheme, codes_dir):
     Example:
       drgdip conformance ../shared/data/conformance/chs-drg-1.1-cases.csv --scheme chs11.drgscheme
     """
-    from drgdip.grouper.api import load_codes
-    from drgdip.grouper.conformance import conformance
+    from drgdip.grouper.drg.api import load_codes
+    from drgdip.grouper.drg.conformance import conformance
     click.echo(conformance(cases, _scheme(scheme), load_codes(codes_dir)).text())
 
 
@@ -471,7 +471,7 @@ def codes_map(records, mapping, source, target, columns, output, quiet):
 @click.option("--rules", "rules_path", type=click.Path(), help="Rules CSV (default: the built-in qc_rules.csv).")
 @click.option("--scheme", type=click.Path(),
               help="Scheme: its validation limits, and grouping results for the rules only it decides "
-                   "(SEX_CONFLICT, NO_MDC, NO_ADRG, NO_DRG, QC_SEX_MDC). Default: the limits of grouper/rules/chs-drg-1.x.toml, "
+                   "(SEX_CONFLICT, NO_MDC, NO_ADRG, NO_DRG, QC_SEX_MDC). Default: the limits of grouper/drg/rules/chs-drg-1.x.toml, "
                    "those rules not run.")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="Region policy (TOML): its fund labels for UNKNOWN_FUND (not run without).")
@@ -491,20 +491,20 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
         --scheme chs11.drgscheme --policy region.toml
       drgdip check discharges.csv --lang zh --summary by_hospital.csv
     """
-    from drgdip.codesets.qc import check_file, load_code_tables, load_rules
     from drgdip.arrowio import write_table
+    from drgdip.codesets.qc import check_file, load_code_tables, load_rules
     _refuse_overwrite(records, output)
     _refuse_overwrite([records, output], summary_path)
     rules = load_rules(rules_path)
     tables = load_code_tables(code_tables_dir, diagnosis_table, procedure_table)
     grouping = loaded = None
     if scheme:
-        from drgdip.grouper.api import group_table, load_scheme
+        from drgdip.grouper.drg.api import group_table, load_scheme
         loaded = load_scheme(scheme)
         grouping = lambda t: group_table(t, loaded)  # noqa: E731
     labels = None
     if policy_path:
-        from drgdip.weights.policy import load_policy
+        from drgdip.weights.settlement.policy import load_policy
         labels = load_policy(policy_path).fund_of_label()
     with _progress(quiet) as bar:
         s = check_file(records, output, rules=rules, code_tables=tables, lang=lang, scheme=loaded, grouping=grouping,
@@ -536,7 +536,7 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
     Example:
       drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
     """
-    from drgdip.weights.runs import make_weights
+    from drgdip.weights.settlement.runs import make_weights
     _refuse_overwrite([history, policy_path], out)
     r = make_weights(history, policy_path, out, scheme=scheme, group_column=group_column, quiet=quiet,
                      batch_size=batch_size)
@@ -580,8 +580,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
           --weights weights.parquet --policy region.toml --ledger region.db --out settled/2026-10
       drgdip settle 2026 --final --policy region.toml --ledger region.db
     """
-    from drgdip.weights.ledger import LedgerError
-    from drgdip.weights.runs import settle_annual, settle_month, summary_text
+    from drgdip.weights.settlement.ledger import LedgerError
+    from drgdip.weights.settlement.runs import settle_annual, settle_month, summary_text
     try:
         if final:
             if new_ledger:
@@ -605,7 +605,7 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
 @main.command("benefits")
 @click.argument("records", type=click.Path(dir_okay=False))
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
-              help="Benefit policy TOML laid over the defaults (weights/benefits_policy.toml).")
+              help="Benefit policy TOML laid over the defaults (weights/settlement/benefits_policy.toml).")
 @click.option("--persons", "persons_path", type=click.Path(dir_okay=False),
               help="Person file: patient_id, assistance_class and enrolment facts (see docs/benefits.md).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -620,7 +620,8 @@ def benefits_cmd(records, policy_path, persons_path, output, totals):
       drgdip benefits stays.parquet --policy region-benefits.toml --persons persons.csv \\
           -o benefits.parquet --totals person-years.csv
     """
-    from drgdip.weights.benefits import summary_text as benefits_summary, write_benefits
+    from drgdip.weights.settlement.benefits import summary_text as benefits_summary
+    from drgdip.weights.settlement.benefits import write_benefits
     _refuse_overwrite([records, persons_path, policy_path], output)
     _refuse_overwrite([records, persons_path, policy_path, output], totals)
     result = write_benefits(records, persons_path, policy_path, output, totals)
@@ -650,7 +651,7 @@ def ledger_show_cmd(ledger_path):
     Example:
       drgdip ledger show region.db
     """
-    from drgdip.weights.ledger import show
+    from drgdip.weights.settlement.ledger import show
     click.echo(show(ledger_path))
 
 
@@ -677,10 +678,10 @@ def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
     import json
     from pathlib import Path
 
-    from drgdip.grouper.api import load_codes
     from drgdip.arrowio import write_table
-    from drgdip.weights.policy import load_policy
-    from drgdip.weights.scheme_compare import compare_schemes
+    from drgdip.grouper.drg.api import load_codes
+    from drgdip.weights.report.scheme_compare import compare_schemes
+    from drgdip.weights.settlement.policy import load_policy
     if len(schemes) != 2:
         raise UserError("give exactly two --scheme options: A (the current scheme), then B")
     _refuse_overwrite([records, *weights, policy_path], out)
@@ -698,7 +699,7 @@ def compare_cmd(records, schemes, weights, policy_path, codes_dir, out):
         for name, t in (("hospitals", r.by_hospital), ("departments", r.by_department), ("groups", r.by_group)):
             if t is not None:
                 write_table(t, folder / f"{name}.csv")
-        from drgdip.weights.report import compare_page
+        from drgdip.weights.report.settlement_report import compare_page
         for name, text_ in (("summary.json", json.dumps(r.summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n"),
                             ("compare.html", compare_page(r))):
             tmp = folder / f".{name}.tmp"
@@ -731,11 +732,15 @@ def simulate_cmd(records, weights_path, policy_path, hospital, ledger_path, poin
     from contextlib import closing
     _refuse_overwrite([records, weights_path, policy_path, ledger_path], out)
     from drgdip.arrowio import read_table, write_table
-    from drgdip.weights import ledger as ledger_mod
-    from drgdip.weights.policy import load_policy
     from drgdip.weights.relative_weights import read_weight_table
-    from drgdip.weights.runs import group_if_needed
-    from drgdip.weights.simulate import last_point_values, report_text, simulate
+    from drgdip.weights.settlement import ledger as ledger_mod
+    from drgdip.weights.settlement.policy import load_policy
+    from drgdip.weights.settlement.runs import group_if_needed
+    from drgdip.weights.settlement.simulate import (
+        last_point_values,
+        report_text,
+        simulate,
+    )
     values, source = {}, "--point-value"
     if ledger_path:
         with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
@@ -792,7 +797,8 @@ def monitor_cmd(records, output, rules_path, extra_rules, scheme, weights_path, 
       drgdip monitor discharges-2024.parquet --history discharges-2023.parquet -o findings.csv
     """
     from tqdm import tqdm
-    from drgdip.weights.monitoring import load_rules, monitor_file
+
+    from drgdip.weights.monitoring.rules import load_rules, monitor_file
     weights = None
     if weights_path:
         from drgdip.weights.relative_weights import read_weight_table
@@ -835,8 +841,8 @@ def dip_catalog(history, policy, output, procedure_types, scheme, compare):
       drgdip dip catalog history-2023-2025.parquet --policy region.toml -o dip-catalog.parquet
       drgdip dip catalog --compare dip-catalog.parquet national-dip.csv -o diff.csv
     """
-    from drgdip.grouper import dip_api
     from drgdip.arrowio import write_table
+    from drgdip.grouper.dip import api as dip_api
     if compare:
         diff = dip_api.compare_catalogs(*compare)
         st = diff["status"].to_pylist()
@@ -881,7 +887,8 @@ def dip_recommend(catalog, record_json, as_json):
         --record '{"diagnoses": ["K80.100"], "procedures": ["51.2300", "51.1000"], "age": 67}'
     """
     import json as _json
-    from drgdip.grouper import dip_api
+
+    from drgdip.grouper.dip import api as dip_api
     try:
         record = _json.loads(record_json)
     except _json.JSONDecodeError as exc:
@@ -977,8 +984,8 @@ def report_cmd(ledger_path, out, outputs, hospitals_path, scheme, findings, bene
       drgdip report demo/ledger.db --outputs demo/settled --findings demo/findings.csv \\
           --benefits demo/benefits.parquet --persons demo/persons.csv -o report.html
     """
-    from drgdip.weights.ledger import LedgerError
-    from drgdip.weights.report import write_report
+    from drgdip.weights.report.settlement_report import write_report
+    from drgdip.weights.settlement.ledger import LedgerError
     try:
         _refuse_overwrite([ledger_path, hospitals_path, findings, benefits, persons], out)
         path = write_report(ledger_path, out, outputs=outputs, hospitals=hospitals_path, scheme=scheme,

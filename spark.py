@@ -27,7 +27,7 @@ else here is plain Python and Arrow, so the executors' side can be tested withou
   explicit row key), equal to the cent to ``drgdip settle`` (docs/spark.md).
 
 Spark has no file order: the records need a key column (``id`` or an alias such as
-``setl_id``), which is written first, as :func:`drgdip.grouper.api.group_file` does.
+``setl_id``), which is written first, as :func:`drgdip.grouper.drg.api.group_file` does.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import os
 import pickle
 import warnings
 
-from drgdip.grouper.kernel import ensure_cache_dir
+from drgdip.grouper.drg.kernel import ensure_cache_dir
 
 ensure_cache_dir()
 
@@ -56,10 +56,10 @@ _LOADED: dict[tuple[str, str], object] = {}
 def result_schema(method: str = "drg") -> pa.Schema:
     """The result columns of a method, with their Arrow types, in output order."""
     if method == "drg":
-        from drgdip.grouper.api import OUTPUT_COLUMNS
+        from drgdip.grouper.drg.api import OUTPUT_COLUMNS
         return pa.schema([(n, pa.string()) for n in OUTPUT_COLUMNS])
     if method == "dip":
-        from drgdip.grouper.dip_api import output_schema as dip_schema
+        from drgdip.grouper.dip.api import output_schema as dip_schema
         return dip_schema()
     raise InputError(f"method {method!r}: use one of {', '.join(METHODS)}")
 
@@ -131,12 +131,12 @@ def _load(kind: str, digest: str, data: bytes):
     hit = _LOADED.get(key)
     if hit is None:
         if kind == "scheme":
-            from drgdip.grouper.scheme import Scheme
+            from drgdip.grouper.drg.scheme import Scheme
             hit = Scheme.load(io.BytesIO(data))
         elif kind == "catalog":
             import pyarrow.ipc as ipc
 
-            from drgdip.grouper.dip_api import prepare_catalog
+            from drgdip.grouper.dip.api import prepare_catalog
             hit = prepare_catalog(ipc.open_stream(pa.py_buffer(data)).read_all())
         else:
             hit = pickle.loads(data)        # the code set (CodeSet), pickled by the driver
@@ -161,16 +161,16 @@ class BatchGrouper:
         self.write = list(write) if write is not None else None
         self.scheme_bytes = self.catalog_bytes = self.codes_bytes = None
         if method == "drg":
-            from drgdip.grouper.api import load_scheme
+            from drgdip.grouper.drg.api import load_scheme
             self.scheme_bytes = load_scheme(scheme).to_bytes()
             if codes is not None:
-                from drgdip.grouper.api import load_codes
+                from drgdip.grouper.drg.api import load_codes
                 self.codes_bytes = pickle.dumps(load_codes(codes) if isinstance(codes, (str, os.PathLike)) else codes,
                                                 protocol=pickle.HIGHEST_PROTOCOL)
         else:
             if catalog is None:
                 raise InputError("DIP grouping needs a catalogue (catalog=path or table; see drgdip dip build)")
-            from drgdip.grouper.dip_api import load_catalog
+            from drgdip.grouper.dip.api import load_catalog
             table = load_catalog(catalog)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as w:
@@ -192,7 +192,7 @@ class BatchGrouper:
         key = ("grouper", self.key + f"/{self.threads}")
         g = _LOADED.get(key)
         if g is None:
-            from drgdip.grouper.api import Grouper
+            from drgdip.grouper.drg.api import Grouper
             scheme = _load("scheme", self.digests["scheme"], self.scheme_bytes)
             codes = _load("codes", self.digests["codes"], self.codes_bytes) if self.codes_bytes else None
             g = _LOADED[key] = Grouper(scheme, codes, threads=self.threads)
@@ -205,8 +205,8 @@ class BatchGrouper:
             g = self._grouper()
             out = g.group_batch(batch, columns=write)
         else:
-            from drgdip.grouper import kernel
-            from drgdip.grouper.dip_api import group_dip
+            from drgdip.grouper.dip.api import group_dip
+            from drgdip.grouper.drg import kernel
             kernel.set_threads(self.threads)
             t = group_dip(pa.Table.from_batches([batch]), self._grouper())
             t = t.select(write + list(result_schema("dip").names)).combine_chunks()
@@ -227,7 +227,9 @@ def warm(scheme=None, codes=None, catalog=None, threads: int | None = 1) -> dict
     memory (writable buffers) and from batches read back from an Arrow IPC stream (read-only
     buffers, as Spark hands them to Python). ``catalog`` given: the DIP kernels too. Returns the
     number of compiled signatures per kernel."""
-    from drgdip.grouper import dip_match, kernel, tokens
+    from drgdip.grouper import tokens
+    from drgdip.grouper.dip import match as dip_match
+    from drgdip.grouper.drg import kernel
     sample = pa.RecordBatch.from_pylist([
         {"id": "w1", "sex": "1", "age": 60, "age_days": None, "birth_weight_g": None, "los_days": 5,
          "diagnoses": "I21.000|E11.900", "procedures": "36.0600"},
@@ -255,7 +257,7 @@ def warm(scheme=None, codes=None, catalog=None, threads: int | None = 1) -> dict
         for name in dir(mod):
             f = getattr(mod, name)
             if hasattr(f, "signatures") and getattr(f, "__module__", "") == mod.__name__:
-                out[f"{mod.__name__.rsplit('.', 1)[-1]}.{name}"] = len(f.signatures)
+                out[f"{mod.__name__.removeprefix('drgdip.grouper.')}.{name}"] = len(f.signatures)
     return out
 
 
@@ -270,7 +272,7 @@ def group_dataframe(df, scheme=None, *, method: str = "drg", catalog=None, codes
     ``Scheme`` or None for the teaching scheme), optional ``codes`` (code-set folder or
     ``CodeSet``); results ``mdc, adrg, drg, status, reason``. ``method="dip"``: ``catalog``
     (a catalogue file or table); results the ``dip_*`` columns of
-    :func:`drgdip.grouper.dip_api.group_dip`. ``threads``: kernel threads per Spark task.
+    :func:`drgdip.grouper.dip.api.group_dip`. ``threads``: kernel threads per Spark task.
 
     Input columns named like result columns are renamed ``input_<name>`` (a warning says so)."""
     renamed = clashing_columns(df.columns, method)
@@ -290,11 +292,11 @@ def group_dataframe(df, scheme=None, *, method: str = "drg", catalog=None, codes
 
 # ---------------------------------------------------------------- settlement: map on Spark, reduce exactly
 
-#: the Arrow types of the columns price_cases adds (weights.points.PRICE_COLUMNS)
+#: the Arrow types of the columns price_cases adds (weights.settlement.points.PRICE_COLUMNS)
 PRICE_TYPES = {"fund_key": pa.string(), "weight": pa.float64(), "group_mean_cost": pa.float64(),
                "cost_ratio": pa.float64(), "coefficient": pa.float64(), "base_points": pa.float64(),
                "case_type": pa.string(), "pricing_reason": pa.string(), "points": pa.float64()}
-#: the record roles a settlement reads (weights.settlement.settle_period and runs.check_priced)
+#: the record roles a settlement reads (weights.settlement.settle.settle_period and runs.check_priced)
 SETTLE_ROLES = ("id", "hospital_id", "fund", "total_cost", "personal_share", "discharge_date", "los_days")
 
 
@@ -317,7 +319,7 @@ class BatchPricer:
         self.digest = _sha(self.weights_bytes)
 
     def price(self, table: pa.Table) -> pa.Table:
-        from drgdip.weights.points import price_cases
+        from drgdip.weights.settlement.points import price_cases
         key = ("weights", self.digest)
         weights = _LOADED.get(key)
         if weights is None:
@@ -334,7 +336,7 @@ class BatchPricer:
 
 def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "drg", order_by: str | None = None):
     """Monthly pre-settlement (月度预结算) of a Spark DataFrame of grouped records: the same
-    :class:`~drgdip.weights.settlement.Settlement`, to the cent, as ``drgdip settle`` on one
+    :class:`~drgdip.weights.settlement.settle.Settlement`, to the cent, as ``drgdip settle`` on one
     machine gives for the same records in ``order_by`` order (default: the id column).
 
     Map (Spark): each batch priced by ``price_cases``; records whose settlement id occurs more
@@ -347,9 +349,9 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     ``weights``: a weight-table file or table (``drg, weight, mean_cost``); ``policy``: a policy
     file or ``Policy``. Refused: ``deviation.group_mean = "period"`` (each case's ratio needs the
     mean over the whole period; settle on one machine), and records without an id column."""
-    from drgdip.weights.policy import load_policy
     from drgdip.weights.relative_weights import read_weight_table
-    from drgdip.weights.settlement import settle_period
+    from drgdip.weights.settlement.policy import load_policy
+    from drgdip.weights.settlement.settle import settle_period
     pol = policy if not isinstance(policy, (str, os.PathLike)) else load_policy(policy)
     if pol.deviation.group_mean == "period":
         raise InputError(f"{pol.path or 'policy'}: deviation.group_mean = \"period\" makes every case depend on "

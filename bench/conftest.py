@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from drgdip.bench.synthetic import synthetic_records
-from drgdip.grouper.api import load_scheme
-from drgdip.grouper.encode import Encoder
+from drgdip.grouper.drg.api import load_scheme
+from drgdip.grouper.drg.encode import Encoder
 
 N = 100_000
 

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from drgdip.grouper.dip_api import _cases, _encode, prepare_catalog
+from drgdip.grouper.dip.api import _cases, _encode, prepare_catalog
+from drgdip.grouper.dip.match import match_reference, run_kernel
 from drgdip.weights.dip_catalog import build_catalog
-from drgdip.grouper.dip_match import match_reference, run_kernel
 
 DIAGS = ["K80.100", "K80.000", "K80.200", "K81.000", "K35.800", "J18.900", "I10.x00", "N20.000"]
 PROCS = ["51.2300", "51.2200", "51.1000", "54.5100", "47.0100", "47.0900", "99.2100", "88.7600",
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     rk, rr = match_reference(cat.compiled, subs, cats, types, sets)
     t_ref = time.perf_counter() - t0
     agree = kind.tolist() == rk and row.tolist() == rr
-    from drgdip.grouper.dip_api import group_dip
+    from drgdip.grouper.dip.api import group_dip
     t0 = time.perf_counter()
     group_dip(cases, cat)
     t_full = time.perf_counter() - t0

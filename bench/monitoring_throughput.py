@@ -3,7 +3,7 @@
 Plants anomalies into a seeded synthetic region (:mod:`synth.anomalies`, teaching scheme),
 groups it once, and tiles it to N records in a temporary Parquet file (each copy gets its
 own record and patient ids, so episodes never join across copies); then times
-:func:`weights.monitoring.monitor_file` over that file with the given number of parts and
+:func:`weights.monitoring.rules.monitor_file` over that file with the given number of parts and
 reports records/s, findings, the Arrow memory pool's peak and the process's peak RSS.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 def tiled_file(path: Path, records: int, seed: int = 5, base_per_month: int = 2000) -> int:
     """Write ``records`` grouped records to PATH (Parquet), tiles of one planted region."""
-    from drgdip.grouper.api import group_table
+    from drgdip.grouper.drg.api import group_table
     from drgdip.synth.anomalies import plant_anomalies
     base = group_table(plant_anomalies(seed, records_per_month=base_per_month).records)
     written, k = 0, 0
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=1 << 16)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from drgdip.weights.monitoring import monitor_file
+    from drgdip.weights.monitoring.rules import monitor_file
     with tempfile.TemporaryDirectory(prefix="drgdip-bench-monitor-") as tmp:
         src = Path(tmp) / "records.parquet"
         n = tiled_file(src, args.records)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHING = ROOT / "grouper" / "teaching_scheme"
+TEACHING = ROOT / "grouper" / "drg" / "teaching_scheme"
 
 
 def _cli(*args: str, timed: bool = False) -> subprocess.CompletedProcess:

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
 
     from pyspark.sql import SparkSession
 
-    from drgdip.grouper.api import load_scheme
+    from drgdip.grouper.drg.api import load_scheme
     from drgdip.spark import group_dataframe
 
     work = Path(tempfile.mkdtemp(prefix="drgdip-spark-bench."))

@@ -1,7 +1,7 @@
 """Encoder (Arrow table → kernel arrays) on 100k synthetic records (``pytest bench/``)."""
 from __future__ import annotations
 
-from drgdip.grouper.encode import Encoder
+from drgdip.grouper.drg.encode import Encoder
 
 
 def test_encoder_100k(benchmark, scheme, records):

@@ -1,7 +1,7 @@
 """Compiled kernel on 100k encoded synthetic records (``pytest bench/``)."""
 from __future__ import annotations
 
-from drgdip.grouper import kernel
+from drgdip.grouper.drg import kernel
 
 
 def test_kernel_100k(benchmark, scheme, encoded):

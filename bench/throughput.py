@@ -32,18 +32,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from drgdip.bench.synthetic import synthetic_records
-from drgdip.grouper import kernel
-from drgdip.grouper.reference import group_encoded_py
-from drgdip.grouper.api import load_scheme
-from drgdip.grouper.compile import SchemeError
-from drgdip.grouper.encode import Encoder
+from drgdip.grouper.drg import kernel
+from drgdip.grouper.drg.api import load_scheme
+from drgdip.grouper.drg.compile import SchemeError
+from drgdip.grouper.drg.encode import Encoder
+from drgdip.grouper.drg.reference import group_encoded_py
 
 CHUNK = 1_000_000
 
 
 @contextlib.contextmanager
 def interpreted_kernel():
-    """Inside the block every numba function of ``grouper.kernel`` is its plain-Python original."""
+    """Inside the block every numba function of ``grouper.drg.kernel`` is its plain-Python original."""
     saved = {k: v for k, v in vars(kernel).items() if isinstance(v, numba.core.dispatcher.Dispatcher)}
     try:
         for k, v in saved.items():
@@ -106,8 +106,13 @@ def io_floor(src: Path, reference: Path, dst: Path, keep_all: bool) -> float:
     clock starts; the clock runs over reading the input columns batch by batch, assembling
     the output batches and writing them with the same writer (zstd, same dictionary and
     statistics choices, atomic rename)."""
-    from drgdip.grouper.api import OUTPUT_COLUMNS, output_plan
-    from drgdip.arrowio import AtomicWriter, DEFAULT_BATCH_SIZE, file_columns, open_batches
+    from drgdip.arrowio import (
+        DEFAULT_BATCH_SIZE,
+        AtomicWriter,
+        file_columns,
+        open_batches,
+    )
+    from drgdip.grouper.drg.api import OUTPUT_COLUMNS, output_plan
     read, write, add_row = output_plan(file_columns(src), "all" if keep_all else None)
     results = pq.read_table(reference, columns=list(OUTPUT_COLUMNS)).combine_chunks()
     t0 = time.perf_counter()
@@ -204,7 +209,7 @@ def measure(records: int, scheme_path: str | None = None, sample: int = 2000, se
     sample = min(sample, records)
     py_s, py = python_path(scheme, enc, sample)
     same = all(np.array_equal(py[:, j], np.asarray(res[j][:sample], dtype=np.int64)) for j in range(4))
-    # the explain path (grouper.reference: the algorithm written for people, no trace kept)
+    # the explain path (grouper.drg.reference: the algorithm written for people, no trace kept)
     t0 = time.perf_counter()
     ref = [group_encoded_py(scheme, enc, i)[:4] for i in range(sample)]
     ref_s = time.perf_counter() - t0

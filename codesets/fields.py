@@ -1,11 +1,11 @@
 """Record-field validation (病例字段校验) shared by quality control: what the grouper and pricing reject.
 
-The CHS-DRG kernel (``grouper/kernel.py``) and case pricing (``weights/points.py``) reject a
+The CHS-DRG kernel (``grouper/drg/kernel.py``) and case pricing (``weights/settlement/points.py``) reject a
 record for the reasons of ``codesets/reasons.csv`` (areas ``group`` and ``pricing``). This
 module states the same checks over Arrow columns so that quality control can report
 *every* reason a record would be rejected for (the kernel stops at the first), before
 grouping. The limits are data, read from the same place the kernel reads them: the
-scheme's ``validation`` table (``[validation]`` of ``grouper/rules/chs-drg-1.x.toml``,
+scheme's ``validation`` table (``[validation]`` of ``grouper/drg/rules/chs-drg-1.x.toml``,
 copied into every compiled scheme); sex codes are ``codesets/sex_codes.csv``. A test runs
 the grouper, pricing and QC over the same bad records and holds them equal.
 
@@ -29,7 +29,7 @@ from drgdip.arrowio import canonical_columns, code_list, month_of, numeric, text
 from drgdip.codesets.record import BY_NAME, GROUPING_COLUMNS
 
 #: The general rules file whose ``[validation]`` table the compiler copies into schemes.
-DEFAULT_RULES_TOML = Path(__file__).resolve().parents[1] / "grouper" / "rules" / "chs-drg-1.x.toml"
+DEFAULT_RULES_TOML = Path(__file__).resolve().parents[1] / "grouper" / "drg" / "rules" / "chs-drg-1.x.toml"
 
 #: Numeric record fields the grouper reads (a present but unreadable value: BAD_VALUE).
 GROUPER_NUMBERS: tuple[str, ...] = tuple(c for c in GROUPING_COLUMNS if BY_NAME[c].type == pa.float64())
@@ -132,7 +132,7 @@ def grouping_problems(columns: dict, n: int, limits: dict | None = None) -> list
 
 
 def pricing_problems(columns: dict, n: int, fund_labels=None) -> list[Problem]:
-    """The record checks of case pricing (``weights.points.price_cases``) that fail, per record.
+    """The record checks of case pricing (``weights.settlement.points.price_cases``) that fail, per record.
 
     BAD_COST (total cost missing, unreadable, not finite or negative), BAD_PERSONAL_SHARE
     (unreadable or negative), UNKNOWN_FUND (the fund label is none of ``fund_labels``, the

@@ -572,7 +572,7 @@ def run_qc(batch_or_table, rules=None, code_tables: dict | None = None, *, lang:
     without them the unknown-code rules do not run. ``scheme``: the CHS-DRG scheme whose
     validation limits the grouper checks use (default: the default rules file's).
     ``grouping``: a callable table → grouping results (``mdc``, ``reason`` columns, e.g.
-    ``lambda t: grouper.api.group_table(t, scheme)``) for the rules only the scheme can
+    ``lambda t: grouper.drg.api.group_table(t, scheme)``) for the rules only the scheme can
     decide (SEX_CONFLICT, NO_MDC...); a table that already has ``mdc``/``reason`` columns
     is its own result. ``fund_labels``: the policy's fund labels (UNKNOWN_FUND runs only
     with them). ``seen_ids``: ids met in earlier batches (updated), for QC_DUPLICATE_ID

@@ -3,7 +3,7 @@
 Pure numba functions over the raw buffers of an Arrow string array (offsets and UTF-8
 bytes): tokens are split on ``|``, trimmed of ASCII blanks and looked up, byte for byte, in
 an open-addressing table of every string met so far (:class:`StringTable`). A token the
-table does not hold comes back as ``UNSEEN`` with its position; :mod:`grouper.encode`
+table does not hold comes back as ``UNSEEN`` with its position; :mod:`grouper.drg.encode`
 resolves those few in Python (normalisation, edition mapping) and adds them to the table,
 so each distinct string costs Python work once per run, not once per row.
 """

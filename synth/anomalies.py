@@ -92,7 +92,7 @@ def plant_anomalies(seed: int = 0, scheme=None, years=(2024,), months=12, hospit
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1414]))
     n = base.num_rows
     base = _replace(base, {"patient_id": np.char.add("PB", np.char.zfill(np.arange(1, n + 1).astype(str), 9))})
-    from drgdip.grouper.api import group_table
+    from drgdip.grouper.drg.api import group_table
     grouped = group_table(base, sch)
     adrg = np.asarray(pc.fill_null(grouped["adrg"], "").to_pylist(), dtype=object)
     drg = np.asarray(pc.fill_null(grouped["drg"], "").to_pylist(), dtype=object)
@@ -273,7 +273,7 @@ def score(findings: pa.Table, truth: dict) -> dict:
 def main(argv=None) -> None:   # python -m drgdip.synth.anomalies: the measurement docs/monitoring.md reports
     import argparse
 
-    from drgdip.weights.monitoring import monitor
+    from drgdip.weights.monitoring.rules import monitor
     ap = argparse.ArgumentParser(description="Plant anomalies (2024), run the monitoring rules with 2023 as history, "
                                              "print precision and recall.")
     ap.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,7 @@
 For every ADRG the generator needs: its MDC, its kind (pre-MDC, surgical, operative,
 medical), where its principal diagnosis comes from, which procedures it requires, which
 diagnoses it requires besides the principal one, and the record fields its conditions bound
-(age in days, birth weight, ...). All of it is read from :class:`grouper.scheme.Scheme`
+(age in days, birth weight, ...). All of it is read from :class:`grouper.drg.scheme.Scheme`
 arrays (the first alternative of each ADRG rule, the first option of each term), so any
 scheme, the teaching one or an imported official one, gives its own code lists.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drgdip.grouper.scheme import ROLES
+from drgdip.grouper.drg.scheme import ROLES
 
 KINDS = ("premdc", "surgical", "operative", "medical")
 

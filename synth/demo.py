@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from drgdip.arrowio import write_table
-from drgdip.grouper.api import TEACHING_SCHEME, group_table, load_scheme
+from drgdip.grouper.drg.api import TEACHING_SCHEME, group_table, load_scheme
 from drgdip.synth.region import (
     HERE,
     load_params,
@@ -101,8 +101,8 @@ def _write_text(path: Path, text: str) -> None:
 def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month: int | None = None,
              hospitals: int | None = None, year: int | None = None) -> dict:
     """Run the quick start into ``out_dir``; returns the settlements and paths (see module doc)."""
-    from drgdip.weights.report import write_report
-    from drgdip.weights.runs import make_weights, settle_annual, settle_month
+    from drgdip.weights.report.settlement_report import write_report
+    from drgdip.weights.settlement.runs import make_weights, settle_annual, settle_month
 
     out = Path(out_dir)
     params = load_params()
@@ -159,7 +159,7 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
                                out=out / "settled" / str(year), quiet=True)
         bar.update()
         bar.set_postfix_str("monitoring")
-        from drgdip.weights.monitoring import monitor
+        from drgdip.weights.monitoring.rules import monitor
         monitoring = monitor(current, scheme=scheme, history=history)
         write_table(monitoring.findings, out / "findings.csv")
         _write_text(out / "planted.json", json.dumps(truth, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
@@ -182,9 +182,9 @@ def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, 
     """The patient's side of the year's stays, computed before settling (the settlement takes
     each record's personal share from it, ``settle --benefits``): writes persons.csv and
     benefits.parquet into ``out``; returns the
-    computed :class:`weights.benefits.Benefits` and, over the stays the calculator could
+    computed :class:`weights.settlement.benefits.Benefits` and, over the stays the calculator could
     price, the cents of its patient amount against the records' personal_share."""
-    from drgdip.weights.benefits import compute_benefits
+    from drgdip.weights.settlement.benefits import compute_benefits
     persons = make_persons(current, year, seed, params)
     write_table(persons, out / "persons.csv")
     b = compute_benefits(stay_facts(current, hospitals, seed, params), persons)

@@ -40,7 +40,7 @@ def load_scheme(scheme=None):
     """A compiled scheme: the object itself, a scheme file or folder, or None (teaching scheme)."""
     if scheme is not None and hasattr(scheme, "arrays"):
         return scheme
-    from drgdip.grouper.api import load_scheme as _load
+    from drgdip.grouper.drg.api import load_scheme as _load
     return _load(scheme)
 
 
@@ -457,7 +457,7 @@ PERSON_SCHEMA = pa.schema([("patient_id", pa.string()), ("year", pa.int64()), ("
 
 def make_persons(records: pa.Table, year: int, seed: int, params: dict | None = None) -> pa.Table:
     """The persons file of a year (参保人员): one row per distinct ``patient_id`` of ``records``
-    (sorted), for :func:`weights.benefits.compute_benefits`.
+    (sorted), for :func:`weights.settlement.benefits.compute_benefits`.
 
     Columns: patient_id, year, fund (of the person's first stay of the year), assistance_class
     (救助对象类别, resident-fund persons only, by ``[persons].assistance_shares``; empty = none) and

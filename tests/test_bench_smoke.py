@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from drgdip.bench import throughput
 from drgdip.bench.synthetic import INVALID_CODE, synthetic_records
-from drgdip.grouper.api import load_scheme
+from drgdip.grouper.drg.api import load_scheme
 
 
 def test_synthetic_records_are_deterministic_and_shaped():

@@ -11,8 +11,16 @@ import pyarrow.csv as pacsv
 import pytest
 
 from drgdip.codesets.reasons import reason_ids
-from drgdip.weights.benefits import (BenefitPolicyError, add_months, apply_rate, compute_benefits,
-                              critical_cap_layers, load_benefit_policy, parse_benefit_policy, waiting_months)
+from drgdip.weights.settlement.benefits import (
+    BenefitPolicyError,
+    add_months,
+    apply_rate,
+    compute_benefits,
+    critical_cap_layers,
+    load_benefit_policy,
+    parse_benefit_policy,
+    waiting_months,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -311,7 +319,7 @@ def test_chinese_labels_from_the_policy_are_read():
 
 
 def test_one_stay_alone_is_the_first_stay_of_a_year():
-    from drgdip.weights.benefits import benefits_of_stay
+    from drgdip.weights.settlement.benefits import benefits_of_stay
     r = benefits_of_stay({"fund": "居民", "discharge_date": "2026-03-10", "admission_date": "2026-03-02",
                           "total_cost": 30000.0, "in_policy_cost": 27000.0, "hospital_level": "3"},
                          {"assistance_class": "低保边缘"})

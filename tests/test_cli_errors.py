@@ -75,7 +75,7 @@ def test_no_command_writes_over_one_of_its_inputs(tmp_path):
 
 def test_a_bug_is_shown_as_a_bug_not_as_bad_input(monkeypatch):
     """An exception that is not an input error keeps its traceback and says it is a bug (exit 70)."""
-    import drgdip.grouper.reference as ref
+    import drgdip.grouper.drg.reference as ref
 
     def broken(*a, **k):
         return {}["no such key"]            # a KeyError inside the library: a bug, not the user's input
@@ -86,7 +86,7 @@ def test_a_bug_is_shown_as_a_bug_not_as_bad_input(monkeypatch):
 
 
 def test_ctrl_c_is_one_line_even_when_numba_wraps_it(monkeypatch):
-    import drgdip.grouper.reference as ref
+    import drgdip.grouper.drg.reference as ref
 
     def interrupted(*a, **k):
         try:

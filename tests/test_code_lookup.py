@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pyarrow as pa
-
 from conftest import need_shared
-from drgdip.grouper.api import group_table, load_codes, load_scheme
+
+from drgdip.grouper.drg.api import group_table, load_codes, load_scheme
 
 
 def _one(scheme, codes=None, **rec):

@@ -4,7 +4,12 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from drgdip.codesets.code_tables import TableError, load_code_table, load_mapping, load_mapping_table
+from drgdip.codesets.code_tables import (
+    TableError,
+    load_code_table,
+    load_mapping,
+    load_mapping_table,
+)
 from tests.conftest import need_shared
 
 

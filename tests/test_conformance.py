@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import need_shared
-from drgdip.grouper import kernel
-from drgdip.grouper.api import load_scheme
-from drgdip.grouper.conformance import REFERENCE_DEFECTS, conformance
-from drgdip.grouper.encode import Encoder
+
 from drgdip.arrowio import read_table
-from drgdip.grouper.reference import group_py
+from drgdip.grouper.drg import kernel
+from drgdip.grouper.drg.api import load_scheme
+from drgdip.grouper.drg.conformance import REFERENCE_DEFECTS, conformance
+from drgdip.grouper.drg.encode import Encoder
+from drgdip.grouper.drg.reference import group_py
 
 CASES = [("CHS_DRG_11", "chs-drg-1.1-cases.csv"), ("CHS_DRG_11_BJ", "chs-drg-1.1-beijing-cases.csv")]
 
 
 @pytest.mark.parametrize("version", ["CHS_DRG_10", "CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"])
 def test_published_versions_compile_without_gaps(version):
-    from drgdip.grouper.compile import compile_scheme
+    from drgdip.grouper.drg.compile import compile_scheme
     scheme, problems = compile_scheme(need_shared("chs-drg", version))
     assert problems == []
     counts = scheme.meta["counts"]

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from drgdip.cli import main
-from drgdip.grouper.api import TEACHING_SCHEME
+from drgdip.grouper.drg.api import TEACHING_SCHEME
 from drgdip.synth.demo import run_demo, summary_table
 
 RPM = 300      # small region: the test is about the flow, not the volume
@@ -248,6 +248,7 @@ def test_settle_takes_the_personal_share_from_the_benefits(demo, tmp_path):
     for fund in got:
         assert got[fund] == sum(round(ben[c["id"]] * 100) for c in priced if c["fund_key"] == fund)
     own = CliRunner().invoke(main, args + ["--ledger", str(tmp_path / "b.db"), "-o", str(tmp_path / "b")])
+    assert own.exit_code == 0, own.output
     with sqlite3.connect(tmp_path / "b.db") as conn:
         assert dict(conn.execute("SELECT fund, personal_share_cents FROM fund_results")) != got   # the records' own differ
     first = pq.read_table(month, columns=["id"])["id"][0].as_py()

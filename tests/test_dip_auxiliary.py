@@ -2,11 +2,11 @@
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from dip_example import POLICY, history
-from drgdip.grouper.dip_api import catalog_meta, group_dip
+
+from drgdip.grouper.dip.api import catalog_meta, group_dip
+from drgdip.grouper.dip.auxiliary import cci_index
 from drgdip.weights.dip_catalog import build_catalog
-from drgdip.grouper.dip_auxiliary import cci_index
 
 
 def _synthetic():
@@ -102,7 +102,7 @@ def test_cci_index_by_family():
 
 def test_points_carry_the_auxiliary_coefficient(built):
     from drgdip.weights.dip_scores import price_dip_cases
-    from drgdip.weights.policy import parse_policy
+    from drgdip.weights.settlement.policy import parse_policy
     _, cat = built
     new = pa.table({"diagnoses": ["K80.100", "K80.100"], "procedures": ["", ""], "age": [80.0, 40.0],
                     "hospital_id": ["H1", "H1"], "fund": ["职工", "职工"], "discharge_date": ["2026-10-01"] * 2,

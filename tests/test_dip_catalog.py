@@ -4,11 +4,16 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from dip_example import POLICY, POLICY_TOML, history
-from drgdip.grouper.dip_api import catalog_meta, compare_catalogs, load_catalog, write_catalog
-from drgdip.weights.dip_catalog import build_catalog
+
 from drgdip.arrowio import InputError
+from drgdip.grouper.dip.api import (
+    catalog_meta,
+    compare_catalogs,
+    load_catalog,
+    write_catalog,
+)
+from drgdip.weights.dip_catalog import build_catalog
 from drgdip.weights.dip_scores import load_dip_policy, year_weight_map
 
 
@@ -150,8 +155,8 @@ def test_procedure_type_table_override(tmp_path):
 
 
 def test_procedure_types_derived_from_a_drg_scheme():
-    api = pytest.importorskip("drgdip.grouper.api")
-    from drgdip.grouper.dip_api import types_from_scheme
+    api = pytest.importorskip("drgdip.grouper.drg.api")
+    from drgdip.grouper.dip.api import types_from_scheme
     scheme = api.load_scheme(None)
     derived = types_from_scheme(scheme)
     assert set(derived.values()) == {"surgery", "therapeutic"}

@@ -2,13 +2,20 @@
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from dip_example import POLICY, history
-from drgdip.grouper import dip_keys as K
-from drgdip.grouper.dip_api import _cases, _encode, group_dip, load_catalog, prepare_catalog, recommend
-from drgdip.weights.dip_catalog import build_catalog
-from drgdip.grouper.dip_match import MATCH_NAMES, match_reference, run_kernel
+
 from drgdip.arrowio import InputError
+from drgdip.grouper.dip import keys as K
+from drgdip.grouper.dip.api import (
+    _cases,
+    _encode,
+    group_dip,
+    load_catalog,
+    prepare_catalog,
+    recommend,
+)
+from drgdip.grouper.dip.match import MATCH_NAMES, match_reference, run_kernel
+from drgdip.weights.dip_catalog import build_catalog
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import pyarrow as pa
 
 from drgdip.codesets.normalize import normalize_codes
-from drgdip.grouper.dip_keys import normalize_array
+from drgdip.grouper.dip.keys import normalize_array
 
 
 def _plain(a):

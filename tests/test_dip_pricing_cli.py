@@ -5,16 +5,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from dip_example import POLICY, POLICY_TOML, history
 
 from drgdip.cli import main
-from dip_example import POLICY, POLICY_TOML, history
-from drgdip.grouper.dip_api import group_dip
+from drgdip.grouper.dip.api import group_dip
 from drgdip.weights.dip_catalog import build_catalog
 
 
 def test_points_are_score_times_coefficients():
     from drgdip.weights.dip_scores import price_dip_cases
-    from drgdip.weights.policy import parse_policy
+    from drgdip.weights.settlement.policy import parse_policy
     cat = build_catalog(history(), POLICY)
     t = pa.table({"diagnoses": ["K80.100", "K80.100", "K80.100", "K80.100", ""],
                   "procedures": ["51.2300", "51.2300", "", "51.2300", ""],

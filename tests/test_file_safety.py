@@ -11,10 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from drgdip.arrowio import (
+    InputError,
+    clean_stale,
+    detect_encoding,
+    publish,
+    read_table,
+    refuse_overwrite,
+    temp_path,
+    transform_file,
+    write_table,
+)
 from drgdip.cli import main
-from drgdip.grouper.api import group_table, load_scheme
-from drgdip.arrowio import (InputError, clean_stale, detect_encoding, publish, read_table, refuse_overwrite, temp_path,
-                        transform_file, write_table)
+from drgdip.grouper.drg.api import group_table, load_scheme
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +192,7 @@ def test_sigterm_removes_the_temporary_and_keeps_the_previous_output(tmp_path):
 
 
 def test_a_csv_catalogue_and_its_sidecar_get_the_umask_permissions(tmp_path):
-    from drgdip.grouper.dip_api import load_catalog, write_catalog
+    from drgdip.grouper.dip.api import load_catalog, write_catalog
     from drgdip.weights.dip_catalog import build_catalog
     from tests.dip_example import POLICY, history
     old = os.umask(0o022)

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from drgdip.grouper.api import group_file, group_table, load_scheme
-from drgdip.grouper.scheme import Scheme
+from drgdip.grouper.drg.api import group_file, group_table, load_scheme
+from drgdip.grouper.drg.scheme import Scheme
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,7 @@ def test_a_failing_batch_leaves_the_previous_output_intact(tmp_path, teaching):
 
 def test_group_with_check_writes_findings_beside_the_groups(tmp_path):
     from click.testing import CliRunner
+
     from drgdip.cli import main
     src = tmp_path / "in.csv"
     src.write_text("id,sex,age,los_days,diagnoses,procedures\n1,1,50,5,J18.900|J18.900,\n2,1,50,0,J18.900,\n",

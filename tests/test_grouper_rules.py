@@ -4,8 +4,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from drgdip.grouper.api import group_table, load_scheme
-from drgdip.grouper.compile import SchemeError, compile_scheme
+from drgdip.grouper.drg.api import group_table, load_scheme
+from drgdip.grouper.drg.compile import SchemeError, compile_scheme
 
 DETAIL = """MDCA 先期分组疾病及相关操作
 AA1 心脏移植
@@ -165,7 +165,7 @@ def test_unusable_folder_reports_file_and_line(tmp_path):
 
 
 def test_ambiguous_group_when_the_rules_ask_for_it(tmp_path):
-    from drgdip.grouper.compile import DEFAULT_RULES
+    from drgdip.grouper.drg.compile import DEFAULT_RULES
     for name, text in FILES.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     # the catch-all surgical ADRG removed: an OR procedure no surgical ADRG takes

@@ -5,10 +5,9 @@ from contextlib import closing
 import pyarrow as pa
 import pytest
 
-from tests.test_settlement import doc_run
-from drgdip.weights import ledger
-from drgdip.weights.policy import parse_policy
-from tests.test_settlement import DOC_POLICY
+from drgdip.weights.settlement import ledger
+from drgdip.weights.settlement.policy import parse_policy
+from tests.test_settlement import DOC_POLICY, doc_run
 
 POLICY = parse_policy(DOC_POLICY, source="[budget.employee]\n\"2026-10\" = 20000.0\n")
 

@@ -6,10 +6,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from drgdip.weights.points import price_cases
-from drgdip.weights.policy import parse_policy
-from drgdip.weights.settlement import (distribute_cents, hospitals_csv_table, settle_period, settle_year, to_cents,
-                                withholding_cents)
+from drgdip.weights.settlement.points import price_cases
+from drgdip.weights.settlement.policy import parse_policy
+from drgdip.weights.settlement.settle import (
+    distribute_cents,
+    hospitals_csv_table,
+    settle_period,
+    settle_year,
+    to_cents,
+    withholding_cents,
+)
 
 getcontext().prec = 80
 CENT = Decimal("0.01")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from drgdip.arrowio import InputError, read_table
-from drgdip.weights.monitoring import FINDING_SCHEMA, load_rules, monitor
+from drgdip.weights.monitoring.rules import FINDING_SCHEMA, load_rules, monitor
 
 
 def stays(rows, **defaults):
@@ -353,8 +353,8 @@ def test_partitions_and_reruns_give_identical_bytes(planted, planted_result, tmp
 
 
 def test_cli_monitor_writes_findings_and_is_byte_identical(tmp_path):
-    from drgdip.cli import main
     from drgdip.arrowio import write_table
+    from drgdip.cli import main
     t = stays([{"id": "A1", "discharge_date": "2024-03-08", "admission_date": "2024-03-01"},
                {"id": "A2", "admission_date": "2024-03-12", "discharge_date": "2024-03-15"}])
     src = tmp_path / "rec.parquet"

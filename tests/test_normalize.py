@@ -4,7 +4,12 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from drgdip.codesets.normalize import normalize_code, normalize_codes, split_pair, split_pairs
+from drgdip.codesets.normalize import (
+    normalize_code,
+    normalize_codes,
+    split_pair,
+    split_pairs,
+)
 from tests.conftest import need_shared
 
 CASES = [

@@ -8,7 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from drgdip.cli import main
-from drgdip.grouper.api import Grouper, group_file, group_table, load_scheme, output_plan
+from drgdip.grouper.drg.api import (
+    Grouper,
+    group_file,
+    group_table,
+    load_scheme,
+    output_plan,
+)
 
 RESULTS = ["mdc", "adrg", "drg", "status", "reason"]
 
@@ -93,9 +99,9 @@ def test_reruns_are_byte_identical_in_every_mode(tmp_path, teaching):
 
 
 def test_dip_file_output_is_key_plus_results_unless_kept(tmp_path):
-    from tests.dip_example import POLICY, history
-    from drgdip.grouper.dip_api import group_dip_file
+    from drgdip.grouper.dip.api import group_dip_file
     from drgdip.weights.dip_catalog import build_catalog
+    from tests.dip_example import POLICY, history
     h = history()
     cat = build_catalog(h, POLICY)
     pq.write_table(h, tmp_path / "h.parquet")

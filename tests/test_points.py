@@ -2,10 +2,10 @@
 import pyarrow as pa
 import pytest
 
-from tests.conftest import need_shared
-from drgdip.weights.points import price_cases
-from drgdip.weights.policy import PolicyError, parse_policy
 from drgdip.weights.relative_weights import read_weight_table
+from drgdip.weights.settlement.points import price_cases
+from drgdip.weights.settlement.policy import PolicyError, parse_policy
+from tests.conftest import need_shared
 
 WEIGHTS = pa.table({"drg": ["A", "B", "Z"], "weight": [1.0, 2.5, None], "mean_cost": [10000.0, 25000.0, 3000.0]})
 

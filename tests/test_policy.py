@@ -4,7 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drgdip.weights.policy import PolicyError, band_value, load_policy, parse_policy
+from drgdip.weights.settlement.policy import (
+    PolicyError,
+    band_value,
+    load_policy,
+    parse_policy,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET = {"budget": {"employee": {"2026-10": 1000.0}}}

@@ -4,9 +4,15 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from drgdip.codesets.code_tables import load_code_table
-from drgdip.codesets.qc import FINDING_SCHEMA, in_ranges, load_rules, rules_skipped, run_qc
 from drgdip.arrowio import read_table
+from drgdip.codesets.code_tables import load_code_table
+from drgdip.codesets.qc import (
+    FINDING_SCHEMA,
+    in_ranges,
+    load_rules,
+    rules_skipped,
+    run_qc,
+)
 from tests.conftest import need_shared
 
 BASE = {"id": "r", "hospital_id": "H11010500001", "doctor_id": "D110105000123", "sex": "1",
@@ -77,7 +83,7 @@ CASES = [
     ("NO_ADRG", {"reason": "NO_ADRG"}, {"reason": "NO_DRG"}),
     ("NO_DRG", {"reason": "NO_DRG"}, {"reason": "NO_ADRG"}),
     ("AMBIGUOUS_OR_PROCEDURE", {"reason": "AMBIGUOUS_OR_PROCEDURE"}, {"reason": "OK"}),
-    # pricing's record checks (weights.points)
+    # pricing's record checks (weights.settlement.points)
     ("BAD_COST", {"total_cost": -0.01}, {"total_cost": 0.0, "fee_surgery": 0.0, "fee_bed": 0.0}),
     ("BAD_PERSONAL_SHARE", {"personal_share": -1.0}, {"personal_share": 0.0}),
     ("UNKNOWN_FUND", {"fund": "商业保险"}, {"fund": "居民"}),
@@ -157,6 +163,7 @@ def test_surgery_fee_finding_names_both_fields():
 
 def test_bad_rules_and_code_table_paths_are_one_line_errors(tmp_path):
     from click.testing import CliRunner
+
     from drgdip.cli import main
     src = tmp_path / "d.csv"
     src.write_text("id,sex\na,1\n", encoding="utf-8")
@@ -204,6 +211,7 @@ def test_conformance_files_every_finding_explainable(name):
 
 def test_cli_check_and_codes(tmp_path):
     from click.testing import CliRunner
+
     from drgdip.cli import main
     src = tmp_path / "d.csv"
     src.write_text("id,hospital_id,sex,diagnoses,procedures\n"
@@ -231,6 +239,7 @@ def test_cli_check_and_codes(tmp_path):
 
 def test_cli_map_keeps_unmapped(tmp_path):
     from click.testing import CliRunner
+
     from drgdip.cli import main
     m = tmp_path / "map.dat"
     m.write_text("A01.000x002 A01.003\n", encoding="utf-8")

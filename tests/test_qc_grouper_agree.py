@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from drgdip import arrowio as gio
 from drgdip.codesets import fields
 from drgdip.codesets.qc import load_rules, run_qc
-from drgdip import arrowio as gio
-from drgdip.grouper.api import group_table, load_scheme
-from drgdip.weights.points import month_of, price_cases
-from drgdip.weights.policy import parse_policy
+from drgdip.grouper.drg.api import group_table, load_scheme
+from drgdip.weights.settlement.points import month_of, price_cases
+from drgdip.weights.settlement.policy import parse_policy
 
 GOOD = {"id": "r", "hospital_id": "H11010500001", "sex": "1", "age": "40", "age_days": None,
         "birth_weight_g": None, "los_days": "5", "admission_date": "2024-01-01", "discharge_date": "2024-01-06",
@@ -125,8 +125,8 @@ def test_limits_come_from_the_scheme():
 def test_codes_and_months_equal_the_grouper_and_pricing_ones():
     """QC reads sex codes, the numeric fields and discharge months as the grouper and pricing
     do (the column readers themselves are the Arrow boundary's, shared)."""
-    from drgdip.grouper.encode import SEX_WORDS
-    from drgdip.grouper.scheme import FIELDS
+    from drgdip.grouper.drg.encode import SEX_WORDS
+    from drgdip.grouper.drg.scheme import FIELDS
     assert fields.sex_codes() == SEX_WORDS
     assert fields.GROUPER_NUMBERS == FIELDS
     assert fields.text is gio.text and fields.code_list is gio.code_list
@@ -146,7 +146,7 @@ def test_codes_the_code_set_lacks(tmp_path):
     """With a code set, the grouper's UNKNOWN_DIAGNOSIS (principal) and UNKNOWN_SECONDARY_IGNORED
     are QC findings on the same code (not in the table, or not even well formed)."""
     from drgdip.codesets.code_tables import load_code_table
-    from drgdip.grouper.encode import CodeSet
+    from drgdip.grouper.drg.encode import CodeSet
     zd, ss = tmp_path / "ZD_INFO.dat", tmp_path / "SS_INFO.dat"
     zd.write_text("I63.900 脑梗死\nK80.100 胆囊结石伴急性胆囊炎\n", encoding="utf-8")
     ss.write_text("51.2300 腹腔镜下胆囊切除术\n", encoding="utf-8")

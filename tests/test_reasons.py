@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from drgdip.codesets.reasons import STATUSES, markdown_table, reason_table
-from drgdip.grouper.kernel import KERNEL_REASONS
+from drgdip.grouper.drg.kernel import KERNEL_REASONS
 
 
 def test_codes_unique_and_statuses_known():

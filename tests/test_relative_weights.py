@@ -4,8 +4,8 @@ import math
 import pyarrow as pa
 import pytest
 
-from drgdip.weights.policy import parse_policy
 from drgdip.weights.relative_weights import compute_weights, read_weight_table
+from drgdip.weights.settlement.policy import parse_policy
 
 BUDGET = {"budget": {"employee": {"2026": 1.0}}}
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from drgdip.synth.demo import run_demo
-from drgdip.weights.report import write_report
+from drgdip.weights.report.settlement_report import write_report
 
 
 class _Tables(HTMLParser):
@@ -179,7 +179,7 @@ def test_unpriced_and_deviation_tables(demo):
 
 
 def test_loss_groups_and_names(demo):
-    from drgdip.grouper.api import load_scheme
+    from drgdip.grouper.drg.api import load_scheme
     names = load_scheme().names
     rows = body(demo["tables"]["loss-groups"])
     assert rows
@@ -225,7 +225,7 @@ def test_sources_and_as_of_come_from_the_ledger(demo, tmp_path):
     page = Path(demo["run"]["report"]).read_text(encoding="utf-8")
     assert re.search(r'<time id="as-of">([^<]+)</time>', page).group(1) == max(r[3] for r in runs)
     # the same ledger and outputs give the same bytes, whenever the report is written
-    from drgdip.grouper.api import TEACHING_SCHEME
+    from drgdip.grouper.drg.api import TEACHING_SCHEME
     again = write_report(demo["out"] / "ledger.db", tmp_path / "again.html", outputs=demo["out"] / "settled",
                          hospitals=demo["out"] / "hospitals.csv", scheme=str(TEACHING_SCHEME),
                          findings=demo["out"] / "findings.csv", benefits=demo["out"] / "benefits.parquet",
@@ -343,7 +343,7 @@ def test_benefit_class_table(demo):
 
 
 def test_report_refuses_unusable_monitoring_and_benefit_files(demo, tmp_path):
-    from drgdip.weights.report import read_benefits, read_findings
+    from drgdip.weights.report.settlement_report import read_benefits, read_findings
     bad = tmp_path / "findings.csv"
     bad.write_text("rule,hospital_id\nSPLIT_ADMISSION,H1\n", encoding="utf-8")
     with pytest.raises(ValueError, match="findings file needs the columns"):

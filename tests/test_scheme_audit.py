@@ -2,17 +2,17 @@
 
 A rule the table states must be read from the table (literally, or through the list a
 cross-reference names), never defaulted; where a transcription lacks what the scheme states,
-an erratum (grouper/rules/errata.toml) supplies it and the audit says so.
+an erratum (grouper/drg/rules/errata.toml) supplies it and the audit says so.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-
 from conftest import need_shared
-from drgdip.grouper.api import group_table
-from drgdip.grouper.compile import audit_scheme, audit_text, compile_scheme
-from drgdip.grouper.scheme_text import read_scheme_text
+
+from drgdip.grouper.drg.api import group_table
+from drgdip.grouper.drg.compile import audit_scheme, audit_text, compile_scheme
+from drgdip.grouper.drg.scheme_text import read_scheme_text
 
 VERSIONS = ["CHS_DRG_10", "CHS_DRG_10P", "CHS_DRG_11", "CHS_DRG_11_BJ"]
 #: ADRG entry rules not read from the ADRG's own lines, per version, with how

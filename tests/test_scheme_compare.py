@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from drgdip.cli import main
-from drgdip.grouper.api import load_scheme
-from drgdip.weights.policy import parse_policy
-from drgdip.weights.scheme_compare import compare_schemes
+from drgdip.grouper.drg.api import load_scheme
+from drgdip.weights.report.scheme_compare import compare_schemes
+from drgdip.weights.settlement.policy import parse_policy
 
-TEACHING = Path(__file__).resolve().parents[1] / "grouper" / "teaching_scheme"
+TEACHING = Path(__file__).resolve().parents[1] / "grouper" / "drg" / "teaching_scheme"
 
 
 @pytest.fixture(scope="module")

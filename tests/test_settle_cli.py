@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from drgdip.cli import main
-from drgdip.weights import runs
+from drgdip.weights.settlement import runs
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = str(REPO / "examples" / "region.toml")

@@ -9,8 +9,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from drgdip.weights.settlement import ledger
 from tests.test_settle_cli import POLICY, records, run
-from drgdip.weights import ledger
 
 
 @pytest.fixture

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drgdip.weights.settlement import _prorate, _prorate_exact, _times_rate, _times_rate_exact
+from drgdip.weights.settlement.settle import (
+    _prorate,
+    _prorate_exact,
+    _times_rate,
+    _times_rate_exact,
+)
 
 
 def _points(rng, trial: int, n: int) -> np.ndarray:
@@ -51,16 +56,16 @@ def test_signed_points_use_the_exact_path():
 
 # ---------------------------------------------------------------- settle_month batch by batch
 
-import pyarrow as pa                      # noqa: E402
-import pyarrow.compute as pc              # noqa: E402
-import pyarrow.parquet as pq              # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
-from drgdip.grouper.api import TEACHING_SCHEME   # noqa: E402
-from drgdip.weights import runs                  # noqa: E402
-from drgdip.weights.points import price_cases    # noqa: E402
-from drgdip.weights.policy import load_policy    # noqa: E402
+from drgdip.grouper.drg.api import TEACHING_SCHEME  # noqa: E402
 from drgdip.weights.relative_weights import read_weight_table  # noqa: E402
-from drgdip.weights.settlement import settle_period  # noqa: E402
+from drgdip.weights.settlement import runs  # noqa: E402
+from drgdip.weights.settlement.points import price_cases  # noqa: E402
+from drgdip.weights.settlement.policy import load_policy  # noqa: E402
+from drgdip.weights.settlement.settle import settle_period  # noqa: E402
 
 OUTPUTS = ("cases.parquet", "review.csv", "hospitals.csv", "summary.json")
 
@@ -113,7 +118,7 @@ def test_outputs_do_not_depend_on_the_batch_size(month, tmp_path, monkeypatch, r
     pol = load_policy(month / policy)
     t = pq.read_table(month / records)
     if scheme is not None:
-        from drgdip.grouper.api import group_table
+        from drgdip.grouper.drg.api import group_table
         t = group_table(t, scheme)
     priced = price_cases(t, read_weight_table(month / "weights.parquet"), pol, period="2024-03")
     ref = settle_period(priced, pol, "2024-03")
@@ -167,7 +172,7 @@ def test_weights_do_not_depend_on_the_batch_size(month, tmp_path, trim, ungroupe
     assert files[37] == files[1000] == files[1 << 16]
     whole = pq.read_table(history)
     if scheme is not None:
-        from drgdip.grouper.api import group_table
+        from drgdip.grouper.drg.api import group_table
         whole = group_table(whole, scheme)
     ref = compute_weights(whole, load_policy(policy))
     assert r.table.equals(ref.table)
@@ -188,7 +193,7 @@ def test_settle_bench_reads_time_and_the_summary():
 def test_exact_sums_are_the_correctly_rounded_fsum(monkeypatch):
     import math
 
-    from drgdip.weights import settlement
+    from drgdip.weights.settlement import settle as settlement
     monkeypatch.setattr(settlement, "CHUNK", 64)      # several chunks
     rng = np.random.default_rng(3)
     for trial in range(40):
@@ -202,7 +207,7 @@ def test_exact_sums_are_the_correctly_rounded_fsum(monkeypatch):
 
 
 def test_kth_largest_without_a_sort_of_everything():
-    from drgdip.weights.settlement import _kth_largest
+    from drgdip.weights.settlement.settle import _kth_largest
     rng = np.random.default_rng(9)
     for x in (rng.random(5000), np.round(rng.random(5000), 2), np.array([0.5] * 10 + [0.0] * 5 + [1.0]),
               np.r_[np.full(300, 4095 / 4096), rng.random(50)], np.array([0.25, 0.25 + 1e-17, 0.75])):

@@ -3,10 +3,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from drgdip.weights.points import price_cases
-from drgdip.weights.policy import parse_policy
-from drgdip.weights.settlement import (band_share, distribute_cents, hospitals_csv_table, settle_period, settle_year,
-                                to_cents)
+from drgdip.weights.settlement.points import price_cases
+from drgdip.weights.settlement.policy import parse_policy
+from drgdip.weights.settlement.settle import (
+    band_share,
+    distribute_cents,
+    hospitals_csv_table,
+    settle_period,
+    settle_year,
+    to_cents,
+)
 
 # --- the worked example of docs/settlement.md -------------------------------------------
 

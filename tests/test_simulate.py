@@ -2,8 +2,8 @@
 import pyarrow as pa
 import pytest
 
-from drgdip.weights.policy import parse_policy
-from drgdip.weights.simulate import simulate
+from drgdip.weights.settlement.policy import parse_policy
+from drgdip.weights.settlement.simulate import simulate
 
 W = pa.table({"drg": ["A", "B"], "weight": [1.0, 2.5], "mean_cost": [10000.0, 25000.0], "mean_los": [10.0, 8.0]})
 P = parse_policy({"budget": {"employee": {"2026-10": 1.0}}})

@@ -17,9 +17,9 @@ from dip_example import POLICY, history
 
 from drgdip import spark as S
 from drgdip.arrowio import InputError, read_table
-from drgdip.grouper import kernel
-from drgdip.grouper.api import OUTPUT_COLUMNS, group_table, load_scheme
-from drgdip.grouper.dip_api import group_dip
+from drgdip.grouper.dip.api import group_dip
+from drgdip.grouper.drg import kernel
+from drgdip.grouper.drg.api import OUTPUT_COLUMNS, group_table, load_scheme
 from drgdip.weights.dip_catalog import build_catalog
 
 CASES = ("conformance", "chs-drg-1.1-cases.csv")
@@ -152,7 +152,7 @@ def test_warm_compiles_the_read_only_variants():
     from drgdip.grouper import tokens
     # the string splitter met the Arrow data buffer both writable and read-only (as Spark gives it)
     assert {sig[2].mutable for sig in tokens.tokenize.signatures} == {True, False}
-    assert before["kernel.group_batch"] >= 1 and before["dip_match.match_cases"] >= 1
+    assert before["drg.kernel.group_batch"] >= 1 and before["dip.match.match_cases"] >= 1
     g = S.BatchGrouper("teaching", write=["setl_id"])
     g.group(read_only(records().drop_columns(["status"]).to_batches()[0]))
     assert S.warm("teaching", catalog=cat) == before  # nothing new to compile
@@ -167,7 +167,7 @@ def spark():
         pytest.skip("no Java runtime (java on PATH or JAVA_HOME): Spark cannot start")
     from pyspark.sql import SparkSession
     # the Python workers inherit the environment the JVM starts with: one numba thread per task,
-    # and numba's cache where this process has it (a writable folder: grouper.kernel.ensure_cache_dir)
+    # and numba's cache where this process has it (a writable folder: grouper.drg.kernel.ensure_cache_dir)
     saved = os.environ.get("NUMBA_NUM_THREADS")
     os.environ["NUMBA_NUM_THREADS"] = "1"
     builder = (SparkSession.builder.master("local[2]").appName("drgdip-test")
@@ -244,7 +244,7 @@ def month_records(n: int, seed: int) -> pa.Table:
 def test_spark_settles_a_month_like_drgdip_settle_to_the_cent(spark, tmp_path):
     from pathlib import Path
 
-    from drgdip.weights import runs
+    from drgdip.weights.settlement import runs
     policy = str(Path(__file__).resolve().parents[1] / "examples" / "region.toml")
     import pyarrow.parquet as pq
     t = month_records(6000, 7)

@@ -4,7 +4,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from drgdip.codesets.standards import identify, parse_code, parse_codes, standards, validate_codes
+from drgdip.codesets.standards import (
+    identify,
+    parse_code,
+    parse_codes,
+    standards,
+    validate_codes,
+)
 from tests.conftest import need_shared
 
 

@@ -12,8 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from drgdip.codesets.record import FEE_COLUMNS, FIELDS
-from drgdip.grouper.api import group_table, load_scheme
-from drgdip.synth.region import load_params, make_hospitals, month_counts, synthesize_region
+from drgdip.grouper.drg.api import group_table, load_scheme
+from drgdip.synth.region import (
+    load_params,
+    make_hospitals,
+    month_counts,
+    synthesize_region,
+)
 
 
 @pytest.fixture(scope="module")

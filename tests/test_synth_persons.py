@@ -14,7 +14,7 @@ from drgdip.synth.region import (
     stay_facts,
     synthesize_region,
 )
-from drgdip.weights.benefits import compute_benefits
+from drgdip.weights.settlement.benefits import compute_benefits
 
 
 @pytest.fixture(scope="module")

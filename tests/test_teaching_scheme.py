@@ -1,4 +1,4 @@
-"""The built-in teaching scheme (grouper/teaching_scheme): its files follow the published
+"""The built-in teaching scheme (grouper/drg/teaching_scheme): its files follow the published
 CHS-DRG text-table format, and its tables are consistent with one another.
 
 The format checks read the files with a small parser of their own, independent of the
@@ -11,10 +11,9 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-
 from conftest import need_shared
 
-FOLDER = Path(__file__).resolve().parents[1] / "grouper" / "teaching_scheme"
+FOLDER = Path(__file__).resolve().parents[1] / "grouper" / "drg" / "teaching_scheme"
 FILES = ("1_MDC.txt", "2_ADRG.txt", "3_DRG.txt", "4_ADRG_DETAIL.txt", "5_MCC.txt", "6_CC.txt",
          "7_CCE.txt", "SS_VALID.dat")
 
@@ -269,7 +268,8 @@ CASES = [
 
 def test_the_project_compiles_and_groups_it_as_worked_by_hand():
     import pyarrow as pa
-    from drgdip.grouper.api import group_table, load_scheme
+
+    from drgdip.grouper.drg.api import group_table, load_scheme
 
     scheme = load_scheme(None)
     assert scheme.meta["name"] == "drgdip teaching scheme" and scheme.meta["official"] is False

@@ -6,9 +6,13 @@ import pyarrow as pa
 import pytest
 
 from drgdip.arrowio import InputError
-from drgdip.grouper.versions import VersionedGrouper, discharge_days, load_region_schemes
+from drgdip.grouper.drg.versions import (
+    VersionedGrouper,
+    discharge_days,
+    load_region_schemes,
+)
 
-TEACHING = Path(__file__).resolve().parents[1] / "grouper" / "teaching_scheme"
+TEACHING = Path(__file__).resolve().parents[1] / "grouper" / "drg" / "teaching_scheme"
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +80,8 @@ def test_records_without_a_discharge_date_column_are_refused(region):
 def test_group_command_with_a_region_file(region, tmp_path):
     from click.testing import CliRunner
 
-    from drgdip.cli import main
     from drgdip.arrowio import read_table, write_table
+    from drgdip.cli import main
     src = tmp_path / "r.parquet"
     write_table(records(["2025-12-31", "2026-01-01", "2024-12-31"]), src)
     out = tmp_path / "g.csv"

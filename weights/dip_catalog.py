@@ -1,7 +1,7 @@
 """The local DIP disease-score catalogue learned from history (本地化病种库): core groups,
 comprehensive groups, scores and the auxiliary catalogue's coefficients (docs/dip.md).
 
-Grouping new cases against a catalogue is :mod:`grouper.dip_api`; this module builds one.
+Grouping new cases against a catalogue is :mod:`grouper.dip.api`; this module builds one.
 """
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.grouper import dip_auxiliary as A
-from drgdip.grouper import dip_keys as K
-from drgdip.grouper.dip_api import (FORMAT, META_KEY, _ages, _cases, _comp_keys, _core_keys, _np, resolve_type_table)
 from drgdip.arrowio import InputError, as_table, numeric, text
+from drgdip.grouper.dip import auxiliary as A
+from drgdip.grouper.dip import keys as K
+from drgdip.grouper.dip.api import (
+    FORMAT,
+    META_KEY,
+    _ages,
+    _cases,
+    _comp_keys,
+    _core_keys,
+    _np,
+    resolve_type_table,
+)
 from drgdip.weights.dip_scores import compute_scores, load_dip_policy, year_weight_map
 
 

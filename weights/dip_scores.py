@@ -93,7 +93,7 @@ def _num(d: dict, key: str, where: str, lo: float | None = None, integer: bool =
 def _codes(v, where: str) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
         raise InputError(f"{where}: expected a list of code prefixes (strings)")
-    from drgdip.grouper.dip_keys import normalize_scalar
+    from drgdip.grouper.dip.keys import normalize_scalar
     return tuple(sorted({normalize_scalar(x) for x in v}))
 
 
@@ -134,7 +134,7 @@ def policy_from_dict(user: dict | None, source: str = "policy") -> DipPolicy:
     ptypes = d["procedure_types"]
     if not isinstance(ptypes, dict) or any(t not in PROCEDURE_TYPES for t in ptypes.values()):
         raise InputError(f"{w}.procedure_types: expected code prefix = one of {', '.join(PROCEDURE_TYPES)}")
-    from drgdip.grouper.dip_keys import normalize_scalar
+    from drgdip.grouper.dip.keys import normalize_scalar
     return DipPolicy(
         base=_num(d, "base", w, 1e-9),
         min_cases=_num(d, "min_cases", w, 1, integer=True),
@@ -273,7 +273,7 @@ def compute_scores(cost: np.ndarray, group: np.ndarray, year: np.ndarray, n_grou
 # ---------------------------------------------------------------- pricing (point method)
 
 def price_dip_cases(grouped, catalog, policy, period: str | None = None):
-    """Price DIP-grouped cases with the settlement's point method (``weights.points.price_cases``).
+    """Price DIP-grouped cases with the settlement's point method (``weights.settlement.points.price_cases``).
 
     points = score × auxiliary coefficient × hospital coefficient, deviation cases
     included: each (group, coefficient) pair is priced as its own group whose weight is
@@ -283,8 +283,8 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from drgdip.grouper.dip_api import catalog_meta, prepare_catalog
-    from drgdip.weights.points import price_cases
+    from drgdip.grouper.dip.api import catalog_meta, prepare_catalog
+    from drgdip.weights.settlement.points import price_cases
 
     cat = prepare_catalog(catalog)
     base = float(catalog_meta(cat.table).get("base", 100.0))

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from drgdip.arrowio import InputError, canonical_columns, numeric, text
-from drgdip.weights.policy import Policy
+from drgdip.weights.settlement.policy import Policy
 
 GROUPED_STATUSES = ("grouped", "ambiguous")
 UNGROUPED_CODES = ("0000",)

@@ -1,9 +1,9 @@
 """Compile a scheme's published tables and general rules into a :class:`Scheme`.
 
 Like a regular-expression engine: compile once, then match many records. Inputs are
-the folder's text tables (read by :mod:`grouper.scheme_text`), the general rules
-(``rules.toml`` in the folder, else ``grouper/rules/chs-drg-1.x.toml``) and the
-wording vocabulary (``grouper/wording.toml``) for conditions stated in group names.
+the folder's text tables (read by :mod:`grouper.drg.scheme_text`), the general rules
+(``rules.toml`` in the folder, else ``grouper/drg/rules/chs-drg-1.x.toml``) and the
+wording vocabulary (``grouper/drg/wording.toml``) for conditions stated in group names.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from drgdip.arrowio import InputError
-from drgdip.grouper.scheme import (
+from drgdip.grouper.drg.scheme import (
     FIELDS,
     ROLE_APX,
     ROLE_ORPX,
@@ -26,7 +26,7 @@ from drgdip.grouper.scheme import (
     ROLES,
     Scheme,
 )
-from drgdip.grouper.scheme_text import (
+from drgdip.grouper.drg.scheme_text import (
     ERRATA,
     Problem,
     SchemeText,

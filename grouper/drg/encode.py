@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.codesets.normalize import normalize_code
 from drgdip.arrowio import CODE_SEPARATORS, canonical_columns, code_list, numeric, text
-from drgdip.grouper.scheme import FIELDS
+from drgdip.codesets.normalize import normalize_code
+from drgdip.grouper.drg.scheme import FIELDS
 from drgdip.grouper.tokens import UNSEEN, StringTable, string_buffers, tokenize
 
 #: the canonical input columns the encoder reads (all a file read for grouping needs)

@@ -1,6 +1,6 @@
 """The grouping algorithm in plain Python, with a trace in words: ``explain`` (分组路径说明).
 
-Same compiled scheme, same steps as :mod:`grouper.kernel`, written for people: every
+Same compiled scheme, same steps as :mod:`grouper.drg.kernel`, written for people: every
 decision is recorded as a line a hospital coder can follow (which table and rule matched,
 which CC/MCC counted, which exclusion table removed one). It is also the reference the
 kernel is tested against on every conformance record.
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from drgdip.codesets.reasons import reason_table
-from drgdip.grouper import kernel as K
-from drgdip.grouper.encode import CodeSet, Encoder
 from drgdip.arrowio import InputError
-from drgdip.grouper.scheme import ROLES, ROLE_WORDS, Scheme
+from drgdip.codesets.reasons import reason_table
+from drgdip.grouper.drg import kernel as K
+from drgdip.grouper.drg.encode import CodeSet, Encoder
+from drgdip.grouper.drg.scheme import ROLE_WORDS, ROLES, Scheme
 
 SEV_WORDS = {0: "无并发症或合并症 (no CC/MCC)", 1: "并发症或合并症 CC", 2: "严重并发症或合并症 MCC"}
 

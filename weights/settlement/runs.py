@@ -36,11 +36,11 @@ from drgdip.arrowio import (
     text,
     write_table,
 )
-from drgdip.weights import ledger as ledger_mod
-from drgdip.weights.points import add_group_costs, month_of, price_cases
-from drgdip.weights.policy import FUNDS, load_policy
 from drgdip.weights.relative_weights import WeightHistory, read_weight_table
-from drgdip.weights.settlement import (
+from drgdip.weights.settlement import ledger as ledger_mod
+from drgdip.weights.settlement.points import add_group_costs, month_of, price_cases
+from drgdip.weights.settlement.policy import FUNDS, load_policy
+from drgdip.weights.settlement.settle import (
     MonthTotals,
     Settlement,
     case_amounts,
@@ -157,7 +157,7 @@ def _grouper_for(schema: pa.Schema, scheme, group_column: str):
     if scheme is None:
         raise InputError(f"records have no {group_column!r} column: pass --scheme to group them first")
     try:
-        from drgdip.grouper import api
+        from drgdip.grouper.drg import api
     except ImportError as exc:  # the grouper is optional for pricing already-grouped records
         raise InputError(f"records have no {group_column!r} column and the grouper is not available ({exc})") from None
     return api.Grouper(api.load_scheme(scheme))
@@ -280,7 +280,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                  batch_size: int = DEFAULT_BATCH_SIZE, benefits=None) -> Settlement:
     """Monthly pre-settlement of one period's discharge records (see the module doc).
 
-    ``benefits``: the output of ``drgdip benefits`` (weights.benefits) for these stays; each
+    ``benefits``: the output of ``drgdip benefits`` (weights.settlement.benefits) for these stays; each
     record's personal share (个人负担) is then its ``personal_share`` there, joined by ``id``,
     instead of the records' own column. Every record must have its row (refused otherwise).
 

@@ -125,7 +125,7 @@ class VersionedGrouper:
     """Groups each record with the scheme version in force at its discharge date."""
 
     def __init__(self, versions: list[SchemeVersion], codes=None):
-        from drgdip.grouper.api import load_scheme
+        from drgdip.grouper.drg.api import load_scheme
         self.versions = versions
         self.codes = codes
         self.schemes = [load_scheme(v.path) for v in versions]
@@ -139,7 +139,7 @@ class VersionedGrouper:
     @property
     def groupers(self):
         if self._groupers is None:
-            from drgdip.grouper.api import Grouper
+            from drgdip.grouper.drg.api import Grouper
             self._groupers = [Grouper(s, self.codes) for s in self.schemes]
         return self._groupers
 
@@ -195,10 +195,16 @@ class VersionedGrouper:
 
 def group_region_file(src, dst, grouper: VersionedGrouper, batch_size: int | None = None, progress=None,
                       keep=None, encoding: str | None = None) -> dict:
-    """Stream SRC into DST grouped by the version in force per record (as :func:`grouper.api.group_file`:
+    """Stream SRC into DST grouped by the version in force per record (as :func:`grouper.drg.api.group_file`:
     the key, the ``keep`` columns, the results, and ``scheme_version``). Returns counts by status."""
-    from drgdip.grouper.api import output_plan
-    from drgdip.arrowio import DEFAULT_BATCH_SIZE, check_batch_size, file_columns, refuse_overwrite, transform_file
+    from drgdip.arrowio import (
+        DEFAULT_BATCH_SIZE,
+        check_batch_size,
+        file_columns,
+        refuse_overwrite,
+        transform_file,
+    )
+    from drgdip.grouper.drg.api import output_plan
     refuse_overwrite(src, dst)
     batch_size = check_batch_size(batch_size or DEFAULT_BATCH_SIZE)
     names = file_columns(src, encoding)

@@ -654,7 +654,7 @@ def _history_counts(history, scheme, batch_size: int, cc_suf, split_suf) -> dict
     grouper, acc = None, []
     for b in _batches(history, batch_size):
         if grouper is None and not {"drg", "adrg"} <= set(b.schema.names):
-            from drgdip.grouper.api import Grouper, load_scheme
+            from drgdip.grouper.drg.api import Grouper, load_scheme
             grouper = Grouper(load_scheme(scheme))
         t = _compact(b, 0, grouper)
         drg = pc.fill_null(t["drg"].combine_chunks(), "")
@@ -922,7 +922,7 @@ def monitor(records, rules: tuple[Rule, ...] | str | os.PathLike | None = None, 
         n = 0
         for b in _batches(records, batch_size):
             if grouper is None and not {"drg", "adrg"} <= set(b.schema.names):
-                from drgdip.grouper.api import Grouper, load_scheme
+                from drgdip.grouper.drg.api import Grouper, load_scheme
                 grouper = Grouper(load_scheme(scheme))
             parts.add(_compact(b, n, grouper))
             n += b.num_rows

@@ -25,10 +25,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.grouper import dip_keys as K
-from drgdip.grouper.kernel import ensure_cache_dir  # noqa: F401  (numba's cache folder first: dip_match caches)
-from drgdip.grouper.dip_match import MATCH_NAMES, CompiledCatalog, compile_arrays, run_kernel
-from drgdip.arrowio import InputError, as_table, canonical_columns, code_list, numeric, read_table, text, write_table
+from drgdip.arrowio import (
+    InputError,
+    as_table,
+    canonical_columns,
+    code_list,
+    numeric,
+    read_table,
+    text,
+    write_table,
+)
+from drgdip.grouper.dip import keys as K
+from drgdip.grouper.dip.match import (
+    MATCH_NAMES,
+    CompiledCatalog,
+    compile_arrays,
+    run_kernel,
+)
+from drgdip.grouper.drg.kernel import ensure_cache_dir  # noqa: F401  (numba's cache folder first: dip_match caches)
 
 META_KEY = b"drgdip.dip"
 FORMAT = "drgdip-dip-catalog/1"
@@ -42,7 +56,7 @@ OUTPUT_TYPES = {"dip_group": pa.string(), "dip_score": pa.float64(), "dip_match"
                 "dip_status": pa.string(), "dip_reason": pa.string(), "dip_cci": pa.int64(),
                 "dip_coef_severity": pa.float64(), "dip_coef_tumour": pa.float64(), "dip_coef_age": pa.float64(),
                 "dip_coefficient": pa.float64(), "dip_adjusted_score": pa.float64()}
-BUILTIN_TYPES_SOURCE = "built-in teaching table grouper/dip_procedure_types.csv (ICD-9-CM-3 section titles; not an official table)"
+BUILTIN_TYPES_SOURCE = "built-in teaching table grouper/dip/dip_procedure_types.csv (ICD-9-CM-3 section titles; not an official table)"
 
 
 # ---------------------------------------------------------------- procedure types
@@ -51,7 +65,7 @@ def types_from_scheme(scheme) -> dict[str, str]:
     """Procedure types derived from a compiled CHS-DRG scheme: codes in the procedure lists
     of surgical ADRGs (second letter A–J) are surgery, of operative-procedure ADRGs (K–Q)
     therapeutic (surgery wins when both)."""
-    from drgdip.grouper.scheme import ROLE_APX, ROLE_PPX
+    from drgdip.grouper.drg.scheme import ROLE_APX, ROLE_PPX
     a = scheme.arrays
     list_type: dict[int, int] = {}
     for ai, code in enumerate(scheme.adrg_codes):
@@ -81,7 +95,7 @@ def resolve_type_table(policy, procedure_types=None, scheme=None) -> tuple[dict[
     if scheme is not None:
         if isinstance(scheme, (str, os.PathLike)):
             try:
-                from drgdip.grouper.api import load_scheme
+                from drgdip.grouper.drg.api import load_scheme
             except ImportError as exc:  # pragma: no cover - the DRG grouper is not installed
                 raise InputError(f"cannot load a CHS-DRG scheme here ({exc})") from None
             scheme = load_scheme(scheme)
@@ -290,7 +304,7 @@ def _encode(c: _Cases, cc: CompiledCatalog):
 def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
     """Input columns unchanged + dip_group, dip_score, dip_match, dip_status, dip_reason,
     dip_cci and the auxiliary coefficients (columns of the same names in the input are replaced)."""
-    from drgdip.grouper import dip_auxiliary as A
+    from drgdip.grouper.dip import auxiliary as A
 
     table = as_table(table)
     cat = prepare_catalog(catalog)
@@ -497,11 +511,11 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
                    encoding: str | None = None) -> int:
     """Stream SRC through :func:`group_dip` into DST (written atomically); returns the records written.
 
-    Like :func:`grouper.api.group_file`: DST holds the key column (the input's ``id``, else
+    Like :func:`grouper.drg.api.group_file`: DST holds the key column (the input's ``id``, else
     ``row``, the 0-based input position), the ``keep`` columns (``"all"``: every input column)
     and the ``dip_*`` result columns, one row per input record in input order."""
-    from drgdip.grouper.api import ROW_COLUMN, output_plan
     from drgdip.arrowio import DEFAULT_BATCH_SIZE, file_columns, transform_file
+    from drgdip.grouper.drg.api import ROW_COLUMN, output_plan
 
     prepared = prepare_catalog(catalog)
     _, write, add_row = output_plan(file_columns(src, encoding), keep, need_all=True)

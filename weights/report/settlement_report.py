@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from drgdip.arrowio import InputError, numeric
 from drgdip.codesets.reasons import describe, reason_ids
-from drgdip.weights import ledger as ledger_mod
+from drgdip.weights.settlement import ledger as ledger_mod
 
 TOP_LOSS_GROUPS = 20
 FINDING_ROWS = 200          # drill-down rows of the monitoring section (the rest are counted)
@@ -144,7 +144,7 @@ def read_benefits(path, persons=None) -> dict:
     missing = [c for c in BENEFIT_COLUMNS if c not in t.column_names]
     if missing:
         raise InputError(f"{path}: a benefits file needs the columns {', '.join(missing)}")
-    from drgdip.weights.benefits import load_benefit_policy
+    from drgdip.weights.settlement.benefits import load_benefit_policy
     policy = load_benefit_policy()
     labels = policy.class_of_label()
     by_key: dict = {}
@@ -595,7 +595,7 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
 
 
 def _rule_names() -> dict:
-    from drgdip.weights.monitoring import load_rules
+    from drgdip.weights.monitoring.rules import load_rules
     return {r.rule: r.zh_name for r in load_rules()}
 
 
@@ -788,7 +788,7 @@ def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=Non
     names = read_hospitals(hospitals) if hospitals else None
     group_names = None
     if scheme is not None:
-        from drgdip.grouper.api import load_scheme
+        from drgdip.grouper.drg.api import load_scheme
         group_names = dict(load_scheme(scheme).names)
     page = build_report(led, read_cases(outputs, periods), names, group_names,
                         read_findings(findings) if findings else None,
@@ -804,7 +804,7 @@ def write_report(ledger_path, out_html, outputs=None, hospitals=None, scheme=Non
 # ---------------------------------------------------------------- what-if between schemes
 
 def compare_page(comparison, limit: int = 200) -> str:
-    """The page of a what-if between two schemes (分组方案切换测算, :mod:`weights.scheme_compare`):
+    """The page of a what-if between two schemes (分组方案切换测算, :mod:`weights.report.scheme_compare`):
     the summary, the transition matrix (largest first, ``limit`` rows and the count of the
     rest), and points and payment per hospital, department and group."""
     s = comparison.summary

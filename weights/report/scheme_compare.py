@@ -10,7 +10,7 @@ This is what a payment office computes before it moves to a new version (1.1 →
 * With a policy, each side prices its cases with its own weights: the weight files given,
   or weights computed from the records themselves under that side's groups (the records
   then serve as the history, as an office re-derives weights when it changes version).
-  Points are the policy's case points (:func:`weights.points.price_cases`).
+  Points are the policy's case points (:func:`weights.settlement.points.price_cases`).
 * Payment at a constant pool (费用中性): per fund, the pool is the total cost of the
   records that have a known fund and a valid cost; each side shares the same pool out over
   its own priced cases in proportion to their points, in integer cents (largest remainder,
@@ -25,12 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.grouper.api import group_table, load_scheme
 from drgdip.arrowio import InputError, as_table, canonical_columns, numeric, text
-from drgdip.weights.points import price_cases
-from drgdip.weights.policy import Policy
+from drgdip.grouper.drg.api import group_table, load_scheme
 from drgdip.weights.relative_weights import compute_weights
-from drgdip.weights.settlement import distribute_cents
+from drgdip.weights.settlement.points import price_cases
+from drgdip.weights.settlement.policy import Policy
+from drgdip.weights.settlement.settle import distribute_cents
 
 GROUP_COLUMNS = ("mdc", "adrg", "drg", "status", "reason")
 

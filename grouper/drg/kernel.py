@@ -4,7 +4,7 @@ Pure functions, arrays in and arrays out, no Python objects and no I/O. One reco
 validate → MDCs in the scheme's trial order (entry by principal-diagnosis table or by an
 operating-room principal procedure, sex, conditions, body regions) → the MDC's ADRGs in
 trial order (alternatives of terms of code lists) → the ADRG's DRG candidates by severity
-(MCC/CC with exclusion tables) and conditions. :mod:`grouper.reference` is the same
+(MCC/CC with exclusion tables) and conditions. :mod:`grouper.drg.reference` is the same
 algorithm in plain Python with a trace, and the tests hold the two equal.
 
 Record arrays: ``values`` float64 [n, len(FIELDS)] (NaN = missing), ``sex`` int8

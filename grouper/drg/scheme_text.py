@@ -63,7 +63,7 @@ class AdrgRule:
     #: lines of the published entry (headings, codes, formulas, cross-references) under the ADRG
     stated: int = 0
     #: how the rule was read: "literal" (its own lists), "cross-reference" (another ADRG's list,
-    #: 见 JD2 手术表), "erratum" (lines the transcription lacks, from grouper/rules/errata.toml)
+    #: 见 JD2 手术表), "erratum" (lines the transcription lacks, from grouper/drg/rules/errata.toml)
     source: str = "literal"
     #: (target ADRG, which lists, line, text) of each cross-reference, resolved after reading
     cross_refs: list[tuple[str, str, int, str]] = field(default_factory=list)

@@ -1,6 +1,6 @@
 """A compiled CHS-DRG scheme (分组方案): integer arrays the kernel reads, names for people.
 
-The compiler (:mod:`grouper.compile`) turns published tables into one ``Scheme``; it is
+The compiler (:mod:`grouper.drg.compile`) turns published tables into one ``Scheme``; it is
 saved as a single ``.drgscheme`` file (an uncompressed NumPy ``.npz`` holding the arrays
 and a JSON header with the scheme's name, version, source hash and compiler version) and
 loads in milliseconds. The kernel and the explain path read only these arrays.

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.grouper.dip_keys import _flat, normalize_array, secondary, starts_with_any
+from drgdip.grouper.dip.keys import _flat, normalize_array, secondary, starts_with_any
 
 CCI_CSV = Path(__file__).with_name("dip_cci.csv")
 TUMOUR_FLAGS = ("metastasis", "radiotherapy", "chemotherapy")

@@ -3,7 +3,7 @@
 API (every function takes and returns Arrow tables or plain values):
 
 ``price_cases(cases, group_weights, policy, group_column="drg", weight_column="weight",
-base_points=None, period=None) -> pa.Table``   (from :mod:`weights.points`)
+base_points=None, period=None) -> pa.Table``   (from :mod:`weights.settlement.points`)
     Case type, reason and points for each record; generic over the group key (DRG code
     and relative weight, or DIP group and score with ``base_points=1``).
 
@@ -47,8 +47,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from drgdip.arrowio import canonical_columns, numeric, text
-from drgdip.weights.points import price_cases  # noqa: F401  (re-exported: part of this API)
-from drgdip.weights.policy import FUNDS, Band, Policy
+from drgdip.weights.settlement.points import price_cases  # noqa: F401  (re-exported: part of this API)
+from drgdip.weights.settlement.policy import FUNDS, Band, Policy
 
 HOSPITAL_COLUMNS = ("hospital_id", "fund", "cases", "unpriced_cases", "cmi", "points", "point_value",
                     "personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")

@@ -4,7 +4,7 @@ medical assistance, for one stay and for a year of stays per person.
 API:
 
 ``load_benefit_policy(path=None) -> BenefitPolicy`` / ``parse_benefit_policy(dict)``
-    The policy: ``weights/benefits_policy.toml`` (national floors of seeds 002/003 and
+    The policy: ``weights/settlement/benefits_policy.toml`` (national floors of seeds 002/003 and
     illustrative regional values) with the region's file laid over it. A value that breaks a
     national floor, or a table the loader does not know, raises :class:`BenefitPolicyError`.
 
@@ -49,8 +49,8 @@ import pyarrow.compute as pc
 from numba import njit
 
 from drgdip.arrowio import InputError, as_table, canonical_columns, numeric, text
-from drgdip.weights.policy import overlay, read_policy_file
-from drgdip.weights.settlement import to_cents
+from drgdip.weights.settlement.policy import overlay, read_policy_file
+from drgdip.weights.settlement.settle import to_cents
 
 _DEFAULTS = Path(__file__).with_name("benefits_policy.toml")
 FUNDS = ("employee", "resident")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from drgdip.grouper.api import group_table, load_scheme
 from drgdip.arrowio import InputError, as_table
+from drgdip.grouper.drg.api import group_table, load_scheme
 
 STATUS_WORDS = {"分组成功": "grouped", "无法入组": "ungroupable", "歧义病案": "ambiguous"}
 

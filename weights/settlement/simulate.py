@@ -1,6 +1,6 @@
 """Hospital view (医院端模拟测算): one hospital's cases priced like the office would price them.
 
-The same :func:`weights.points.price_cases` with a known point value per fund (by default
+The same :func:`weights.settlement.points.price_cases` with a known point value per fund (by default
 the ledger's last monthly value), then revenue (points × point value, what the stay
 brings in fund and personal share together) against cost (total_cost), by DRG,
 department and doctor, with:
@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from drgdip.arrowio import InputError, canonical_columns, numeric, text
-from drgdip.weights.points import price_cases
-from drgdip.weights.policy import Policy
+from drgdip.weights.settlement.points import price_cases
+from drgdip.weights.settlement.policy import Policy
 
 DIMENSIONS = {"drg": None, "dept": "dept", "doctor": "doctor_id"}
 

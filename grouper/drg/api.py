@@ -23,13 +23,22 @@ import pyarrow as pa
 # the OpenMP runtime loads, i.e. before the first parallel kernel runs)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from drgdip.arrowio import (
+    DEFAULT_BATCH_SIZE,
+    AtomicWriter,
+    InputError,
+    as_table,
+    canonical_columns,
+    check_batch_size,
+    file_columns,
+    refuse_overwrite,
+    transform_file,
+)
 from drgdip.codesets.reasons import reason_table
-from drgdip.grouper import kernel
-from drgdip.grouper.compile import SchemeError, compile_scheme
-from drgdip.grouper.encode import INPUT_ROLES, CodeSet, Encoder, result_columns
-from drgdip.arrowio import (DEFAULT_BATCH_SIZE, AtomicWriter, InputError, as_table, canonical_columns, check_batch_size,
-                        file_columns, refuse_overwrite, transform_file)
-from drgdip.grouper.scheme import Scheme
+from drgdip.grouper.drg import kernel
+from drgdip.grouper.drg.compile import SchemeError, compile_scheme
+from drgdip.grouper.drg.encode import INPUT_ROLES, CodeSet, Encoder, result_columns
+from drgdip.grouper.drg.scheme import Scheme
 
 TEACHING_SCHEME = Path(__file__).with_name("teaching_scheme")
 OUTPUT_COLUMNS = ("mdc", "adrg", "drg", "status", "reason")

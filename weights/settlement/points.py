@@ -38,7 +38,7 @@ from drgdip.arrowio import (
     numeric,
     text,
 )
-from drgdip.weights.policy import Policy, PolicyError, band_value
+from drgdip.weights.settlement.policy import Policy, PolicyError, band_value
 
 CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "unpriced")
 PRICED_STATUSES = ("grouped", "ambiguous")

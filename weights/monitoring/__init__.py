@@ -1,0 +1,1 @@
+"""Smart monitoring (智能监控): behaviour rules over grouped records."""
