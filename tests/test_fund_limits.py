@@ -283,7 +283,7 @@ def test_a_version_1_ledger_opens_and_a_failed_run_leaves_it_intact(tmp_path):
     s = settle_annual("2026", policy_path=pol, ledger_path=db, quiet=True, partial_year=True)   # no scores file
     assert s.hospitals["quality_reason"].to_pylist() == ["QUALITY_SCORE_MISSING"] * 3
     with closing(ledger_mod.connect(db, create=False)) as conn:
-        assert {"cap_cut_cents", "quality_score"} <= ledger_mod._columns(conn, "hospital_results")
+        assert {"cap_cut_cents", "quality_score"} <= ledger_mod.table_columns(conn, "hospital_results")
         assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
         rs = ledger_mod.runs(conn)
     assert [r["kind"] for r in rs] == ["monthly", "monthly", "annual"]
@@ -302,3 +302,25 @@ def test_cli_scores_option(tmp_path):
     r = CliRunner().invoke(main, ["settle", "2026", "--final", "--partial-year", "--reopen", "--policy", str(pol),
                                   "--ledger", str(db), "--scores", str(tmp_path / "nope.csv"), "--quiet"])
     assert r.exit_code == 2 and "no such scores file" in r.output and "Traceback" not in r.output
+
+
+def test_the_cases_the_rules_do_not_name_as_documented():
+    """docs/settlement.md §1 "What happens to the cases the rules above do not name"."""
+    pol = copy.deepcopy(DOC_POLICY)
+    pol["special_review"] = {"payment": "hold"}
+    c = DOC_CASES.append_column("special_review", pa.array(["", "1", "", "", "", ""]))
+    c = c.set_column(1, "hospital_id", pa.array(["H1", "H1", "H1", None, "H2", "H2"]))
+    c = c.set_column(2, "fund", pa.array(["employee", "employee", "employee", "employee", "xx", "employee"]))
+    c = c.set_column(3, "discharge_date", pa.array([None, "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05",
+                                                    "2026-10-06"]))
+    p = parse_policy(pol)
+    s = settle_period(price_cases(c, DOC_WEIGHTS, p, period="2026-10"), p, "2026-10")
+    assert s.cases["pricing_reason"].to_pylist() == ["PRICED_NORMAL", "SPECIAL_REVIEW_HOLD", "LOW_COST_CASE",
+                                                     "MISSING_HOSPITAL", "UNKNOWN_FUND", "GROUP_NOT_IN_TABLE"]
+    rows = {r["hospital_id"]: r for r in hospitals_csv_table(s.hospitals).to_pylist()}
+    assert sorted(rows) == ["", "H1", "H2"]                  # no row for the unknown fund's case
+    assert (rows[""]["unpriced_cases"], rows[""]["unpriced_cost"]) == (1, "30000.00")
+    # the held case's 3,000.00 personal share is in neither the point value nor H1's share
+    assert rows["H1"]["personal_share"] == "1800.00" and rows["H1"]["unpriced_cost"] == "35000.00"
+    assert s.funds["employee"]["personal_share"] == 1800.00 and s.funds["employee"]["total_points"] == 180.0
+    assert any("no known fund" in n for n in s.notes)

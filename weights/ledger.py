@@ -108,14 +108,14 @@ FUND_FIELDS = ("budget_cents", "personal_share_cents", "total_points", "point_va
     tuple(c for t, c, _ in ADDED_COLUMNS if t == "fund_results")
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
     """Give a ledger of an earlier version the columns added since (inside the caller's transaction)."""
     for table, col, kind in ADDED_COLUMNS:
-        if col not in _columns(conn, table):
+        if col not in table_columns(conn, table):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
@@ -233,7 +233,7 @@ def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[st
     if not months:
         raise LedgerError(f"the ledger has no monthly settlement of {year}: settle its months first")
     names = HOSPITAL_FIELDS[:14] + ("los_days",)
-    have = _columns(conn, "hospital_results")
+    have = table_columns(conn, "hospital_results")
     sel = ", ".join(f"h.{c}" if c in have else f"NULL AS {c}" for c in names)
     q = (f"SELECT {sel} FROM hospital_results h JOIN runs r "
          "USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period LIKE ? ORDER BY r.period, "
@@ -268,10 +268,13 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
     with a month of its year settled or reopened after it; also ``stale`` = True)."""
     out = []
     stale = stale_annual_runs(conn)
+    have = table_columns(conn, "fund_results")
+    added = [c for t, c, _ in ADDED_COLUMNS if t == "fund_results"]
+    extra = ", ".join(c if c in have else f"NULL AS {c}" for c in added)
     for row in conn.execute("SELECT run_id, period, kind, revision, current, created_at, scheme_id, policy_sha256,"
                             " inputs FROM runs ORDER BY run_id"):
-        funds = conn.execute("SELECT fund, budget_cents, personal_share_cents, total_points, point_value, cases"
-                             " FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
+        funds = conn.execute(f"SELECT fund, budget_cents, personal_share_cents, total_points, point_value, cases,"
+                             f" {extra} FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
         hospitals = conn.execute("SELECT COUNT(*), SUM(amount_due_cents), SUM(paid_cents) FROM hospital_results"
                                  " WHERE run_id=?", (row[0],)).fetchone()
         out.append({"run_id": row[0], "period": row[1], "kind": row[2], "revision": row[3],
@@ -280,7 +283,8 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
                     "created_at": row[5], "scheme_id": row[6], "policy_sha256": row[7],
                     "inputs": json.loads(row[8]),
                     "funds": [{"fund": f[0], "budget": None if f[1] is None else f[1] / 100, "personal_share":
-                               f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5]} for f in funds],
+                               f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5],
+                               **dict(zip(added, f[6:]))} for f in funds],
                     "hospitals": hospitals[0], "amount_due": (hospitals[1] or 0) / 100,
                     "paid": (hospitals[2] or 0) / 100})
     return out

@@ -15,12 +15,15 @@ base_points=None, period=None) -> pa.Table``   (from :mod:`weights.points`)
     personal_share``; per hospital ``amount_due = Σ amount − Σ personal_share``,
     ``withheld = amount_due × withholding_share`` (质量保证金), ``paid = amount_due − withheld``.
 
-``settle_year(monthly, policy, year) -> Settlement``
+``settle_year(monthly, policy, year, scores=None, previous=None) -> Settlement``
     Annual settlement (年度清算): the months' per-hospital points and personal shares
     (``monthly``: the ledger's hospital rows of the year's current monthly runs) are priced
-    again with the year's budget; surplus kept / overspend shared bands (结余留用、超支分担)
-    give each hospital an ``adjustment``; ``balance = amount_due + adjustment − Σ paid``
-    is what the fund still owes (positive) or recovers (negative).
+    again with the year's budget (points × incentive coefficient 激励系数 when the policy
+    has ``[incentives]``); surplus kept / overspend shared bands (结余留用、超支分担)
+    give each hospital an ``adjustment``; the withholding is refunded by score (质量保证金);
+    the year's total is capped at budget (+ reserve 调剂金); ``balance = paid − Σ monthly
+    paid`` is what the fund still owes (positive) or recovers (negative), the advances the
+    months held back (月度预拨) included. docs/settlement.md §7–§9.
 
 ``distribute_cents(values, total) -> np.ndarray``
     Largest-remainder rounding (最大余数法) of yuan amounts to integer cents summing to ``total``.
