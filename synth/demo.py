@@ -246,6 +246,8 @@ def summary_table(result: dict) -> str:
             last = f.get("paid", f.get("balance"))
             lines.append(f"{s.period:<8} {fund:<9} {f['cases']:>7} {f['total_points']:>14,.1f} {pv:>12} {bud:>16} "
                          f"{f['amount_due']:>16,.2f} {last if last is None else format(last, ',.2f'):>16}")
+    from drgdip.weights.runs import fund_limit_lines
+    lines += [f"{result['annual'].period}: {x}" for x in fund_limit_lines(result["annual"])]
     mon = result.get("monitoring")
     if mon is not None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(mon.counts.items()))

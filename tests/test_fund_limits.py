@@ -262,6 +262,8 @@ def test_the_annual_run_records_the_new_figures(tmp_path):
     assert hr == [("H1", 95.0, 150000, 98333, 531667), ("H2", 85.0, 85000, 49167, 323333),
                   ("H3", None, 40000, 0, 135000)]
     assert '"scores"' in inputs
+    shown = ledger_mod.show(db)
+    assert "employee: projected point value 62.000000; reserve 1200.00, used 1200.00, cut by the cap 1475.00" in shown
     csv = (tmp_path / "out" / "hospitals.csv").read_text(encoding="utf-8")
     assert '"H3","employee"' in csv and "QUALITY_SCORE_MISSING" in csv
 

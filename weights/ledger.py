@@ -309,6 +309,15 @@ def show(path: str | os.PathLike) -> str:
                          f"{r['kind'] if i == 0 else '':<8} {r['revision'] if i == 0 else '':>3} "
                          f"{state if i == 0 else '':<10} {f['fund']:<9} {f['cases']:>8} {f['total_points']:>14.4f} "
                          f"{pv:>12} {bud:>16} {r['hospitals'] if i == 0 else '':>9} {tail}")
+        for f in r["funds"]:
+            bits = []
+            if f.get("projected_point_value") is not None:
+                bits.append(f"projected point value {f['projected_point_value']:.6f}")
+            if f.get("reserve_cents") is not None:
+                bits.append(f"reserve {f['reserve_cents'] / 100:.2f}, used {(f['reserve_used_cents'] or 0) / 100:.2f}, "
+                            f"cut by the cap {(f['cap_cut_cents'] or 0) / 100:.2f}")
+            if bits:
+                lines.append(f"{'':>4}   {f['fund']}: " + "; ".join(bits))
         for name, digest in sorted(r["inputs"].items()):
             lines.append(f"{'':>4}   input {name}: {digest}")
         if r["stale"]:

@@ -531,6 +531,15 @@ def summary_text(settlement: Settlement) -> str:
                 f"{f['withheld']:>14.2f} {f['paid']:>16.2f}")
         lines.append(f"{fund:<9} {f['cases']:>8} {f['unpriced_cases']:>8} {f['total_points']:>14.4f} {pv:>12} "
                      f"{bud:>16} {f['personal_share']:>14.2f} {f['amount_due']:>16.2f} {tail}")
+    lines += fund_limit_lines(settlement)
+    lines += [f"note: {n}" for n in settlement.notes]
+    return "\n".join(lines)
+
+
+def fund_limit_lines(settlement: Settlement) -> list[str]:
+    """One line per fund and rule of the fund's limits that is on (docs/settlement.md §7): projected
+    and settlement point values, reserve and cap, quality refund, advances held."""
+    lines: list[str] = []
     for fund, f in sorted(settlement.funds.items()):
         if "projected_point_value" in f:
             pv = f["projected_point_value"]
@@ -548,5 +557,4 @@ def summary_text(settlement: Settlement) -> str:
             lines.append(f"{fund}: held back by the months' advances (预拨) {f['monthly_held']:.2f}, cleared now")
         if "held" in f:
             lines.append(f"{fund}: advance share {f['advance_share']:g}: held back {f['held']:.2f} until the year")
-    lines += [f"note: {n}" for n in settlement.notes]
-    return "\n".join(lines)
+    return lines
