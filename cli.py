@@ -568,17 +568,20 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
               help="Records per batch (memory stays bounded; the outputs do not depend on it).")
 @click.option("--benefits", type=click.Path(dir_okay=False),
               help="drgdip benefits' output for these stays: each record's personal share taken from it by id.")
+@click.option("--scores", type=click.Path(dir_okay=False),
+              help="With --final: year-end assessment scores (CSV hospital_id,score) for the quality refund "
+                   "(质量保证金返还, policy [quality]).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
-               reopen, group_column, batch_size, benefits, quiet):
+               reopen, group_column, batch_size, benefits, scores, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
     Example:
       drgdip settle 2026-10 discharges-2026-10.parquet --scheme chs11.drgscheme \\
           --weights weights.parquet --policy region.toml --ledger region.db --out settled/2026-10
-      drgdip settle 2026 --final --policy region.toml --ledger region.db
+      drgdip settle 2026 --final --policy region.toml --ledger region.db --scores scores-2026.csv
     """
     from drgdip.weights.settlement.ledger import LedgerError
     from drgdip.weights.settlement.runs import settle_annual, settle_month, summary_text
@@ -587,12 +590,14 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
             if new_ledger:
                 raise click.UsageError("--new-ledger: an annual settlement reads an existing ledger")
             result = settle_annual(period, policy_path=policy_path, ledger_path=ledger_path, out=out,
-                                   reopen=reopen, quiet=quiet, partial_year=partial_year)
+                                   reopen=reopen, quiet=quiet, partial_year=partial_year, scores=scores)
         else:
             if records is None or weights_path is None:
                 raise click.UsageError("a monthly settlement needs RECORDS and --weights (or use --final for a year)")
             if partial_year:
                 raise click.UsageError("--partial-year goes with --final")
+            if scores:
+                raise click.UsageError("--scores goes with --final (the quality refund is annual)")
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
                                   group_column=group_column, quiet=quiet, new_ledger=new_ledger,

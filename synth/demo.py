@@ -14,6 +14,7 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
     data/history.parquet        grouped discharges of the history years
     data/YYYY-MM.parquet        grouped discharges of each month of the current year
     weights.parquet             relative weights
+    scores.csv                  synthetic year-end assessment scores (one hospital left out: the default refund)
     ledger.db                   the settlement ledger (replaced on every demo run)
     settled/YYYY-MM/, settled/YYYY/   cases.parquet, review.csv, hospitals.csv, summary.json
     findings.csv                monitoring findings of the current year (drgdip monitor's columns)
@@ -92,6 +93,35 @@ def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: in
     return "\n".join(lines) + "\n"
 
 
+def _projection_text(history: pa.Table, weights: pa.Table, policy_path: Path, year: int) -> str:
+    """[point_value] projected points and personal share of the year: the last history year's
+    cases priced with the year's weights and policy (预算点值 from last year's volume)."""
+    from drgdip.weights.points import price_cases
+    from drgdip.weights.policy import load_policy
+    last = history.filter(pc.starts_with(history["discharge_date"], str(year - 1)))
+    priced = price_cases(last, weights, load_policy(policy_path), period=str(year - 1))
+    pts = priced["points"].to_numpy(zero_copy_only=False)
+    fund = priced["fund_key"].to_numpy(zero_copy_only=False)
+    share = priced["personal_share"].to_numpy(zero_copy_only=False)
+    ok = np.isfinite(pts)
+    lines = ["", "[point_value.projected_points]"]
+    for f in ("employee", "resident"):
+        lines.append(f'{f} = {{ "{year}" = {float(np.round(pts[ok & (fund == f)].sum(), 1))} }}')
+    lines.append("[point_value.projected_personal_share]")
+    for f in ("employee", "resident"):
+        cents = int(np.round(share[ok & (fund == f)] * 100).sum())
+        lines.append(f'{f} = {{ "{year}" = {cents / 100:.2f} }}')
+    return "\n".join(lines) + "\n"
+
+
+def _synthetic_scores(hospitals: pa.Table, seed: int) -> pa.Table:
+    """Year-end assessment scores (质量考核得分), 88–100 to one decimal, seeded; the last
+    hospital is left out (its withholding is refunded at quality.missing_refund)."""
+    rng = np.random.default_rng(seed + 12)
+    ids = hospitals["hospital_id"].to_pylist()[:-1]
+    return pa.table({"hospital_id": ids, "score": np.round(rng.uniform(88.0, 100.0, len(ids)), 1)})
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -136,6 +166,10 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         bar.set_postfix_str("weights")
         weights_path = out / "weights.parquet"
         weights = make_weights(out / "data" / "history.parquet", policy_path, weights_path, quiet=True)
+        with policy_path.open("a", encoding="utf-8") as fh:
+            fh.write(_projection_text(history, weights.table, policy_path, year))
+        scores_path = out / "scores.csv"
+        write_table(_synthetic_scores(hosp, seed), scores_path)
         bar.update()
         bar.set_postfix_str("benefits")
         benefits = demo_benefits(current, hosp, year, seed, params, out)
@@ -156,7 +190,7 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
             bar.update()
         bar.set_postfix_str(f"annual settlement {year}")
         annual = settle_annual(str(year), policy_path=policy_path, ledger_path=ledger,
-                               out=out / "settled" / str(year), quiet=True)
+                               out=out / "settled" / str(year), quiet=True, scores=scores_path)
         bar.update()
         bar.set_postfix_str("monitoring")
         from drgdip.weights.monitoring.rules import monitor
@@ -212,6 +246,8 @@ def summary_table(result: dict) -> str:
             last = f.get("paid", f.get("balance"))
             lines.append(f"{s.period:<8} {fund:<9} {f['cases']:>7} {f['total_points']:>14,.1f} {pv:>12} {bud:>16} "
                          f"{f['amount_due']:>16,.2f} {last if last is None else format(last, ',.2f'):>16}")
+    from drgdip.weights.runs import fund_limit_lines
+    lines += [f"{result['annual'].period}: {x}" for x in fund_limit_lines(result["annual"])]
     mon = result.get("monitoring")
     if mon is not None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(mon.counts.items()))

@@ -101,24 +101,27 @@ def test_point_value_table(demo):
             assert cents(r[8]) == round(f["budget"] * 100)
 
 
+HOSPITAL_MONEY = ("payment", "cost", "due", "withheld", "held", "paid", "ucost")
+
+
 def test_hospital_table_cmi_and_totals(demo):
     t = demo["tables"]["hospitals"]
     names = {r["hospital_id"]: r for r in csv_rows(demo["out"] / "hospitals.csv")}
     got = {r[0]: r for r in body(t)}
     assert sorted(got) == sorted(names)
-    sums = {k: 0 for k in ("priced", "unpriced", "payment", "cost", "due", "withheld", "paid", "ucost")}
+    sums = {k: 0 for k in ("priced", "unpriced", "payment", "cost", "due", "withheld", "held", "paid", "ucost")}
     for h, r in got.items():
         rows = [x for m in demo["months"] for x in demo["hosp"][m] if x["hospital_id"] == h]
         want = {"priced": sum(int(x["cases"]) for x in rows), "unpriced": sum(int(x["unpriced_cases"]) for x in rows),
                 "payment": sum(cents(x["payment"]) for x in rows), "cost": sum(cents(x["cost"]) for x in rows),
                 "due": sum(cents(x["amount_due"]) for x in rows), "withheld": sum(cents(x["withheld"]) for x in rows),
+                "held": sum(cents(x.get("held", "0")) for x in rows),
                 "paid": sum(cents(x["paid"]) for x in rows), "ucost": sum(cents(x["unpriced_cost"]) for x in rows)}
         assert r[1] == names[h]["name"] and r[2] == names[h]["level"]
         assert [int(r[3]), int(r[4])] == [want["priced"], want["unpriced"]]
-        assert [cents(r[i]) for i in (5, 6, 8, 9, 10, 11)] == [want[k] for k in
-                                                              ("payment", "cost", "due", "withheld", "paid", "ucost")]
+        assert [cents(r[i]) for i in (5, 6, 8, 9, 10, 11, 12)] == [want[k] for k in HOSPITAL_MONEY]
         assert cents(r[7]) == want["payment"] - want["cost"]
-        assert want["paid"] == want["due"] - want["withheld"]
+        assert want["paid"] == want["due"] - want["withheld"] - want["held"]       # the advance share held back
         for k in sums:
             sums[k] += want[k]
         # priced cases and CMI straight from the cases: Σ weight of the priced ones / their number
@@ -130,12 +133,12 @@ def test_hospital_table_cmi_and_totals(demo):
         assert float(cmi_row[4]) == pytest.approx(sum(w for w, _ in priced) / len(priced), abs=5e-4)
     tr = total(t)
     assert [int(tr[3]), int(tr[4])] == [sums["priced"], sums["unpriced"]]
-    assert [cents(tr[i]) for i in (5, 6, 8, 9, 10, 11)] == [sums[k] for k in
-                                                           ("payment", "cost", "due", "withheld", "paid", "ucost")]
+    assert [cents(tr[i]) for i in (5, 6, 8, 9, 10, 11, 12)] == [sums[k] for k in HOSPITAL_MONEY]
     # the totals equal the funds' own totals of the months
     fund_paid = sum(round(f["paid"] * 100) for m in demo["months"] for f in demo["summary"][m]["funds"].values())
     fund_cases = sum(f["cases"] for m in demo["months"] for f in demo["summary"][m]["funds"].values())
-    assert cents(tr[10]) == fund_paid and int(tr[3]) == fund_cases
+    assert cents(tr[11]) == fund_paid and int(tr[3]) == fund_cases
+    assert sums["held"] > 0                       # the demo pays 90 % in advance ([advance] share)
 
 
 def test_monthly_trend_tables(demo):
@@ -202,13 +205,38 @@ def test_annual_table(demo):
     for r in rows:
         x = want[(r[1], r[3])]
         assert int(r[4]) == int(x["cases"])
-        assert [cents(v) for v in r[5:9]] == [cents(x[k]) for k in ("amount_due", "adjustment", "monthly_paid",
-                                                                    "balance")]
-        assert cents(r[8]) == cents(r[5]) + cents(r[6]) - cents(r[7])
+        assert [cents(v) for v in r[5:12]] == [cents(x.get(k, "0")) for k in ANNUAL_MONEY]
+        # paid = amount due + adjustment − withholding kept − the cap's cut; balance = paid − monthly paid
+        assert cents(r[9]) == cents(r[5]) + cents(r[6]) - cents(r[7]) - cents(r[8])
+        assert cents(r[11]) == cents(r[9]) - cents(r[10])
     for tr in (r for r in t[1:] if r[1] == "合计 total"):
         m = [x for x in demo["annual"] if x["fund"] == tr[3]]
-        assert [cents(v) for v in tr[5:9]] == [sum(cents(x[k]) for x in m) for k in
-                                               ("amount_due", "adjustment", "monthly_paid", "balance")]
+        assert [cents(v) for v in tr[5:12]] == [sum(cents(x.get(k, "0")) for x in m) for k in ANNUAL_MONEY]
+
+
+ANNUAL_MONEY = ("amount_due", "adjustment", "quality_kept", "cap_cut", "paid", "monthly_paid", "balance")
+
+
+def test_fund_limits_table(demo):
+    """Reserve, cap, projected and settlement point values, withholding refunded/kept and the advances held,
+    per fund: the annual summary.json's figures, and the hospitals' sums."""
+    summary = json.loads((demo["out"] / "settled" / "2024" / "summary.json").read_text(encoding="utf-8"))
+    rows = {r[1]: r for r in demo["tables"]["fund-limits"][1:]}
+    assert sorted(rows) == sorted(summary["funds"])
+    for fund, f in summary["funds"].items():
+        r = rows[fund]
+        m = [x for x in demo["annual"] if x["fund"] == fund]
+        assert [cents(v) for v in r[2:6]] == [round(f[k] * 100) for k in ("budget", "reserve", "reserve_used",
+                                                                           "cap_cut")]
+        assert float(r[6]) == pytest.approx(f["projected_point_value"], abs=5e-5)
+        assert float(r[7]) == pytest.approx(f["point_value"], abs=5e-5)
+        assert [cents(v) for v in r[8:12]] == [round(f[k] * 100) for k in ("quality_refund", "quality_kept",
+                                                                           "monthly_held", "budget_spent")]
+        assert cents(r[8]) == sum(cents(x["quality_refund"]) for x in m)
+        assert cents(r[10]) == sum(cents(x["monthly_held"]) for x in m)
+        # the year never pays more than budget + reserve
+        assert cents(r[11]) <= cents(r[2]) + cents(r[3])
+        assert cents(r[11]) == round(f["spend_before_cap"] * 100) - cents(r[5])
 
 
 def test_sources_and_as_of_come_from_the_ledger(demo, tmp_path):

@@ -40,13 +40,15 @@ FUND_COLOURS = {"employee": "#1f77b4", "resident": "#d62728"}
 _HOSPITAL_FIELDS = ("period", "hospital_id", "fund", "cases", "unpriced_cases", "weight_sum", "points",
                     "payment_cents", "cost_cents", "unpriced_cost_cents", "personal_share_cents",
                     "amount_due_cents", "withheld_cents", "paid_cents", "adjustment_cents", "monthly_paid_cents",
-                    "balance_cents")
+                    "balance_cents", "held_cents", "quality_refund_cents", "quality_kept_cents", "monthly_held_cents", "cap_cut_cents")
 
 
 def _hospital_rows(conn: sqlite3.Connection, kind: str) -> list[dict]:
     """Hospital rows of the current runs of a kind. ``cases`` counts the priced cases only
     (计点病例); ``unpriced_cases`` the others of the hospital and fund."""
-    cols = ", ".join("r.period" if c == "period" else f"h.{c}" for c in _HOSPITAL_FIELDS)
+    have = ledger_mod.table_columns(conn, "hospital_results")       # a ledger of an earlier version lacks some
+    cols = ", ".join("r.period" if c == "period" else f"h.{c}" if c in have else f"NULL AS {c}"
+                     for c in _HOSPITAL_FIELDS)
     rows = conn.execute(
         f"SELECT {cols} FROM hospital_results h JOIN runs r USING (run_id) WHERE r.kind=? AND r.current=1 "
         "ORDER BY r.period, h.hospital_id, h.fund", (kind,)).fetchall()
@@ -298,6 +300,32 @@ def _table(head: list[str], rows: list[list], numeric_from: int = 1, table_id: s
     return f"<table{ident}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody>{foot}</table>"
 
 
+def _fund_limits_section(annual_runs: list[dict], annual_rows: list[dict]) -> str:
+    """Per year and fund: budget, 调剂金 reserve and the cap's cut, projected and settlement point
+    values, the withholding refunded and kept, the advances the months held back (docs/settlement.md §7)."""
+    rows = []
+    for run in annual_runs:
+        for f in run["funds"]:
+            m = [r for r in annual_rows if r["period"] == run["period"] and r["fund"] == f["fund"]]
+            sm = lambda c: None if all(r[c] is None for r in m) else sum(r[c] or 0 for r in m)  # noqa: E731
+            ppv = f.get("projected_point_value")
+            rows.append([run["period"], f["fund"], _money(None if f["budget"] is None else round(f["budget"] * 100)),
+                         _money(f.get("reserve_cents")), _money(f.get("reserve_used_cents")),
+                         _money(f.get("cap_cut_cents")), "-" if ppv is None else f"{ppv:.4f}",
+                         "-" if f["point_value"] is None else f"{f['point_value']:.4f}",
+                         _money(sm("quality_refund_cents")), _money(sm("quality_kept_cents")),
+                         _money(sm("monthly_held_cents")), _money(sm("paid_cents"))])
+    return (f"<h2>{_h('基金支付上限与年度清算', 'Fund limits and the year cleared')}</h2>"
+            "<p class=\"note\">调剂金 reserve, cap and cut; 预算 projected and 结算 settlement point values; "
+            "质量保证金 refunded by score; 月度预拨 advances held back (docs/settlement.md §7). A dash: the rule "
+            "is off.</p>" + _table(
+                ["year", "fund", _h("预算", "budget"), _h("调剂金", "reserve"), _h("调剂金使用", "reserve used"),
+                 _h("超上限扣减", "cap cut"), _h("预算点值", "projected point value"),
+                 _h("结算点值", "settlement point value"), _h("质量保证金返还", "withholding refunded"),
+                 _h("质量保证金扣留", "withholding kept"), _h("预拨留存", "advances held"),
+                 _h("年度应付", "paid for the year")], rows, 2, "fund-limits"))
+
+
 def _money(cents) -> str:
     return "-" if cents is None else f"{cents / 100:,.2f}"
 
@@ -355,7 +383,7 @@ def hospital_figures(monthly: list[dict]) -> dict:
     z = lambda: np.zeros(k, dtype=np.int64)  # noqa: E731
     out = {"hospitals": hid, "periods": periods, "priced": z(), "unpriced": z(), "weight_sum": np.zeros(k),
            "payment": z(), "cost": z(), "unpriced_cost": z(), "personal_share": z(), "amount_due": z(),
-           "withheld": z(), "paid": z(), "paid_by_month": np.zeros((k, len(periods)), dtype=np.int64),
+           "withheld": z(), "held": z(), "paid": z(), "paid_by_month": np.zeros((k, len(periods)), dtype=np.int64),
            "priced_by_month": np.zeros((k, len(periods)), dtype=np.int64)}
     for r in monthly:
         i = idx[r["hospital_id"]]
@@ -366,6 +394,7 @@ def hospital_figures(monthly: list[dict]) -> dict:
                          ("personal_share", "personal_share_cents"), ("amount_due", "amount_due_cents"),
                          ("withheld", "withheld_cents"), ("paid", "paid_cents")):
             out[key][i] += r[col]
+        out["held"][i] += r["held_cents"] or 0          # 月度预拨: held back until the year
         out["paid_by_month"][i, pidx[r["period"]]] += r["paid_cents"]
         out["priced_by_month"][i, pidx[r["period"]]] += r["cases"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -444,15 +473,15 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
     if hid:
         names = [_name(hospitals, levels, h) for h in hid]
         tot = {k: int(fig[k].sum()) for k in ("priced", "unpriced", "payment", "cost", "amount_due", "withheld",
-                                               "paid", "unpriced_cost")}
+                                               "held", "paid", "unpriced_cost")}
         tot_cmi = float(fig["weight_sum"].sum()) / tot["priced"] if tot["priced"] else float("nan")
         money_rows = [[h, names[i][0], names[i][1], int(fig["priced"][i]), int(fig["unpriced"][i]),
                        _money(fig["payment"][i]), _money(fig["cost"][i]), _money(fig["payment"][i] - fig["cost"][i]),
-                       _money(fig["amount_due"][i]), _money(fig["withheld"][i]), _money(fig["paid"][i]),
-                       _money(fig["unpriced_cost"][i])] for i, h in enumerate(hid)]
+                       _money(fig["amount_due"][i]), _money(fig["withheld"][i]), _money(fig["held"][i]),
+                       _money(fig["paid"][i]), _money(fig["unpriced_cost"][i])] for i, h in enumerate(hid)]
         money_total = [_h("合计", "total"), "", "", tot["priced"], tot["unpriced"], _money(tot["payment"]),
                        _money(tot["cost"]), _money(tot["payment"] - tot["cost"]), _money(tot["amount_due"]),
-                       _money(tot["withheld"]), _money(tot["paid"]), _money(tot["unpriced_cost"])]
+                       _money(tot["withheld"]), _money(tot["held"]), _money(tot["paid"]), _money(tot["unpriced_cost"])]
         sections.append("\n".join([
             f"<h2>{_h('各医疗机构支付与费用', 'Payments vs costs by hospital')}</h2>",
             f'<p class="note">Monthly pre-settlements {html.escape(periods[0])} – {html.escape(periods[-1])} summed, '
@@ -462,7 +491,7 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
             _table(["hospital", _h("名称", "name"), _h("级别", "level"), _h("计点病例", "priced cases"),
                     _h("未计点病例", "unpriced cases"), _h("支付额", "payment"), _h("费用", "cost"),
                     _h("支付−费用", "payment − cost"), _h("应付金额", "amount due"), _h("质量保证金", "withheld"),
-                    _h("实付金额", "paid"), _h("未计点病例费用", "unpriced cost")],
+                    _h("预拨留存", "advance held"), _h("实付金额", "paid"), _h("未计点病例费用", "unpriced cost")],
                    money_rows, 3, "hospitals", money_total),
             f"<h2>{_h('病例组合指数', 'Case-mix index (CMI) by hospital')}</h2>",
             f'<figure class="plot">{plot_cmi(hid, fig["cmi"])}</figure>',
@@ -546,13 +575,16 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
         for r in led["annual"]:
             name, _ = _name(hospitals, levels, r["hospital_id"])
             rows.append([r["period"], r["hospital_id"], name, r["fund"], int(r["cases"]), _money(r["amount_due_cents"]),
-                         _money(r["adjustment_cents"]), _money(r["monthly_paid_cents"]), _money(r["balance_cents"])])
+                         _money(r["adjustment_cents"]), _money(r["quality_kept_cents"] or 0),
+                         _money(r["cap_cut_cents"] or 0), _money(r["paid_cents"]), _money(r["monthly_paid_cents"]),
+                         _money(r["balance_cents"])])
         for year in sorted({r["period"] for r in led["annual"]}):
             for f in sorted({r["fund"] for r in led["annual"] if r["period"] == year}):
                 m = [r for r in led["annual"] if r["period"] == year and r["fund"] == f]
                 sm = lambda c: sum(r[c] or 0 for r in m)  # noqa: E731
                 foot.append([year, _h("合计", "total"), "", f, sum(r["cases"] for r in m), _money(sm("amount_due_cents")),
-                             _money(sm("adjustment_cents")), _money(sm("monthly_paid_cents")),
+                             _money(sm("adjustment_cents")), _money(sm("quality_kept_cents")),
+                             _money(sm("cap_cut_cents")), _money(sm("paid_cents")), _money(sm("monthly_paid_cents")),
                              _money(sm("balance_cents"))])
         stale = [r["period"] for r in annual_runs if r.get("stale")]
         warn = (f"<p class=\"warn\"><strong>{_h('年度清算已过期', 'Annual settlement is stale')}</strong>: "
@@ -560,8 +592,10 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
                 f"rerun <code>drgdip settle YEAR --final --reopen</code>.</p>") if stale else ""
         sections.append(f"<h2>{_h('年度清算', 'Annual settlement')}</h2>" + warn + _table(
             ["year", "hospital", _h("名称", "name"), "fund", _h("计点病例", "priced cases"), _h("应付金额", "amount due"),
-             _h("清算调整", "adjustment"), _h("月度已付", "monthly paid"), _h("清算余额", "balance")],
+             _h("清算调整", "adjustment"), _h("质量保证金扣留", "quality kept"), _h("超上限扣减", "cap cut"),
+             _h("年度应付", "paid for the year"), _h("月度已付", "monthly paid"), _h("清算余额", "balance")],
             rows + foot, 4, "annual"))
+        sections.append(_fund_limits_section(annual_runs, led["annual"]))
 
     # -- smart monitoring and the patient's side, when given
     if findings is not None:

@@ -22,7 +22,19 @@ import pyarrow as pa
 
 from drgdip.arrowio import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2      # 2: the fund's limits (issue 12): columns added, NULL in runs recorded before
+
+#: columns added after version 1: (table, column, SQL type); an older ledger gets them (NULL in its
+#: earlier runs) inside the transaction of the first run recorded with this version
+ADDED_COLUMNS = (
+    ("fund_results", "projected_point_value", "REAL"), ("fund_results", "reserve_cents", "INTEGER"),
+    ("fund_results", "reserve_used_cents", "INTEGER"), ("fund_results", "cap_cut_cents", "INTEGER"),
+    ("hospital_results", "held_cents", "INTEGER"), ("hospital_results", "los_days", "REAL"),
+    ("hospital_results", "incentive_coefficient", "REAL"), ("hospital_results", "settled_points", "REAL"),
+    ("hospital_results", "quality_score", "REAL"), ("hospital_results", "quality_refund_cents", "INTEGER"),
+    ("hospital_results", "quality_kept_cents", "INTEGER"), ("hospital_results", "quality_reason", "TEXT"),
+    ("hospital_results", "monthly_held_cents", "INTEGER"), ("hospital_results", "cap_cut_cents", "INTEGER"),
+)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +60,10 @@ CREATE TABLE IF NOT EXISTS fund_results (
     total_points REAL NOT NULL,
     point_value REAL,
     cases INTEGER NOT NULL,
+    projected_point_value REAL,
+    reserve_cents INTEGER,
+    reserve_used_cents INTEGER,
+    cap_cut_cents INTEGER,
     PRIMARY KEY (run_id, fund)
 );
 CREATE TABLE IF NOT EXISTS hospital_results (
@@ -69,6 +85,16 @@ CREATE TABLE IF NOT EXISTS hospital_results (
     adjustment_cents INTEGER,
     monthly_paid_cents INTEGER,
     balance_cents INTEGER,
+    held_cents INTEGER,
+    los_days REAL,
+    incentive_coefficient REAL,
+    settled_points REAL,
+    quality_score REAL,
+    quality_refund_cents INTEGER,
+    quality_kept_cents INTEGER,
+    quality_reason TEXT,
+    monthly_held_cents INTEGER,
+    cap_cut_cents INTEGER,
     PRIMARY KEY (run_id, hospital_id, fund)
 );
 CREATE INDEX IF NOT EXISTS runs_period ON runs (kind, period, current);
@@ -76,7 +102,22 @@ CREATE INDEX IF NOT EXISTS runs_period ON runs (kind, period, current);
 
 HOSPITAL_FIELDS = ("hospital_id", "fund", "cases", "unpriced_cases", "weight_sum", "points", "point_value",
                    "personal_share_cents", "payment_cents", "amount_due_cents", "withheld_cents", "paid_cents",
-                   "cost_cents", "unpriced_cost_cents", "adjustment_cents", "monthly_paid_cents", "balance_cents")
+                   "cost_cents", "unpriced_cost_cents", "adjustment_cents", "monthly_paid_cents", "balance_cents") + \
+    tuple(c for t, c, _ in ADDED_COLUMNS if t == "hospital_results")
+FUND_FIELDS = ("budget_cents", "personal_share_cents", "total_points", "point_value", "cases") + \
+    tuple(c for t, c, _ in ADDED_COLUMNS if t == "fund_results")
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a ledger of an earlier version the columns added since (inside the caller's transaction)."""
+    for table, col, kind in ADDED_COLUMNS:
+        if col not in table_columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
 class LedgerError(InputError):
@@ -154,6 +195,7 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
     rows = list(zip(*(cols[name] for name in HOSPITAL_FIELDS)))
     try:
         conn.execute("BEGIN IMMEDIATE")
+        _add_columns(conn)
         revision = check_open(conn, settlement.period, settlement.kind, reopen)
         conn.execute("UPDATE runs SET current=0 WHERE period=? AND kind=? AND current=1",
                      (settlement.period, settlement.kind))
@@ -165,9 +207,13 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
              json.dumps(settlement.summary(), sort_keys=True, ensure_ascii=False)))
         run_id = cur.lastrowid
         for fund, f in sorted(settlement.funds.items()):
-            conn.execute("INSERT INTO fund_results VALUES (?,?,?,?,?,?,?)",
-                         (run_id, fund, None if f.get("budget") is None else round(f["budget"] * 100),
-                          round(f["personal_share"] * 100), f["total_points"], f["point_value"], f["cases"]))
+            def cents(name):
+                return None if f.get(name) is None else round(f[name] * 100)
+            conn.execute(f"INSERT INTO fund_results (run_id, fund, {', '.join(FUND_FIELDS)}) VALUES "
+                         f"(?, ?, {', '.join('?' * len(FUND_FIELDS))})",
+                         (run_id, fund, cents("budget"), round(f["personal_share"] * 100), f["total_points"],
+                          f["point_value"], f["cases"], f.get("projected_point_value"), cents("reserve"),
+                          cents("reserve_used"), cents("cap_cut")))
         conn.executemany(f"INSERT INTO hospital_results (run_id, {', '.join(HOSPITAL_FIELDS)}) VALUES "
                          f"(?, {', '.join('?' * len(HOSPITAL_FIELDS))})",
                          [(run_id, *(None if isinstance(v, float) and v != v else v for v in r)) for r in rows])
@@ -186,15 +232,25 @@ def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[st
         (f"{year}-%",))]
     if not months:
         raise LedgerError(f"the ledger has no monthly settlement of {year}: settle its months first")
-    q = (f"SELECT {', '.join('h.' + c for c in HOSPITAL_FIELDS[:14])} FROM hospital_results h JOIN runs r "
+    names = HOSPITAL_FIELDS[:14] + ("los_days",)
+    have = table_columns(conn, "hospital_results")
+    sel = ", ".join(f"h.{c}" if c in have else f"NULL AS {c}" for c in names)
+    q = (f"SELECT {sel} FROM hospital_results h JOIN runs r "
          "USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period LIKE ? ORDER BY r.period, "
          "h.hospital_id, h.fund")
     data = conn.execute(q, (f"{year}-%",)).fetchall()
-    names = HOSPITAL_FIELDS[:14]
     cols = list(zip(*data)) if data else [[] for _ in names]
     types = {"hospital_id": pa.string(), "fund": pa.string(), "weight_sum": pa.float64(), "points": pa.float64(),
-             "point_value": pa.float64()}
+             "point_value": pa.float64(), "los_days": pa.float64()}
     return pa.table({n: pa.array(list(c), types.get(n, pa.int64())) for n, c in zip(names, cols)}), months
+
+
+def annual_funds(conn: sqlite3.Connection, year: str) -> dict[str, tuple[float, int]]:
+    """fund → (total points, personal share in cents) of the year's current annual settlement
+    (empty when there is none): the history a projected point value may start from."""
+    return {r[0]: (r[1], r[2]) for r in conn.execute(
+        "SELECT f.fund, f.total_points, f.personal_share_cents FROM fund_results f JOIN runs r USING (run_id)"
+        " WHERE r.kind='annual' AND r.current=1 AND r.period=? ORDER BY f.fund", (year,))}
 
 
 def stale_annual_runs(conn: sqlite3.Connection) -> set[int]:
@@ -212,10 +268,13 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
     with a month of its year settled or reopened after it; also ``stale`` = True)."""
     out = []
     stale = stale_annual_runs(conn)
+    have = table_columns(conn, "fund_results")
+    added = [c for t, c, _ in ADDED_COLUMNS if t == "fund_results"]
+    extra = ", ".join(c if c in have else f"NULL AS {c}" for c in added)
     for row in conn.execute("SELECT run_id, period, kind, revision, current, created_at, scheme_id, policy_sha256,"
                             " inputs FROM runs ORDER BY run_id"):
-        funds = conn.execute("SELECT fund, budget_cents, personal_share_cents, total_points, point_value, cases"
-                             " FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
+        funds = conn.execute(f"SELECT fund, budget_cents, personal_share_cents, total_points, point_value, cases,"
+                             f" {extra} FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
         hospitals = conn.execute("SELECT COUNT(*), SUM(amount_due_cents), SUM(paid_cents) FROM hospital_results"
                                  " WHERE run_id=?", (row[0],)).fetchone()
         out.append({"run_id": row[0], "period": row[1], "kind": row[2], "revision": row[3],
@@ -224,7 +283,8 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
                     "created_at": row[5], "scheme_id": row[6], "policy_sha256": row[7],
                     "inputs": json.loads(row[8]),
                     "funds": [{"fund": f[0], "budget": None if f[1] is None else f[1] / 100, "personal_share":
-                               f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5]} for f in funds],
+                               f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5],
+                               **dict(zip(added, f[6:]))} for f in funds],
                     "hospitals": hospitals[0], "amount_due": (hospitals[1] or 0) / 100,
                     "paid": (hospitals[2] or 0) / 100})
     return out
@@ -249,6 +309,15 @@ def show(path: str | os.PathLike) -> str:
                          f"{r['kind'] if i == 0 else '':<8} {r['revision'] if i == 0 else '':>3} "
                          f"{state if i == 0 else '':<10} {f['fund']:<9} {f['cases']:>8} {f['total_points']:>14.4f} "
                          f"{pv:>12} {bud:>16} {r['hospitals'] if i == 0 else '':>9} {tail}")
+        for f in r["funds"]:
+            bits = []
+            if f.get("projected_point_value") is not None:
+                bits.append(f"projected point value {f['projected_point_value']:.6f}")
+            if f.get("reserve_cents") is not None:
+                bits.append(f"reserve {f['reserve_cents'] / 100:.2f}, used {(f['reserve_used_cents'] or 0) / 100:.2f}, "
+                            f"cut by the cap {(f['cap_cut_cents'] or 0) / 100:.2f}")
+            if bits:
+                lines.append(f"{'':>4}   {f['fund']}: " + "; ".join(bits))
         for name, digest in sorted(r["inputs"].items()):
             lines.append(f"{'':>4}   input {name}: {digest}")
         if r["stale"]:

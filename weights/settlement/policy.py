@@ -13,7 +13,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drgdip.arrowio import InputError
@@ -26,6 +26,9 @@ GROUP_MEANS = ("table", "period")
 REVIEW_PAYMENTS = ("actual", "normal", "hold")
 TRIMS = ("sd", "percentile", "none")
 SMALL_GROUP_RULES = ("adrg", "raw", "none")
+RESERVE_CAPS = ("none", "budget", "budget_and_reserve")
+PROJECTIONS = ("none", "policy", "history")
+INDICATORS = ("cmi", "cost", "time")
 
 _DEFAULTS = Path(__file__).with_name("policy_defaults.toml")
 _PERIOD = re.compile(r"^\d{4}(-(0[1-9]|1[0-2]))?$")
@@ -78,6 +81,33 @@ class Settlement:
 
 
 @dataclass(frozen=True)
+class QualityBand:
+    """质量保证金返还: refund share for assessment scores below ``below`` (None = the rest);
+    ``refund`` a share, or None for proportional (score / 100)."""
+    below: float | None
+    refund: float | None
+
+
+@dataclass(frozen=True)
+class FundLimits:
+    """The fund's limits and the year's clearing (docs/policy.md [reserve] … [incentives])."""
+    reserve_share: float = 0.0                          # 调剂金比例 of the year's budget
+    reserve_cap: str = "none"                           # 年度支付上限: none | budget | budget_and_reserve
+    advance_share: float = 1.0                          # 月度预拨比例
+    projected: str = "none"                             # 预算点值: none | policy | history
+    projected_points: dict = field(default_factory=dict)          # fund → year → points
+    projected_personal_share: dict = field(default_factory=dict)  # fund → year → yuan
+    projected_growth: float = 0.0                       # history: growth of the previous year's points
+    quality_bands: tuple[QualityBand, ...] = (QualityBand(None, 1.0),)   # 考核得分 → 返还比例
+    quality_missing_refund: float = 1.0                 # a hospital without a score
+    incentive_bands: dict = field(default_factory=dict)  # indicator → tuple[Band] (激励系数)
+
+    @property
+    def quality_on(self) -> bool:
+        return self.quality_bands != (QualityBand(None, 1.0),) or self.quality_missing_refund != 1.0
+
+
+@dataclass(frozen=True)
 class WeightRules:
     year_weights: tuple[float, ...]   # oldest → newest
     trim: str
@@ -104,6 +134,7 @@ class Policy:
     settlement: Settlement
     weights: WeightRules
     records: RecordLimits = RecordLimits(1.0, 365.0)
+    fund_limits: FundLimits = FundLimits()
     source: str = ""                           # the policy file's text, as read
     path: str = ""
 
@@ -200,7 +231,7 @@ class _Reader:
     def bands(self, d: dict, sec: str, key: str, value_key: str, lo: float, hi: float | None) -> tuple[Band, ...]:
         name = f"{sec}.{key}"
         v = d.get(key)
-        bound = "below" if key == "high_bands" else "up_to"
+        bound = "below" if key == "high_bands" or sec == "incentives" else "up_to"
         if not isinstance(v, list) or not v:
             self.fail(name, "must be a non-empty list of tables")
         out, last = [], -math.inf
@@ -243,7 +274,7 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
         merged = overlay(tomllib.load(fh), data)
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
-                "records", "settlement", "weights"}
+                "records", "settlement", "weights", "reserve", "advance", "point_value", "quality", "incentives"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
@@ -351,7 +382,64 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     return Policy(name=name, form=form, base_points=base, fund_labels=labels, budget=budget, rate=rate,
                   coefficient_default=co_default, coefficient_level=co_level,
                   hospital_level=dict(hosp_level), coefficient_hospital=co_hosp, deviation=deviation,
-                  special_review=special, settlement=settlement, weights=rules, records=records, source=source, path=where)
+                  special_review=special, settlement=settlement, weights=rules, records=records,
+                  fund_limits=parse_fund_limits(merged, r), source=source, path=where)
+
+
+def parse_fund_limits(merged: dict, r: _Reader) -> FundLimits:
+    """[reserve] 调剂金, [advance] 月度预拨, [point_value] 预算点值, [quality] 质量保证金返还,
+    [incentives] 激励系数 (docs/policy.md)."""
+    rs = merged["reserve"]
+    r.known(rs, "reserve", {"share", "cap"})
+    ad = merged["advance"]
+    r.known(ad, "advance", {"share"})
+    pv = merged["point_value"]
+    r.known(pv, "point_value", {"projected", "growth", "projected_points", "projected_personal_share"})
+    projected = r.choice(pv, "point_value", "projected", PROJECTIONS)
+    pts = r.periods(r.table(pv, "point_value", "projected_points"), "point_value.projected_points", positive=True)
+    pps = r.periods(r.table(pv, "point_value", "projected_personal_share"), "point_value.projected_personal_share",
+                    positive=False)
+    for sec, tab in (("projected_points", pts), ("projected_personal_share", pps)):
+        for f, t in tab.items():
+            for period in t:
+                if len(period) != 4:
+                    r.fail(f"point_value.{sec}.{f}.{period}", 'is not a year: use "YYYY"')
+    q = merged["quality"]
+    r.known(q, "quality", {"bands", "missing_refund"})
+    bands = q.get("bands")
+    if not isinstance(bands, list) or not bands:
+        r.fail("quality.bands", "must be a non-empty list of tables such as { below = 60, refund = 0.0 }")
+    qb, last = [], -math.inf
+    for i, item in enumerate(bands):
+        here = f"quality.bands[{i}]"
+        if not isinstance(item, dict):
+            r.fail(here, "must be a table such as { below = 90, refund = \"proportional\" }")
+        r.known(item, here, {"below", "refund"})
+        b = item.get("below")
+        if b is None and i != len(bands) - 1:
+            r.fail(here, "needs 'below': only the last band is open-ended")
+        if b is not None:
+            b = r.number(item, here, "below", 0.0, 100.0)
+            if b <= last:
+                r.fail(here, "below must increase from band to band")
+            last = b
+        refund = None if item.get("refund") == "proportional" else r.number(item, here, "refund", 0.0, 1.0)
+        qb.append(QualityBand(b, refund))
+    if qb[-1].below is not None:
+        r.fail("quality.bands", "the last band must have no 'below' (it covers the rest)")
+    inc = merged["incentives"]
+    r.known(inc, "incentives", {f"{k}_bands" for k in INDICATORS})
+    incentive = {k: r.bands(inc, "incentives", f"{k}_bands", "coefficient", 0.0, None)
+                 for k in INDICATORS if f"{k}_bands" in inc}
+    incentive = {k: v for k, v in incentive.items() if v != (Band(None, 1.0),)}
+    return FundLimits(
+        reserve_share=r.number(rs, "reserve", "share", 0.0, 1.0),
+        reserve_cap=r.choice(rs, "reserve", "cap", RESERVE_CAPS),
+        advance_share=r.number(ad, "advance", "share", 0.0, 1.0),
+        projected=projected, projected_points=pts, projected_personal_share=pps,
+        projected_growth=r.number(pv, "point_value", "growth", -1.0),
+        quality_bands=tuple(qb), quality_missing_refund=r.number(q, "quality", "missing_refund", 0.0, 1.0),
+        incentive_bands=incentive)
 
 
 def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:

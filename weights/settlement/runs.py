@@ -439,28 +439,62 @@ def _with_benefit_shares(t: pa.Table, present: dict, shares) -> pa.Table:
     return t.append_column(name, col)
 
 
+def read_scores(path) -> dict[str, float]:
+    """The year-end assessment scores (质量考核得分): a CSV (or Parquet) with columns
+    hospital_id, score (0–100), one row per hospital. InputError (one line) when unusable."""
+    from drgdip.arrowio import numeric, read_table
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such scores file")
+    t = read_table(p)
+    for c in ("hospital_id", "score"):
+        if c not in t.column_names:
+            raise InputError(f"{p}: a scores file needs columns hospital_id, score (it has "
+                             f"{', '.join(t.column_names) or 'none'})")
+    ids = text(t["hospital_id"], t.num_rows).to_pylist()
+    vals, _ = numeric(t["score"], t.num_rows)
+    vals = vals.to_pylist() if hasattr(vals, "to_pylist") else list(vals)
+    out: dict[str, float] = {}
+    for i, (h, v) in enumerate(zip(ids, vals)):
+        if not h:
+            raise InputError(f"{p}: row {i + 2} has no hospital_id")
+        if v is None or not (0 <= float(v) <= 100):
+            raise InputError(f"{p}: row {i + 2} ({h}): score {t['score'][i].as_py()!r} is not a number from 0 to 100")
+        if h in out:
+            raise InputError(f"{p}: hospital {h} is listed twice")
+        out[h] = float(v)
+    return out
+
+
 def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool = False,
-                  quiet: bool = False, now: str | None = None, partial_year: bool = False) -> Settlement:
+                  quiet: bool = False, now: str | None = None, partial_year: bool = False,
+                  scores=None) -> Settlement:
     """Annual settlement (清算) of a year from the ledger's monthly runs.
 
     Refused unless all twelve months of the year are settled, or ``partial_year`` (the year's
-    budget is then spread over the months there are, and a note says which)."""
+    budget is then spread over the months there are, and a note says which). ``scores``: a
+    file of year-end assessment scores (hospital_id, score) for the quality refund
+    (质量保证金返还, policy [quality]); see :func:`read_scores`."""
     if not _YEAR.match(year):
         raise InputError(f"period {year!r}: an annual settlement (--final) needs a year, YYYY")
     policy = load_policy(policy_path)
+    score_map = read_scores(scores) if scores is not None else None
     with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
         ledger_mod.check_open(conn, year, "annual", reopen)
         monthly, months = ledger_mod.monthly_rows(conn, year)
+        previous = ledger_mod.annual_funds(conn, str(int(year) - 1))
     if len(months) < 12:
         missing = [f"{year}-{m:02d}" for m in range(1, 13) if f"{year}-{m:02d}" not in months]
         if not partial_year:
             raise InputError(f"annual settlement of {year}: {len(missing)} month(s) not settled "
                              f"({', '.join(missing)}); settle them, or pass --partial-year to spread the year's "
                              f"budget over the {len(months)} settled month(s)")
-    result = settle_year(monthly, policy, year)
+    result = settle_year(monthly, policy, year, scores=score_map, previous=previous)
     if len(months) < 12:
         result.notes.append(f"only {len(months)} month(s) settled in {year}: {', '.join(months)} (--partial-year)")
     inputs = {"policy": policy.sha256, "months": ",".join(months)}
+    if scores is not None:
+        inputs["scores"] = ledger_mod.file_sha256(scores)
     extra = {"inputs": inputs, "months": months, "policy_name": policy.name, "form": policy.form}
     tmp = _atomic_dir(Path(out)) if out is not None else None
     try:
@@ -497,5 +531,30 @@ def summary_text(settlement: Settlement) -> str:
                 f"{f['withheld']:>14.2f} {f['paid']:>16.2f}")
         lines.append(f"{fund:<9} {f['cases']:>8} {f['unpriced_cases']:>8} {f['total_points']:>14.4f} {pv:>12} "
                      f"{bud:>16} {f['personal_share']:>14.2f} {f['amount_due']:>16.2f} {tail}")
+    lines += fund_limit_lines(settlement)
     lines += [f"note: {n}" for n in settlement.notes]
     return "\n".join(lines)
+
+
+def fund_limit_lines(settlement: Settlement) -> list[str]:
+    """One line per fund and rule of the fund's limits that is on (docs/settlement.md §7): projected
+    and settlement point values, reserve and cap, quality refund, advances held."""
+    lines: list[str] = []
+    for fund, f in sorted(settlement.funds.items()):
+        if "projected_point_value" in f:
+            pv = f["projected_point_value"]
+            lines.append(f"{fund}: projected (预算) point value {'-' if pv is None else f'{pv:.6f}'} "
+                         f"({f['projected_source']}), settlement (结算) point value "
+                         f"{'-' if f['point_value'] is None else format(f['point_value'], '.6f')}")
+        if "reserve" in f:
+            lines.append(f"{fund}: budget {f['budget']:.2f}, reserve (调剂金) {f['reserve']:.2f}, cap "
+                         f"{f['reserve_cap']}: the year's due {f['spend_before_cap']:.2f}, reserve used "
+                         f"{f['reserve_used']:.2f}, cut by the cap {f['cap_cut']:.2f}")
+        if "quality_refund" in f:
+            lines.append(f"{fund}: withholding (质量保证金) refunded {f['quality_refund']:.2f}, kept by the fund "
+                         f"{f['quality_kept']:.2f}")
+        if "monthly_held" in f:
+            lines.append(f"{fund}: held back by the months' advances (预拨) {f['monthly_held']:.2f}, cleared now")
+        if "held" in f:
+            lines.append(f"{fund}: advance share {f['advance_share']:g}: held back {f['held']:.2f} until the year")
+    return lines

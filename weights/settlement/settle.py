@@ -15,12 +15,15 @@ base_points=None, period=None) -> pa.Table``   (from :mod:`weights.settlement.po
     personal_share``; per hospital ``amount_due = Σ amount − Σ personal_share``,
     ``withheld = amount_due × withholding_share`` (质量保证金), ``paid = amount_due − withheld``.
 
-``settle_year(monthly, policy, year) -> Settlement``
+``settle_year(monthly, policy, year, scores=None, previous=None) -> Settlement``
     Annual settlement (年度清算): the months' per-hospital points and personal shares
     (``monthly``: the ledger's hospital rows of the year's current monthly runs) are priced
-    again with the year's budget; surplus kept / overspend shared bands (结余留用、超支分担)
-    give each hospital an ``adjustment``; ``balance = amount_due + adjustment − Σ paid``
-    is what the fund still owes (positive) or recovers (negative).
+    again with the year's budget (points × incentive coefficient 激励系数 when the policy
+    has ``[incentives]``); surplus kept / overspend shared bands (结余留用、超支分担)
+    give each hospital an ``adjustment``; the withholding is refunded by score (质量保证金);
+    the year's total is capped at budget (+ reserve 调剂金); ``balance = paid − Σ monthly
+    paid`` is what the fund still owes (positive) or recovers (negative), the advances the
+    months held back (月度预拨) included. docs/settlement.md §7–§9.
 
 ``distribute_cents(values, total) -> np.ndarray``
     Largest-remainder rounding (最大余数法) of yuan amounts to integer cents summing to ``total``.
@@ -310,10 +313,26 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
 def withholding_cents(due_cents: np.ndarray, share: float) -> np.ndarray:
     """质量保证金 per hospital: exact share × positive amount due (cents); the total is
     share × Σ positive amounts due rounded half up, spread by largest remainder."""
-    s = exact_decimal(share)
-    nums = [max(int(d), 0) * s.numerator for d in due_cents]
+    return share_cents(due_cents, exact_decimal(share))
+
+
+def share_cents(amount_cents: np.ndarray, share: Fraction) -> np.ndarray:
+    """An exact share of each row's positive amount (cents), by largest remainder: the total is
+    share × Σ positive amounts rounded half up (ties of remainders: the earlier row)."""
+    s = Fraction(share)
+    nums = [max(int(d), 0) * s.numerator for d in amount_cents]
     total = half_up(Fraction(sum(nums), s.denominator))
     return distribute_exact(nums, s.denominator, total)
+
+
+def prorate_cents(weights_cents: np.ndarray, total_cents: int) -> np.ndarray:
+    """``total_cents`` spread over rows in proportion to integer weights (cents), by largest
+    remainder (ties: the earlier row); all weights 0: nothing may be spread."""
+    w = [max(int(x), 0) for x in weights_cents]
+    whole = sum(w)
+    if whole == 0:
+        return distribute_exact([0] * len(w), 1, int(total_cents))
+    return distribute_exact([x * int(total_cents) for x in w], whole, int(total_cents))
 
 
 def exact_sum(values) -> float:
@@ -423,10 +442,11 @@ class MonthTotals:
         self.personal = np.zeros(k, np.int64)
         self.cost = np.zeros(k, np.int64)
         self.unpriced_cost = np.zeros(k, np.int64)
+        self.los = np.zeros(k, np.float64)       # Σ length of stay (days) of the priced cases
         self.rows = 0
 
     def _grow(self, cells: int) -> None:
-        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost"):
+        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost", "los"):
             a = getattr(self, name)
             if len(a) < cells:
                 setattr(self, name, np.concatenate([a, np.zeros(cells - len(a), a.dtype)]))
@@ -456,6 +476,9 @@ class MonthTotals:
         np.add.at(self.personal, cell[pool], personal[pool])
         np.add.at(self.cost, cell[pool], cost[pool])
         np.add.at(self.unpriced_cost, cell[~pool], cost[~pool])
+        if "los_days" in cols:
+            los = np.nan_to_num(_np(numeric(priced.column(cols["los_days"]), n)[0], 0.0))
+            np.add.at(self.los, cell[pool], los[pool])
         if self._cap is not None:
             if self.rows + n > self._cap:
                 raise ValueError(f"more than the {self._cap} cases announced")
@@ -563,7 +586,13 @@ class MonthTotals:
         for f in funds:
             m = (hfund == f)
             withheld[m] = withholding_cents(due_h[m], share)
-        paid = due_h - withheld
+        held = np.zeros(k, np.int64)
+        hold_share = 1 - exact_decimal(policy.fund_limits.advance_share)     # 月度预拨: the rest held
+        if hold_share:
+            for f in funds:
+                m = (hfund == f)
+                held[m] = share_cents(due_h[m] - withheld[m], hold_share)
+        paid = due_h - withheld - held
         with np.errstate(invalid="ignore", divide="ignore"):
             cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
         pv = np.array([value_of.get(f) if value_of.get(f) is not None else np.nan for f in hfund],
@@ -576,6 +605,7 @@ class MonthTotals:
             "point_value": pa.array(pv, pa.float64(), from_pandas=True),
             "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
             "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
+            **({"held_cents": held} if hold_share else {}), "los_days": self.los[sorted_cells],
         }).filter(pa.array(keep_key, pa.bool_()))
         for f in funds:
             m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
@@ -586,6 +616,9 @@ class MonthTotals:
                 "paid": yuan(pc.sum(h["paid_cents"]).as_py() or 0),
                 "hospitals": int(h.num_rows),
             })
+            if hold_share:
+                funds[f].update({"advance_share": policy.fund_limits.advance_share,
+                                 "held": yuan(pc.sum(h["held_cents"]).as_py() or 0)})
         return Settlement(period, "monthly", hospitals, funds, None, notes), amount
 
 
@@ -641,12 +674,18 @@ def band_share(amount: np.ndarray, base: np.ndarray, bands: tuple[Band, ...]) ->
                      for a, b in zip(np.ravel(amount), np.ravel(base))], dtype=np.float64)
 
 
-def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
-    """Annual settlement (年度清算) from the months' per-hospital rows (see the module doc).
+def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, float] | None = None,
+                previous: dict[str, tuple[float, int]] | None = None) -> Settlement:
+    """Annual settlement (年度清算) from the months' per-hospital rows (see the module doc and
+    docs/settlement.md §1.6 and §7).
 
     ``monthly`` columns: hospital_id, fund, cases, unpriced_cases, weight_sum, points,
     personal_share_cents, payment_cents, amount_due_cents, withheld_cents, paid_cents, cost_cents,
-    unpriced_cost_cents (one row per hospital, fund and month)."""
+    unpriced_cost_cents, optionally los_days (one row per hospital, fund and month).
+    ``scores``: hospital → year-end assessment score (质量考核得分) for the quality refund;
+    ``previous``: fund → (total points, personal share in cents) of the previous year's
+    annual settlement, for ``point_value.projected = "history"``."""
+    lim = policy.fund_limits
     hid, hfund, key = _hospital_keys(monthly["hospital_id"], fund_codes(monthly["fund"]))
     k = len(hid)
 
@@ -660,6 +699,15 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
     points_h, wsum = ftot("points"), ftot("weight_sum")
     ps_h, cost_h, ucost_h = tot("personal_share_cents"), tot("cost_cents"), tot("unpriced_cost_cents")
     mpaid, mwithheld = tot("paid_cents"), tot("withheld_cents")
+    mheld = tot("amount_due_cents") - mwithheld - mpaid            # 月度预拨 held back by the months
+    los_h = None
+    if "los_days" in monthly.column_names and monthly["los_days"].null_count == 0:
+        los_h = ftot("los_days")
+    coef, indicators, inc_reason = incentive_coefficients(hid, cases_n, wsum, cost_h, los_h, lim.incentive_bands)
+    settled_points = points_h
+    if lim.incentive_bands:              # points × coefficient, exactly, then the nearest float64
+        settled_points = np.array([float(exact_binary(p) * c) for p, c in zip(points_h.tolist(), coef)])
+        coef = np.array([float(c) for c in coef])
     pay_h = np.zeros(k, np.int64)
     pv = np.full(k, np.nan)
     funds: dict[str, dict] = {}
@@ -667,27 +715,55 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
         m = hfund == f
         if not m.any():
             continue
-        ptotal, ps = exact_sum(points_h[m]), int(ps_h[m].sum())
+        ptotal, ps = exact_sum(settled_points[m]), int(ps_h[m].sum())
         value, budget, total = _point_value(policy, f, year, ptotal, ps)
         if value is not None:
-            pay_h[m] = _amounts(points_h[m], value, total)
+            pay_h[m] = _amounts(settled_points[m], value, total)
             pv[m] = value
         funds[f] = {"budget": yuan(budget) if budget is not None else None,
                     "rate": value if budget is None else None,
                     "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
                     "cases": int(cases_n[m].sum()), "unpriced_cases": int(unpriced_n[m].sum()),
                     "unpriced_cost": yuan(ucost_h[m].sum()), "payment": yuan(pay_h[m].sum())}
+        if lim.projected != "none" and budget is not None:
+            funds[f].update(projected_point_value(lim, f, year, budget, previous))
     due_h = pay_h - ps_h
     st = policy.settlement
     surplus = pay_h - cost_h
     adjustment = np.array([half_up(band_share_exact(sp, pay, st.surplus_bands) - sp) if sp > 0 else
                            half_up(band_share_exact(-sp, pay, st.overspend_bands))
                            for sp, pay in zip(surplus.tolist(), pay_h.tolist())], dtype=np.int64)
-    final_due = due_h + adjustment
+    # 质量保证金: the months' withholding refunded by the assessment score
+    refund_share, score_col, q_reason = quality_refund_shares(hid, lim, scores)
+    refund = np.array([half_up(sh * w) for sh, w in zip(refund_share, mwithheld.tolist())], dtype=np.int64)
+    kept_back = mwithheld - refund
+    before_cap = due_h + adjustment - kept_back
+    # 调剂金 and the cap: the year pays at most budget (+ reserve)
+    cut = np.zeros(k, np.int64)
+    if lim.reserve_cap != "none" or lim.reserve_share:
+        for f in funds:
+            m = hfund == f
+            if funds[f]["budget"] is None:
+                continue
+            budget = half_up(exact_decimal(funds[f]["budget"]) * 100)
+            reserve = half_up(exact_decimal(lim.reserve_share) * budget)
+            spend = int(before_cap[m].sum())
+            limit = None if lim.reserve_cap == "none" else budget + (reserve if lim.reserve_cap ==
+                                                                       "budget_and_reserve" else 0)
+            over = 0 if limit is None else max(spend - limit, 0)
+            if over:
+                cut[m] = prorate_cents(np.maximum(adjustment[m], 0), over)
+            spent = spend - over
+            funds[f].update({"reserve": yuan(reserve), "reserve_cap": lim.reserve_cap,
+                             "spend_before_cap": yuan(spend),
+                             "reserve_used": yuan(min(max(spent - budget, 0), reserve)),
+                             "over_budget_unfunded": yuan(max(spent - budget - reserve, 0)),
+                             "cap_cut": yuan(over)})
+    final_due = before_cap - cut
     balance = final_due - mpaid
     with np.errstate(invalid="ignore", divide="ignore"):
         cmi = np.where(cases_n > 0, wsum / np.maximum(cases_n, 1), np.nan)
-    hospitals = pa.table({
+    cols = {
         "hospital_id": pa.array(hid.tolist(), pa.string()), "fund": pa.array(hfund.tolist(), pa.string()),
         "cases": cases_n, "unpriced_cases": unpriced_n, "cmi": pa.array(cmi, pa.float64(), from_pandas=True),
         "weight_sum": wsum, "points": points_h, "point_value": pa.array(pv, pa.float64(), from_pandas=True),
@@ -695,13 +771,124 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
         "withheld_cents": np.zeros(k, np.int64), "paid_cents": final_due, "cost_cents": cost_h,
         "unpriced_cost_cents": ucost_h, "adjustment_cents": adjustment, "monthly_paid_cents": mpaid,
         "monthly_withheld_cents": mwithheld, "balance_cents": balance,
-    })
+    }
+    if lim.incentive_bands:
+        cols.update({"cmi_index": indicators["cmi"], "cost_index": indicators["cost"],
+                     "time_index": pa.array(indicators["time"], pa.float64(), from_pandas=True),
+                     "incentive_coefficient": coef, "settled_points": settled_points,
+                     "incentive_reason": pa.array(inc_reason, pa.string())})
+    if lim.quality_on or scores is not None:
+        cols.update({"quality_score": pa.array(score_col, pa.float64(), from_pandas=True),
+                     "quality_refund_cents": refund, "quality_kept_cents": kept_back,
+                     "quality_reason": pa.array(q_reason, pa.string())})
+    if lim.advance_share != 1.0:
+        cols["monthly_held_cents"] = mheld
+    if lim.reserve_cap != "none" or lim.reserve_share:
+        cols["cap_cut_cents"] = cut
+    hospitals = pa.table(cols)
     for f in funds:
         m = hfund == f
         funds[f].update({"amount_due": yuan(due_h[m].sum()), "adjustment": yuan(adjustment[m].sum()),
                          "budget_spent": yuan(final_due[m].sum()), "monthly_paid": yuan(mpaid[m].sum()),
                          "balance": yuan(balance[m].sum()), "hospitals": int(m.sum())})
-    return Settlement(year, "annual", hospitals, funds, None, [])
+        if lim.quality_on or scores is not None:
+            funds[f].update({"quality_refund": yuan(refund[m].sum()), "quality_kept": yuan(kept_back[m].sum())})
+        if lim.advance_share != 1.0:
+            funds[f]["monthly_held"] = yuan(mheld[m].sum())
+    notes = []
+    missing = sorted({h for h, r in zip(hid.tolist(), q_reason) if r == "QUALITY_SCORE_MISSING"})
+    if missing:
+        notes.append(f"{len(missing)} hospital(s) without an assessment score, refunded "
+                     f"{lim.quality_missing_refund:g} of their withholding (quality.missing_refund): "
+                     + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+    return Settlement(year, "annual", hospitals, funds, None, notes)
+
+
+def projected_point_value(lim, fund: str, year: str, budget_cents: int,
+                          previous: dict[str, tuple[float, int]] | None) -> dict:
+    """预算点值: (year budget + projected personal share) / projected points, from the policy's
+    projection or the previous year's annual settlement × (1 + growth)."""
+    if lim.projected == "policy":
+        pts = lim.projected_points.get(fund, {}).get(year)
+        ps = lim.projected_personal_share.get(fund, {}).get(year, 0.0)
+        if pts is None:
+            return {"projected_point_value": None, "projected_source": "policy: no projected_points for "
+                    f"{fund} {year}"}
+        pts_x, ps_c = exact_decimal(pts), half_up(exact_decimal(ps) * 100)
+        source = "policy"
+    else:
+        prev = (previous or {}).get(fund)
+        if prev is None or prev[0] <= 0:
+            return {"projected_point_value": None, "projected_source": f"history: no annual settlement of "
+                    f"{int(year) - 1} for {fund}"}
+        g = 1 + exact_decimal(lim.projected_growth)
+        pts_x, ps_c = exact_binary(prev[0]) * g, half_up(prev[1] * g)
+        source = f"history: {int(year) - 1} × (1 + {lim.projected_growth:g})"
+    value = Fraction(budget_cents + ps_c, 100) / pts_x
+    return {"projected_point_value": float(value), "projected_points": float(pts_x),
+            "projected_personal_share": yuan(ps_c), "projected_source": source}
+
+
+def quality_refund_shares(hid: np.ndarray, lim, scores: dict[str, float] | None
+                          ) -> tuple[list[Fraction], list[float | None], list[str]]:
+    """Per hospital the exact share of its withholding refunded (质量保证金返还), its score
+    and a reason: the band of its score (scores as written; proportional = score / 100), or
+    ``quality.missing_refund`` when the scores file does not list it."""
+    shares, col, reason = [], [], []
+    for h in hid.tolist():
+        sc = None if scores is None else scores.get(h)
+        if sc is None:
+            shares.append(exact_decimal(lim.quality_missing_refund))
+            col.append(None)
+            reason.append("QUALITY_SCORE_MISSING")
+            continue
+        band = next(b for b in lim.quality_bands if b.below is None or sc < b.below)
+        shares.append(exact_decimal(sc) / 100 if band.refund is None else exact_decimal(band.refund))
+        col.append(float(sc))
+        reason.append("QUALITY_SCORE_BAND")
+    return shares, col, reason
+
+
+def _index4(x: float) -> float:
+    """An indicator rounded half up to 4 decimals (it is banded as printed)."""
+    return float(Fraction(half_up(Fraction(Decimal(repr(float(x)))) * 10000), 10000))
+
+
+def incentive_coefficients(hid: np.ndarray, cases: np.ndarray, wsum: np.ndarray, cost_cents: np.ndarray,
+                           los: np.ndarray | None, bands: dict) -> tuple[list[Fraction], dict, list[str]]:
+    """激励系数 per (hospital, fund) row: the product of each indicator's band coefficient.
+
+    Indicators per hospital (all its funds together) against the region (all hospitals), each
+    rounded half up to 4 decimals: ``cmi`` = (Σ weight / Σ cases) ÷ the region's; ``cost``
+    (费用消耗指数) = (Σ cost / Σ weight) ÷ the region's; ``time`` (时间消耗指数) = (Σ length
+    of stay / Σ weight) ÷ the region's (needs the months' lengths of stay in the ledger)."""
+    k = len(hid)
+    names = sorted(set(hid.tolist()))
+    pos = {h: i for i, h in enumerate(names)}
+    idx = np.array([pos[h] for h in hid.tolist()], dtype=np.int64)
+    n = len(names)
+    c = np.bincount(idx, cases.astype(np.float64), n)
+    w = np.bincount(idx, wsum, n)
+    cost = np.bincount(idx, cost_cents.astype(np.float64) / 100.0, n)
+    out = {"cmi": np.full(k, np.nan), "cost": np.full(k, np.nan), "time": np.full(k, np.nan)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        region_cmi, region_cost = w.sum() / c.sum(), cost.sum() / w.sum()
+        raw = {"cmi": (w / c) / region_cmi, "cost": (cost / w) / region_cost}
+        if los is not None:
+            lo = np.bincount(idx, los, n)
+            raw["time"] = (lo / w) / (lo.sum() / w.sum())
+    for name, v in raw.items():
+        out[name] = np.array([_index4(x) if np.isfinite(x) else np.nan for x in v[idx]])
+    coef = [Fraction(1)] * k                   # exact: the product of the bands' coefficients as written
+    reason = ["INCENTIVE_BANDS"] * k
+    for name, b in bands.items():
+        for i, x in enumerate(out[name].tolist()):
+            if not np.isfinite(x):
+                reason[i] = f"INCENTIVE_NO_{name.upper()}_INDEX"
+                continue
+            band = next(bb for bb in b if bb.below is None or x < bb.below)
+            coef[i] *= exact_decimal(band.value)
+    return coef, out, reason
 
 
 # ---------------------------------------------------------------- presentation
@@ -711,15 +898,17 @@ def hospitals_csv_table(hospitals: pa.Table) -> pa.Table:
     out = {}
     for name in hospitals.column_names:
         col = hospitals[name]
+        if name == "los_days":                  # an indicator's input, kept in the ledger only
+            continue
         if name.endswith("_cents"):
             c = col.to_numpy(zero_copy_only=False).astype(np.int64)
             sign = np.where(c < 0, "-", "")
             a = np.abs(c)
             out[name[:-6]] = pa.array(np.char.add(np.char.add(np.char.add(sign, (a // 100).astype(str)), "."),
                                                   np.char.zfill((a % 100).astype(str), 2)).tolist(), pa.string())
-        elif name in ("points", "weight_sum"):
+        elif name in ("points", "weight_sum", "settled_points"):
             out[name] = pa.array(np.char.mod("%.4f", col.to_numpy(zero_copy_only=False)).tolist(), pa.string())
-        elif name == "cmi":
+        elif name in ("cmi", "incentive_coefficient", "cmi_index", "cost_index", "time_index"):
             v = col.to_numpy(zero_copy_only=False)
             out[name] = pa.array([None if not np.isfinite(x) else f"{x:.4f}" for x in v], pa.string())
         elif name == "point_value":
