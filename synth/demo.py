@@ -96,8 +96,8 @@ def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: in
 def _projection_text(history: pa.Table, weights: pa.Table, policy_path: Path, year: int) -> str:
     """[point_value] projected points and personal share of the year: the last history year's
     cases priced with the year's weights and policy (预算点值 from last year's volume)."""
-    from drgdip.weights.points import price_cases
-    from drgdip.weights.policy import load_policy
+    from drgdip.weights.settlement.points import price_cases
+    from drgdip.weights.settlement.policy import load_policy
     last = history.filter(pc.starts_with(history["discharge_date"], str(year - 1)))
     priced = price_cases(last, weights, load_policy(policy_path), period=str(year - 1))
     pts = priced["points"].to_numpy(zero_copy_only=False)
@@ -246,7 +246,7 @@ def summary_table(result: dict) -> str:
             last = f.get("paid", f.get("balance"))
             lines.append(f"{s.period:<8} {fund:<9} {f['cases']:>7} {f['total_points']:>14,.1f} {pv:>12} {bud:>16} "
                          f"{f['amount_due']:>16,.2f} {last if last is None else format(last, ',.2f'):>16}")
-    from drgdip.weights.runs import fund_limit_lines
+    from drgdip.weights.settlement.runs import fund_limit_lines
     lines += [f"{result['annual'].period}: {x}" for x in fund_limit_lines(result["annual"])]
     mon = result.get("monitoring")
     if mon is not None:

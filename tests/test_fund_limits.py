@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from drgdip.arrowio import InputError
-from drgdip.weights import ledger as ledger_mod
-from drgdip.weights.points import price_cases
-from drgdip.weights.policy import PolicyError, load_policy, parse_policy
-from drgdip.weights.runs import read_scores, settle_annual
-from drgdip.weights.settlement import (
+from drgdip.weights.settlement import ledger as ledger_mod
+from drgdip.weights.settlement.points import price_cases
+from drgdip.weights.settlement.policy import PolicyError, load_policy, parse_policy
+from drgdip.weights.settlement.runs import read_scores, settle_annual
+from drgdip.weights.settlement.settle import (
     Settlement,
     hospitals_csv_table,
     prorate_cents,
