@@ -204,3 +204,21 @@ def test_separate_pools_leave_the_other_hospitals(region):
     r = run("settle", "2026-10", t / "oct.parquet", "--method", "mixed", "--catalog", t / "cat.parquet",
             "--weights", t / "w.parquet", "--policy", t / "region.toml", "--ledger", t / "m.db", "--new-ledger")
     assert r.exit_code == 2 and "two runs" in r.output
+
+
+def test_mixed_period_means_are_the_drg_hospitals_own(region):
+    t = region
+    drg_files(t)
+    (t / "region.toml").write_text(REGION.replace('reference_means = "ref.csv"', 'reference_means = "ref.csv"\n'
+                                                  'hospitals = ["H2"]') + '[deviation]\ngroup_mean = "period"\n',
+                                   encoding="utf-8")
+    r = run("settle", "2026-10", t / "oct.parquet", "--method", "mixed", "--catalog", t / "cat.parquet",
+            "--weights", t / "w.parquet", "--policy", t / "region.toml", "--ledger", t / "l.db", "--new-ledger",
+            "-o", t / "out", "--quiet", "--batch-size", "2")
+    assert r.exit_code == 0, r.output
+    c = pq.read_table(t / "out/cases.parquet").to_pydict()
+    drg_mean = (11000 + 30000 + 5000) / 3          # H1's cases only, not H2's (DIP) ones
+    assert [c["group_mean_cost"][i] for i in (0, 2, 4)] == pytest.approx([drg_mean] * 3)
+    assert c["group_mean_cost"][1] == 10000.0      # H2 by DIP: its reference mean
+    assert c["case_type"] == ["normal", "normal", "normal", "low_cost", "low_cost"]
+    assert c["points"][4] == pytest.approx(120 * 5000 / drg_mean)

@@ -211,12 +211,16 @@ def _count_rows(path, column: str, batch_size: int) -> int:
     return sum(b.num_rows for b in column_batches(path, [column], batch_size))
 
 
-def _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups) -> np.ndarray:
-    """The file's mean cost per weight-table row (deviation.group_mean = "period"): a pass of its own."""
+def _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups,
+                  keep=None) -> np.ndarray:
+    """The file's mean cost per weight-table row (deviation.group_mean = "period"): a pass of its own
+    (``keep(table) -> bool mask``: only those records, e.g. the DRG hospitals' of a mixed run)."""
     k = weights.num_rows
     sums, counts = np.zeros(k, np.float64), np.zeros(k, np.int64)
     for b in open_batches(records_path, batch_size):
         t = pa.Table.from_batches([b])
+        if keep is not None:
+            t = t.filter(pa.array(keep(t)))
         if grouper is not None:
             t = grouper.group_batch(t)
         add_group_costs(t, weights, policy, sums, counts, group_column=group_column, period=period,
@@ -423,7 +427,16 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
         weights = read_weight_table(weights_path, group_column)
         means = None
         if policy.deviation.group_mean != "table":
-            means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups)
+            keep = None
+            if method == "mixed":              # the DRG groups' means over the DRG hospitals' cases only
+                hosp = pa.array(list(policy.dip_settlement.hospitals), pa.string())
+                col = canonical_columns(schema).get("hospital_id")
+                if col is not None:
+                    def keep(t, col=col, hosp=hosp):
+                        return ~pc.fill_null(pc.is_in(text(t[col], t.num_rows), value_set=hosp),
+                                             False).to_numpy(zero_copy_only=False)
+            means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups,
+                                  keep)
 
         def drg(t: pa.Table) -> pa.Table:
             if grouper is not None:
