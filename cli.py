@@ -571,10 +571,15 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
 @click.option("--scores", type=click.Path(dir_okay=False),
               help="With --final: year-end assessment scores (CSV hospital_id,score) for the quality refund "
                    "(质量保证金返还, policy [quality]).")
+@click.option("--method", type=click.Choice(["drg", "dip", "mixed"]), default="drg", show_default=True,
+              help="drg: DRG weights; dip: DIP scores of --catalog (point value per [dip_settlement]); "
+                   "mixed: [dip_settlement] hospitals by DIP, the others by DRG, one point pool.")
+@click.option("--catalog", type=click.Path(dir_okay=False),
+              help="DIP catalogue (drgdip dip catalog) for --method dip or mixed.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
-               reopen, group_column, batch_size, benefits, scores, quiet):
+               reopen, group_column, batch_size, benefits, scores, method, catalog, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
@@ -582,6 +587,9 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
       drgdip settle 2026-10 discharges-2026-10.parquet --scheme chs11.drgscheme \\
           --weights weights.parquet --policy region.toml --ledger region.db --out settled/2026-10
       drgdip settle 2026 --final --policy region.toml --ledger region.db --scores scores-2026.csv
+      drgdip settle 2026-10 discharges-2026-10.parquet --method dip --catalog dip-catalog.parquet \\
+          --policy region.toml --ledger dip.db --out dip/2026-10
+      drgdip settle 2026 --final --method dip --policy region.toml --ledger dip.db --out dip/2026
     """
     from drgdip.weights.settlement.ledger import LedgerError
     from drgdip.weights.settlement.runs import settle_annual, settle_month, summary_text
@@ -589,10 +597,17 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
         if final:
             if new_ledger:
                 raise click.UsageError("--new-ledger: an annual settlement reads an existing ledger")
+            if catalog is not None:
+                raise click.UsageError("--catalog goes with a monthly settlement (--final reads the ledger)")
             result = settle_annual(period, policy_path=policy_path, ledger_path=ledger_path, out=out,
-                                   reopen=reopen, quiet=quiet, partial_year=partial_year, scores=scores)
+                                   reopen=reopen, quiet=quiet, partial_year=partial_year, scores=scores,
+                                   method=method)
         else:
-            if records is None or weights_path is None:
+            if method != "drg" and catalog is None:
+                raise click.UsageError(f"--method {method} needs --catalog (the DIP catalogue)")
+            if method == "dip" and weights_path is not None:
+                raise click.UsageError("--method dip prices by the catalogue's scores: no --weights")
+            if records is None or (weights_path is None and method != "dip"):
                 raise click.UsageError("a monthly settlement needs RECORDS and --weights (or use --final for a year)")
             if partial_year:
                 raise click.UsageError("--partial-year goes with --final")
@@ -601,7 +616,7 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
                                   group_column=group_column, quiet=quiet, new_ledger=new_ledger,
-                                  batch_size=batch_size, benefits=benefits)
+                                  batch_size=batch_size, benefits=benefits, method=method, catalog=catalog)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(summary_text(result))

@@ -22,6 +22,8 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
     persons.csv                 the current year's persons: assistance class, enrolment facts
     benefits.parquet            the patient's side of each stay of the year (drgdip benefits' columns)
     report.html                 the report (self-contained)
+    dip/                        the same year settled as a DIP region (:func:`demo_dip`): catalog.parquet,
+                                reference_means.csv, policy.toml, ledger.db, settled/<period>/, report.html
 """
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
     n_hosp = int(hospitals or d["hospitals"])
     rpm = int(records_per_month or d["records_per_month"])
     years = list(range(year - int(d["history_years"]), year + 1))
-    steps = 5 + 12 + 1 + 2
+    steps = 5 + 12 + 1 + 2 + 1
     bar = tqdm(total=steps, desc="drgdip demo", unit="step", disable=not progress)
     try:
         bar.set_postfix_str("synthesising")
@@ -192,6 +194,9 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
         annual = settle_annual(str(year), policy_path=policy_path, ledger_path=ledger,
                                out=out / "settled" / str(year), quiet=True, scores=scores_path)
         bar.update()
+        bar.set_postfix_str("DIP region")
+        dip = demo_dip(out, history, current, policy_path, year, params)
+        bar.update()
         bar.set_postfix_str("monitoring")
         from drgdip.weights.monitoring.rules import monitor
         monitoring = monitor(current, scheme=scheme, history=history)
@@ -209,7 +214,70 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
     return {"out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
             "weights": weights, "monthly": monthly, "annual": annual, "report": report, "ledger": ledger,
             "policy": policy_path, "years": years, "monitoring": monitoring, "planted": truth,
-            "planted_next_year": spilled, "benefits": benefits}
+            "planted_next_year": spilled, "benefits": benefits, "dip": dip}
+
+
+def demo_dip(out: Path, history: pa.Table, current: pa.Table, policy_path: Path, year: int, params: dict) -> dict:
+    """The current year settled again as a DIP region (按病种分值付费) into ``out/dip``: a
+    catalogue learned from the history (``[dip]`` defaults, procedure types from the teaching
+    scheme), the prior-year same-level reference means (groups × hospital levels with
+    ``[demo.dip] reference_min_cases`` cases in the last history year), the DRG policy plus
+    ``[dip_settlement]`` with each fund's reimbursement ratio of the last history year (fund
+    paid ÷ total cost), then every month (``settle --method dip``, the months' files of
+    ``out/data`` and the benefits' personal shares) and the year, each into ``out/dip/ledger.db``
+    and ``out/dip/settled/<period>``, and the report."""
+    from drgdip.grouper.dip.api import group_dip, write_catalog
+    from drgdip.weights.dip_catalog import build_catalog
+    from drgdip.weights.report.settlement_report import write_report
+    from drgdip.weights.settlement.runs import settle_annual, settle_month
+    d = params["demo"]["dip"]
+    folder = out / "dip"
+    folder.mkdir(parents=True, exist_ok=True)
+    catalog = build_catalog(history, scheme=load_scheme(None))
+    write_catalog(catalog, folder / "catalog.parquet")
+    last = history.filter(pc.starts_with(history["discharge_date"], str(year - 1)))
+    g = group_dip(last, catalog, auxiliary=False)
+    levels = dict(zip(*(make_hospital_levels(policy_path))))
+    lv = np.array([levels.get(h, "") for h in g["hospital_id"].to_pylist()], dtype=object)
+    ok = (g["dip_status"].to_numpy(zero_copy_only=False) == "grouped") & (lv != "")
+    cells = pa.table({"group_key": g["dip_group"].filter(pa.array(ok)), "level": pa.array(lv[ok].tolist(), pa.string()),
+                      "cost": g["total_cost"].filter(pa.array(ok))})
+    agg = cells.group_by(["group_key", "level"]).aggregate([("cost", "sum"), ("cost", "count")])
+    agg = agg.filter(pc.greater_equal(agg["cost_count"], int(d["reference_min_cases"])))
+    agg = agg.sort_by([("group_key", "ascending"), ("level", "ascending")])
+    means = pc.round(pc.divide(agg["cost_sum"], pc.cast(agg["cost_count"], pa.float64())), 2)
+    write_table(pa.table({"group_key": agg["group_key"], "level": agg["level"], "mean_cost": means}),
+                folder / "reference_means.csv")
+    fund = last["fund"].to_numpy(zero_copy_only=False)
+    paid, cost = last["fund_paid"].to_numpy(), last["total_cost"].to_numpy()
+    ratio = {f: round(float(paid[fund == f].sum() / cost[fund == f].sum()), int(d["ratio_decimals"]))
+             for f in ("employee", "resident")}
+    text = policy_path.read_text(encoding="utf-8").replace("DRG 点数法", "DIP 分值付费", 1)
+    text += ('\n[dip_settlement]\nreference_means = "reference_means.csv"\n[dip_settlement.reimbursement_ratio]\n'
+             + "".join(f"{f} = {r}\n" for f, r in ratio.items()))
+    dip_policy = folder / "policy.toml"
+    dip_policy.write_text(text, encoding="utf-8")
+    ledger = folder / "ledger.db"
+    ledger.unlink(missing_ok=True)
+    monthly = []
+    for m in range(1, 13):
+        period = f"{year}-{m:02d}"
+        monthly.append(settle_month(period, out / "data" / f"{period}.parquet", policy_path=dip_policy,
+                                    weights_path=None, ledger_path=ledger, out=folder / "settled" / period,
+                                    quiet=True, benefits=out / "benefits.parquet", method="dip",
+                                    catalog=folder / "catalog.parquet"))
+    annual = settle_annual(str(year), policy_path=dip_policy, ledger_path=ledger, out=folder / "settled" / str(year),
+                           quiet=True, method="dip")
+    report = write_report(ledger, folder / "report.html", outputs=folder / "settled", hospitals=out / "hospitals.csv")
+    return {"catalog": catalog, "policy": dip_policy, "ledger": ledger, "monthly": monthly, "annual": annual,
+            "ratio": ratio, "reference_rows": agg.num_rows, "report": report}
+
+
+def make_hospital_levels(policy_path: Path) -> tuple[list[str], list[str]]:
+    """(hospital ids, levels) of the demo policy's ``coefficients.hospital_level``."""
+    import tomllib
+    lv = tomllib.loads(policy_path.read_text(encoding="utf-8"))["coefficients"]["hospital_level"]
+    return list(lv), [str(v) for v in lv.values()]
 
 
 def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, params: dict, out: Path) -> dict:
@@ -259,5 +327,12 @@ def summary_table(result: dict) -> str:
                      f"under the benefit policy, the personal share the settlement counted (settle --benefits); "
                      f"the synthesizer's own personal_share column was {ben['record_personal_cents'] / 100:,.2f} "
                      f"({ben['record_personal_cents'] / ben['cost_cents']:.1%})")
+    dip = result.get("dip")
+    if dip is not None:
+        for fund, f in sorted(dip["annual"].funds.items()):
+            lines.append(f"DIP region {dip['annual'].period} {fund}: {f['cases']} cases, {f['total_points']:,.1f} points, "
+                         f"point value {f['point_value']:.4f} = budget {f['budget']:,.2f} ÷ reimbursement ratio "
+                         f"{dip['ratio'][fund]} ÷ points; amount due {f['amount_due']:,.2f}, balance {f['balance']:,.2f}")
+        lines.append(f"DIP outputs: {result['out']}/dip/settled/<period>/  ledger: {dip['ledger']}")
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

@@ -84,7 +84,9 @@ def test_demo_cli_is_deterministic_and_rerunnable(demo, tmp_path):
     untimed = [re.sub(rb"<time[^>]*>[^<]*</time>", b"<time></time>", (d / "report.html").read_bytes()) for d in (a, b)]
     assert untimed[0] == untimed[1]
     for p in ("settled/2024-07/cases.parquet", "settled/2024/hospitals.csv", "weights.parquet", "policy.toml",
-              "findings.csv", "planted.json", "persons.csv", "benefits.parquet", "data/2024-03.parquet", "data/history.parquet"):
+              "findings.csv", "planted.json", "persons.csv", "benefits.parquet", "data/2024-03.parquet", "data/history.parquet",
+              "dip/catalog.parquet", "dip/reference_means.csv", "dip/settled/2024-07/cases.parquet",
+              "dip/settled/2024/hospitals.csv"):
         assert (a / p).read_bytes() == (b / p).read_bytes(), p
 
 
@@ -257,3 +259,36 @@ def test_settle_takes_the_personal_share_from_the_benefits(demo, tmp_path):
     pq.write_table(part, tmp_path / "part.parquet")
     r = CliRunner().invoke(main, args + ["--ledger", str(tmp_path / "c.db"), "--benefits", str(tmp_path / "part.parquet")])
     assert r.exit_code == 2 and "have no row" in r.output and not (tmp_path / "c.db").exists()
+
+
+def test_the_year_settled_again_as_a_dip_region(demo):
+    import csv
+    from fractions import Fraction
+
+    from drgdip.weights.settlement.settle import exact_decimal, half_up
+    dip = demo["out"] / "dip"
+    with sqlite3.connect(dip / "ledger.db") as conn:
+        rows = conn.execute("SELECT period, kind, inputs FROM runs WHERE current=1 ORDER BY kind, period").fetchall()
+    assert [(p, k) for p, k, _ in rows] == [("2024", "annual")] + [(f"2024-{m:02d}", "monthly") for m in range(1, 13)]
+    assert all(json.loads(i)["method"] == "dip" for _, k, i in rows if k == "monthly")
+    policy = tomllib.loads((dip / "policy.toml").read_text(encoding="utf-8"))
+    ratio = policy["dip_settlement"]["reimbursement_ratio"]
+    assert 0.5 < ratio["employee"] < 1 and 0.4 < ratio["resident"] < 1
+    ref = pq.read_table(dip / "settled" / "2024-07" / "cases.parquet")
+    assert set(ref["payment_method"].to_pylist()) <= {"dip", "none"}
+    for m in ("2024-03", "2024-07"):
+        s = json.loads((dip / "settled" / m / "summary.json").read_text(encoding="utf-8"))
+        cases = pq.read_table(dip / "settled" / m / "cases.parquet")
+        for f, v in s["funds"].items():      # Σ case amounts = budget ÷ reimbursement ratio, to the cent
+            want = half_up(Fraction(round(v["budget"] * 100)) / exact_decimal(ratio[f]))
+            amounts = cases.filter(pc.equal(cases["fund_key"], f))["amount"].drop_null().to_numpy()
+            assert round(float(np.round(amounts * 100).sum())) == want == round(v["payment"] * 100)
+    with open(dip / "reference_means.csv", encoding="utf-8") as fh:
+        means = {(r["group_key"], r["level"]): float(r["mean_cost"]) for r in csv.DictReader(fh)}
+    assert means
+    levels = policy["coefficients"]["hospital_level"]
+    priced = ref.filter(pc.is_valid(ref["points"])).to_pylist()
+    hits = [c for c in priced if (c["dip_group"], str(levels.get(c["hospital_id"]))) in means]
+    assert hits and all(c["group_mean_cost"] == pytest.approx(means[(c["dip_group"], str(levels[c["hospital_id"]]))]
+                                                              * c["dip_coefficient"]) for c in hits)
+    assert (dip / "report.html").stat().st_size > 0

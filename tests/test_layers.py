@@ -17,8 +17,8 @@ LAYERS = {
     "drgdip.codesets": 0,
     "drgdip.grouper": 1,
     "drgdip.weights": 2,
-    "drgdip.weights.report.settlement_report": 3,
-    "drgdip.weights.monitoring.rules": 3,
+    "drgdip.weights.report": 3,
+    "drgdip.weights.monitoring": 3,
     "drgdip.synth": 4,
     "drgdip.bench": 4,
     "drgdip.spark": 4,           # grouping a Spark DataFrame (docs/spark.md); bench/spark_throughput uses it

@@ -272,17 +272,28 @@ def compute_scores(cost: np.ndarray, group: np.ndarray, year: np.ndarray, n_grou
 
 # ---------------------------------------------------------------- pricing (point method)
 
-def price_dip_cases(grouped, catalog, policy, period: str | None = None):
+def price_dip_cases(grouped, catalog, policy, period: str | None = None, duplicate_ids=None,
+                    reference_means=None):
     """Price DIP-grouped cases with the settlement's point method (``weights.settlement.points.price_cases``).
 
     points = score × auxiliary coefficient × hospital coefficient, deviation cases
-    included: each (group, coefficient) pair is priced as its own group whose weight is
+    included: each (group, coefficient, level) triple is priced as its own group whose weight is
     score × coefficient / base (so deviation bands read a relative weight, as for DRG)
     with ``base_points`` = the catalogue's base, and whose mean cost is the group's
-    mean cost × coefficient. Adds the input's columns nothing but price_cases' columns."""
+    mean cost × coefficient. The辅助目录 coefficient is the grouping's ``dip_coefficient``
+    (severity × tumour × age, :func:`grouper.dip.api.group_dip`), so points = the case's
+    ``dip_adjusted_score`` × hospital coefficient.
+
+    ``reference_means`` (columns group_key, level, mean_cost; :func:`weights.settlement.dip_settle.load_reference_means`):
+    the prior year's mean cost of the group at hospitals of the case's level
+    (``coefficients.hospital_level``; 上一年度同级别定点医疗机构次均费用) replaces the catalogue's
+    mean_cost for the cost ratio where it has a row. ``duplicate_ids``: as for price_cases.
+    Adds the input's columns nothing but price_cases' columns (a ``status`` column of the
+    input is read as the DIP grouping's ``dip_status`` and given back unchanged)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from drgdip.arrowio import canonical_columns, text
     from drgdip.grouper.dip.api import catalog_meta, prepare_catalog
     from drgdip.weights.settlement.points import price_cases
 
@@ -290,13 +301,22 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None):
     base = float(catalog_meta(cat.table).get("base", 100.0))
     if "dip_group" not in grouped.column_names:
         raise InputError("records have no dip_group column: group them with the DIP catalogue first")
+    n = grouped.num_rows
     coef = pc.fill_null(grouped["dip_coefficient"], 1.0) if "dip_coefficient" in grouped.column_names \
-        else pa.array(np.ones(grouped.num_rows))
+        else pa.array(np.ones(n))
     coef_txt = pc.cast(pc.round(coef, 4), pa.string())
-    key = pc.binary_join_element_wise(grouped["dip_group"], coef_txt, "@")
+    cols = canonical_columns(grouped.schema)
+    if reference_means is not None and "hospital_id" in cols:
+        hosp = pc.fill_null(text(grouped[cols["hospital_id"]], n), "")
+        enc = pc.dictionary_encode(hosp)
+        lv = pa.array([policy.hospital_level.get(h, "") for h in enc.dictionary.to_pylist()] or [""], pa.string())
+        level = lv.take(pc.fill_null(enc.indices, 0))
+    else:
+        level = pa.array([""] * n, pa.string())
+    key = pc.binary_join_element_wise(grouped["dip_group"], coef_txt, level, "@")
     t = cat.table
     uniq = pc.unique(key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key).drop_null()
-    parts = pc.split_pattern(uniq, "@", max_splits=1)
+    parts = pc.split_pattern(uniq, "@", max_splits=2)
     g = pc.list_element(parts, 0)
     c = pc.cast(pc.list_element(parts, 1), pa.float64()).to_numpy(zero_copy_only=False)
     at = pc.index_in(g, value_set=t["group_key"]).to_numpy(zero_copy_only=False)
@@ -305,10 +325,21 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None):
     score = t["score"].to_numpy()[idx] if t.num_rows else np.zeros(len(idx))
     mean = (t["mean_cost"].to_numpy(zero_copy_only=False)[idx] if "mean_cost" in t.column_names
             else np.full(len(idx), np.nan))
+    if reference_means is not None and len(uniq):
+        ref_key = pc.binary_join_element_wise(reference_means["group_key"], reference_means["level"], "@")
+        mine = pc.binary_join_element_wise(g, pc.list_element(parts, 2), "@")
+        rat = pc.index_in(mine, value_set=ref_key).to_numpy(zero_copy_only=False)
+        has = ~np.isnan(rat.astype(np.float64))
+        ref_mean = reference_means["mean_cost"].to_numpy(zero_copy_only=False)
+        mean = np.where(has, ref_mean[np.where(has, rat, 0).astype(np.int64)] if len(ref_mean) else np.nan, mean)
     weights = pa.table({"_dip_key": uniq,
                         "weight": pa.array(np.where(found, score * c / base, np.nan)),
                         "mean_cost": pa.array(np.where(found, mean * c, np.nan))})
     cases = grouped.append_column("_dip_key", key)
+    if "status" in cases.column_names and "dip_status" in cases.column_names:
+        cases = cases.set_column(cases.schema.get_field_index("status"), "status", cases["dip_status"])
     priced = price_cases(cases, weights, policy, group_column="_dip_key", weight_column="weight",
-                         base_points=base, period=period)
+                         base_points=base, period=period, duplicate_ids=duplicate_ids)
+    if "status" in grouped.column_names:
+        priced = priced.set_column(priced.schema.get_field_index("status"), "status", grouped["status"])
     return priced.drop_columns(["_dip_key"])

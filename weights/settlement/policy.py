@@ -135,6 +135,7 @@ class Policy:
     weights: WeightRules
     records: RecordLimits = RecordLimits(1.0, 365.0)
     fund_limits: FundLimits = FundLimits()
+    dip_settlement: "DipSettlement | None" = None   # [dip_settlement] (parse_dip_settlement)
     source: str = ""                           # the policy file's text, as read
     path: str = ""
 
@@ -274,7 +275,8 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
         merged = overlay(tomllib.load(fh), data)
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
-                "records", "settlement", "weights", "reserve", "advance", "point_value", "quality", "incentives"}
+                "records", "settlement", "weights", "reserve", "advance", "point_value", "quality", "incentives",
+                "dip", "dip_settlement"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
@@ -383,7 +385,8 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
                   coefficient_default=co_default, coefficient_level=co_level,
                   hospital_level=dict(hosp_level), coefficient_hospital=co_hosp, deviation=deviation,
                   special_review=special, settlement=settlement, weights=rules, records=records,
-                  fund_limits=parse_fund_limits(merged, r), source=source, path=where)
+                  fund_limits=parse_fund_limits(merged, r),
+                  dip_settlement=parse_dip_settlement(merged["dip_settlement"], r), source=source, path=where)
 
 
 def parse_fund_limits(merged: dict, r: _Reader) -> FundLimits:
@@ -470,3 +473,52 @@ def band_value(bands: tuple[Band, ...], x):
     for b in reversed(bands[:-1]):
         out = np.where(x < b.below, b.value, out)
     return out
+
+
+# ---------------------------------------------------------------- [dip_settlement]
+
+DIP_POINT_VALUES = ("settlement", "budget_personal")
+DIP_POOLS = ("shared", "separate")
+
+
+@dataclass(frozen=True)
+class DipSettlement:
+    """[dip_settlement]: settling DIP (按病种分值付费) cases, the DIP 技术规范's forms (docs/policy.md)."""
+    point_value: str                     # settlement 结算点值 = budget ÷ reimbursement ratio ÷ Σ points | budget_personal
+    reimbursement_ratio: dict[str, float]  # fund → 统筹基金实际报销比例
+    high_k: float                        # 高倍率: cost above high_k × reference mean cost
+    high_payment: str
+    high_add_on_share: float
+    low_k: float                         # 低倍率: cost below low_k × reference mean cost
+    low_payment: str
+    reference_means: str                 # 上一年度同级别定点医疗机构次均费用 file ("" → the catalogue's mean_cost)
+    hospitals: tuple[str, ...]           # hospitals settled by DIP where the region settles both methods
+    pool: str                            # shared 同一点数池 | separate 分别结算
+    points_factor: float                 # DRG points per DIP point in a shared pool (折算系数)
+
+
+def parse_dip_settlement(d: dict, r: _Reader) -> DipSettlement:
+    """Validate the [dip_settlement] table (laid over its defaults)."""
+    sec = "dip_settlement"
+    r.known(d, sec, {"point_value", "reimbursement_ratio", "high_k", "high_payment", "high_add_on_share",
+                     "low_k", "low_payment", "reference_means", "hospitals", "pool", "points_factor"})
+    ratio_t = r.table(d, sec, "reimbursement_ratio")
+    for f in ratio_t:
+        if f not in FUNDS:
+            r.fail(f"{sec}.reimbursement_ratio.{f}", f"is not a fund (use {' or '.join(FUNDS)})")
+    ratio = {f: r.number(ratio_t, f"{sec}.reimbursement_ratio", f, 0.0, 1.0, lo_open=True) for f in sorted(ratio_t)}
+    high_k = r.number(d, sec, "high_k", 1.0)
+    low_k = r.number(d, sec, "low_k", 0.0, 1.0)
+    if low_k >= high_k:
+        r.fail(f"{sec}.low_k", "must be below high_k")
+    hosp = d.get("hospitals")
+    if not isinstance(hosp, list) or not all(isinstance(h, str) and h for h in hosp):
+        r.fail(f"{sec}.hospitals", f"must be a list of hospital ids (text), got {hosp!r}")
+    ref = r.text(d, sec, "reference_means")
+    return DipSettlement(
+        point_value=r.choice(d, sec, "point_value", DIP_POINT_VALUES), reimbursement_ratio=ratio,
+        high_k=high_k, high_payment=r.choice(d, sec, "high_payment", HIGH_PAYMENTS),
+        high_add_on_share=r.number(d, sec, "high_add_on_share", 0.0, 1.0),
+        low_k=low_k, low_payment=r.choice(d, sec, "low_payment", LOW_PAYMENTS),
+        reference_means=ref, hospitals=tuple(sorted(set(hosp))), pool=r.choice(d, sec, "pool", DIP_POOLS),
+        points_factor=r.number(d, sec, "points_factor", 0.0, lo_open=True))

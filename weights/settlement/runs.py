@@ -211,12 +211,16 @@ def _count_rows(path, column: str, batch_size: int) -> int:
     return sum(b.num_rows for b in column_batches(path, [column], batch_size))
 
 
-def _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups) -> np.ndarray:
-    """The file's mean cost per weight-table row (deviation.group_mean = "period"): a pass of its own."""
+def _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups,
+                  keep=None) -> np.ndarray:
+    """The file's mean cost per weight-table row (deviation.group_mean = "period"): a pass of its own
+    (``keep(table) -> bool mask``: only those records, e.g. the DRG hospitals' of a mixed run)."""
     k = weights.num_rows
     sums, counts = np.zeros(k, np.float64), np.zeros(k, np.int64)
     for b in open_batches(records_path, batch_size):
         t = pa.Table.from_batches([b])
+        if keep is not None:
+            t = t.filter(pa.array(keep(t)))
         if grouper is not None:
             t = grouper.group_batch(t)
         add_group_costs(t, weights, policy, sums, counts, group_column=group_column, period=period,
@@ -277,12 +281,19 @@ def _write_cases(folder: Path, spill: Path, amount: np.ndarray, batch_size: int)
 def settle_month(period: str, records_path, *, policy_path, weights_path, ledger_path, out=None, scheme=None,
                  reopen: bool = False, group_column: str = "drg", quiet: bool = False,
                  now: str | None = None, new_ledger: bool = False,
-                 batch_size: int = DEFAULT_BATCH_SIZE, benefits=None) -> Settlement:
+                 batch_size: int = DEFAULT_BATCH_SIZE, benefits=None, method: str = "drg",
+                 catalog=None) -> Settlement:
     """Monthly pre-settlement of one period's discharge records (see the module doc).
 
     ``benefits``: the output of ``drgdip benefits`` (weights.settlement.benefits) for these stays; each
     record's personal share (个人负担) is then its ``personal_share`` there, joined by ``id``,
     instead of the records' own column. Every record must have its row (refused otherwise).
+
+    ``method``: ``drg`` (the weights, grouping with ``scheme`` when the records have no group
+    column), ``dip`` (each batch grouped by the DIP ``catalog`` and priced by its scores, no
+    weights; point value per ``[dip_settlement]``) or ``mixed`` (the hospitals of
+    ``[dip_settlement] hospitals`` by DIP, the others by DRG, one point pool): see
+    :mod:`weights.settlement.dip_settle` and docs/settlement.md "DIP settlement".
 
     The file is streamed ``batch_size`` records at a time, never held whole: a read of the
     id column finds duplicate settlement ids; with ``deviation.group_mean = "period"`` a
@@ -320,13 +331,10 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
                              "value counts the patients' share (docs/settlement.md §1.3); or pass the "
                              "benefits of the stays (--benefits)")
-        grouper = _grouper_for(schema, scheme, group_column)
-        weights = read_weight_table(weights_path, group_column)
-        means = None
-        if policy.deviation.group_mean != "table":
-            means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups)
+        price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
+                                    scheme, weights_path, group_column)
         bar.update()
-        totals = MonthTotals(policy, period, rows)
+        totals = MonthTotals(policy, period, rows, pool_total=pool)
         reasons: dict[str, int] = {}
         unpriced: dict[str, int] = {}
         in_period, with_points = False, 0
@@ -337,10 +345,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 t = pa.Table.from_batches([b])
                 if shares is not None:
                     t = _with_benefit_shares(t, present, shares)
-                if grouper is not None:
-                    t = grouper.group_batch(t)
-                priced = price_cases(t, weights, policy, group_column=group_column, period=period,
-                                     duplicate_ids=dups, group_means=means)
+                priced = price(t)
                 totals.add(priced)
                 for r, c in _reason_counts(priced).items():
                     reasons[r] = reasons.get(r, 0) + c
@@ -374,8 +379,9 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                                     "review: " + ", ".join(f"{c} {r}" for r, c in
                                                           sorted(unpriced.items(), key=lambda x: (-x[1], x[0]))))
             bar.update()
-            inputs = {"records": ledger_mod.file_sha256(records_path),
-                      "weights": ledger_mod.file_sha256(weights_path), "policy": policy.sha256}
+            inputs = {"records": ledger_mod.file_sha256(records_path), "policy": policy.sha256}
+            if weights_path is not None and method != "dip":
+                inputs["weights"] = ledger_mod.file_sha256(weights_path)
             if benefits is not None:
                 inputs["benefits"] = ledger_mod.file_sha256(benefits)
             sid = scheme_id(scheme)
@@ -383,6 +389,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 inputs["scheme"] = ledger_mod.file_sha256(scheme)
             extra = {"inputs": inputs, "scheme_id": sid, "policy_name": policy.name, "form": policy.form,
                      "reasons": reasons}
+            if method != "drg":
+                _dip_extra(extra, method, catalog, policy)
             if tmp is not None:
                 _write_cases(tmp, spill, amount, batch_size)
                 spill.unlink()
@@ -401,6 +409,67 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema, scheme, weights_path,
+                  group_column):
+    """(batch → priced cases, the point value's pool total or None) of a monthly run by ``method``."""
+    from drgdip.weights.settlement import dip_settle
+    if method not in dip_settle.METHODS:
+        raise InputError(f"method {method!r}: use one of {', '.join(dip_settle.METHODS)}")
+    if method != "drg" and catalog is None:
+        raise InputError(f"--method {method} needs the DIP catalogue (--catalog)")
+    drg = None
+    if method != "dip":
+        if weights_path is None:
+            raise InputError(f"--method {method} needs the weight table (--weights)")
+        grouper = _grouper_for(schema, scheme, group_column)
+        weights = read_weight_table(weights_path, group_column)
+        means = None
+        if policy.deviation.group_mean != "table":
+            keep = None
+            if method == "mixed":              # the DRG groups' means over the DRG hospitals' cases only
+                hosp = pa.array(list(policy.dip_settlement.hospitals), pa.string())
+                col = canonical_columns(schema).get("hospital_id")
+                if col is not None:
+                    def keep(t, col=col, hosp=hosp):
+                        return ~pc.fill_null(pc.is_in(text(t[col], t.num_rows), value_set=hosp),
+                                             False).to_numpy(zero_copy_only=False)
+            means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups,
+                                  keep)
+
+        def drg(t: pa.Table) -> pa.Table:
+            if grouper is not None:
+                t = grouper.group_batch(t)
+            return price_cases(t, weights, policy, group_column=group_column, period=period,
+                               duplicate_ids=dups, group_means=means)
+        if method == "drg":
+            if policy.dip_settlement is not None and policy.dip_settlement.hospitals \
+                    and policy.dip_settlement.pool == "separate":
+                return (lambda t: dip_settle.leave_dip_hospitals(drg(t), policy)), None
+            return drg, None
+    pricer = dip_settle.DipPricer(catalog, policy, period, method, duplicate_ids=dups, drg_price=drg)
+    return pricer, (dip_settle.pool_total(policy, period) if method == "dip" else None)
+
+
+def _dip_extra(extra: dict, method: str, catalog, policy) -> None:
+    """The DIP run's inputs and summary fields (catalogue hash, method, forms used)."""
+    from drgdip.weights.settlement import dip_settle
+    extra["inputs"]["catalog"] = ledger_mod.file_sha256(catalog)
+    extra["inputs"]["method"] = method
+    ds = policy.dip_settlement
+    extra["method"] = method
+    extra["dip"] = {"point_value": ds.point_value if method == "dip" else "budget_personal",
+                    "reimbursement_ratio": dict(ds.reimbursement_ratio) if method == "dip" else None,
+                    "budget_point_value": dip_settle.budget_point_value(catalog),
+                    "reference_means": ds.reference_means or "catalogue mean_cost",
+                    "high_k": ds.high_k, "low_k": ds.low_k,
+                    "hospitals": list(ds.hospitals), "pool": ds.pool, "points_factor": ds.points_factor}
+    if ds.reference_means:
+        ref = Path(ds.reference_means)
+        if not ref.is_absolute() and policy.path:
+            ref = Path(policy.path).parent / ref
+        extra["inputs"]["reference_means"] = ledger_mod.file_sha256(ref)
 
 
 def _benefit_shares(benefits, records_path, present: dict, batch_size: int) -> tuple[pa.Array, pa.Array]:
@@ -468,13 +537,15 @@ def read_scores(path) -> dict[str, float]:
 
 def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool = False,
                   quiet: bool = False, now: str | None = None, partial_year: bool = False,
-                  scores=None) -> Settlement:
+                  scores=None, method: str = "drg") -> Settlement:
     """Annual settlement (清算) of a year from the ledger's monthly runs.
 
     Refused unless all twelve months of the year are settled, or ``partial_year`` (the year's
     budget is then spread over the months there are, and a note says which). ``scores``: a
     file of year-end assessment scores (hospital_id, score) for the quality refund
-    (质量保证金返还, policy [quality]); see :func:`read_scores`."""
+    (质量保证金返还, policy [quality]); see :func:`read_scores`. ``method`` ``dip``: the
+    months must have been settled by DIP, and the year's point value takes the
+    ``[dip_settlement]`` form (docs/settlement.md "DIP settlement")."""
     if not _YEAR.match(year):
         raise InputError(f"period {year!r}: an annual settlement (--final) needs a year, YYYY")
     policy = load_policy(policy_path)
@@ -483,19 +554,22 @@ def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool
         ledger_mod.check_open(conn, year, "annual", reopen)
         monthly, months = ledger_mod.monthly_rows(conn, year)
         previous = ledger_mod.annual_funds(conn, str(int(year) - 1))
+        pool = _annual_pool(conn, method, policy, year)
     if len(months) < 12:
         missing = [f"{year}-{m:02d}" for m in range(1, 13) if f"{year}-{m:02d}" not in months]
         if not partial_year:
             raise InputError(f"annual settlement of {year}: {len(missing)} month(s) not settled "
                              f"({', '.join(missing)}); settle them, or pass --partial-year to spread the year's "
                              f"budget over the {len(months)} settled month(s)")
-    result = settle_year(monthly, policy, year, scores=score_map, previous=previous)
+    result = settle_year(monthly, policy, year, scores=score_map, previous=previous, pool_total=pool)
     if len(months) < 12:
         result.notes.append(f"only {len(months)} month(s) settled in {year}: {', '.join(months)} (--partial-year)")
     inputs = {"policy": policy.sha256, "months": ",".join(months)}
     if scores is not None:
         inputs["scores"] = ledger_mod.file_sha256(scores)
     extra = {"inputs": inputs, "months": months, "policy_name": policy.name, "form": policy.form}
+    if method != "drg":
+        extra["method"] = method
     tmp = _atomic_dir(Path(out)) if out is not None else None
     try:
         if tmp is not None:
@@ -509,6 +583,22 @@ def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _annual_pool(conn, method: str, policy, year: str):
+    """The year's pool total for ``method`` (None: the DRG form), after checking that every
+    settled month of the year was settled by that method (a DIP year over DRG months, or the
+    other way round, is refused)."""
+    from drgdip.weights.settlement import dip_settle
+    if method not in dip_settle.METHODS:
+        raise InputError(f"method {method!r}: use one of {', '.join(dip_settle.METHODS)}")
+    rows = conn.execute("SELECT period, inputs FROM runs WHERE kind='monthly' AND current=1 AND period LIKE ? "
+                        "ORDER BY period", (f"{year}-%",)).fetchall()
+    other = [f"{p} ({m})" for p, inputs in rows if (m := json.loads(inputs or "{}").get("method", "drg")) != method]
+    if other:
+        raise InputError(f"annual settlement of {year} --method {method}: month(s) {', '.join(other)} were settled "
+                         "by another method; settle the year with the method its months used")
+    return dip_settle.pool_total(policy, year) if method == "dip" else None
 
 
 def _reason_counts(priced: pa.Table) -> dict[str, int]:

@@ -347,16 +347,19 @@ def yuan(cents) -> float:
 # ---------------------------------------------------------------- monthly
 
 def _point_value(policy: Policy, fund: str, period: str, points_total: float,
-                 personal_cents: int) -> tuple[float | None, int | None, int | None]:
+                 personal_cents: int, pool_total=None) -> tuple[float | None, int | None, int | None]:
     """(point value, budget in cents or None, total payment in cents or None when it is
-    points × rate, computed per row) for one fund."""
+    points × rate, computed per row) for one fund. ``pool_total(fund, budget_cents,
+    personal_cents) -> cents``: the money the points share, when not budget + personal share
+    (the DIP form, :mod:`weights.settlement.dip_settle`)."""
     rate = policy.rate_for(fund, period) if policy.form == "rate" else None
     if rate is not None:
         return rate, None, None
     budget = int(to_cents(np.array([policy.budget_for(fund, period)]))[0])
     if points_total <= 0:
         return None, budget, 0
-    return (budget + personal_cents) / 100.0 / points_total, budget, budget + personal_cents
+    total = budget + personal_cents if pool_total is None else pool_total(fund, budget, personal_cents)
+    return total / 100.0 / points_total, budget, total
 
 
 def _amounts(points: np.ndarray, value: float | None, total: int | None) -> np.ndarray:
@@ -423,10 +426,10 @@ class MonthTotals:
     """
     WIDTH = len(FUNDS) + 1
 
-    def __init__(self, policy: Policy, period: str, rows: int | None = None):
+    def __init__(self, policy: Policy, period: str, rows: int | None = None, pool_total=None):
         """``rows``: the number of cases to come, when known (the arrays are then filled in
-        place instead of gathered and joined at the end)."""
-        self.policy, self.period = policy, period
+        place instead of gathered and joined at the end). ``pool_total``: see :func:`_point_value`."""
+        self.policy, self.period, self.pool_total = policy, period, pool_total
         self._points, self._fund, self._hosp = [], [], []
         self._cap = rows
         self._finished = False
@@ -552,7 +555,7 @@ class MonthTotals:
             if not any_m and not has_budget and not has_rate:
                 amount[m] = 0
                 continue
-            value, budget, total = _point_value(policy, f, period, ptotal, ps)
+            value, budget, total = _point_value(policy, f, period, ptotal, ps, self.pool_total)
             value_of[f] = value
             if any_m:
                 cents = _amounts(points[m], value, total)
@@ -675,7 +678,7 @@ def band_share(amount: np.ndarray, base: np.ndarray, bands: tuple[Band, ...]) ->
 
 
 def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, float] | None = None,
-                previous: dict[str, tuple[float, int]] | None = None) -> Settlement:
+                previous: dict[str, tuple[float, int]] | None = None, pool_total=None) -> Settlement:
     """Annual settlement (年度清算) from the months' per-hospital rows (see the module doc and
     docs/settlement.md §1.6 and §7).
 
@@ -716,7 +719,7 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
         if not m.any():
             continue
         ptotal, ps = exact_sum(settled_points[m]), int(ps_h[m].sum())
-        value, budget, total = _point_value(policy, f, year, ptotal, ps)
+        value, budget, total = _point_value(policy, f, year, ptotal, ps, pool_total)
         if value is not None:
             pay_h[m] = _amounts(settled_points[m], value, total)
             pv[m] = value
