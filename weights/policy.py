@@ -243,10 +243,11 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
         merged = overlay(tomllib.load(fh), data)
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
-                "records", "settlement", "weights"}
+                "records", "settlement", "weights", "weight_table"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
+    weight_table_map(merged["weight_table"], where)
 
     reg = merged["region"]
     r.known(reg, "region", {"name", "form", "base_points"})
@@ -352,6 +353,19 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
                   coefficient_default=co_default, coefficient_level=co_level,
                   hospital_level=dict(hosp_level), coefficient_hospital=co_hosp, deviation=deviation,
                   special_review=special, settlement=settlement, weights=rules, records=records, source=source, path=where)
+
+
+def weight_table_map(section: dict, where: str = "policy") -> dict:
+    """The policy's ``[weight_table]`` column map for official weight tables (官方权重表), checked
+    (PolicyError naming the field); {} when the policy has none. Used by ``drgdip weights
+    import --region-columns POLICY`` (drgdip.weights.official_tables)."""
+    from drgdip.weights.official_tables import check_column_map
+    try:
+        return check_column_map(section, where)
+    except PolicyError:
+        raise
+    except InputError as exc:
+        raise PolicyError(str(exc)) from None
 
 
 def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:
