@@ -168,6 +168,7 @@ ODD = ("全市DRG病组支付标准表（2026年）\n"
        "病组代码,病组名称,基准点数,基层,单议,中医,低倍,高倍,支付标准,,标注\n"
        "ZZ15,多发性重要创伤,0.6,N,1,0,,,5000,4000.25,\n"
        "合计,,3.5,,,,,,,,\n"
+       "Total,,3.5,,,,,,,,\n"
        "注：本表自2026年1月1日起执行\n")
 
 MAP = """[weight_table.columns]
@@ -189,7 +190,7 @@ def test_odd_headers_with_a_user_map(tmp_path):
     t = import_table(src, cmap)
     rep = import_report(t)
     assert rep["encoding"] == "gb18030" and rep["header_row"] == 3 and rep["header_rows"] == 2
-    assert rep["rows_dropped"] == {"title": 2, "blank": 1, "repeated_header": 1, "not_a_group": 2,
+    assert rep["rows_dropped"] == {"title": 2, "blank": 1, "repeated_header": 1, "not_a_group": 3,
                                    "duplicate_identical": 1}
     rows = t.to_pylist()
     assert [r["drg"] for r in rows] == ["ab19", "BR21", "ZZ15"]
@@ -346,3 +347,33 @@ def test_settle_accepts_an_imported_table(tmp_path):
     assert fm and all(c["pricing_reason"] == "GROUP_NOT_PRICED" for c in fm)
     br = [c for c in cases if c["drg"] == "BR21"]
     assert br and all(c["weight"] == 1.2 for c in br)
+
+
+def test_weights_default_command_and_compute_give_the_same_file(tmp_path):
+    hist = month_records(300, 11)
+    hist = hist.set_column(hist.schema.get_field_index("dscg_time"), "dscg_time",
+                           pa.array([f"2025-{i % 12 + 1:02d}-10" for i in range(hist.num_rows)]))
+    pq.write_table(hist, tmp_path / "h.parquet")
+    outs = []
+    for i, form in enumerate((["weights"], ["weights", "compute"])):
+        out = tmp_path / f"w{i}.parquet"
+        r = run(*form, tmp_path / "h.parquet", "--policy", POLICY, "-o", out, "--quiet")
+        assert r.exit_code == 0, r.output
+        assert "4 groups (0 without weight)" in r.stdout
+        outs.append(out.read_bytes())
+    r = run("weights", "--policy", POLICY, tmp_path / "h.parquet", "-o", tmp_path / "w2.parquet", "--quiet")
+    assert r.exit_code == 0, r.output                       # options before the file: still the default
+    assert outs[0] == outs[1] == (tmp_path / "w2.parquet").read_bytes()
+
+
+def test_imported_csv_reads_back_typed_and_encoding_option(tmp_path):
+    src = tmp_path / "t.csv"
+    src.write_bytes("DRG编码,DRG名称,RW,单议病组,不稳定病组\nAB19,肝移植,1.5,是,\nBR21,脑,,,※\n".encode("gbk"))
+    r = run("weights", "import", src, "--encoding", "gbk", "-o", tmp_path / "w.csv")
+    assert r.exit_code == 0, r.output
+    assert "2 groups read, 1 without a weight" in r.stdout and "review_group 1, unstable_group 1" in r.stdout
+    w = read_weight_table(tmp_path / "w.csv")
+    assert w["review_group"].to_pylist() == [True, False] and w["unstable_group"].to_pylist() == [False, True]
+    assert w["weight"].to_pylist() == [1.5, None] and w["name"].to_pylist() == ["肝移植", "脑"]
+    r = run("weights", "import", src, "--encoding", "latin-9x", "-o", tmp_path / "x.csv")
+    assert r.exit_code == 2 and "unknown encoding" in r.stderr

@@ -103,6 +103,9 @@ def check_column_map(m: dict, where: str) -> dict:
         raise InputError(f"{where}: weight_table.rows.duplicate_codes must be one of {', '.join(DUPLICATE_RULES)}")
     if "threshold_unit" in rows and rows["threshold_unit"] not in THRESHOLD_UNITS:
         raise InputError(f"{where}: weight_table.rows.threshold_unit must be one of {', '.join(THRESHOLD_UNITS)}")
+    if "not_codes" in rows and not (isinstance(rows["not_codes"], list)
+                                    and all(isinstance(x, str) for x in rows["not_codes"])):
+        raise InputError(f"{where}: weight_table.rows.not_codes must be a list of words")
     if "code_pattern" in rows:
         try:
             re.compile(rows["code_pattern"])
@@ -395,6 +398,7 @@ def import_table(path, column_map: dict | None = None, encoding: str | None = No
         matches[k] = m
     # rows
     pat = re.compile(spec.rows["code_pattern"])
+    not_codes = {norm(w) for w in spec.rows.get("not_codes", [])}
     dropped: dict[str, int] = {"title": h0}
     examples: dict[str, list[str]] = {}
     header_codes = {norm(headers[code_col])}
@@ -406,7 +410,7 @@ def import_table(path, column_map: dict | None = None, encoding: str | None = No
             why = "blank"
         elif norm(code) in header_codes:
             why = "repeated_header"
-        elif not pat.match(code):
+        elif not pat.match(code) or norm(code) in not_codes:
             why = "not_a_group"
         else:
             body.append([code] + r)
