@@ -335,7 +335,8 @@ def _header(rows: list[list[str]], spec: _Spec, path: Path) -> tuple[int, int, i
                     span += 1
                 return i, span, j
     raise InputError(f"{path}: no group-code column found in the first {spec.rows['header_search_rows']} rows "
-                     "(a header such as DRG编码); name it with --region-columns (columns.drg = \"…\")")
+                     f"(a header such as {', '.join(spec.columns['drg']['headers'][:3])}); "
+                     "name it with --region-columns (columns.drg = \"…\")")
 
 
 def _header_names(rows: list[list[str]], start: int, span: int, width: int) -> list[str]:
@@ -542,7 +543,7 @@ def import_table(path, column_map: dict | None = None, encoding: str | None = No
         arrays["drg"] = pa.array([r[0] for r in body], pa.string())
         mapping["drg"] = headers[code_col]
     if "weight" not in arrays:
-        raise InputError(f"{path}: no weight column (RW, 权重, 初始权重, 标准分值 …) among "
+        raise InputError(f"{path}: no weight column ({', '.join(spec.columns['weight']['headers'][:4])} …) among "
                          f"{', '.join(h for h in headers if h)}; name it with --region-columns "
                          "(columns.weight = \"…\")")
     for f in FLAG_COLUMNS_ORDER:
