@@ -519,7 +519,34 @@ def check_cmd(records, output, code_tables_dir, diagnosis_table, procedure_table
 
 # --- weights and settlement commands (weights/) ---
 
-@main.command("weights")
+class DefaultGroup(click.Group):
+    """A group with a default command: ``drgdip weights HISTORY …`` runs ``weights compute``
+    when the first argument is not one of the group's command names (nor --help)."""
+
+    def __init__(self, *args, default_command: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group("weights", cls=DefaultGroup, default_command="compute")
+def weights_group():
+    """Weight tables: compute relative weights from history (the default), or import a published table.
+
+    \b
+    Example:
+      drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
+      drgdip weights compute history.parquet --policy region.toml -o weights.parquet
+      drgdip weights import ../shared/data/weights/regions/苏州2023.csv -o suzhou-2023.parquet
+      drgdip weights import table.csv --region-columns map.toml --encoding gb18030 -o weights.parquet
+    """
+
+
+@weights_group.command("compute")
 @click.argument("history", type=click.Path(dir_okay=False))
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Region policy (TOML).")
 @click.option("-o", "--output", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Weights file (.parquet or .csv).")
@@ -534,7 +561,10 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
 
     \b
     Example:
+      drgdip weights compute history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
       drgdip weights history.parquet --scheme chs11.drgscheme --policy region.toml -o weights.parquet
+
+    The default command of ``drgdip weights``: the word ``compute`` may be left out.
     """
     from drgdip.weights.settlement.runs import make_weights
     _refuse_overwrite([history, policy_path], out)
@@ -546,6 +576,34 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
     high_cv = pc.sum(pc.fill_null(pc.greater_equal(t["cv"], 1.0), False)).as_py()
     click.echo(f"{t.num_rows} groups ({unpriced} without weight), RIV {r.riv:.4f}, {high_cv} group(s) with CV >= 1; "
                f"years {r.years}; excluded {r.excluded or 'none'} -> {out}")
+
+
+@weights_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Weight table to write (.parquet or .csv).")
+@click.option("--region-columns", "region_columns", type=click.Path(dir_okay=False),
+              help="Column map TOML laid over the built-in header aliases (a policy file with [weight_table] works).")
+@click.option("--encoding", default="auto", show_default=True,
+              help="Encoding of FILE: auto (UTF-8 with or without BOM, else GB18030), utf-8, gbk, gb18030.")
+@user_errors
+def weights_import_cmd(file, out, region_columns, encoding):
+    """Read a city's published DRG weight table (官方权重表) into the project's weight format.
+
+    Every published column is kept (as src_<header>); flags (基础病组, 单议病组, 中医优势病组,
+    不稳定病组) become bool columns, thresholds multiples. Prints groups read, rows dropped by
+    reason and flags found. See docs/official_tables.md.
+
+    \b
+    Example:
+      drgdip weights import ../shared/data/weights/regions/苏州2023.csv -o suzhou-2023.parquet
+      drgdip weights import table.csv --region-columns map.toml -o weights.parquet
+    """
+    from drgdip.weights.official_tables import import_file, summary_text
+    _refuse_overwrite([file, *( [region_columns] if region_columns else [])], out)
+    report = import_file(file, out, region_columns, None if encoding == "auto" else encoding)
+    click.echo(summary_text(report))
+    click.echo(f"-> {out}")
 
 
 @main.command("settle")

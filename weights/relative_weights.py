@@ -301,8 +301,26 @@ def _weights(x, gid, yid, lv, names, gadrg, years, yw_policy, excluded, policy: 
     return WeightResult(table, riv, excluded, yweights)
 
 
+OFFICIAL_FLAGS = ("basic_group", "review_group", "tcm_group", "unstable_group")
+
+
+def _bool_column(col, n: int, path, name: str) -> pa.Array:
+    """A flag column as bool: bool as is; in a CSV the text true/false (as written by drgdip)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_boolean(col.type):
+        return col
+    s = pc.utf8_lower(text(col, n))
+    ok = pc.or_(pc.is_null(s), pc.is_in(s, value_set=pa.array(["true", "false"])))
+    if not pc.all(ok).as_py():
+        raise InputError(f"{path}: {name} in row {pc.index(ok, False).as_py() + 2} is not true or false")
+    return pc.equal(s, "true")
+
+
 def read_weight_table(path, group_column: str = "drg") -> pa.Table:
-    """A weight table from a file: computed weights (Parquet) or an official table (CSV drg,weight)."""
+    """A weight table from a file: computed weights (Parquet), an official table imported by
+    ``drgdip weights import`` (Parquet; its flags and thresholds kept, typed) or an official
+    table (CSV drg,weight). Rows with an empty weight stay (their cases: GROUP_NOT_PRICED)."""
     from drgdip.arrowio import read_table
     t = read_table(path)
     if group_column not in t.column_names or "weight" not in t.column_names:
@@ -317,6 +335,18 @@ def read_weight_table(path, group_column: str = "drg") -> pa.Table:
     for extra in ("mean_cost", "mean_los"):
         if extra in t.column_names:
             cols[extra] = numeric(t[extra], n)[0]
+    # the contract columns of an imported official table (docs/official_tables.md), typed
+    if "name" in t.column_names:
+        cols["name"] = text(t["name"], n)
+    for flag in OFFICIAL_FLAGS:
+        if flag in t.column_names:
+            cols[flag] = _bool_column(t[flag], n, path, flag)
+    for k in ("low_k", "high_k"):
+        if k in t.column_names:
+            v, bad = numeric(t[k], n)
+            if pc.any(bad).as_py():
+                raise InputError(f"{path}: {k} in row {pc.index(bad, True).as_py() + 2} is not a number")
+            cols[k] = v
     out = pa.table(cols)
     vc = pc.value_counts(out[group_column])
     dup = vc.filter(pc.greater(vc.field("counts"), 1))

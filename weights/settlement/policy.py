@@ -276,10 +276,11 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
                 "records", "settlement", "weights", "reserve", "advance", "point_value", "quality", "incentives",
-                "dip", "dip_settlement"}
+                "dip", "dip_settlement", "weight_table"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
+    weight_table_map(merged["weight_table"], where)
 
     reg = merged["region"]
     r.known(reg, "region", {"name", "form", "base_points"})
@@ -443,6 +444,19 @@ def parse_fund_limits(merged: dict, r: _Reader) -> FundLimits:
         projected_growth=r.number(pv, "point_value", "growth", -1.0),
         quality_bands=tuple(qb), quality_missing_refund=r.number(q, "quality", "missing_refund", 0.0, 1.0),
         incentive_bands=incentive)
+
+
+def weight_table_map(section: dict, where: str = "policy") -> dict:
+    """The policy's ``[weight_table]`` column map for official weight tables (官方权重表), checked
+    (PolicyError naming the field); {} when the policy has none. Used by ``drgdip weights
+    import --region-columns POLICY`` (drgdip.weights.official_tables)."""
+    from drgdip.weights.official_tables import check_column_map
+    try:
+        return check_column_map(section, where)
+    except PolicyError:
+        raise
+    except InputError as exc:
+        raise PolicyError(str(exc)) from None
 
 
 def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:
