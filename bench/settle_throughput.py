@@ -8,7 +8,10 @@ and the maximum resident set size, with the load average before the run (the mac
 be shared: figures on a loaded machine are slower, not smaller in memory).
 
 Files go to ``--work`` (default a temporary folder; synthetic files are kept there and
-reused when present).
+reused when present). Above ``--synth-max`` records (default 5,000,000: the generator needs
+about 1.5 GB a million) the file is the ``--synth-max`` month repeated, each copy's
+settlement ids (``id``) prefixed with its copy number so that none repeats, then cut to N
+rows (``records-N.parquet``), written row group by row group.
 """
 from __future__ import annotations
 
@@ -44,13 +47,44 @@ def _time_v(stderr: str) -> dict[str, float]:
             "sys": float(field("System time (seconds)")), "rss_mb": int(field("Maximum resident set size (kbytes)")) / 1024}
 
 
-def run(n: int, work: Path, batch_size: int) -> dict:
-    demo = work / "demo"
-    if not (demo / "policy.toml").exists():
-        _cli("demo", "--out", str(demo))
+def _synth(n: int, work: Path) -> Path:
     records = work / f"records-{n}.parquet"
     if not records.exists():
         _cli("synth", "-o", str(records), "--years", "2024", "--months", "1", "--records-per-month", str(n))
+    return records
+
+
+def _repeated(n: int, base: Path, work: Path) -> Path:
+    """``base`` repeated until ``n`` rows, ids made distinct per copy (bounded memory)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    records = work / f"records-{n}.parquet"
+    if records.exists():
+        return records
+    src = pq.ParquetFile(base)
+    tmp = records.with_suffix(".tmp")
+    left, copy = n, 0
+    with pq.ParquetWriter(tmp, src.schema_arrow, compression="zstd") as w:
+        while left > 0:
+            for batch in src.iter_batches(batch_size=1 << 18):
+                if left <= 0:
+                    break
+                batch = batch.slice(0, min(left, batch.num_rows))
+                i = batch.schema.get_field_index("id")
+                ids = pc.binary_join_element_wise(pa.scalar(f"C{copy}"), batch.column(i).cast(pa.string()), "-")
+                w.write_batch(batch.set_column(i, "id", ids))
+                left -= batch.num_rows
+            copy += 1
+    tmp.rename(records)
+    return records
+
+
+def run(n: int, work: Path, batch_size: int, synth_max: int = 5_000_000) -> dict:
+    demo = work / "demo"
+    if not (demo / "policy.toml").exists():
+        _cli("demo", "--out", str(demo))
+    records = _synth(n, work) if n <= synth_max else _repeated(n, _synth(synth_max, work), work)
     out, ledger = work / f"settled-{n}", work / f"ledger-{n}"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(ledger, ignore_errors=True)
@@ -73,12 +107,14 @@ def main(argv=None) -> None:
     ap.add_argument("--records", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--batch-size", type=int, default=1 << 16)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--synth-max", type=int, default=5_000_000,
+                    help="largest month synthesised; bigger N repeat it with distinct ids")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="settle-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"{'records':>10} {'load':>5} {'wall s':>8} {'user s':>8} {'sys s':>7} {'records/s':>10} {'max RSS MB':>11}")
     for n in args.records:
-        r = run(n, work, args.batch_size)
+        r = run(n, work, args.batch_size, args.synth_max)
         print(f"{r['records']:>10,} {r['load']:>5.1f} {r['wall']:>8.1f} {r['user']:>8.1f} {r['sys']:>7.1f} "
               f"{r['rate']:>10,.0f} {r['rss_mb']:>11,.0f}", flush=True)
 
