@@ -188,9 +188,10 @@ def isnull(x) -> bool:
 
 def step_personal_share(records: pd.DataFrame, benefits: pd.DataFrame | None) -> list[int | None]:
     """'settle --benefits': each record's share from the benefits file, joined by id; a stay
-    invalid there has no share. Without benefits: the records' own column."""
+    invalid there has no share. Without benefits: the records' own column. A negative share
+    is no share (BAD_PERSONAL_SHARE)."""
     if benefits is None:
-        return [to_cents(x) for x in records["personal_share"]]
+        return [c if c is not None and c >= 0 else None for c in (to_cents(x) for x in records["personal_share"])]
     by_id = {}
     for rid, status, share in zip(benefits["id"], benefits["status"], benefits["personal_share"]):
         by_id[rid] = None if status == "invalid" else to_cents(share)
@@ -296,7 +297,9 @@ def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: 
         reason = "SPECIAL_REVIEW_FLAG" if _flagged(flag) else "SPECIAL_REVIEW_COST"
         pay = sr["payment"]
         if pay == "hold":
-            return base, ratio, "unpriced", "SPECIAL_REVIEW_HOLD", None
+            # listed, not paid: case type special_review without points (the docs do not name
+            # the case type of a held case: ambiguity A14)
+            return base, ratio, "special_review", "SPECIAL_REVIEW_HOLD", None
         points = base * ratio if pay == "actual" else base
         return base, ratio, "special_review", reason, points
     if ratio > k:
@@ -359,7 +362,11 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame, poli
     for rec, share in zip(records.to_dict("records"), shares):
         fund = step_fund(rec.get("fund"), policy)
         reason = step_unpriced_reason(rec, fund, share, table, policy, period, duplicates)
-        c = {"id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund,
+        # the share as cases.parquet shows it: the one read (benefits or the record's own,
+        # negative kept as written)
+        shown = share if benefits is not None or isnull(rec.get("personal_share")) \
+            else to_cents(rec.get("personal_share"))
+        c = {"id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund, "shown_share": shown,
              "coefficient": step_coefficient(rec.get("hospital_id"), policy), "share": share,
              "cost": to_cents(rec.get("total_cost")), "weight": None, "group_mean_cost": None,
              "cost_ratio": None, "base_points": None, "points": None, "amount": None, "fund_amount": None}
@@ -385,9 +392,12 @@ def step_hospitals(cases: list[dict]) -> dict:
     """Per (hospital, fund): cases, unpriced, weight sum, points (fsum), share, payment, cost."""
     h = {}
     for c in cases:
-        if c["fund_key"] is None or isnull(c["hospital_id"]):
-            continue
-        r = h.setdefault((c["hospital_id"], c["fund_key"]), {
+        if c["fund_key"] is None:
+            continue  # report.md: cases of no known fund are in no fund's row and no hospital's
+        # a case without a hospital code is counted in a row with an empty hospital_id (the
+        # docs are silent: ambiguity A12)
+        hid = "" if isnull(c["hospital_id"]) else c["hospital_id"]
+        r = h.setdefault((hid, c["fund_key"]), {
             "cases": 0, "unpriced_cases": 0, "weights": [], "points_list": [], "personal_share": 0,
             "payment": 0, "cost": 0, "unpriced_cost": 0, "weight_sum_float": 0.0})
         if c["points"] is None:
@@ -591,8 +601,8 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame)
         rep.check(name, "case_type", key, c["case_type"], r["case_type"])
         rep.check(name, "pricing_reason", key, c["pricing_reason"], r["pricing_reason"])
         rep.check(name, "coefficient", key, c["coefficient"], _num(r["coefficient"]))
-        rep.check(name, "personal_share", key, c["share"], _cents_or_none(r["personal_share"]))
-        if c["points"] is None and c["case_type"] == "unpriced":
+        rep.check(name, "personal_share", key, c["shown_share"], _cents_or_none(r["personal_share"]))
+        if c["points"] is None and c["case_type"] == "unpriced":  # (held cases: below, points None)
             # unpriced: no points and no money (settlement.md §1.2, §5); the weight is shown
             # when the group has one
             for col in ("group_mean_cost", "cost_ratio", "base_points", "points", "amount", "fund_amount"):
@@ -610,13 +620,12 @@ def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFr
     want = [c["id"] for c in ours if c["case_type"] in ("unpriced", "special_review")]
     got = list(review["id"])
     rep.check("review.csv", "ids (list)", period, want, got)
-    by_id = {c["id"]: c for c in ours}
-    for rid, reason, cost, share in zip(review["id"], review["pricing_reason"], review["total_cost"],
-                                        review["personal_share"]):
-        c = by_id.get(rid)
-        rep.check("review.csv", "pricing_reason", f"{period} {rid}", c and c["pricing_reason"], reason)
-        rep.check("review.csv", "total_cost", f"{period} {rid}", c and c["cost"], _cents_or_none(cost))
-        rep.check("review.csv", "personal_share", f"{period} {rid}", c and c["share"], _cents_or_none(share))
+    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review")]
+    for c, rid, reason, cost, share in zip(listed, review["id"], review["pricing_reason"], review["total_cost"],
+                                           review["personal_share"]):
+        rep.check("review.csv", "pricing_reason", f"{period} {rid}", c["pricing_reason"], reason)
+        rep.check("review.csv", "total_cost", f"{period} {rid}", c["cost"], _cents_or_none(cost))
+        rep.check("review.csv", "personal_share", f"{period} {rid}", c["shown_share"], _cents_or_none(share))
 
 
 HOSP_MONEY = ("personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")
@@ -724,6 +733,28 @@ def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | 
 
 def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def check_month(records_path, weights_path, policy_path, out_dir, period: str, benefits_path=None,
+                rep: Report | None = None) -> Report:
+    """One ``drgdip settle PERIOD RECORDS`` run's outputs (cases, review, hospitals, summary)
+    against the recomputation."""
+    rep = rep or Report()
+    policy = read_policy(policy_path)
+    weights = pq.read_table(weights_path).to_pandas()
+    benefits = pq.read_table(benefits_path).to_pandas() if benefits_path else None
+    records = pq.read_table(records_path).to_pandas()
+    month = recompute_month(records, benefits, weights, policy, period)
+    out_dir = Path(out_dir)
+    compare_cases(rep, period, month["cases"], pq.read_table(out_dir / "cases.parquet").to_pandas())
+    compare_review(rep, period, month["cases"], _read_csv(out_dir / "review.csv"))
+    hcsv = _read_csv(out_dir / "hospitals.csv")
+    compare_hospitals(rep, "hospitals.csv (month)", month["hospitals"], hcsv)
+    compare_month_point_value(rep, "hospitals.csv (month)", month, hcsv)
+    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    compare_summary(rep, "summary.json (month)", month["summary"], summary)
+    compare_reasons(rep, "summary.json (month)", month["cases"], summary)
+    return rep
 
 
 def check_demo(folder) -> Report:
