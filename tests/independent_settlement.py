@@ -242,7 +242,9 @@ def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: 
     status = rec.get("status")
     if status == "invalid":
         return "INVALID_RECORD"
-    if status not in (None, "grouped") or isnull(rec.get("drg")):
+    # an ambiguous case (歧义组 QY) has a group and is priced like any other when the table
+    # has that group (the docs did not say: A5)
+    if status not in (None, "grouped", "ambiguous") or isnull(rec.get("drg")):
         return "NOT_GROUPED"
     row = table.get(rec["drg"])
     if row is None:
@@ -371,9 +373,8 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame, poli
              "cost": to_cents(rec.get("total_cost")), "weight": None, "group_mean_cost": None,
              "cost_ratio": None, "base_points": None, "points": None, "amount": None, "fund_amount": None}
         row = table.get(rec.get("drg"))
-        if row is not None and rec.get("status") in (None, "grouped") and not isnull(row["weight"]) \
-                and row["weight"] > 0:
-            c["weight"] = row["weight"]
+        if row is not None and not isnull(row["weight"]):
+            c["weight"] = row["weight"]  # every case shows its group's weight when the table has the group
         if reason is None:
             c["weight"], c["group_mean_cost"] = row["weight"], row["mean_cost"]
             base, ratio, ctype, preason, points = step_case_points(

@@ -189,7 +189,9 @@ def edge_month(demo_dir: Path, tmp_path: Path, missing_date: bool = False) -> tu
              17: {"fund": "xyz", "discharge_date": f"{period[:4]}-02-30"}, 18: {"personal_share": 1234.565},
              19: {"los_days": float("nan")}, 20: {"total_cost": 100.125, "personal_share": 0.125},
              21: {"discharge_date": f"{period}-05 10:00:00"}, 22: {"total_cost": float(df.loc[22, "total_cost"]) * 20},
-             23: {"fund": " employee "}, 24: {"hospital_id": ""}, 25: {"los_days": 0.0}}
+             23: {"fund": " employee "}, 24: {"hospital_id": ""}, 25: {"los_days": 0.0},
+             26: {"status": "ambiguous"}, 27: {"drg": "ZZ99"}, 28: {"total_cost": -1.0},
+             31: {"status": "ungroupable"}}
     if missing_date:
         edits[16] = {"discharge_date": None}
     for row, values in edits.items():
@@ -198,6 +200,11 @@ def edge_month(demo_dir: Path, tmp_path: Path, missing_date: bool = False) -> tu
     df.loc[6, "id"] = df.loc[5, "id"]
     path = tmp_path / f"{period}.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    # one group of the month without a positive weight, one without a mean cost
+    weights = pq.read_table(demo_dir / "weights.parquet").to_pandas()
+    for row, col in ((29, "weight"), (30, "mean_cost")):
+        weights.loc[weights["drg"] == df.loc[row, "drg"], col] = 0.0 if col == "weight" else float("nan")
+    pq.write_table(pa.Table.from_pandas(weights, preserve_index=False), tmp_path / "weights.parquet")
     return path, period
 
 
@@ -210,10 +217,10 @@ def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False):
     (tmp_path / "policy.toml").write_text(policy, encoding="utf-8")
     out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "drgdip", "settle", period, str(records), "--weights",
-                    str(demo_dir / "weights.parquet"), "--policy", str(tmp_path / "policy.toml"), "--ledger",
+                    str(tmp_path / "weights.parquet"), "--policy", str(tmp_path / "policy.toml"), "--ledger",
                     str(tmp_path / "l.db"), "--new-ledger", "--out", str(out), "--quiet"],
                    check=True, capture_output=True, text=True)
-    return check_month(records, demo_dir / "weights.parquet", tmp_path / "policy.toml", out, period)
+    return check_month(records, tmp_path / "weights.parquet", tmp_path / "policy.toml", out, period)
 
 
 @pytest.mark.parametrize("payment", ["actual", "hold", "normal"])
@@ -222,7 +229,8 @@ def test_every_unpriced_reason_and_special_review_recomputed(demo_dir, tmp_path,
     assert report.total_differ == 0, report.text()
     assert report.compared[("cases.parquet", "pricing_reason")] == 40
     reasons = {e for e in ("UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_DISCHARGE_DATE", "OUT_OF_PERIOD", "BAD_LOS",
-                           "DUPLICATE_SETTLEMENT_ID", "BAD_COST", "BAD_PERSONAL_SHARE")}
+                           "DUPLICATE_SETTLEMENT_ID", "BAD_COST", "BAD_PERSONAL_SHARE", "NOT_GROUPED",
+                           "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED", "NO_GROUP_MEAN_COST")}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert reasons <= set(summary["reasons"])
     held = "SPECIAL_REVIEW_HOLD" if payment == "hold" else "SPECIAL_REVIEW_FLAG"
