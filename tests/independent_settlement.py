@@ -237,13 +237,15 @@ def _parse_date(s):
 
 def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: dict, policy,
                          period: str, duplicates: set) -> str | None:
-    """settlement.md §1.2: the reason a case cannot be priced, in the order the doc lists them
-    (the order is not stated as a precedence: ambiguity A4), or None."""
+    """settlement.md §1.2: the reason a case cannot be priced, or None. When several apply,
+    the first in this order (settlement.md §1.2 "Which reason"): the grouper's status, the
+    weight table, the cost, the personal share, the fund, the hospital, the length of stay,
+    a duplicate id, the discharge date, the group's mean cost."""
     status = rec.get("status")
     if status == "invalid":
         return "INVALID_RECORD"
     # an ambiguous case (歧义组 QY) has a group and is priced like any other when the table
-    # has that group (the docs did not say: A5)
+    # has that group
     if status not in (None, "grouped", "ambiguous") or isnull(rec.get("drg")):
         return "NOT_GROUPED"
     row = table.get(rec["drg"])
@@ -254,25 +256,27 @@ def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: 
     cost = rec.get("total_cost")
     if isnull(cost) or cost < 0:
         return "BAD_COST"
+    if share is None:
+        return "BAD_PERSONAL_SHARE"
     if fund is None:
         return "UNKNOWN_FUND"
     if isnull(rec.get("hospital_id")) or str(rec["hospital_id"]).strip() == "":
         return "MISSING_HOSPITAL"
-    d = _parse_date(rec.get("discharge_date"))
-    if d is None:
-        return "BAD_DISCHARGE_DATE"
-    if f"{d.year:04d}-{d.month:02d}" != period:
-        return "OUT_OF_PERIOD"
     los = rec.get("los_days")
     if not isnull(los):
         if los < policy["records"]["los_min_days"] or los > policy["records"]["los_max_days"]:
             return "BAD_LOS"
     if rec.get("id") in duplicates:
         return "DUPLICATE_SETTLEMENT_ID"
+    # a missing date cannot show the case is in the period: BAD_DISCHARGE_DATE by the docs
+    # (drgdip prices such a case: reported, test_a_record_without_a_discharge_date_is_not_priced)
+    d = _parse_date(rec.get("discharge_date"))
+    if d is None:
+        return "BAD_DISCHARGE_DATE"
+    if f"{d.year:04d}-{d.month:02d}" != period:
+        return "OUT_OF_PERIOD"
     if isnull(row["mean_cost"]) or row["mean_cost"] <= 0:
         return "NO_GROUP_MEAN_COST"
-    if share is None:
-        return "BAD_PERSONAL_SHARE"
     return None
 
 

@@ -194,10 +194,19 @@ def edge_month(demo_dir: Path, tmp_path: Path, missing_date: bool = False) -> tu
              31: {"status": "ungroupable"}}
     if missing_date:
         edits[16] = {"discharge_date": None}
+    # two defects in one record: the reason is the first of settlement.md §1.2's order
+    pairs = [{"total_cost": -2.0, "personal_share": -1.0}, {"personal_share": -1.0, "fund": "xyz"},
+             {"fund": "xyz", "hospital_id": None}, {"hospital_id": None, "los_days": 500.0},
+             {"los_days": 500.0, "discharge_date": f"{period[:4]}-02-30"},
+             {"drg": "ZZ98", "total_cost": -3.0}, {"status": "invalid", "fund": "xyz"}]
+    for n, values in enumerate(pairs):
+        edits[32 + n] = values
+    edits[39] = {"discharge_date": other}  # duplicate (row 38's id) and out of period
     for row, values in edits.items():
         for col, v in values.items():
             df.loc[row, col] = v
     df.loc[6, "id"] = df.loc[5, "id"]
+    df.loc[39, "id"] = df.loc[38, "id"]
     path = tmp_path / f"{period}.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
     # one group of the month without a positive weight, one without a mean cost
@@ -235,6 +244,10 @@ def test_every_unpriced_reason_and_special_review_recomputed(demo_dir, tmp_path,
     assert reasons <= set(summary["reasons"])
     held = "SPECIAL_REVIEW_HOLD" if payment == "hold" else "SPECIAL_REVIEW_FLAG"
     assert summary["reasons"][held] >= 2
+    cases = pq.read_table(tmp_path / "out" / "cases.parquet").to_pandas()
+    assert list(cases["pricing_reason"][32:40]) == [
+        "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS", "GROUP_NOT_IN_TABLE",
+        "INVALID_RECORD", "DUPLICATE_SETTLEMENT_ID"]
 
 
 @pytest.mark.xfail(strict=True, reason="reported: a record with no discharge date is priced in the period "
