@@ -548,6 +548,7 @@ class Report:
     compared: dict = field(default_factory=lambda: defaultdict(int))
     differ: dict = field(default_factory=lambda: defaultdict(int))
     examples: dict = field(default_factory=lambda: defaultdict(list))
+    months: dict = field(default_factory=dict)  # the recomputed months (check_month)
 
     def check(self, output: str, column: str, key, ours, theirs) -> None:
         self.compared[(output, column)] += 1
@@ -759,6 +760,20 @@ def check_month(records_path, weights_path, policy_path, out_dir, period: str, b
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
     compare_summary(rep, "summary.json (month)", month["summary"], summary)
     compare_reasons(rep, "summary.json (month)", month["cases"], summary)
+    rep.months[period] = month
+    return rep
+
+
+def check_year(months: dict, policy_path, out_dir, year: str, rep: Report | None = None) -> Report:
+    """One ``drgdip settle YEAR --final`` run's outputs against the recomputation from the
+    recomputed months (``recompute_month`` results by period)."""
+    rep = rep or Report()
+    result = step_annual(months, read_policy(policy_path), year)
+    out_dir = Path(out_dir)
+    compare_hospitals(rep, "hospitals.csv (year)", result["hospitals"], _read_csv(out_dir / "hospitals.csv"),
+                      annual=True)
+    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    compare_summary(rep, "summary.json (year)", result["funds"], summary, annual=True)
     return rep
 
 

@@ -21,6 +21,7 @@ from independent_settlement import (
     RuleNotCovered,
     check_demo,
     check_month,
+    check_year,
     largest_remainder,
     read_policy,
     step_annual,
@@ -229,7 +230,13 @@ def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False):
                     str(tmp_path / "weights.parquet"), "--policy", str(tmp_path / "policy.toml"), "--ledger",
                     str(tmp_path / "l.db"), "--new-ledger", "--out", str(out), "--quiet"],
                    check=True, capture_output=True, text=True)
-    return check_month(records, tmp_path / "weights.parquet", tmp_path / "policy.toml", out, period)
+    report = check_month(records, tmp_path / "weights.parquet", tmp_path / "policy.toml", out, period)
+    # the year of that one month (--partial-year: the whole year's budget over the month)
+    year = tmp_path / "year"
+    subprocess.run([sys.executable, "-m", "drgdip", "settle", period[:4], "--final", "--partial-year", "--policy",
+                    str(tmp_path / "policy.toml"), "--ledger", str(tmp_path / "l.db"), "--out", str(year),
+                    "--quiet"], check=True, capture_output=True, text=True)
+    return check_year(report.months, tmp_path / "policy.toml", year, period[:4], report)
 
 
 @pytest.mark.parametrize("payment", ["actual", "hold", "normal"])
@@ -237,6 +244,7 @@ def test_every_unpriced_reason_and_special_review_recomputed(demo_dir, tmp_path,
     report = settle_edge(demo_dir, tmp_path, payment)
     assert report.total_differ == 0, report.text()
     assert report.compared[("cases.parquet", "pricing_reason")] == 40
+    assert report.compared[("hospitals.csv (year)", "adjustment")] > 5
     reasons = {e for e in ("UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_DISCHARGE_DATE", "OUT_OF_PERIOD", "BAD_LOS",
                            "DUPLICATE_SETTLEMENT_ID", "BAD_COST", "BAD_PERSONAL_SHARE", "NOT_GROUPED",
                            "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED", "NO_GROUP_MEAN_COST")}
