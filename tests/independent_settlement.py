@@ -76,10 +76,10 @@ DOC_DEFAULTS = {
 # field -> the values this checker implements (None: any value). A field missing here is a
 # rule the checker does not know.
 COVERED = {
-    "region.name": None, "region.form": {"point"}, "region.base_points": None,
+    "region.name": None, "region.form": {"point", "rate"}, "region.base_points": None,
     "funds.employee": None, "funds.resident": None,
     "budget.employee": None, "budget.resident": None,
-    "rate.employee": {"__empty__"}, "rate.resident": {"__empty__"},
+    "rate.employee": None, "rate.resident": None,
     "coefficients.default": None, "coefficients.level": None, "coefficients.hospital_level": None,
     "coefficients.hospital": None,
     "deviation.high_bands": None, "deviation.high_payment": {"add_on", "actual", "cap", "none"},
@@ -295,7 +295,9 @@ def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: 
     """settlement.md §1.2 and policy.md [deviation], [special_review]: base points, ratio,
     case type, pricing reason and points (float64, left to right as the docs write them)."""
     dev, sr = policy["deviation"], policy["special_review"]
-    base = weight * float(policy["region"]["base_points"]) * coefficient
+    # settlement.md §1.2: base points of the policy (100 or 1000; 1 in the rate form)
+    base_points = 1.0 if policy["region"]["form"] == "rate" else float(policy["region"]["base_points"])
+    base = weight * base_points * coefficient
     ratio = cost / mean_cost
     k = _k_high(weight, policy)
     cm = float(sr["cost_multiple"])
@@ -335,7 +337,7 @@ def step_case_amounts(cases: list[dict], budget_cents: dict) -> dict:
     """settlement.md §1.3-1.4, §2: per fund T = budget + Σ personal share of the priced cases;
     case amount by largest remainder of T × pᵢ / Σ p (exact points), fund_amount = amount − share."""
     funds = {}
-    for fund in ("employee", "resident"):
+    for fund in [f for f in ("employee", "resident") if f in budget_cents]:
         idx = [i for i, c in enumerate(cases) if c["fund_key"] == fund and c["points"] is not None]
         if not idx:
             continue
@@ -449,18 +451,49 @@ def step_fund_summary(funds: dict, hospitals: dict, cases: list[dict]) -> dict:
     return out
 
 
+def step_rate_amounts(cases: list[dict], rates: dict) -> dict:
+    """settlement.md §1.3, §2, rate form (费率法) with a published rate: amount = pᵢ × rate,
+    largest remainder to Σ pᵢ × rate rounded half up; point value = rate."""
+    funds = {}
+    for fund, rate in rates.items():
+        idx = [i for i, c in enumerate(cases) if c["fund_key"] == fund and c["points"] is not None]
+        if not idx:
+            continue
+        pts = [Fraction(cases[i]["points"]) for i in idx]
+        r = exact(rate)
+        exact_cents = [p * r * 100 for p in pts]
+        total = half_away(sum(exact_cents, Fraction(0)))
+        for i, c in zip(idx, largest_remainder(exact_cents, total)):
+            cases[i]["amount"] = c
+            cases[i]["fund_amount"] = c - cases[i]["share"]
+        sp = sum(pts)
+        funds[fund] = {"budget": None, "personal_share": sum(cases[i]["share"] for i in idx), "T": total,
+                       "points_exact": sp, "points": float(sp), "point_value": r, "point_value_float": float(rate),
+                       "rate": float(rate), "cases": len(idx)}
+    return funds
+
+
 def recompute_month(records, benefits, weights, policy, period: str) -> dict:
-    if policy["region"]["form"] != "point":
-        raise RuleNotCovered(f"rule region.form = {policy['region']['form']!r} not covered")
+    form = policy["region"]["form"]
     cases = recompute_cases(records, benefits, weights, policy, period)
-    budgets = {}
+    budgets, rates = {}, {}
     for fund in ("employee", "resident"):
         if any(c["fund_key"] == fund and c["points"] is not None for c in cases):
+            rate = policy["rate"][fund].get(period, policy["rate"][fund].get(period[:4])) if form == "rate" else None
+            if rate is not None:
+                rates[fund] = rate
+                continue
             b = policy["budget"][fund].get(period)
             if b is None:
                 raise ValueError(f"budget.{fund} has no {period}")
             budgets[fund] = to_cents(b)
+    # with a budget and no rate, the rate form computes the rate like the point value
+    # (summary.json then shows rate null and the computed rate as point_value)
     funds = step_case_amounts(cases, budgets)
+    if form == "rate":
+        for f in funds.values():
+            f["rate"] = None
+        funds.update(step_rate_amounts(cases, rates))
     hospitals = step_hospitals(cases)
     step_withholding(hospitals, policy)
     return {"cases": cases, "funds": funds, "hospitals": hospitals,
@@ -672,10 +705,12 @@ def compare_summary(rep: Report, name: str, ours: dict, summary: dict, annual=Fa
     for fund, o in ours.items():
         g = got.get(fund, {})
         key = f"{name} {fund}"
+        if "rate" in g or "rate" in o:
+            rep.check(name, "rate", key, o.get("rate"), g.get("rate"))
         money = ["budget", "personal_share", "unpriced_cost", "payment", "amount_due"]
         money += ["adjustment", "monthly_paid", "balance", "budget_spent"] if annual else ["withheld", "paid"]
         for col in money:
-            rep.check(name, col, key, o[col], None if g.get(col) is None else text_cents(g[col]))
+            rep.check(name, col, key, o.get(col), None if g.get(col) is None else text_cents(g[col]))
         for col in ("cases", "hospitals", "unpriced_cases"):
             rep.check(name, col, key, o[col], g.get(col))
         # float64 figures: the nearest float to the exact value (the docs do not say: A9)
@@ -768,7 +803,10 @@ def check_year(months: dict, policy_path, out_dir, year: str, rep: Report | None
     """One ``drgdip settle YEAR --final`` run's outputs against the recomputation from the
     recomputed months (``recompute_month`` results by period)."""
     rep = rep or Report()
-    result = step_annual(months, read_policy(policy_path), year)
+    policy = read_policy(policy_path)
+    if policy["region"]["form"] != "point":
+        raise RuleNotCovered(f"rule region.form = {policy['region']['form']!r} (annual settlement) not covered")
+    result = step_annual(months, policy, year)
     out_dir = Path(out_dir)
     compare_hospitals(rep, "hospitals.csv (year)", result["hospitals"], _read_csv(out_dir / "hospitals.csv"),
                       annual=True)

@@ -84,7 +84,7 @@ def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
     ('[per_diem]\nday_points = 80\n', "rule per_diem not covered"),
     ('[settlement]\nreserve_share = 0.02\n', "rule settlement.reserve_share not covered"),
     ('[deviation]\ngroup_mean = "period"\n', "rule deviation.group_mean = 'period' not covered"),
-    ('[region]\nform = "rate"\n', "rule region.form = 'rate' not covered"),
+    ('[region]\nform = "fee"\n', "rule region.form = 'fee' not covered"),
 ])
 def test_a_rule_the_checker_does_not_know_is_refused(tmp_path, extra, rule):
     p = tmp_path / "policy.toml"
@@ -116,7 +116,7 @@ def test_the_docs_defaults_are_the_defaults_file():
             assert defaults[section][name] == value, f"{section}.{name}"
 
 
-POLICY_3 = {"region": {"base_points": 100}, "deviation": {
+POLICY_3 = {"region": {"base_points": 100, "form": "point"}, "deviation": {
     "high_bands": [{"below": 2.0, "k": 3.0}, {"k": 2.0}], "high_payment": "add_on", "high_add_on_share": 1.0,
     "low_k": 0.4, "low_payment": "proportional"}, "special_review": {"cost_multiple": 0.0, "payment": "actual"},
     "settlement": {"withholding_share": 0.05,
@@ -218,12 +218,14 @@ def edge_month(demo_dir: Path, tmp_path: Path, missing_date: bool = False) -> tu
     return path, period
 
 
-def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False):
+def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False):
     records, period = edge_month(demo_dir, tmp_path, missing_date)
     policy = (demo_dir / "policy.toml").read_text(encoding="utf-8")
     policy = policy.replace("[deviation]", f'[special_review]\ncost_multiple = 4.0\npayment = "{payment}"\n\n[deviation]')
     policy = policy.replace("[coefficients.hospital_level]",
                             "[coefficients.hospital]\nH99010000003 = 0.95\n\n[coefficients.hospital_level]")
+    if rate:  # the rate form: a published employee rate with half a cent, the resident rate from the budget
+        policy = policy.replace('form = "point"', 'form = "rate"') + '\n[rate.employee]\n"' + period[:4] + '" = 17500.555\n'
     (tmp_path / "policy.toml").write_text(policy, encoding="utf-8")
     out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "drgdip", "settle", period, str(records), "--weights",
@@ -231,6 +233,8 @@ def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False):
                     str(tmp_path / "l.db"), "--new-ledger", "--out", str(out), "--quiet"],
                    check=True, capture_output=True, text=True)
     report = check_month(records, tmp_path / "weights.parquet", tmp_path / "policy.toml", out, period)
+    if rate:
+        return report
     # the year of that one month (--partial-year: the whole year's budget over the month)
     year = tmp_path / "year"
     subprocess.run([sys.executable, "-m", "drgdip", "settle", period[:4], "--final", "--partial-year", "--policy",
@@ -256,6 +260,15 @@ def test_every_unpriced_reason_and_special_review_recomputed(demo_dir, tmp_path,
     assert list(cases["pricing_reason"][32:40]) == [
         "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS", "GROUP_NOT_IN_TABLE",
         "INVALID_RECORD", "DUPLICATE_SETTLEMENT_ID"]
+
+
+def test_the_rate_form_recomputed(demo_dir, tmp_path):
+    report = settle_edge(demo_dir, tmp_path, "actual", rate=True)
+    assert report.total_differ == 0, report.text()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["funds"]["employee"]["rate"] == 17500.555
+    assert summary["funds"]["resident"]["rate"] is None
+    assert report.compared[("summary.json (month)", "rate")] == 2
 
 
 @pytest.mark.xfail(strict=True, reason="reported: a record with no discharge date is priced in the period "
