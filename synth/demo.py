@@ -223,5 +223,12 @@ def summary_table(result: dict) -> str:
                      f"under the benefit policy, the personal share the settlement counted (settle --benefits); "
                      f"the synthesizer's own personal_share column was {ben['record_personal_cents'] / 100:,.2f} "
                      f"({ben['record_personal_cents'] / ben['cost_cents']:.1%})")
+    methods: dict[str, int] = {}        # cases by payment method (summary.json of each month)
+    for s in result["monthly"]:
+        doc = json.loads((Path(result["out"]) / "settled" / s.period / "summary.json").read_text(encoding="utf-8"))
+        for k, v in doc.get("payment_methods", {}).items():
+            methods[k] = methods.get(k, 0) + v
+    if methods:
+        lines.append(f"payment methods {result['years'][-1]}: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())))
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

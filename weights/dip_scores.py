@@ -310,5 +310,5 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None):
                         "mean_cost": pa.array(np.where(found, mean * c, np.nan))})
     cases = grouped.append_column("_dip_key", key)
     priced = price_cases(cases, weights, policy, group_column="_dip_key", weight_column="weight",
-                         base_points=base, period=period)
+                         base_points=base, period=period, method="dip")
     return priced.drop_columns(["_dip_key"])
