@@ -295,7 +295,8 @@ def group_dataframe(df, scheme=None, *, method: str = "drg", catalog=None, codes
 #: the Arrow types of the columns price_cases adds (weights.settlement.points.PRICE_COLUMNS)
 PRICE_TYPES = {"fund_key": pa.string(), "weight": pa.float64(), "group_mean_cost": pa.float64(),
                "cost_ratio": pa.float64(), "coefficient": pa.float64(), "base_points": pa.float64(),
-               "case_type": pa.string(), "pricing_reason": pa.string(), "points": pa.float64()}
+               "case_type": pa.string(), "pricing_reason": pa.string(), "payment_method": pa.string(),
+               "points": pa.float64()}
 #: the record roles a settlement reads (weights.settlement.settle.settle_period and runs.check_priced)
 SETTLE_ROLES = ("id", "hospital_id", "fund", "total_cost", "personal_share", "discharge_date", "los_days")
 
@@ -372,6 +373,11 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     sr = pol.special_review.flag_column
     if sr in names:
         needed.add(sr)
+    wards = pol.per_diem.wards              # per-diem wards read the department and the diagnoses
+    for role, used in (("dept", any(w.departments for w in wards)),
+                       ("diagnoses", any(w.diagnosis_prefixes for w in wards))):
+        if used and role in roles:
+            needed.add(roles[role])
     cols = [n for n in names if n in needed]
     from pyspark.sql import functions as F
     df = df.select(*cols)

@@ -334,5 +334,12 @@ def summary_table(result: dict) -> str:
                          f"point value {f['point_value']:.4f} = budget {f['budget']:,.2f} ÷ reimbursement ratio "
                          f"{dip['ratio'][fund]} ÷ points; amount due {f['amount_due']:,.2f}, balance {f['balance']:,.2f}")
         lines.append(f"DIP outputs: {result['out']}/dip/settled/<period>/  ledger: {dip['ledger']}")
+    methods: dict[str, int] = {}        # cases by payment method (summary.json of each month)
+    for s in result["monthly"]:
+        doc = json.loads((Path(result["out"]) / "settled" / s.period / "summary.json").read_text(encoding="utf-8"))
+        for k, v in doc.get("payment_methods", {}).items():
+            methods[k] = methods.get(k, 0) + v
+    if methods:
+        lines.append(f"payment methods {result['years'][-1]}: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())))
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

@@ -111,6 +111,30 @@ def test_summary_table_lists_months_and_year(demo):
     assert demo["grouped"] / demo["records"] > 0.97
 
 
+def test_demo_pays_by_bed_day_and_by_items_in_the_same_pool(demo):
+    """The demo policy's wards (神经内科 over 20 days, any stay over 45) and fee-for-service fallback
+    price cases; their points are in the month's point total."""
+    seen: dict[str, int] = {}
+    for s in demo["monthly"]:
+        t = pq.read_table(Path(demo["out"]) / "settled" / s.period / "cases.parquet")
+        pm = np.array(t["payment_method"].to_pylist())
+        los = t["los_days"].to_numpy(zero_copy_only=False)
+        dept = np.array(t["dept"].to_pylist())
+        pd = pm == "per_diem"
+        assert (((dept == "神经内科") & (los > 20)) | (los > 45))[pd].all()
+        pts = np.nan_to_num(t["points"].to_numpy(zero_copy_only=False))
+        assert pts[pd] == pytest.approx(np.where(dept[pd] == "神经内科", 5.0, 6.0) * los[pd]
+                                        * t["coefficient"].to_numpy()[pd])
+        reasons = set(np.array(t["pricing_reason"].to_pylist())[pm == "fee_for_service"].tolist())
+        assert reasons <= {"FFS_UNGROUPABLE", "FFS_UNWEIGHTED", "FFS_AMBIGUOUS"}
+        total = sum(f["total_points"] for f in s.funds.values())
+        assert total == pytest.approx(pts.sum(), rel=1e-12)
+        for k in set(pm.tolist()):
+            seen[k] = seen.get(k, 0) + int((pm == k).sum())
+    assert seen["per_diem"] > 0 and seen["fee_for_service"] > 0
+    assert "payment methods 2024: " in summary_table(demo)
+
+
 def test_report_marks_a_stale_annual_settlement(demo, tmp_path):
     """A month reopened after the annual settlement makes the annual stale: ledger show and the
     report both say so."""

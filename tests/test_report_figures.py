@@ -125,12 +125,13 @@ def test_hospital_table_cmi_and_totals(demo):
         for k in sums:
             sums[k] += want[k]
         # priced cases and CMI straight from the cases: Σ weight of the priced ones / their number
+        # (a fee-for-service case has no weight: it counts 0, as in the settlement's weight_sum)
         priced = [(w, p) for m in demo["months"] for w, p, hh in zip(
             demo["cases"][m]["weight"].to_pylist(), demo["cases"][m]["points"].to_pylist(),
             demo["cases"][m]["hospital_id"].to_pylist()) if hh == h and p is not None]
         cmi_row = next(x for x in demo["tables"]["cmi"][1:] if x[0] == h)
         assert int(cmi_row[2]) == len(priced) == want["priced"]
-        assert float(cmi_row[4]) == pytest.approx(sum(w for w, _ in priced) / len(priced), abs=5e-4)
+        assert float(cmi_row[4]) == pytest.approx(sum(w or 0.0 for w, _ in priced) / len(priced), abs=5e-4)
     tr = total(t)
     assert [int(tr[3]), int(tr[4])] == [sums["priced"], sums["unpriced"]]
     assert [cents(tr[i]) for i in (5, 6, 8, 9, 10, 11, 12)] == [sums[k] for k in HOSPITAL_MONEY]
@@ -189,9 +190,10 @@ def test_loss_groups_and_names(demo):
     for r in rows:
         amount = cost = 0.0
         n = 0
-        for c in demo["cases"].values():
-            for g, a, tc in zip(c["drg"].to_pylist(), c["amount"].to_pylist(), c["total_cost"].to_pylist()):
-                if g == r[0] and a is not None:
+        for c in demo["cases"].values():       # the cases paid by group (not per diem, not by items)
+            for g, a, tc, pm in zip(c["drg"].to_pylist(), c["amount"].to_pylist(), c["total_cost"].to_pylist(),
+                                    c["payment_method"].to_pylist()):
+                if g == r[0] and a is not None and pm not in ("per_diem", "fee_for_service"):
                     amount, cost, n = amount + a, cost + tc, n + 1
         assert r[1] == names[r[0]] and int(r[2]) == n
         assert cents(r[3]) == round((amount - cost) * 100)
@@ -383,3 +385,24 @@ def test_report_refuses_unusable_monitoring_and_benefit_files(demo, tmp_path):
     with pytest.raises(ValueError, match="patient_cents"):
         read_benefits(tmp_path / "b.parquet", demo["out"] / "persons.csv")
     assert isinstance(t, pa.Table)
+
+
+def test_payment_methods_table(demo):
+    """Cases, payment and cost per payment_method straight from the cases, in cents; the demo's
+    policy has per-diem wards and the fee-for-service fallback, so both appear."""
+    want: dict[str, list[int]] = {}
+    for c in demo["cases"].values():
+        for pm, a, tc in zip(c["payment_method"].to_pylist(), c["amount"].to_pylist(), c["total_cost"].to_pylist()):
+            w = want.setdefault(pm, [0, 0, 0])
+            w[0] += 1
+            w[1] += round((a or 0.0) * 100)
+            w[2] += round(tc * 100)
+    t = demo["tables"]["methods"]
+    got = {r[0]: [int(r[1]), cents(r[2]), cents(r[3])] for r in body(t)}
+    assert got == want and {"drg", "per_diem", "fee_for_service"} <= set(got)
+    assert [int(total(t)[1]), cents(total(t)[2])] == [sum(w[0] for w in want.values()),
+                                                       sum(w[1] for w in want.values())]
+    # the summary.json of each month counts the same
+    from collections import Counter
+    for m in demo["months"]:
+        assert demo["summary"][m]["payment_methods"] == dict(Counter(demo["cases"][m]["payment_method"].to_pylist()))

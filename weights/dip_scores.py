@@ -339,7 +339,8 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None, duplica
     if "status" in cases.column_names and "dip_status" in cases.column_names:
         cases = cases.set_column(cases.schema.get_field_index("status"), "status", cases["dip_status"])
     priced = price_cases(cases, weights, policy, group_column="_dip_key", weight_column="weight",
-                         base_points=base, period=period, duplicate_ids=duplicate_ids)
+                         base_points=base, period=period, duplicate_ids=duplicate_ids,
+                         method="dip")
     if "status" in grouped.column_names:
         priced = priced.set_column(priced.schema.get_field_index("status"), "status", grouped["status"])
     return priced.drop_columns(["_dip_key"])

@@ -108,7 +108,8 @@ def read_cases(outputs, periods: list[str]) -> pa.Table | None:
                     "hospital_id": t["hospital_id"].cast(pa.string()),
                     "total_cost": numeric(t["total_cost"], n)[0], "amount": t["amount"].cast(pa.float64()),
                     "case_type": t["case_type"].cast(pa.string()), "status": opt("status"),
-                    "reason": opt("reason"), "pricing_reason": opt("pricing_reason")}
+                    "reason": opt("reason"), "pricing_reason": opt("pricing_reason"),
+                    "payment_method": opt("payment_method")}
             parts.append(pa.table(cols))
     return pa.concat_tables(parts) if parts else None
 
@@ -523,9 +524,12 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
 
     # -- cases: unpriced and invalid, loss-making groups and deviation cases
     if cases is not None and cases.num_rows:
+        sections.append(_methods_section(cases))
         sections.append(_unpriced_section(cases))
         priced_mask = pc.invert(pc.is_null(cases["amount"]))
-        pcs = cases.filter(priced_mask)
+        by_group = pc.invert(pc.fill_null(pc.is_in(cases["payment_method"], pa.array(["per_diem", "fee_for_service"])),
+                                          False))
+        pcs = cases.filter(pc.and_(priced_mask, by_group))     # the groups' cases: not per diem, not by items
         g = pcs["group"].to_numpy(zero_copy_only=False).astype(str)
         profit_case = pcs["amount"].to_numpy() - pcs["total_cost"].to_numpy()
         codes, inv = np.unique(g, return_inverse=True)
@@ -777,6 +781,23 @@ def _benefits_section(ben: dict) -> str:
          *(_share(tot(col, valid), cost_all) for col, *_ in BENEFIT_TIERS),
          _money(_mean_cents(tot("patient_cents", valid), n_valid)) if n_valid else "-"]))
     return "\n".join(sec)
+
+
+def _methods_section(cases: pa.Table) -> str:
+    """Cases and payment by payment method (多元复合式: DRG/DIP, per diem, fee for service, none);
+    money summed in integer cents."""
+    keys = np.array(pc.fill_null(cases["payment_method"], "(none)").to_pylist(), dtype=object)
+    amount = np.round(pc.fill_null(cases["amount"], 0.0).to_numpy(zero_copy_only=False) * 100).astype(np.int64)
+    cost = np.round(pc.fill_null(cases["total_cost"], 0.0).to_numpy(zero_copy_only=False) * 100).astype(np.int64)
+    rows = [[k, int((keys == k).sum()), _money(int(amount[keys == k].sum())), _money(int(cost[keys == k].sum()))]
+            for k in sorted(set(keys.tolist()))]
+    total = [_h("合计", "total"), int(cases.num_rows), _money(int(amount.sum())), _money(int(cost.sum()))]
+    return "\n".join([f"<h2>{_h('支付方式', 'Payment methods')}</h2>",
+                      '<p class="note">Every case row says which method priced it (payment_method): drg / dip by '
+                      'group, per_diem 按床日, fee_for_service 按项目, none without points; all in one point pool '
+                      '(docs/settlement.md).</p>',
+                      _table(["method", _h("病例", "cases"), _h("支付", "payment"), _h("费用", "cost")], rows, 1,
+                             "methods", total)])
 
 
 def _unpriced_section(cases: pa.Table) -> str:

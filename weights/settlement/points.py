@@ -10,11 +10,19 @@ base weight (DRG relative weight RW, or DIP score 分值) and optionally its mea
 - special review (特病单议): the record's flag column is true, or ratio above
   ``special_review.cost_multiple`` (when > 0); paid per ``special_review.payment``:
   ``actual`` base × ratio, ``normal`` base, ``hold`` no points until reviewed.
-- high-cost (高倍率): ratio > k_high of the weight band; ``add_on`` base × (1 + share ×
+- high-cost (高倍率): ratio > k_high of the weight band (or the weight table's ``high_k`` of the group); ``add_on`` base × (1 + share ×
   (ratio − k_high)), ``actual`` base × ratio, ``cap`` base × min(ratio, high_cap), ``none`` base.
-- low-cost (低倍率): ratio < low_k; ``proportional`` base × ratio, ``deduction``
+- low-cost (低倍率): ratio < low_k (or the table's ``low_k`` of the group); ``proportional`` base × ratio, ``deduction``
   base × (1 − low_deduction), ``none`` base.
 - otherwise normal: base.
+- 基础病组 (policy ``[basic_groups]``): the hospital coefficient replaced by the policy's one.
+
+Other payment methods in the same point pool (多元复合式), decided before the group
+(:func:`_assign_methods`): per-diem wards 按床日 (``[per_diem]``: days × the ward's points
+per day) and the fee-for-service fallback 按项目 (``[fee_for_service]``: cost converted to
+points) for ambiguous, ungroupable or unweighted cases. ``payment_method`` says which
+method priced each case (``drg``/``dip``/``per_diem``/``fee_for_service``, ``none``
+without points). Precedence: docs/settlement.md "Payment methods in one point pool".
 
 A case that cannot be priced (not grouped, a group the table does not price, no cost,
 unknown fund, no hospital, discharged outside the period, an impossible discharge date, a
@@ -34,20 +42,25 @@ import pyarrow.compute as pc
 from drgdip.arrowio import (
     InputError,
     canonical_columns,
+    code_list,
     month_of,
     numeric,
     text,
 )
 from drgdip.weights.settlement.policy import Policy, PolicyError, band_value
 
-CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "unpriced")
+CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced")
+#: payment_method values (支付方式): the group method, 按床日, 按项目, or none (no points)
+PAYMENT_METHODS = ("drg", "dip", "per_diem", "fee_for_service", "none")
+#: reasons a per-diem ward or the fee-for-service fallback may overcome (they concern the group only)
+GROUP_REASONS = ("NOT_GROUPED", "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED")
 PRICED_STATUSES = ("grouped", "ambiguous")
 UNGROUPED_CODES = ("0000",)
 TRUE_FLAGS = ("1", "true", "t", "yes", "y", "是")
 
 #: columns price_cases adds (replacing input columns of the same name)
 PRICE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
-                 "case_type", "pricing_reason", "points")
+                 "case_type", "pricing_reason", "payment_method", "points")
 
 
 def _flags(array, n: int) -> np.ndarray:
@@ -81,6 +94,7 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
 
     codes: list[str] = [""]                  # reason codes; index 0 = not decided yet
     reason = np.zeros(n, dtype=np.int16)
+    masks: dict[str, np.ndarray] = {}        # every reason that applies, whatever comes first
 
     def code_id(code: str) -> int:
         if code not in codes:
@@ -89,6 +103,7 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
 
     def unpriced(mask: np.ndarray, code: str):
         reason[mask & (reason == 0)] = code_id(code)
+        masks[code] = masks[code] | mask if code in masks else mask.copy()
 
     # --- grouping outcome
     group = text(cases[group_column], n)
@@ -159,10 +174,116 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
     hnames = henc.dictionary.to_pylist()
     hco = np.array([policy.coefficient(h) for h in hnames] + [policy.coefficient_default], dtype=np.float64)
     coefficient = hco[_np(henc.indices, len(hnames)).astype(np.int64)]
+    bg = policy.basic_groups
+    basic = np.zeros(n, bool)
+    if bg.enabled:                   # 基础病组: one coefficient whatever the hospital's level
+        for c in bg.codes:
+            basic |= _np(pc.starts_with(group, c), False)
+        if bg.table_column and "basic_group" in group_weights.column_names:
+            tflag = _flags(group_weights["basic_group"], group_weights.num_rows)
+            basic |= found & (tflag[idx] if tflag.size else False)
+        coefficient = np.where(basic, bg.coefficient, coefficient)
 
-    return SimpleNamespace(n=n, codes=codes, reason=reason, code_id=code_id, unpriced=unpriced, found=found,
-                           idx=idx, tw=tw, weight=weight, cost=cost, fund_key=fund_key, coefficient=coefficient,
-                           priceable=reason == 0)
+    sc = SimpleNamespace(n=n, codes=codes, reason=reason, code_id=code_id, unpriced=unpriced, found=found,
+                         idx=idx, tw=tw, weight=weight, cost=cost, fund_key=fund_key, coefficient=coefficient,
+                         basic=basic, masks=masks, los=los if "los_days" in cols else np.full(n, np.nan),
+                         ward=np.full(n, -1, np.int64), per_diem=np.zeros(n, bool), ffs=np.zeros(n, bool))
+    _assign_methods(sc, cases, cols, group, policy)
+    sc.priceable = reason == 0
+    return sc
+
+
+def _assign_methods(sc: SimpleNamespace, cases: pa.Table, cols: dict, group: pa.Array, policy: Policy) -> None:
+    """Which cases a per-diem ward (按床日) or the fee-for-service fallback (按项目) takes, in
+    that order, before the group method; sets their reason (so they are not priced by group)
+    and ``sc.per_diem``, ``sc.ward``, ``sc.ffs``. A case with any record problem (a reason not
+    in GROUP_REASONS) is left unpriced with it: no method prices it. docs/settlement.md
+    "Payment methods in one point pool"."""
+    n, reason, code_id, masks = sc.n, sc.reason, sc.code_id, sc.masks
+    none = np.zeros(n, bool)
+    blocked = none.copy()
+    for code, m in masks.items():
+        if code not in GROUP_REASONS:
+            blocked |= m
+    pd, ff = policy.per_diem, policy.fee_for_service
+    taken = none.copy()                 # decided here (per diem, or held back by a per-diem rule)
+    wanted = none.copy()                # cases a method of this section would take, but for a record problem
+    if pd.wards:
+        dept = text(cases[cols["dept"]], n) if "dept" in cols else pa.nulls(n, pa.string())
+        dx = _principal(cases[cols["diagnoses"]], n) if "diagnoses" in cols and any(
+            w.diagnosis_prefixes for w in pd.wards) else pa.nulls(n, pa.string())
+        los = sc.los
+        for i in range(len(pd.wards) - 1, -1, -1):      # backwards: the first ward listed wins
+            w = pd.wards[i]
+            hit = none.copy()
+            if w.departments:
+                hit |= _np(pc.is_in(dept, pa.array(w.departments, pa.string())), False)
+            for pre in w.diagnosis_prefixes:
+                hit |= _np(pc.starts_with(dx, pre), False)
+            for pre in w.groups:
+                hit |= _np(pc.starts_with(group, pre), False)
+            if not (w.departments or w.diagnosis_prefixes or w.groups):
+                hit = ~none
+            if w.longer_than_days > 0:
+                hit &= los > w.longer_than_days
+            sc.ward[hit] = i
+        cand = (sc.ward >= 0) & ~blocked
+        no_days = cand & ~(los > 0)
+        reason[no_days] = code_id("PER_DIEM_NO_DAYS")
+        short = cand & ~no_days & (los <= pd.short_stay_days) if pd.short_stay_days > 0 else none
+        if pd.short_stay == "unpriced":
+            reason[short] = code_id("PER_DIEM_SHORT_STAY")
+            taken |= short
+        sc.per_diem = cand & ~no_days & ~short
+        reason[sc.per_diem] = code_id("PER_DIEM_WARD")
+        taken |= sc.per_diem | no_days
+        wanted |= (sc.ward >= 0) & blocked
+        sc.ward[~sc.per_diem] = -1
+    if ff.classes:
+        free = ~blocked & ~taken
+        not_grouped = masks.get("NOT_GROUPED", none)
+        classes = {
+            "ambiguous": _ambiguous(cases, group, n, ff.ambiguous_suffixes),
+            "ungroupable": not_grouped,
+            "unweighted": (masks.get("GROUP_NOT_IN_TABLE", none) | masks.get("GROUP_NOT_PRICED", none)) & ~not_grouped,
+        }
+        for cls, code in (("ambiguous", "FFS_AMBIGUOUS"), ("ungroupable", "FFS_UNGROUPABLE"),
+                          ("unweighted", "FFS_UNWEIGHTED")):
+            if cls not in ff.classes:
+                continue
+            wanted |= classes[cls] & blocked
+            m = free & classes[cls]
+            zero = m & ~(sc.cost > 0)
+            reason[zero] = code_id("FFS_ZERO_COST")
+            reason[m & ~zero] = code_id(code)
+            sc.ffs |= m & ~zero
+            free &= ~m
+    if wanted.any():                    # say the problem that stops them, not the group's
+        todo = wanted.copy()
+        for code, m in masks.items():
+            if code not in GROUP_REASONS:
+                reason[todo & m] = code_id(code)
+                todo &= ~m
+
+
+def _principal(array, n: int) -> pa.Array:
+    """The principal diagnosis (the first code of each list; null for an empty or missing list), upper case."""
+    first = pc.list_slice(code_list(array, n), 0, 1)
+    rows = _np(pc.list_parent_indices(first), 0).astype(np.int64)
+    codes = np.full(n, None, dtype=object)
+    codes[rows] = pc.list_flatten(first).to_numpy(zero_copy_only=False)
+    return pc.utf8_upper(pa.array(codes, pa.string()))
+
+
+def _ambiguous(cases: pa.Table, group: pa.Array, n: int, suffixes) -> np.ndarray:
+    """歧义病案: the grouper's status ``ambiguous``, or a group code ending in a policy suffix (QY)."""
+    out = np.zeros(n, bool)
+    if "status" in cases.column_names:
+        out |= _np(pc.equal(text(cases["status"], n), "ambiguous"), False)
+    up = pc.utf8_upper(group)
+    for suf in suffixes:
+        out |= _np(pc.ends_with(up, suf), False)
+    return out
 
 
 def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, sums: np.ndarray,
@@ -180,9 +301,15 @@ def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, su
 def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None, duplicate_ids: pa.Array | None = None,
-                group_means: np.ndarray | None = None) -> pa.Table:
+                group_means: np.ndarray | None = None, method: str | None = None) -> pa.Table:
     """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
-    base_points, case_type, pricing_reason and points (null when unpriced).
+    base_points, case_type, pricing_reason, payment_method and points (null when unpriced).
+
+    ``method``: the payment_method written for cases priced by group, ``drg`` or ``dip``
+    (None: ``dip`` when the group column's name starts with "dip" or "_dip", else ``drg``).
+    Per-diem wards and the fee-for-service fallback (policy ``[per_diem]``,
+    ``[fee_for_service]``) price their cases first (docs/settlement.md "Payment methods in
+    one point pool").
 
     ``period`` ("YYYY-MM" or "YYYY"): cases discharged outside it are unpriced
     (OUT_OF_PERIOD). ``base_points`` None: the policy's base for the point form, 1 for the
@@ -191,6 +318,10 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`)."""
     if base_points is None:
         base_points = policy.base_points if policy.form == "point" else 1.0
+    if method is None:
+        method = "dip" if group_column.lower().startswith(("dip", "_dip")) else "drg"
+    if method not in ("drg", "dip"):
+        raise ValueError(f"method must be drg or dip, got {method!r}")
     sc = _screen(cases, group_weights, policy, group_column, weight_column, period, duplicate_ids)
     n, codes, reason, code_id, unpriced = sc.n, sc.codes, sc.reason, sc.code_id, sc.unpriced
     found, idx, tw, weight, cost = sc.found, sc.idx, sc.tw, sc.weight, sc.cost
@@ -223,8 +354,14 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     by_cost = (ratio > sr.cost_multiple) if sr.cost_multiple > 0 else np.zeros(n, bool)
     special = priceable & (flagged | by_cost)
     k_high = band_value(dv.high_bands, np.nan_to_num(weight, nan=0.0))
+    low_k = np.full(n, dv.low_k)
+    for col, arr in (("high_k", k_high), ("low_k", low_k)):     # the table's own thresholds, per group
+        if col in group_weights.column_names and group_weights.num_rows:
+            tk = _np(numeric(group_weights[col], group_weights.num_rows)[0], np.nan)[idx]
+            own = found & np.isfinite(tk) & (tk > 0)
+            arr[own] = tk[own]
     high = priceable & ~special & (ratio > k_high)
-    low = priceable & ~special & ~high & (ratio < dv.low_k)
+    low = priceable & ~special & ~high & (ratio < low_k)
     normal = priceable & ~special & ~high & ~low
 
     points = np.full(n, np.nan)
@@ -249,10 +386,23 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         points[special] = (base * ratio)[special]
     elif sr.payment == "normal":
         points[special] = base[special]
+    pd, ff = policy.per_diem, policy.fee_for_service
+    if sc.per_diem.any():            # 按床日: days × the ward's points per day
+        rate = np.array([w.points_per_day for w in pd.wards])[np.maximum(sc.ward, 0)]
+        pp = sc.los * rate * (coefficient if pd.apply_coefficient else 1.0)
+        points[sc.per_diem] = pp[sc.per_diem]
+    if sc.ffs.any():                 # 按项目: cost converted to points
+        fp = ff.points_of(cost) * (coefficient if ff.apply_coefficient else 1.0)
+        points[sc.ffs] = fp[sc.ffs]
 
     case_type = np.full(n, CASE_TYPES.index("unpriced"), dtype=np.int8)
-    for mask, name in ((normal, "normal"), (high, "high_cost"), (low, "low_cost"), (special, "special_review")):
+    for mask, name in ((normal, "normal"), (high, "high_cost"), (low, "low_cost"), (special, "special_review"),
+                       (sc.per_diem, "per_diem"), (sc.ffs, "fee_for_service")):
         case_type[mask] = CASE_TYPES.index(name)
+    pm = np.full(n, PAYMENT_METHODS.index(method), dtype=np.int8)
+    pm[sc.per_diem] = PAYMENT_METHODS.index("per_diem")
+    pm[sc.ffs] = PAYMENT_METHODS.index("fee_for_service")
+    pm[~np.isfinite(points)] = PAYMENT_METHODS.index("none")
     reason[normal] = code_id("PRICED_NORMAL")
     reason[high] = code_id("HIGH_COST_CASE")
     reason[low] = code_id("LOW_COST_CASE")
@@ -271,6 +421,7 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         "base_points": pa.array(np.where(priceable, base, np.nan), pa.float64(), from_pandas=True),
         "case_type": _decode(case_type, CASE_TYPES),
         "pricing_reason": _decode(reason, codes),
+        "payment_method": _decode(pm, PAYMENT_METHODS),
         "points": pa.array(points, pa.float64(), from_pandas=True),
     }
     for name, arr in add.items():

@@ -29,6 +29,9 @@ SMALL_GROUP_RULES = ("adrg", "raw", "none")
 RESERVE_CAPS = ("none", "budget", "budget_and_reserve")
 PROJECTIONS = ("none", "policy", "history")
 INDICATORS = ("cmi", "cost", "time")
+SHORT_STAY_RULES = ("normal", "unpriced")
+FFS_CLASSES = ("ambiguous", "ungroupable", "unweighted")
+CODE_COLUMNS = ("drg", "code", "adrg", "group", "dip_group")   # a basic-groups file's code column, first found
 
 _DEFAULTS = Path(__file__).with_name("policy_defaults.toml")
 _PERIOD = re.compile(r"^\d{4}(-(0[1-9]|1[0-2]))?$")
@@ -71,6 +74,55 @@ class RecordLimits:
     """病例数据校验: limits a record must meet to be priced."""
     los_min_days: float               # 住院天数 at least
     los_max_days: float               # 住院天数 at most
+
+
+@dataclass(frozen=True)
+class Ward:
+    """One per-diem ward (按床日付费病房): which cases it takes and its day rate in points."""
+    name: str
+    points_per_day: float             # 床日点数
+    departments: tuple[str, ...]      # the record's dept, exactly
+    diagnosis_prefixes: tuple[str, ...]   # principal diagnosis code starts with one of these
+    groups: tuple[str, ...]           # group code starts with one of these (an ADRG matches its DRGs)
+    longer_than_days: float           # and the stay is longer than this (0 = any length)
+
+
+@dataclass(frozen=True)
+class PerDiem:
+    """按床日付费: wards in order of precedence (the first that matches prices the case)."""
+    wards: tuple[Ward, ...] = ()
+    short_stay_days: float = 0.0      # stays of at most this many days are not paid by bed day (0 = off)
+    short_stay: str = "normal"        # normal: priced as if no ward matched; unpriced: listed with a reason
+    apply_coefficient: bool = False   # × the case's coefficient (医疗机构系数)
+
+
+@dataclass(frozen=True)
+class FeeForService:
+    """按项目付费 fallback: cases of these classes get points from their cost."""
+    classes: tuple[str, ...] = ()     # of FFS_CLASSES
+    points_per_yuan: float = 0.0      # points = cost × points_per_yuan × discount, or
+    yuan_per_point: float = 0.0       # points = cost ÷ yuan_per_point × discount (exactly one > 0)
+    discount: float = 1.0             # 折算系数
+    apply_coefficient: bool = False
+    ambiguous_suffixes: tuple[str, ...] = ("QY",)   # group codes ending so are ambiguous (歧义组)
+
+    def points_of(self, cost):
+        """Points for a cost (yuan, a float or numpy array), before any coefficient."""
+        if self.points_per_yuan > 0:
+            return cost * self.points_per_yuan * self.discount
+        return cost / self.yuan_per_point * self.discount
+
+
+@dataclass(frozen=True)
+class BasicGroups:
+    """基础病组 / 基层病组: groups paid at one coefficient whatever the hospital's level."""
+    enabled: bool = False
+    coefficient: float = 1.0
+    codes: tuple[str, ...] = ()       # group codes; a shorter code (an ADRG) matches every group starting with it
+    table_column: bool = True         # also the weight table's basic_group column, when it has one
+
+    def matches(self, code: str) -> bool:
+        return any(code.startswith(c) for c in self.codes)
 
 
 @dataclass(frozen=True)
@@ -136,6 +188,9 @@ class Policy:
     records: RecordLimits = RecordLimits(1.0, 365.0)
     fund_limits: FundLimits = FundLimits()
     dip_settlement: "DipSettlement | None" = None   # [dip_settlement] (parse_dip_settlement)
+    per_diem: PerDiem = PerDiem()
+    fee_for_service: FeeForService = FeeForService()
+    basic_groups: BasicGroups = BasicGroups()
     source: str = ""                           # the policy file's text, as read
     path: str = ""
 
@@ -218,6 +273,18 @@ class _Reader:
             self.fail(f"{sec}.{key}", f"must be text, got {v!r}")
         return v
 
+    def flag(self, d: dict, sec: str, key: str) -> bool:
+        v = d.get(key)
+        if not isinstance(v, bool):
+            self.fail(f"{sec}.{key}", f"must be true or false, got {v!r}")
+        return v
+
+    def texts(self, d: dict, sec: str, key: str) -> tuple[str, ...]:
+        v = d.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+            self.fail(f"{sec}.{key}", f"must be a list of non-empty texts, got {v!r}")
+        return tuple(x.strip() for x in v)
+
     def table(self, d: dict, sec: str, key: str) -> dict:
         v = d.get(key, {})
         if not isinstance(v, dict):
@@ -276,7 +343,8 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     r = _Reader(where)
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
                 "records", "settlement", "weights", "reserve", "advance", "point_value", "quality", "incentives",
-                "dip", "dip_settlement", "weight_table"}
+                "dip", "dip_settlement", "weight_table",
+                "per_diem", "fee_for_service", "basic_groups"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
@@ -386,7 +454,7 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
                   coefficient_default=co_default, coefficient_level=co_level,
                   hospital_level=dict(hosp_level), coefficient_hospital=co_hosp, deviation=deviation,
                   special_review=special, settlement=settlement, weights=rules, records=records,
-                  fund_limits=parse_fund_limits(merged, r),
+                  fund_limits=parse_fund_limits(merged, r), **parse_methods(merged, r, where),
                   dip_settlement=parse_dip_settlement(merged["dip_settlement"], r), source=source, path=where)
 
 
@@ -457,6 +525,91 @@ def weight_table_map(section: dict, where: str = "policy") -> dict:
         raise
     except InputError as exc:
         raise PolicyError(str(exc)) from None
+
+
+def parse_methods(merged: dict, r: _Reader, where: str) -> dict:
+    """The payment-method sections (多元复合式支付): ``[per_diem]``, ``[fee_for_service]``,
+    ``[basic_groups]``, as Policy keyword arguments (docs/policy.md)."""
+    pd = merged["per_diem"]
+    r.known(pd, "per_diem", {"wards", "short_stay_days", "short_stay", "apply_coefficient"})
+    wards_in = pd.get("wards", [])
+    if not isinstance(wards_in, list):
+        r.fail("per_diem.wards", "must be a list of tables such as { name = \"精神科\", points_per_day = 30.0, "
+               "departments = [\"精神科\"] }")
+    wards, names = [], set()
+    for i, w in enumerate(wards_in):
+        here = f"per_diem.wards[{i}]"
+        if not isinstance(w, dict):
+            r.fail(here, "must be a table such as { name = \"精神科\", points_per_day = 30.0, departments = [\"精神科\"] }")
+        r.known(w, here, {"name", "points_per_day", "departments", "diagnosis_prefixes", "groups", "longer_than_days"})
+        name = r.text(w, here, "name")
+        if not name.strip() or name in names:
+            r.fail(f"{here}.name", f"must be a non-empty name of its own, got {name!r}")
+        names.add(name)
+        ward = Ward(name=name, points_per_day=r.number(w, here, "points_per_day", 0.0, lo_open=True),
+                    departments=r.texts(w, here, "departments"),
+                    diagnosis_prefixes=tuple(x.upper() for x in r.texts(w, here, "diagnosis_prefixes")),
+                    groups=r.texts(w, here, "groups"),
+                    longer_than_days=r.number(w, here, "longer_than_days", 0.0) if "longer_than_days" in w else 0.0)
+        if not (ward.departments or ward.diagnosis_prefixes or ward.groups or ward.longer_than_days > 0):
+            r.fail(here, "matches no case: give departments, diagnosis_prefixes, groups and/or longer_than_days")
+        wards.append(ward)
+    per_diem = PerDiem(tuple(wards), r.number(pd, "per_diem", "short_stay_days", 0.0),
+                       r.choice(pd, "per_diem", "short_stay", SHORT_STAY_RULES),
+                       r.flag(pd, "per_diem", "apply_coefficient"))
+
+    ff = merged["fee_for_service"]
+    r.known(ff, "fee_for_service", {"classes", "points_per_yuan", "yuan_per_point", "discount",
+                                    "apply_coefficient", "ambiguous_suffixes"})
+    classes = r.texts(ff, "fee_for_service", "classes")
+    for c in classes:
+        if c not in FFS_CLASSES:
+            r.fail("fee_for_service.classes", f"names {c!r}; use some of {', '.join(FFS_CLASSES)}")
+    ppy = r.number(ff, "fee_for_service", "points_per_yuan", 0.0)
+    ypp = r.number(ff, "fee_for_service", "yuan_per_point", 0.0)
+    if classes and (ppy > 0) == (ypp > 0):
+        r.fail("fee_for_service", "needs exactly one of points_per_yuan and yuan_per_point above 0 "
+               f"when classes is not empty (got {ppy} and {ypp})")
+    ffs = FeeForService(classes, ppy, ypp, r.number(ff, "fee_for_service", "discount", 0.0, lo_open=True),
+                        r.flag(ff, "fee_for_service", "apply_coefficient"),
+                        tuple(x.upper() for x in r.texts(ff, "fee_for_service", "ambiguous_suffixes")))
+
+    bg = merged["basic_groups"]
+    r.known(bg, "basic_groups", {"enabled", "coefficient", "codes", "file", "column", "table_column"})
+    codes = list(r.texts(bg, "basic_groups", "codes"))
+    file = r.text(bg, "basic_groups", "file")
+    column = r.text(bg, "basic_groups", "column")
+    if file:
+        codes += _basic_group_file(file, column, where, r)
+    basic = BasicGroups(r.flag(bg, "basic_groups", "enabled"),
+                        r.number(bg, "basic_groups", "coefficient", 0.0, lo_open=True),
+                        tuple(dict.fromkeys(codes)), r.flag(bg, "basic_groups", "table_column"))
+    return {"per_diem": per_diem, "fee_for_service": ffs, "basic_groups": basic}
+
+
+def _basic_group_file(file: str, column: str, where: str, r: _Reader) -> list[str]:
+    """The group codes of a basic-groups CSV (UTF-8), a path relative to the policy file."""
+    import csv
+    p = Path(file)
+    if not p.is_absolute():
+        base = Path(where).parent if where not in ("", "policy") else Path(".")
+        p = base / p
+    if not p.is_file():
+        r.fail("basic_groups.file", f"names {file!r}: no such file ({p})")
+    try:
+        with p.open(encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+            header = [h.strip() for h in (rows[0].keys() if rows else [])]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        r.fail("basic_groups.file", f"{p} is not a readable UTF-8 CSV: {exc}")
+    col = column or next((c for c in CODE_COLUMNS if c in header), "")
+    if not col or col not in header:
+        r.fail("basic_groups.column" if column else "basic_groups.file",
+               f"{p} has no code column {column or ' / '.join(CODE_COLUMNS)} (columns: {', '.join(header)})")
+    codes = [(row.get(col) or "").strip() for row in rows]
+    if not any(codes):
+        r.fail("basic_groups.file", f"{p} lists no group codes in column {col}")
+    return [c for c in codes if c]
 
 
 def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:

@@ -336,6 +336,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         bar.update()
         totals = MonthTotals(policy, period, rows, pool_total=pool)
         reasons: dict[str, int] = {}
+        methods: dict[str, int] = {}
         unpriced: dict[str, int] = {}
         in_period, with_points = False, 0
         tmp = _atomic_dir(Path(out)) if out is not None else None
@@ -349,6 +350,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 totals.add(priced)
                 for r, c in _reason_counts(priced).items():
                     reasons[r] = reasons.get(r, 0) + c
+                for r, c in _reason_counts(priced, "payment_method").items():
+                    methods[r] = methods.get(r, 0) + c
                 unp = priced.filter(pc.equal(priced["case_type"], "unpriced"))
                 for r, c in _reason_counts(unp).items():
                     unpriced[r] = unpriced.get(r, 0) + c
@@ -388,7 +391,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             if scheme is not None and Path(scheme).is_file():
                 inputs["scheme"] = ledger_mod.file_sha256(scheme)
             extra = {"inputs": inputs, "scheme_id": sid, "policy_name": policy.name, "form": policy.form,
-                     "reasons": reasons}
+                     "reasons": reasons, "payment_methods": dict(sorted(methods.items()))}
             if method != "drg":
                 _dip_extra(extra, method, catalog, policy)
             if tmp is not None:
@@ -601,8 +604,8 @@ def _annual_pool(conn, method: str, policy, year: str):
     return dip_settle.pool_total(policy, year) if method == "dip" else None
 
 
-def _reason_counts(priced: pa.Table) -> dict[str, int]:
-    vc = pc.value_counts(priced["pricing_reason"])
+def _reason_counts(priced: pa.Table, column: str = "pricing_reason") -> dict[str, int]:
+    vc = pc.value_counts(priced[column])
     return {v.as_py(): c.as_py() for v, c in sorted(zip(vc.field("values"), vc.field("counts")),
                                                       key=lambda x: x[0].as_py())}
 
