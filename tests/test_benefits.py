@@ -67,15 +67,19 @@ def test_worked_example_three_stays_across_three_tiers():
                    "A2": (5022500, 1090500, 706550, 0, 1180450),
                    "A3": (13417500, 8139500, 3627725, 815275, 4815275)}
     assert s["A2"]["basic_deductible_cents"] == 25000          # 500 yuan × 0.5 (second admission)
-    assert "BEN_BASIC_CAP" in s["A3"]["reasons"] and "BEN_ASSIST_LIMIT" in s["A3"]["reasons"]
-    assert "BEN_RELIEF_PAID" in s["A3"]["reasons"] and s["A3"]["personal_share"] == 48152.75
+    assert (s["A1"]["basic_deductible_cents"], s["A3"]["basic_deductible_cents"]) == (100000, 50000)
+    assert s["A1"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_THRESHOLD|BEN_ASSIST_THRESHOLD"
+    assert s["A2"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_THRESHOLD"
+    assert s["A3"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_BASIC_CAP|BEN_ASSIST_LIMIT|BEN_RELIEF_PAID"
+    assert s["A3"]["personal_share"] == 48152.75 and s["A3"]["critical_cap_cents"] == 40000000
 
 
 def test_worked_example_assistance_case_with_tilt():
     b1 = _by_id(compute_benefits(_stays(DOC_STAYS), DOC_PERSONS))["B1"]
     assert (b1["fund_basic_cents"], b1["fund_critical_cents"], b1["assistance_cents"], b1["patient_cents"]) == \
         (2700000, 747500, 806750, 745750)
-    assert b1["critical_cap_cents"] is None and "BEN_CRITICAL_TILT" in b1["reasons"]
+    assert b1["critical_cap_cents"] is None
+    assert b1["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_TILT|BEN_CRITICAL_THRESHOLD"
 
 
 def test_worked_example_waiting_period():
@@ -83,6 +87,13 @@ def test_worked_example_waiting_period():
     assert s["C1"]["status"] == "waiting" and s["C1"]["reason"] == "BEN_WAITING_PERIOD"
     assert (s["C1"]["fund_basic_cents"], s["C1"]["patient_cents"]) == (0, 1200000)
     assert (s["C2"]["status"], s["C2"]["fund_basic_cents"], s["C2"]["patient_cents"]) == ("paid", 784000, 416000)
+    assert s["C2"]["basic_deductible_cents"] == 20000        # C1 was no admission: C2 is the first
+    assert add_months(dt.date(2026, 3, 15), waiting_months(load_benefit_policy(), False, 2, 1)) == dt.date(2026, 7, 15)
+    # benefits start on 2026-07-15 itself
+    one = _stays([_stay("C3", "C", "2026-07-15", "2026-07-16", 1000.0, 1000.0, "1"),
+                  _stay("C0", "C", "2026-07-14", "2026-07-14", 1000.0, 1000.0, "1")])
+    st = {r["id"]: r["status"] for r in compute_benefits(one, DOC_PERSONS).stays.to_pylist()}
+    assert st == {"C3": "paid", "C0": "waiting"}
 
 
 def test_worked_example_incentive_raised_cap():
@@ -160,6 +171,14 @@ def test_incentive_used_without_reaching_zero_claim_layer_keeps_the_credit():
     assert (e["fund_basic_cents"], e["fund_critical_cents"]) == (7500000, 2160000)
     assert "BEN_CAP_INCENTIVE_USED" in e["reasons"] and "BEN_ZERO_CLAIM_CLEARED" not in e["reasons"]
     assert b.persons["zero_claim_cleared"].to_pylist() == [False]
+    # the region's other reading: any use of a raise clears the zero-claim credit
+    pol2 = parse_benefit_policy({"critical": {"annual_cap": 20000.00,
+                                              "incentive": {"zero_claim_cleared_by": "any_raise"}}})
+    b2 = compute_benefits(rec, per, pol2)
+    assert "BEN_ZERO_CLAIM_CLEARED" in b2.stays["reasons"][0].as_py()
+    assert b2.persons["zero_claim_cleared"].to_pylist() == [True]
+    with pytest.raises(BenefitPolicyError, match="zero_claim_layer"):
+        parse_benefit_policy({"critical": {"incentive": {"zero_claim_cleared_by": "sometimes"}}})
 
 
 @pytest.mark.parametrize("over, fragment", [

@@ -198,6 +198,10 @@ def waiting_start(p: dict, per: dict, fund: str):
     return add_months(e, months) if months else None
 
 
+def inc_any(p: dict) -> bool:
+    return p["critical"]["incentive"]["zero_claim_cleared_by"] == "any_raise"
+
+
 def cap_layers(p: dict, per: dict, fund: str, year: int):
     """(cap or None, raises, zero-claim raise) of a fund's second tier for a person-year."""
     if fund in p["large_claim"]["funds"]:
@@ -367,7 +371,8 @@ def recompute(stays: list[dict], persons: dict | None, p: dict) -> dict:
                     new = acc["tier"][f] + crit
                     if new > cap - raises and crit > 0:
                         fl.add("BEN_CAP_INCENTIVE_USED")
-                    if zero > 0 and new > cap - zero and not cleared[key]:
+                    floor = cap - raises if inc_any(p) else cap - zero
+                    if zero > 0 and new > floor and not cleared[key]:
                         cleared[key] = True
                         fl.add("BEN_ZERO_CLAIM_CLEARED")
                 acc["tier"][f] += crit
@@ -576,6 +581,17 @@ def test_cli_on_stays_that_reach_every_rule_agrees_with_the_docs(tmp_path):
     p["critical"]["annual_cap"], p["large_claim"]["annual_cap"] = 30000.00, 40000.00
     n = compare(rec, tmp_path / "persons.csv", pq.read_table(tmp_path / "b.parquet"),
                 pq.read_table(tmp_path / "t.parquet"), p)
+    # the other reading of 零报销激励额度清零
+    policy_file.write_text(policy_file.read_text(encoding="utf-8")
+                           + '[critical.incentive]\nzero_claim_cleared_by = "any_raise"\n', encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "drgdip", "benefits", str(tmp_path / "stays.parquet"),
+                        "--persons", str(tmp_path / "persons.csv"), "--policy", str(policy_file),
+                        "-o", str(tmp_path / "b2.parquet")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    p["critical"]["incentive"]["zero_claim_cleared_by"] = "any_raise"
+    n2 = compare(rec, tmp_path / "persons.csv", pq.read_table(tmp_path / "b2.parquet"), None, p)
+    assert pq.read_table(tmp_path / "b2.parquet")["reasons"] != pq.read_table(tmp_path / "b.parquet")["reasons"]
+    n = {k: n[k] + n2[k] for k in n}
     out = pq.read_table(tmp_path / "b.parquet")
     codes = {c for x in out["reasons"].to_pylist() for c in x.split("|")}
     # the case reaches the rules it is meant to check

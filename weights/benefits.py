@@ -131,6 +131,7 @@ class BenefitPolicy:
     continuous_step: int
     zero_claim_step: int
     incentive_max_bp: int
+    zero_claim_clear_on_any: bool                      # the credit clears once any raise is used
     reenrolled_cut_bp: int
     waiting_from_year: int
     waiting_funds: tuple[str, ...]
@@ -304,13 +305,17 @@ def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str 
     large_bands = _bands(r, large, "large_claim")
     tilt = r.table(crit, "critical", "tilt", {"classes", "threshold_factor", "ratio_add", "no_cap"})
     inc = r.table(crit, "critical", "incentive", {"from_year", "funds", "after_years", "continuous_step",
-                                                  "zero_claim_step", "max_share_of_cap", "reenrolled_cap_cut"})
+                                                  "zero_claim_step", "max_share_of_cap", "reenrolled_cap_cut",
+                                                  "zero_claim_cleared_by"})
     steps = {}
     for s in ("continuous_step", "zero_claim_step"):
         steps[s] = r.money(inc, "critical.incentive", s)
         if steps[s] < 100000:
             r.fail(f"critical.incentive.{s}", "must be at least 1000.00 yuan (seed 003: 每次提高限额均不低于1000元)")
     inc_max = r.rate(inc, "critical.incentive", "max_share_of_cap")
+    cleared_by = inc.get("zero_claim_cleared_by")
+    if cleared_by not in ("zero_claim_layer", "any_raise"):
+        r.fail("critical.incentive.zero_claim_cleared_by", "must be \"zero_claim_layer\" or \"any_raise\"")
     if inc_max > 2000:
         r.fail("critical.incentive.max_share_of_cap", "must be at most 0.20 (seed 003: 累计提高总额不超过原封顶线的20%)")
     wait = r.table(m, "", "waiting", {"from_year", "funds", "fixed_months", "months_per_break_year",
@@ -360,7 +365,8 @@ def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str 
         incentive_from_year=r.int_(inc, "critical.incentive", "from_year"), incentive_funds=ifunds,
         incentive_after_years=r.int_(inc, "critical.incentive", "after_years"),
         continuous_step=steps["continuous_step"], zero_claim_step=steps["zero_claim_step"],
-        incentive_max_bp=inc_max, reenrolled_cut_bp=r.rate(inc, "critical.incentive", "reenrolled_cap_cut"),
+        incentive_max_bp=inc_max, zero_claim_clear_on_any=cleared_by == "any_raise",
+        reenrolled_cut_bp=r.rate(inc, "critical.incentive", "reenrolled_cap_cut"),
         waiting_from_year=r.int_(wait, "waiting", "from_year"), waiting_funds=wfunds,
         waiting_fixed=r.int_(wait, "waiting", "fixed_months"),
         waiting_per_break_year=r.int_(wait, "waiting", "months_per_break_year"),
@@ -610,7 +616,7 @@ def _banded_nb(amount, threshold, band_up, band_bp, add_bp):
 @njit(cache=True)
 def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, start_day, dis_day, wait_start,
                 tc, ip, paid, paid_given, cls, tilted, crit_cap, crit_cont, crit_zero,
-                ded_t, ratio_t, basic_cap, factors, cut, op_basic, op_in_cap,
+                ded_t, ratio_t, basic_cap, factors, cut, op_basic, op_in_cap, clear_on_any,
                 tier2, thr_normal, thr_tilt, band_up, band_bp, band_n, tilt_add,
                 c_thr, c_ratio, c_limit, c_relief, unfiled_covered, relief_heavy, relief_bp, relief_limit, ngroups):
     """The per person-year accumulation over stays sorted by (person, year, date); see the module doc.
@@ -714,8 +720,8 @@ def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, st
                 cap_known[f] = True
                 cap[f] = crit_cap[i]
                 zero[f] = crit_zero[i]
-                floor[f] = cap[f] - zero[f]
                 base_cap[f] = cap[f] - zero[f] - crit_cont[i]
+                floor[f] = base_cap[f] if clear_on_any else cap[f] - zero[f]
                 if g_cap[g] < 0:
                     g_cap[g] = cap[f]
             tilt = tilted[i] and tier2[f] == 1
@@ -961,6 +967,7 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         np.array([policy.basic_cap[f] for f in FUNDS], np.int64), np.array(policy.admission_factors_bp, np.int64),
         np.array([policy.ratio_cut_bp[k] for k in ("local", "filed", "unfiled")], np.int64),
         np.array([policy.outpatient_basic[f] for f in FUNDS], np.int64), policy.outpatient_in_cap,
+        policy.zero_claim_clear_on_any,
         tier2, thr2, thr2_tilt.astype(np.int64), band_up, band_bp,
         np.array([len(b) for b in tier_bands], np.int64), policy.tilt_ratio_add_bp,
         np.array([policy.assistance_threshold(code) for code in class_codes], np.int64),
