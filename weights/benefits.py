@@ -1,5 +1,7 @@
-"""The patient's side of a stay (三重制度综合保障): basic insurance, critical-illness insurance and
-medical assistance, for one stay and for a year of stays per person.
+"""The patient's side of a stay (三重制度综合保障): basic insurance (inpatient, and outpatient
+chronic/special disease 门诊慢特病), critical-illness insurance (for employees its counterpart, the
+large-claim top-up 职工大额医疗费用补助) and medical assistance, for one stay and for a year of stays
+per person.
 
 API:
 
