@@ -691,7 +691,7 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
 @click.option("--totals", type=click.Path(dir_okay=False), help="Also write the per person-year totals here.")
 @user_errors
 def benefits_cmd(records, policy_path, persons_path, output, totals):
-    """Split each stay between basic insurance, critical-illness insurance, medical assistance and the patient (三重制度).
+    """Split each stay between basic insurance, critical-illness insurance (employees: the large-claim top-up), medical assistance and the patient (三重制度).
 
     \b
     Example:

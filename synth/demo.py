@@ -20,6 +20,9 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
     findings.csv                monitoring findings of the current year (drgdip monitor's columns)
     planted.json                what was planted (synth.anomalies truth: record id pairs, hospitals)
     persons.csv                 the current year's persons: assistance class, enrolment facts
+    benefit_stays.parquet       the stays the benefits calculator read (the year's records with
+                                hospital_level, in_policy_cost, referred): drgdip benefits
+                                benefit_stays.parquet --persons persons.csv gives benefits.parquet
     benefits.parquet            the patient's side of each stay of the year (drgdip benefits' columns)
     report.html                 the report (self-contained)
     dip/                        the same year settled as a DIP region (:func:`demo_dip`): catalog.parquet,
@@ -282,14 +285,16 @@ def make_hospital_levels(policy_path: Path) -> tuple[list[str], list[str]]:
 
 def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, params: dict, out: Path) -> dict:
     """The patient's side of the year's stays, computed before settling (the settlement takes
-    each record's personal share from it, ``settle --benefits``): writes persons.csv and
-    benefits.parquet into ``out``; returns the
+    each record's personal share from it, ``settle --benefits``): writes persons.csv,
+    benefit_stays.parquet (the calculator's input) and benefits.parquet into ``out``; returns the
     computed :class:`weights.settlement.benefits.Benefits` and, over the stays the calculator could
     price, the cents of its patient amount against the records' personal_share."""
     from drgdip.weights.settlement.benefits import compute_benefits
     persons = make_persons(current, year, seed, params)
     write_table(persons, out / "persons.csv")
-    b = compute_benefits(stay_facts(current, hospitals, seed, params), persons)
+    stays = stay_facts(current, hospitals, seed, params)
+    write_table(stays, out / "benefit_stays.parquet")
+    b = compute_benefits(stays, persons)
     write_table(b.stays, out / "benefits.parquet")
     valid = pc.invert(pc.equal(b.stays["status"], "invalid")).to_numpy(zero_copy_only=False)
     synth_cents = np.round(current["personal_share"].to_numpy(zero_copy_only=False) * 100)

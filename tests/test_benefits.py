@@ -67,15 +67,19 @@ def test_worked_example_three_stays_across_three_tiers():
                    "A2": (5022500, 1090500, 706550, 0, 1180450),
                    "A3": (13417500, 8139500, 3627725, 815275, 4815275)}
     assert s["A2"]["basic_deductible_cents"] == 25000          # 500 yuan × 0.5 (second admission)
-    assert "BEN_BASIC_CAP" in s["A3"]["reasons"] and "BEN_ASSIST_LIMIT" in s["A3"]["reasons"]
-    assert "BEN_RELIEF_PAID" in s["A3"]["reasons"] and s["A3"]["personal_share"] == 48152.75
+    assert (s["A1"]["basic_deductible_cents"], s["A3"]["basic_deductible_cents"]) == (100000, 50000)
+    assert s["A1"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_THRESHOLD|BEN_ASSIST_THRESHOLD"
+    assert s["A2"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_THRESHOLD"
+    assert s["A3"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_BASIC_CAP|BEN_ASSIST_LIMIT|BEN_RELIEF_PAID"
+    assert s["A3"]["personal_share"] == 48152.75 and s["A3"]["critical_cap_cents"] == 40000000
 
 
 def test_worked_example_assistance_case_with_tilt():
     b1 = _by_id(compute_benefits(_stays(DOC_STAYS), DOC_PERSONS))["B1"]
     assert (b1["fund_basic_cents"], b1["fund_critical_cents"], b1["assistance_cents"], b1["patient_cents"]) == \
         (2700000, 747500, 806750, 745750)
-    assert b1["critical_cap_cents"] is None and "BEN_CRITICAL_TILT" in b1["reasons"]
+    assert b1["critical_cap_cents"] is None
+    assert b1["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_TILT|BEN_CRITICAL_THRESHOLD"
 
 
 def test_worked_example_waiting_period():
@@ -83,6 +87,13 @@ def test_worked_example_waiting_period():
     assert s["C1"]["status"] == "waiting" and s["C1"]["reason"] == "BEN_WAITING_PERIOD"
     assert (s["C1"]["fund_basic_cents"], s["C1"]["patient_cents"]) == (0, 1200000)
     assert (s["C2"]["status"], s["C2"]["fund_basic_cents"], s["C2"]["patient_cents"]) == ("paid", 784000, 416000)
+    assert s["C2"]["basic_deductible_cents"] == 20000        # C1 was no admission: C2 is the first
+    assert add_months(dt.date(2026, 3, 15), waiting_months(load_benefit_policy(), False, 2, 1)) == dt.date(2026, 7, 15)
+    # benefits start on 2026-07-15 itself
+    one = _stays([_stay("C3", "C", "2026-07-15", "2026-07-16", 1000.0, 1000.0, "1"),
+                  _stay("C0", "C", "2026-07-14", "2026-07-14", 1000.0, 1000.0, "1")])
+    st = {r["id"]: r["status"] for r in compute_benefits(one, DOC_PERSONS).stays.to_pylist()}
+    assert st == {"C3": "paid", "C0": "waiting"}
 
 
 def test_worked_example_incentive_raised_cap():
@@ -160,6 +171,14 @@ def test_incentive_used_without_reaching_zero_claim_layer_keeps_the_credit():
     assert (e["fund_basic_cents"], e["fund_critical_cents"]) == (7500000, 2160000)
     assert "BEN_CAP_INCENTIVE_USED" in e["reasons"] and "BEN_ZERO_CLAIM_CLEARED" not in e["reasons"]
     assert b.persons["zero_claim_cleared"].to_pylist() == [False]
+    # the region's other reading: any use of a raise clears the zero-claim credit
+    pol2 = parse_benefit_policy({"critical": {"annual_cap": 20000.00,
+                                              "incentive": {"zero_claim_cleared_by": "any_raise"}}})
+    b2 = compute_benefits(rec, per, pol2)
+    assert "BEN_ZERO_CLAIM_CLEARED" in b2.stays["reasons"][0].as_py()
+    assert b2.persons["zero_claim_cleared"].to_pylist() == [True]
+    with pytest.raises(BenefitPolicyError, match="zero_claim_layer"):
+        parse_benefit_policy({"critical": {"incentive": {"zero_claim_cleared_by": "sometimes"}}})
 
 
 @pytest.mark.parametrize("over, fragment", [
@@ -325,3 +344,81 @@ def test_one_stay_alone_is_the_first_stay_of_a_year():
                          {"assistance_class": "低保边缘"})
     assert (r["fund_basic_cents"], r["fund_critical_cents"], r["assistance_cents"], r["patient_cents"]) == \
         (1560000, 0, 481000, 959000)
+
+
+def test_worked_example_break_restarts_the_count():
+    pol = parse_benefit_policy({"critical": {"annual_cap": 20000.00}})
+    rec = _stays([_stay("D2", "D", "2026-05-01", "2026-05-20", 200000.00, 180000.00, "3")])
+    per = pa.table({"patient_id": ["D"], "continuous_years": [1], "zero_claim_years": [0], "reenrolled": [True]})
+    d = compute_benefits(rec, per, pol).stays.to_pylist()[0]
+    assert (d["fund_critical_cents"], d["patient_cents"], d["critical_cap_cents"]) == (2000000, 7260000, 2000000)
+    assert "BEN_CRITICAL_CAP" in d["reasons"] and "BEN_CAP_INCENTIVE_USED" not in d["reasons"]
+
+
+def test_worked_example_employee_large_claim():
+    rec = _stays([_stay("E1", "E", "2026-02-01", "2026-02-20", 150000.00, 140000.00, "3", fund="employee"),
+                  _stay("E2", "E", "2026-09-01", "2026-09-30", 420000.00, 400000.00, "2", fund="employee")])
+    b = compute_benefits(rec, pa.table({"patient_id": ["E"]}))
+    s = _by_id(b)
+    assert (s["E1"]["fund_basic_cents"], s["E1"]["fund_critical_cents"], s["E1"]["patient_cents"]) == \
+        (11120000, 704000, 3176000)
+    assert (s["E2"]["fund_basic_cents"], s["E2"]["fund_critical_cents"], s["E2"]["patient_cents"]) == \
+        (28880000, 8896000, 4224000)
+    assert s["E1"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_LARGE_CLAIM_THRESHOLD"
+    assert s["E2"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_BASIC_DEDUCTIBLE|BEN_BASIC_CAP"
+    assert s["E2"]["basic_deductible_cents"] == 25000
+    assert s["E1"]["critical_cap_cents"] == s["E2"]["critical_cap_cents"] == 30000000
+    y = b.persons.to_pylist()[0]
+    assert (y["fund_basic_cents"], y["fund_critical_cents"], y["patient_cents"]) == (40000000, 9600000, 7400000)
+
+
+def test_large_claim_cap_and_policy_mistakes():
+    pol = parse_benefit_policy({"large_claim": {"annual_cap": 5000.00}})
+    rec = _stays([_stay("L", "L", "2026-02-01", "2026-02-20", 150000.00, 140000.00, "3", fund="employee")])
+    r = compute_benefits(rec, None, pol).stays.to_pylist()[0]
+    assert r["fund_critical_cents"] == 500000 and "BEN_LARGE_CLAIM_CAP" in r["reasons"]
+    with pytest.raises(BenefitPolicyError, match="a fund has one second tier"):
+        parse_benefit_policy({"critical": {"funds": ["resident", "employee"]}})
+
+
+def test_worked_example_outpatient_chronic_rules():
+    rec = pa.table({"id": ["F1", "F2", "F3"], "patient_id": ["F"] * 3, "fund": ["resident"] * 3,
+                    "admission_date": [None, None, "2026-07-01"],
+                    "discharge_date": ["2026-02-10", "2026-05-10", "2026-07-08"],
+                    "total_cost": [2000.00, 8500.00, 10000.00], "in_policy_cost": [2000.00, 8000.00, 10000.00],
+                    "visit_type": ["门诊慢特病", "outpatient_chronic", "inpatient"], "hospital_level": [None, None, "1"],
+                    "referred": [False, False, True]})
+    b = compute_benefits(rec, pa.table({"patient_id": ["F"], "assistance_class": ["低保"]}))
+    s = _by_id(b)
+    fig = {k: (s[k]["basic_deductible_cents"], s[k]["fund_basic_cents"], s[k]["fund_critical_cents"],
+               s[k]["assistance_cents"], s[k]["patient_cents"]) for k in ("F1", "F2", "F3")}
+    assert fig == {"F1": (30000, 102000, 0, 68600, 29400), "F2": (0, 398000, 0, 281400, 170600),
+                   "F3": (20000, 784000, 0, 151200, 64800)}
+    assert s["F1"]["reasons"] == "BEN_BASIC_DEDUCTIBLE"
+    assert s["F2"]["reasons"] == "BEN_OUT_OF_POLICY|BEN_OUTPATIENT_LIMIT"
+    assert s["F3"]["reasons"] == "BEN_BASIC_DEDUCTIBLE|BEN_CRITICAL_TILT|BEN_CRITICAL_THRESHOLD"
+    assert s["F3"]["assistance_relief_cents"] == 0 and s["F1"]["critical_cap_cents"] is None
+    # outside the inpatient cap where the region says so: F3's basic no longer sees the outpatient payments
+    pol = parse_benefit_policy({"outpatient": {"counts_against_inpatient_cap": False},
+                                "basic": {"resident": {"annual_cap": 8000.00}}})
+    s2 = _by_id(compute_benefits(rec, pa.table({"patient_id": ["F"], "assistance_class": ["低保"]}), pol))
+    assert s2["F3"]["fund_basic_cents"] == 784000 and "BEN_BASIC_CAP" not in s2["F3"]["reasons"]
+    s3 = _by_id(compute_benefits(rec, pa.table({"patient_id": ["F"], "assistance_class": ["低保"]}),
+                                 parse_benefit_policy({"basic": {"resident": {"annual_cap": 8000.00}}})))
+    assert s3["F3"]["fund_basic_cents"] == 800000 - 102000 - 398000 and "BEN_BASIC_CAP" in s3["F3"]["reasons"]
+
+
+def test_not_listed_resident_keeps_the_original_cap():
+    pol = parse_benefit_policy({"critical": {"annual_cap": 20000.00}})
+    rec = _stays([_stay("N", "N", "2026-05-01", "2026-05-20", 200000.00, 180000.00, "3")])
+    r = compute_benefits(rec, pa.table({"patient_id": ["other"]}), pol).stays.to_pylist()[0]
+    assert (r["fund_critical_cents"], r["critical_cap_cents"]) == (2000000, 2000000)
+    assert r["reasons"].endswith("BEN_PERSON_NOT_LISTED")
+
+
+def test_a_waiting_stay_still_counts_for_overlap():
+    rec = _stays([_stay("w", "W", "2026-02-01", "2026-02-20", 1000.0, 1000.0, "1"),
+                  _stay("o", "W", "2026-02-10", "2026-02-25", 1000.0, 1000.0, "1")])
+    per = pa.table({"patient_id": ["W"], "enrolment_date": ["2026-01-10"], "collective_period": [False]})
+    s = _by_id(compute_benefits(rec, per))
+    assert (s["w"]["status"], s["o"]["status"], s["o"]["reason"]) == ("waiting", "invalid", "BEN_OVERLAPPING_STAY")

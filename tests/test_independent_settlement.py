@@ -108,7 +108,7 @@ def test_an_unknown_case_type_in_the_output_is_refused(demo_dir, tmp_path):
 
 def test_the_docs_defaults_are_the_defaults_file():
     """policy.md's default column (as DOC_DEFAULTS transcribes it) = weights/settlement/policy_defaults.toml."""
-    defaults = tomllib.loads((REPO / "weights" / "policy_defaults.toml").read_text(encoding="utf-8"))
+    defaults = tomllib.loads((REPO / "weights" / "settlement" / "policy_defaults.toml").read_text(encoding="utf-8"))
     for section, fields in DOC_DEFAULTS.items():
         for name, value in fields.items():
             if isinstance(value, dict) and not value:

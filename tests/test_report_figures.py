@@ -329,8 +329,10 @@ def test_benefit_tier_table(demo):
     assert funds == sorted({s["fund"] for s in valid})
     tiers = ("fund_basic_cents", "fund_critical_cents", "assistance_cents", "patient_cents")
     rows = body(t)
-    assert [r[0] for r in rows] == ["基本医保统筹基金 basic fund", "大病保险 critical-illness fund",
-                                    "医疗救助 medical assistance", "个人负担 patient"]
+    assert [r[0] for r in rows] == [
+        "基本医保统筹基金 basic fund",
+        "大病保险 / 职工大额医疗费用补助 critical-illness insurance / employee large-claim top-up",
+        "医疗救助 medical assistance", "个人负担 patient"]
     cost = sum(s["total_cost_cents"] for s in valid)
     for r, col in zip(rows, tiers):
         per_fund = [sum(s[col] for s in valid if s["fund"] == f) for f in funds]

@@ -710,7 +710,8 @@ def _monitoring_section(findings: list[dict], hospitals: dict) -> str:
 
 
 BENEFIT_TIERS = (("fund_basic_cents", "基本医保统筹基金", "basic fund"),
-                 ("fund_critical_cents", "大病保险", "critical-illness fund"),
+                 ("fund_critical_cents", "大病保险 / 职工大额医疗费用补助",
+                  "critical-illness insurance / employee large-claim top-up"),
                  ("assistance_cents", "医疗救助", "medical assistance"),
                  ("patient_cents", "个人负担", "patient"))
 
@@ -739,8 +740,9 @@ def _benefits_section(ben: dict) -> str:
            (f'<p class="note">{len(status)} stays: {status.count("paid")} paid, {status.count("waiting")} in a '
             f"waiting period (待遇等待期: the patient bears the whole cost), {status.count('invalid')} invalid (left "
             "out below, see their reasons). Basic insurance, then critical-illness insurance, then medical "
-            "assistance (三重制度, docs/benefits.md); per stay the four parts add up to its cost. The settlement's "
-            "personal share comes from the records, not from this calculation.</p>")]
+            "assistance (三重制度, docs/benefits.md); the second tier is critical-illness insurance for residents and "
+            "the large-claim top-up (职工大额医疗费用补助) for employees; per stay the four parts add up to its "
+            "cost. A settlement run with --benefits takes its personal share from this calculation.</p>")]
 
     def tot(col, pick):
         return sum(v for v, ok in zip(money[col], pick) if ok)

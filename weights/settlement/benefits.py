@@ -1,5 +1,7 @@
-"""The patient's side of a stay (三重制度综合保障): basic insurance, critical-illness insurance and
-medical assistance, for one stay and for a year of stays per person.
+"""The patient's side of a stay (三重制度综合保障): basic insurance (inpatient, and outpatient
+chronic/special disease 门诊慢特病), critical-illness insurance (for employees its counterpart, the
+large-claim top-up 职工大额医疗费用补助) and medical assistance, for one stay and for a year of stays
+per person.
 
 API:
 
@@ -111,10 +113,16 @@ class BenefitPolicy:
     basic_cap: dict[str, int]                          # fund → cents
     basic_levels: dict[str, dict[str, tuple[int, int]]]  # fund → level → (deductible cents, ratio bp)
     outpatient_types: tuple[str, ...]
+    outpatient_basic: dict[str, tuple[int, int, int]]  # fund → (annual deductible cents, ratio bp, limit cents)
+    outpatient_in_cap: bool
     critical_funds: tuple[str, ...]
     critical_threshold: int
     critical_cap: int
     critical_bands: tuple[tuple[int | None, int], ...]  # (up_to cents or None, ratio bp)
+    large_funds: tuple[str, ...]                       # 职工大额医疗费用补助
+    large_threshold: int
+    large_cap: int
+    large_bands: tuple[tuple[int | None, int], ...]
     tilt_classes: tuple[str, ...]
     tilt_threshold_bp: int
     tilt_ratio_add_bp: int
@@ -125,6 +133,7 @@ class BenefitPolicy:
     continuous_step: int
     zero_claim_step: int
     incentive_max_bp: int
+    zero_claim_clear_on_any: bool                      # the credit clears once any raise is used
     reenrolled_cut_bp: int
     waiting_from_year: int
     waiting_funds: tuple[str, ...]
@@ -217,12 +226,34 @@ class _R:
         return v
 
 
+def _bands(r: _R, t: dict, key: str) -> list:
+    """[(up_to cents or None for the open last band, ratio bp)] of a banded tier."""
+    bands_in = t.get("bands")
+    if not isinstance(bands_in, list) or not bands_in:
+        r.fail(f"{key}.bands", "must be a list of { up_to, ratio } with the last band open")
+    bands, prev = [], 0
+    for i, b in enumerate(bands_in):
+        bkey = f"{key}.bands[{i}]"
+        if not isinstance(b, dict) or set(b) - {"up_to", "ratio"}:
+            r.fail(bkey, "must be { up_to = yuan, ratio = fraction } (the last band: ratio only)")
+        last = i == len(bands_in) - 1
+        if last != ("up_to" not in b):
+            r.fail(bkey, "every band but the last needs up_to; the last has none")
+        up = None if last else r.money(b, bkey, "up_to")
+        if up is not None and up <= prev:
+            r.fail(f"{bkey}.up_to", "must rise from band to band")
+        prev = up or prev
+        bands.append((up, r.rate(b, bkey, "ratio")))
+    return bands
+
+
 def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str = "") -> BenefitPolicy:
     """Validate a policy given as a dict (the TOML parsed), laid over the defaults."""
     with _DEFAULTS.open("rb") as fh:
         m = overlay(tomllib.load(fh), data)
     r = _R(where)
-    top = {"funds", "labels", "hospital_level", "basic", "outpatient", "critical", "waiting", "assistance"}
+    top = {"funds", "labels", "hospital_level", "basic", "outpatient", "critical", "large_claim", "waiting",
+           "assistance"}
     for k in m:
         if k not in top:
             r.fail(k, f"is not a known section (use {', '.join(sorted(top))})")
@@ -257,37 +288,36 @@ def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str 
             t = r.table(lt, f"basic.{f}.levels", lev, {"deductible", "ratio"})
             levels[f][lev] = (r.money(t, f"basic.{f}.levels.{lev}", "deductible"),
                               r.rate(t, f"basic.{f}.levels.{lev}", "ratio"))
-    out_t = r.table(m, "", "outpatient", {"visit_types"})
+    out_t = r.table(m, "", "outpatient", {"visit_types", "counts_against_inpatient_cap", *FUNDS})
+    out_basic = {}
+    for f in FUNDS:
+        t = r.table(out_t, "outpatient", f, {"deductible", "ratio", "annual_limit"})
+        out_basic[f] = (r.money(t, f"outpatient.{f}", "deductible"), r.rate(t, f"outpatient.{f}", "ratio"),
+                        r.money(t, f"outpatient.{f}", "annual_limit"))
     crit = r.table(m, "", "critical", {"funds", "threshold", "annual_cap", "bands", "tilt", "incentive"})
-    cfunds = r.texts(crit, "critical", "funds")
-    for f in cfunds:
-        if f not in FUNDS:
-            r.fail("critical.funds", f"names {f!r}, not a fund (use {' or '.join(FUNDS)})")
-    bands_in = crit.get("bands")
-    if not isinstance(bands_in, list) or not bands_in:
-        r.fail("critical.bands", "must be a list of { up_to, ratio } with the last band open")
-    bands, prev = [], 0
-    for i, b in enumerate(bands_in):
-        key = f"critical.bands[{i}]"
-        if not isinstance(b, dict) or set(b) - {"up_to", "ratio"}:
-            r.fail(key, "must be { up_to = yuan, ratio = fraction } (the last band: ratio only)")
-        last = i == len(bands_in) - 1
-        if last != ("up_to" not in b):
-            r.fail(key, "every band but the last needs up_to; the last has none")
-        up = None if last else r.money(b, key, "up_to")
-        if up is not None and up <= prev:
-            r.fail(f"{key}.up_to", "must rise from band to band")
-        prev = up or prev
-        bands.append((up, r.rate(b, key, "ratio")))
+    large = r.table(m, "", "large_claim", {"funds", "threshold", "annual_cap", "bands"})
+    cfunds, lfunds = r.texts(crit, "critical", "funds"), r.texts(large, "large_claim", "funds")
+    for key, names in (("critical.funds", cfunds), ("large_claim.funds", lfunds)):
+        for f in names:
+            if f not in FUNDS:
+                r.fail(key, f"names {f!r}, not a fund (use {' or '.join(FUNDS)})")
+            if key == "large_claim.funds" and f in cfunds:
+                r.fail(key, f"names {f!r}, which critical.funds names too (a fund has one second tier)")
+    bands = _bands(r, crit, "critical")
+    large_bands = _bands(r, large, "large_claim")
     tilt = r.table(crit, "critical", "tilt", {"classes", "threshold_factor", "ratio_add", "no_cap"})
     inc = r.table(crit, "critical", "incentive", {"from_year", "funds", "after_years", "continuous_step",
-                                                  "zero_claim_step", "max_share_of_cap", "reenrolled_cap_cut"})
+                                                  "zero_claim_step", "max_share_of_cap", "reenrolled_cap_cut",
+                                                  "zero_claim_cleared_by"})
     steps = {}
     for s in ("continuous_step", "zero_claim_step"):
         steps[s] = r.money(inc, "critical.incentive", s)
         if steps[s] < 100000:
             r.fail(f"critical.incentive.{s}", "must be at least 1000.00 yuan (seed 003: 每次提高限额均不低于1000元)")
     inc_max = r.rate(inc, "critical.incentive", "max_share_of_cap")
+    cleared_by = inc.get("zero_claim_cleared_by")
+    if cleared_by not in ("zero_claim_layer", "any_raise"):
+        r.fail("critical.incentive.zero_claim_cleared_by", "must be \"zero_claim_layer\" or \"any_raise\"")
     if inc_max > 2000:
         r.fail("critical.incentive.max_share_of_cap", "must be at most 0.20 (seed 003: 累计提高总额不超过原封顶线的20%)")
     wait = r.table(m, "", "waiting", {"from_year", "funds", "fixed_months", "months_per_break_year",
@@ -326,14 +356,19 @@ def parse_benefit_policy(data: dict, where: str = "benefit policy", source: str 
         inpatient_labels=inpatient_labels, hospital_level={str(k): str(v) for k, v in hl.items()},
         admission_factors_bp=fac_bp, ratio_cut_bp=cut, basic_cap=caps, basic_levels=levels,
         outpatient_types=tuple(x.lower() for x in r.texts(out_t, "outpatient", "visit_types")),
+        outpatient_basic=out_basic,
+        outpatient_in_cap=r.flag(out_t, "outpatient", "counts_against_inpatient_cap"),
         critical_funds=cfunds, critical_threshold=r.money(crit, "critical", "threshold"),
         critical_cap=r.money(crit, "critical", "annual_cap"), critical_bands=tuple(bands),
+        large_funds=lfunds, large_threshold=r.money(large, "large_claim", "threshold"),
+        large_cap=r.money(large, "large_claim", "annual_cap"), large_bands=tuple(large_bands),
         tilt_classes=tilt_classes, tilt_threshold_bp=r.rate(tilt, "critical.tilt", "threshold_factor"),
         tilt_ratio_add_bp=r.rate(tilt, "critical.tilt", "ratio_add"), tilt_no_cap=r.flag(tilt, "critical.tilt", "no_cap"),
         incentive_from_year=r.int_(inc, "critical.incentive", "from_year"), incentive_funds=ifunds,
         incentive_after_years=r.int_(inc, "critical.incentive", "after_years"),
         continuous_step=steps["continuous_step"], zero_claim_step=steps["zero_claim_step"],
-        incentive_max_bp=inc_max, reenrolled_cut_bp=r.rate(inc, "critical.incentive", "reenrolled_cap_cut"),
+        incentive_max_bp=inc_max, zero_claim_clear_on_any=cleared_by == "any_raise",
+        reenrolled_cut_bp=r.rate(inc, "critical.incentive", "reenrolled_cap_cut"),
         waiting_from_year=r.int_(wait, "waiting", "from_year"), waiting_funds=wfunds,
         waiting_fixed=r.int_(wait, "waiting", "fixed_months"),
         waiting_per_break_year=r.int_(wait, "waiting", "months_per_break_year"),
@@ -553,11 +588,12 @@ class Benefits:
 
 # reason bits of the kernel, in the order a stay's reasons are listed
 _FLAG_BITS = ("BEN_WAITING_PERIOD", "BEN_OUT_OF_POLICY", "BEN_OUT_OF_REGION_CUT", "BEN_BASIC_DEDUCTIBLE",
-              "BEN_BASIC_CAP", "BEN_CRITICAL_TILT", "BEN_CRITICAL_THRESHOLD", "BEN_CRITICAL_CAP",
-              "BEN_CAP_INCENTIVE_USED", "BEN_ZERO_CLAIM_CLEARED", "BEN_ASSIST_NOT_REFERRED", "BEN_ASSIST_THRESHOLD",
+              "BEN_BASIC_CAP", "BEN_OUTPATIENT_LIMIT", "BEN_CRITICAL_TILT", "BEN_CRITICAL_THRESHOLD",
+              "BEN_CRITICAL_CAP", "BEN_CAP_INCENTIVE_USED", "BEN_ZERO_CLAIM_CLEARED", "BEN_LARGE_CLAIM_THRESHOLD",
+              "BEN_LARGE_CLAIM_CAP", "BEN_ASSIST_NOT_REFERRED", "BEN_ASSIST_THRESHOLD",
               "BEN_ASSIST_LIMIT", "BEN_RELIEF_LIMIT", "BEN_RELIEF_PAID", "BEN_PERSON_NOT_LISTED")
-(F_WAIT, F_OOP, F_REGION, F_DED, F_BCAP, F_TILT, F_CTHR, F_CCAP, F_INC, F_ZERO, F_NOREF, F_ATHR, F_ALIM,
- F_RLIM, F_RPAID, F_NOTLISTED) = (1 << b for b in range(len(_FLAG_BITS)))
+(F_WAIT, F_OOP, F_REGION, F_DED, F_BCAP, F_OLIM, F_TILT, F_CTHR, F_CCAP, F_INC, F_ZERO, F_LTHR, F_LCAP, F_NOREF,
+ F_ATHR, F_ALIM, F_RLIM, F_RPAID, F_NOTLISTED) = (1 << b for b in range(len(_FLAG_BITS)))
 
 
 @njit(cache=True)
@@ -581,11 +617,15 @@ def _banded_nb(amount, threshold, band_up, band_bp, add_bp):
 
 @njit(cache=True)
 def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, start_day, dis_day, wait_start,
-                tc, ip, paid, cls, tilted, crit_cap, crit_cont, crit_zero,
-                ded_t, ratio_t, basic_cap, factors, cut, crit_fund, thr_normal, thr_tilt, band_up, band_bp, tilt_add,
+                tc, ip, paid, paid_given, cls, tilted, crit_cap, crit_cont, crit_zero,
+                ded_t, ratio_t, basic_cap, factors, cut, op_basic, op_in_cap, clear_on_any,
+                tier2, thr_normal, thr_tilt, band_up, band_bp, band_n, tilt_add,
                 c_thr, c_ratio, c_limit, c_relief, unfiled_covered, relief_heavy, relief_bp, relief_limit, ngroups):
     """The per person-year accumulation over stays sorted by (person, year, date); see the module doc.
 
+    ``tier2[f]``: the second tier of fund f (0 none, 1 critical-illness insurance, 2 职工大额医疗费用补助),
+    with its threshold and bands (row f of ``band_up``/``band_bp``, ``band_n[f]`` of them);
+    ``op_basic[f]``: the outpatient chronic rules (annual deductible, ratio bp, annual limit).
     status: 0 paid, 1 waiting, 2 invalid (checked before), 3 overlapping stay."""
     n = order.size
     basic_o = np.zeros(n, np.int64)
@@ -600,19 +640,30 @@ def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, st
     g_cleared = np.zeros(ngroups, np.bool_)
     none_day = np.iinfo(np.int64).min
     basic_paid = np.zeros(2, np.int64)
+    op_ded_used = np.zeros(2, np.int64)
+    op_paid = np.zeros(2, np.int64)
+    crit_base = np.zeros(2, np.int64)
+    crit_paid = np.zeros(2, np.int64)
+    cap_known = np.zeros(2, np.bool_)
+    cap = np.zeros(2, np.int64)
+    base_cap = np.zeros(2, np.int64)
+    floor = np.zeros(2, np.int64)
+    zero = np.zeros(2, np.int64)
     prev = -1
-    admissions = crit_base = crit_paid = assist_base = assist_paid = relief_base = relief_paid = 0
-    cap_known = False
-    cap = base_cap = floor = zero = 0
+    admissions = assist_base = assist_paid = relief_base = relief_paid = 0
     last_dis = none_day
     for k in range(n):
         i = order[k]
         g = grp[k]
         if g != prev:
             prev = g
-            admissions = crit_base = crit_paid = assist_base = assist_paid = relief_base = relief_paid = 0
+            admissions = assist_base = assist_paid = relief_base = relief_paid = 0
             basic_paid[:] = 0
-            cap_known = False
+            op_ded_used[:] = 0
+            op_paid[:] = 0
+            crit_base[:] = 0
+            crit_paid[:] = 0
+            cap_known[:] = False
             last_dis = none_day
         if not ok[i]:
             continue
@@ -624,14 +675,29 @@ def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, st
         if wait_start[i] != none_day and start_day[i] < wait_start[i]:
             status[i] = 1
             flags[i] = F_WAIT
+            if not outp[i]:
+                last_dis = dis_day[i]
             continue
         status[i] = 0
         if tc[i] > ip[i]:
             fl |= F_OOP
         cap_left = basic_cap[f] - basic_paid[f]
         if outp[i]:
-            basic = min(paid[i], max(0, cap_left))
-            if basic < paid[i]:
+            if paid_given[i]:
+                basic = paid[i]
+            else:
+                under = min(ip[i], op_basic[f, 0] - op_ded_used[f])
+                op_ded_used[f] += under
+                ded_o[i] = under
+                if under > 0:
+                    fl |= F_DED
+                basic = _rate(ip[i] - under, op_basic[f, 1])
+                if basic > op_basic[f, 2] - op_paid[f]:
+                    basic = max(0, op_basic[f, 2] - op_paid[f])
+                    fl |= F_OLIM
+                op_paid[f] += basic
+            if op_in_cap and basic > cap_left:
+                basic = max(0, cap_left)
                 fl |= F_BCAP
         else:
             admissions += 1
@@ -648,39 +714,44 @@ def _accumulate(order, grp, ok, outp, fund, level, region, referred, in_prov, st
             if basic > cap_left:
                 basic = max(0, cap_left)
                 fl |= F_BCAP
-        basic_paid[f] += basic
+        if op_in_cap or not outp[i]:
+            basic_paid[f] += basic
         crit = 0
-        if not outp[i] and crit_fund[f]:
-            if not cap_known:
-                cap_known = True
-                cap = crit_cap[i]
-                zero = crit_zero[i]
-                floor = cap - zero
-                base_cap = cap - zero - crit_cont[i]
-                g_cap[g] = cap
-            thr = thr_tilt if tilted[i] else thr_normal
-            add = tilt_add if tilted[i] else 0
-            if tilted[i]:
+        if not outp[i] and tier2[f] > 0:
+            if not cap_known[f]:
+                cap_known[f] = True
+                cap[f] = crit_cap[i]
+                zero[f] = crit_zero[i]
+                base_cap[f] = cap[f] - zero[f] - crit_cont[i]
+                floor[f] = base_cap[f] if clear_on_any else cap[f] - zero[f]
+                if g_cap[g] < 0:
+                    g_cap[g] = cap[f]
+            tilt = tilted[i] and tier2[f] == 1
+            thr = thr_tilt[f] if tilt else thr_normal[f]
+            add = tilt_add if tilt else 0
+            if tilt:
                 fl |= F_TILT
+            nb = band_n[f]
             elig = ip[i] - basic
-            before = crit_base
-            after = crit_base + elig
-            crit = _banded_nb(after, thr, band_up, band_bp, add) - _banded_nb(before, thr, band_up, band_bp, add)
+            before = crit_base[f]
+            after = crit_base[f] + elig
+            crit = _banded_nb(after, thr, band_up[f, :nb], band_bp[f, :nb], add) \
+                - _banded_nb(before, thr, band_up[f, :nb], band_bp[f, :nb], add)
             if before < thr and elig > 0:
-                fl |= F_CTHR
-            crit_base = after
-            if cap >= 0:
-                if crit_paid + crit > cap:
-                    crit = max(0, cap - crit_paid)
-                    fl |= F_CCAP
-                new = crit_paid + crit
-                if new > base_cap and crit > 0:
+                fl |= F_CTHR if tier2[f] == 1 else F_LTHR
+            crit_base[f] = after
+            if cap[f] >= 0:
+                if crit_paid[f] + crit > cap[f]:
+                    crit = max(0, cap[f] - crit_paid[f])
+                    fl |= F_CCAP if tier2[f] == 1 else F_LCAP
+                new = crit_paid[f] + crit
+                if new > base_cap[f] and crit > 0:
                     fl |= F_INC
-                if zero > 0 and new > floor and not g_cleared[g]:
+                if zero[f] > 0 and new > floor[f] and not g_cleared[g]:
                     g_cleared[g] = True
                     fl |= F_ZERO
-            crit_paid += crit
-            cap_o[i] = cap
+            crit_paid[f] += crit
+            cap_o[i] = cap[f]
         assist = 0
         relief = 0
         remaining = ip[i] - basic - crit
@@ -803,8 +874,9 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
     vt_ok = pc.or_(pc.is_null(vt), pc.is_in(vt, value_set=pa.array([*policy.inpatient_labels, *policy.outpatient_types])))
     flag(~np.asarray(vt_ok.to_numpy(zero_copy_only=False), bool), "BEN_BAD_VISIT_TYPE")
     tc_c, ip_c, paid_c = (to_cents(np.nan_to_num(x)) for x in (total, inpol, paid_out))
+    paid_given = np.isfinite(paid_out)
     cost_bad = (total_bad | inpol_bad | ~np.isfinite(total) | ~np.isfinite(inpol) | (total < 0) | (inpol < 0)
-                | (ip_c > tc_c) | (outp & (paid_bad | ~np.isfinite(paid_out) | (paid_c < 0) | (paid_c > ip_c))))
+                | (ip_c > tc_c) | (outp & (paid_bad | (paid_given & ((paid_c < 0) | (paid_c > ip_c))))))
     flag(cost_bad, "BEN_BAD_COST")
     level_a = text(extra["hospital_level"], n)
     if policy.hospital_level:
@@ -840,12 +912,14 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
     layers: dict = {}
     fund_names = [FUNDS[f] if f >= 0 else None for f in fund_i.tolist()]
     row_person: list = [None] * n
+    ordinary = _Person()     # a patient not in the person file: no class, no incentive, no waiting
     for i in range(n):
         p = people.get((pid[i], year[i])) or people.get((pid[i], None))
         if p is None:
             not_listed[i] = True
-            continue
-        row_person[i] = p
+            p = ordinary
+        else:
+            row_person[i] = p
         if p.error:
             person_bad[i] = bit[p.error]
         if p.cls is not None:
@@ -853,7 +927,9 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         f = fund_names[i]
         if p.start is not None and f in policy.waiting_funds:
             wait_start[i] = (p.start - epoch).days
-        if f in policy.critical_funds and year[i] is not None:
+        if f in policy.large_funds:
+            crit_cap[i] = policy.large_cap
+        elif f in policy.critical_funds and year[i] is not None:
             key = (f, year[i], id(p))
             if key not in layers:
                 layers[key] = critical_cap_layers(policy, f, year[i], p.continuous, p.zero_claim,
@@ -872,19 +948,30 @@ def compute_benefits(records, persons=None, policy: BenefitPolicy | None = None)
         change[1:] = (pid_rank[order][1:] != pid_rank[order][:-1]) | (year_a[order][1:] != year_a[order][:-1])
     grp = np.cumsum(change).astype(np.int64) - 1
     ngroups = int(grp[-1]) + 1 if n else 0
-    bands = policy.critical_bands
+    # the second tier of each fund: 1 critical-illness insurance, 2 职工大额医疗费用补助, 0 none
+    tier2 = np.array([1 if f in policy.critical_funds else 2 if f in policy.large_funds else 0 for f in FUNDS],
+                     np.int64)
+    tier_bands = [policy.critical_bands if t == 1 else policy.large_bands if t == 2 else () for t in tier2]
+    width = max(1, max(len(b) for b in tier_bands))
+    band_up, band_bp = np.full((2, width), -1, np.int64), np.zeros((2, width), np.int64)
+    for f, b in enumerate(tier_bands):
+        for j, (up, bp) in enumerate(b):
+            band_up[f, j], band_bp[f, j] = (-1 if up is None else up), bp
+    thr2 = np.array([policy.critical_threshold if t == 1 else policy.large_threshold if t == 2 else 0
+                     for t in tier2], np.int64)
+    thr2_tilt = np.where(tier2 == 1, apply_rate(policy.critical_threshold, policy.tilt_threshold_bp), thr2)
     basic, crit, assist, relief, ded, st, flags, cap_row, g_cap, g_cleared = _accumulate(
         order, grp, bad == 0, outp, fund_i, np.maximum(level_i, 0), region_i, np.array(referred, bool),
-        np.array(in_prov, bool), start_day, dis_days, wait_start, tc_c, ip_c, paid_c, cls, tilted,
+        np.array(in_prov, bool), start_day, dis_days, wait_start, tc_c, ip_c, paid_c, paid_given, cls, tilted,
         crit_cap, crit_cont, crit_zero,
         np.array([[policy.basic_levels[f][lv][0] for lv in LEVELS] for f in FUNDS], np.int64),
         np.array([[policy.basic_levels[f][lv][1] for lv in LEVELS] for f in FUNDS], np.int64),
         np.array([policy.basic_cap[f] for f in FUNDS], np.int64), np.array(policy.admission_factors_bp, np.int64),
         np.array([policy.ratio_cut_bp[k] for k in ("local", "filed", "unfiled")], np.int64),
-        np.array([f in policy.critical_funds for f in FUNDS], bool),
-        policy.critical_threshold, apply_rate(policy.critical_threshold, policy.tilt_threshold_bp),
-        np.array([-1 if up is None else up for up, _ in bands], np.int64), np.array([bp for _, bp in bands], np.int64),
-        policy.tilt_ratio_add_bp,
+        np.array([policy.outpatient_basic[f] for f in FUNDS], np.int64), policy.outpatient_in_cap,
+        policy.zero_claim_clear_on_any,
+        tier2, thr2, thr2_tilt.astype(np.int64), band_up, band_bp,
+        np.array([len(b) for b in tier_bands], np.int64), policy.tilt_ratio_add_bp,
         np.array([policy.assistance_threshold(code) for code in class_codes], np.int64),
         np.array([policy.classes[code].ratio_bp for code in class_codes], np.int64),
         np.array([policy.classes[code].annual_limit for code in class_codes], np.int64),
