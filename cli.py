@@ -568,16 +568,21 @@ def weights_cmd(history, policy_path, out, scheme, group_column, batch_size, qui
               help="Records per batch (memory stays bounded; the outputs do not depend on it).")
 @click.option("--benefits", type=click.Path(dir_okay=False),
               help="drgdip benefits' output for these stays: each record's personal share taken from it by id.")
+@click.option("--decisions", type=click.Path(dir_okay=False),
+              help="Special-review decisions (特例单议) of the office: CSV id,decision,points (with --reopen for a "
+                   "settled month); the outcome per row goes to decisions.csv.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
-               reopen, group_column, batch_size, benefits, quiet):
+               reopen, group_column, batch_size, benefits, decisions, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
     Example:
       drgdip settle 2026-10 discharges-2026-10.parquet --scheme chs11.drgscheme \\
           --weights weights.parquet --policy region.toml --ledger region.db --out settled/2026-10
+      drgdip settle 2026-10 discharges-2026-10.parquet --weights weights.parquet --policy region.toml \\
+          --ledger region.db --out settled/2026-10 --decisions decisions-2026-10.csv --reopen
       drgdip settle 2026 --final --policy region.toml --ledger region.db
     """
     from drgdip.weights.ledger import LedgerError
@@ -586,6 +591,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
         if final:
             if new_ledger:
                 raise click.UsageError("--new-ledger: an annual settlement reads an existing ledger")
+            if decisions is not None:
+                raise click.UsageError("--decisions goes with a monthly settlement (settle the month again)")
             result = settle_annual(period, policy_path=policy_path, ledger_path=ledger_path, out=out,
                                    reopen=reopen, quiet=quiet, partial_year=partial_year)
         else:
@@ -596,7 +603,7 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
                                   group_column=group_column, quiet=quiet, new_ledger=new_ledger,
-                                  batch_size=batch_size, benefits=benefits)
+                                  batch_size=batch_size, benefits=benefits, decisions=decisions)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(summary_text(result))

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS hospital_results (
     adjustment_cents INTEGER,
     monthly_paid_cents INTEGER,
     balance_cents INTEGER,
+    held_cases INTEGER NOT NULL DEFAULT 0,
+    held_cost_cents INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, hospital_id, fund)
 );
 CREATE INDEX IF NOT EXISTS runs_period ON runs (kind, period, current);
@@ -76,7 +78,12 @@ CREATE INDEX IF NOT EXISTS runs_period ON runs (kind, period, current);
 
 HOSPITAL_FIELDS = ("hospital_id", "fund", "cases", "unpriced_cases", "weight_sum", "points", "point_value",
                    "personal_share_cents", "payment_cents", "amount_due_cents", "withheld_cents", "paid_cents",
-                   "cost_cents", "unpriced_cost_cents", "adjustment_cents", "monthly_paid_cents", "balance_cents")
+                   "cost_cents", "unpriced_cost_cents", "adjustment_cents", "monthly_paid_cents", "balance_cents",
+                   "held_cases", "held_cost_cents")
+#: columns added after the first ledgers: (name, SQL type); an older ledger gets them on open
+_ADDED_COLUMNS = (("held_cases", "INTEGER NOT NULL DEFAULT 0"), ("held_cost_cents", "INTEGER NOT NULL DEFAULT 0"))
+#: the hospital rows of a monthly run the annual settlement reads
+MONTHLY_FIELDS = HOSPITAL_FIELDS[:14] + ("held_cases", "held_cost_cents")
 
 
 class LedgerError(InputError):
@@ -120,6 +127,10 @@ def connect(path: str | os.PathLike, create: bool = True, parents: bool = False)
         conn = sqlite3.connect(str(p), isolation_level=None, timeout=30)
         conn.execute("PRAGMA foreign_keys = ON")
         conn.executescript(_DDL)
+        have = {r[1] for r in conn.execute("PRAGMA table_info(hospital_results)")}
+        for name, decl in _ADDED_COLUMNS:        # special review (特例单议) held cases, added later
+            if name not in have:
+                conn.execute(f"ALTER TABLE hospital_results ADD COLUMN {name} {decl}")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     except sqlite3.DatabaseError as exc:
         raise LedgerError(f"{p}: not a drgdip ledger ({exc})") from None
@@ -149,8 +160,8 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
     """Write one settlement run (all of it or nothing). Returns its revision."""
     created = now or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     h = settlement.hospitals
-    cols = {name: (h[name].to_pylist() if name in h.column_names else [None] * h.num_rows)
-            for name in HOSPITAL_FIELDS}
+    cols = {name: (h[name].to_pylist() if name in h.column_names else
+                   [0 if name in dict(_ADDED_COLUMNS) else None] * h.num_rows) for name in HOSPITAL_FIELDS}
     rows = list(zip(*(cols[name] for name in HOSPITAL_FIELDS)))
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -186,11 +197,11 @@ def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[st
         (f"{year}-%",))]
     if not months:
         raise LedgerError(f"the ledger has no monthly settlement of {year}: settle its months first")
-    q = (f"SELECT {', '.join('h.' + c for c in HOSPITAL_FIELDS[:14])} FROM hospital_results h JOIN runs r "
+    q = (f"SELECT {', '.join('h.' + c for c in MONTHLY_FIELDS)} FROM hospital_results h JOIN runs r "
          "USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period LIKE ? ORDER BY r.period, "
          "h.hospital_id, h.fund")
     data = conn.execute(q, (f"{year}-%",)).fetchall()
-    names = HOSPITAL_FIELDS[:14]
+    names = MONTHLY_FIELDS
     cols = list(zip(*data)) if data else [[] for _ in names]
     types = {"hospital_id": pa.string(), "fund": pa.string(), "weight_sum": pa.float64(), "points": pa.float64(),
              "point_value": pa.float64()}
@@ -218,6 +229,9 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
                              " FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
         hospitals = conn.execute("SELECT COUNT(*), SUM(amount_due_cents), SUM(paid_cents) FROM hospital_results"
                                  " WHERE run_id=?", (row[0],)).fetchone()
+        held = conn.execute("SELECT hospital_id, SUM(held_cases), SUM(held_cost_cents) FROM hospital_results"
+                            " WHERE run_id=? AND held_cases > 0 GROUP BY hospital_id ORDER BY hospital_id",
+                            (row[0],)).fetchall()
         out.append({"run_id": row[0], "period": row[1], "kind": row[2], "revision": row[3],
                     "current": bool(row[4]), "stale": row[0] in stale,
                     "state": "stale" if row[0] in stale else "current" if row[4] else "superseded",
@@ -226,7 +240,8 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
                     "funds": [{"fund": f[0], "budget": None if f[1] is None else f[1] / 100, "personal_share":
                                f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5]} for f in funds],
                     "hospitals": hospitals[0], "amount_due": (hospitals[1] or 0) / 100,
-                    "paid": (hospitals[2] or 0) / 100})
+                    "paid": (hospitals[2] or 0) / 100,
+                    "held": [{"hospital_id": h[0], "cases": h[1], "cost": h[2] / 100} for h in held]})
     return out
 
 
@@ -251,6 +266,11 @@ def show(path: str | os.PathLike) -> str:
                          f"{pv:>12} {bud:>16} {r['hospitals'] if i == 0 else '':>9} {tail}")
         for name, digest in sorted(r["inputs"].items()):
             lines.append(f"{'':>4}   input {name}: {digest}")
+        if r["held"]:
+            n_held = sum(h["cases"] for h in r["held"])
+            cost = sum(round(h["cost"] * 100) for h in r["held"]) / 100
+            lines.append(f"{'':>4}   held for special review, undecided: {n_held} case(s), cost {cost:.2f} ("
+                         + ", ".join(f"{h['hospital_id']} {h['cases']}: {h['cost']:.2f}" for h in r["held"]) + ")")
         if r["stale"]:
             lines.append(f"{'':>4}   stale: a month of {r['period']} was settled after this annual settlement; "
                          f"settle {r['period']} --final --reopen")

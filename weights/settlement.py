@@ -423,10 +423,12 @@ class MonthTotals:
         self.personal = np.zeros(k, np.int64)
         self.cost = np.zeros(k, np.int64)
         self.unpriced_cost = np.zeros(k, np.int64)
+        self.held = np.zeros(k, np.int64)             # held for special review (特例单议), no points yet
+        self.held_cost = np.zeros(k, np.int64)
         self.rows = 0
 
     def _grow(self, cells: int) -> None:
-        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost"):
+        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost", "held", "held_cost"):
             a = getattr(self, name)
             if len(a) < cells:
                 setattr(self, name, np.concatenate([a, np.zeros(cells - len(a), a.dtype)]))
@@ -456,6 +458,10 @@ class MonthTotals:
         np.add.at(self.personal, cell[pool], personal[pool])
         np.add.at(self.cost, cell[pool], cost[pool])
         np.add.at(self.unpriced_cost, cell[~pool], cost[~pool])
+        if "review_status" in priced.schema.names:
+            held = _np(pc.equal(priced.column("review_status"), "held"), False).astype(bool) & ~pool
+            np.add.at(self.held, cell[held], 1)
+            np.add.at(self.held_cost, cell[held], cost[held])
         if self._cap is not None:
             if self.rows + n > self._cap:
                 raise ValueError(f"more than the {self._cap} cases announced")
@@ -544,6 +550,7 @@ class MonthTotals:
                 "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
                 "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
                 "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
+                "held_cases": int(self.held[:cells][fc].sum()), "held_cost": yuan(self.held_cost[:cells][fc].sum()),
                 "payment": yuan(paid_cents),
             }
         amount[pool & (fcode >= len(FUNDS))] = 0
@@ -576,6 +583,7 @@ class MonthTotals:
             "point_value": pa.array(pv, pa.float64(), from_pandas=True),
             "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
             "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
+            "held_cases": self.held[sorted_cells], "held_cost_cents": self.held_cost[sorted_cells],
         }).filter(pa.array(keep_key, pa.bool_()))
         for f in funds:
             m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
@@ -586,6 +594,9 @@ class MonthTotals:
                 "paid": yuan(pc.sum(h["paid_cents"]).as_py() or 0),
                 "hospitals": int(h.num_rows),
             })
+        if int(hospitals["held_cases"].to_numpy().sum()):
+            notes.append(held_note(hospitals["hospital_id"].to_pylist(), hospitals["held_cases"].to_numpy(),
+                                   hospitals["held_cost_cents"].to_numpy()))
         return Settlement(period, "monthly", hospitals, funds, None, notes), amount
 
 
@@ -660,6 +671,9 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
     points_h, wsum = ftot("points"), ftot("weight_sum")
     ps_h, cost_h, ucost_h = tot("personal_share_cents"), tot("cost_cents"), tot("unpriced_cost_cents")
     mpaid, mwithheld = tot("paid_cents"), tot("withheld_cents")
+    # held for special review in the latest monthly revisions, still undecided (a ledger of before has none)
+    held_n = tot("held_cases") if "held_cases" in monthly.column_names else np.zeros(k, np.int64)
+    held_c = tot("held_cost_cents") if "held_cost_cents" in monthly.column_names else np.zeros(k, np.int64)
     pay_h = np.zeros(k, np.int64)
     pv = np.full(k, np.nan)
     funds: dict[str, dict] = {}
@@ -676,7 +690,8 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
                     "rate": value if budget is None else None,
                     "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
                     "cases": int(cases_n[m].sum()), "unpriced_cases": int(unpriced_n[m].sum()),
-                    "unpriced_cost": yuan(ucost_h[m].sum()), "payment": yuan(pay_h[m].sum())}
+                    "unpriced_cost": yuan(ucost_h[m].sum()), "held_cases": int(held_n[m].sum()),
+                    "held_cost": yuan(held_c[m].sum()), "payment": yuan(pay_h[m].sum())}
     due_h = pay_h - ps_h
     st = policy.settlement
     surplus = pay_h - cost_h
@@ -695,13 +710,32 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str) -> Settlement:
         "withheld_cents": np.zeros(k, np.int64), "paid_cents": final_due, "cost_cents": cost_h,
         "unpriced_cost_cents": ucost_h, "adjustment_cents": adjustment, "monthly_paid_cents": mpaid,
         "monthly_withheld_cents": mwithheld, "balance_cents": balance,
+        "held_cases": held_n, "held_cost_cents": held_c,
     })
     for f in funds:
         m = hfund == f
         funds[f].update({"amount_due": yuan(due_h[m].sum()), "adjustment": yuan(adjustment[m].sum()),
                          "budget_spent": yuan(final_due[m].sum()), "monthly_paid": yuan(mpaid[m].sum()),
                          "balance": yuan(balance[m].sum()), "hospitals": int(m.sum())})
-    return Settlement(year, "annual", hospitals, funds, None, [])
+    notes = []
+    if held_n.sum():
+        notes.append(held_note(hid, held_n, held_c))
+    return Settlement(year, "annual", hospitals, funds, None, notes)
+
+
+def held_note(hospital_ids, held_cases: np.ndarray, held_cost_cents: np.ndarray) -> str:
+    """One line: the cases held for special review (特例单议) and not yet decided, per hospital."""
+    per: dict[str, list[int]] = {}
+    for h, c, m in zip(list(hospital_ids), np.asarray(held_cases).tolist(), np.asarray(held_cost_cents).tolist()):
+        if c:
+            a = per.setdefault(h, [0, 0])
+            a[0] += c
+            a[1] += m
+    total_c = sum(v[0] for v in per.values())
+    total_m = sum(v[1] for v in per.values())
+    parts = ", ".join(f"{h} {c} ({m / 100:.2f})" for h, (c, m) in sorted(per.items()))
+    return (f"{total_c} case(s) held for special review, undecided, cost {total_m / 100:.2f}, not paid until "
+            f"decided (settle the month again with --decisions --reopen): {parts}")
 
 
 # ---------------------------------------------------------------- presentation
@@ -730,7 +764,18 @@ def hospitals_csv_table(hospitals: pa.Table) -> pa.Table:
     return pa.table(out)
 
 
+def review_mask(cases) -> pa.Array:
+    """Rows a person must look at: unpriced, special-review, and any with a review status
+    (over the quota, rejected)."""
+    m = pc.is_in(cases.column("case_type"), pa.array(["unpriced", "special_review"]))
+    if "review_status" in cases.schema.names:
+        m = pc.or_(m, pc.is_valid(cases.column("review_status")))
+    return m
+
+
 def review_table(cases: pa.Table, group_column: str = "drg") -> pa.Table:
-    """Cases a person must look at: unpriced ones and special-review ones, with their money."""
-    m = pc.is_in(cases["case_type"], pa.array(["unpriced", "special_review"]))
-    return cases.filter(m)
+    """Cases a person must look at (:func:`review_mask`), with their money, and for special
+    review (特例单议) what the office needs to decide: ``normal_points`` (base points),
+    ``actual_points`` (base × ratio) and ``needed`` (the documents, by trigger)."""
+    from drgdip.weights.special_review import review_columns
+    return review_columns(cases.filter(review_mask(cases)))
