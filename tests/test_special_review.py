@@ -225,3 +225,15 @@ def test_quota_is_the_same_batch_by_batch(tmp_path):
         outs.append(pacsv.read_csv(tmp_path / f"o{bs}" / "review.csv").to_pylist())
     assert outs[0] == outs[1] == outs[2]
     assert [r["review_status"] for r in outs[0]] == ["decided", "over_quota", "decided", "decided"]
+
+
+def test_every_special_review_field_is_documented():
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    fields = tomllib.loads((root / "weights" / "policy_defaults.toml").read_text(encoding="utf-8"))["special_review"]
+    doc = (root / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## [special_review]"):doc.index("## [records]")]
+    assert len(fields) == 12
+    for name in fields:
+        assert f"| `{name}` |" in section, name
