@@ -237,3 +237,25 @@ def test_every_special_review_field_is_documented():
     assert len(fields) == 12
     for name in fields:
         assert f"| `{name}` |" in section, name
+
+
+def test_settle_cli_with_decisions_and_a_bad_file(tmp_path):
+    from click.testing import CliRunner
+
+    from drgdip.cli import main
+    pol, rec, w, d = _files(tmp_path)
+    base = ["settle", "2026-10", str(rec), "--policy", str(pol), "--weights", str(w), "--ledger",
+            str(tmp_path / "l.db"), "--quiet"]
+    r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "o1")])
+    assert r.exit_code == 0, r.output
+    assert "3 case(s) held for special review" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,verdict\n2,normal\n", encoding="utf-8")
+    r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "o2"), "--decisions", str(bad), "--reopen"])
+    assert r.exit_code == 2 and "needs a decision column" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o2").exists()
+    r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "o2"), "--decisions", str(d), "--reopen"])
+    assert r.exit_code == 0, r.output
+    assert "decisions decisions.csv: 3 applied, 3 refused" in r.output
+    with closing(ledger.connect(tmp_path / "l.db", create=False)) as conn:
+        assert [x["revision"] for x in ledger.runs(conn)] == [1, 2]
