@@ -358,6 +358,11 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
         raise InputError(f"{pol.path or 'policy'}: deviation.group_mean = \"period\" makes every case depend on "
                          "the whole period's group means; settle_dataframe prices batch by batch and needs "
                          "group_mean = \"table\" (or settle on one machine with drgdip settle)")
+    srv = pol.special_review
+    if srv.quota_share < 1.0 or srv.hospital_quota_share < 1.0 or srv.min_group_cases > 0:
+        raise InputError(f"{pol.path or 'policy'}: special_review's quota or min_group_cases makes a case depend on "
+                         "the whole period; settle_dataframe prices batch by batch (settle on one machine with "
+                         "drgdip settle)")
     table = weights if isinstance(weights, pa.Table) else read_weight_table(weights, group_column)
     names = list(df.columns)
     roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))

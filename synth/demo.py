@@ -188,10 +188,15 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
             bar.set_postfix_str(f"settling {period}")
             path = out / "data" / f"{period}.parquet"
             write_table(current.filter(pc.equal(month, period)), path)
-            monthly.append(settle_month(period, path, policy_path=policy_path, weights_path=weights_path,
-                                        ledger_path=ledger, out=out / "settled" / period,
-                                        scheme=str(TEACHING_SCHEME), quiet=True,
-                                        benefits=out / "benefits.parquet"))
+            kw = dict(policy_path=policy_path, weights_path=weights_path, ledger_path=ledger,
+                      out=out / "settled" / period, scheme=str(TEACHING_SCHEME), quiet=True,
+                      benefits=out / "benefits.parquet")
+            settled = settle_month(period, path, **kw)
+            if m <= int(d["decided_months"]):       # the office's decisions come back: a new revision
+                decisions = out / "data" / f"decisions-{period}.csv"
+                if demo_decisions(out / "settled" / period / "review.csv", decisions):
+                    settled = settle_month(period, path, decisions=decisions, reopen=True, **kw)
+            monthly.append(settled)
             bar.update()
         bar.set_postfix_str(f"annual settlement {year}")
         annual = settle_annual(str(year), policy_path=policy_path, ledger_path=ledger,
@@ -281,6 +286,34 @@ def make_hospital_levels(policy_path: Path) -> tuple[list[str], list[str]]:
     import tomllib
     lv = tomllib.loads(policy_path.read_text(encoding="utf-8"))["coefficients"]["hospital_level"]
     return list(lv), [str(v) for v in lv.values()]
+
+
+def demo_decisions(review_csv: Path, out: Path) -> int:
+    """A synthetic decisions file of the payment office (特例单议结果) for a month's held cases:
+    in id order they are decided in turn ``normal``, ``actual``, decided ``points`` (the normal
+    points and half the excess of the actual ones), ``reject``; one more row names an id that is
+    no case (refused, DECISION_UNKNOWN_ID). Returns the number of rows written (0: none held)."""
+    import pyarrow.csv as pacsv
+    t = pacsv.read_csv(review_csv, convert_options=pacsv.ConvertOptions(
+        column_types={"id": pa.string(), "review_status": pa.string()}))
+    if "review_status" not in t.column_names:
+        return 0
+    held = t.filter(pc.fill_null(pc.equal(t["review_status"], "held"), False))
+    if held.num_rows == 0:
+        return 0
+    ids, normal, actual = held["id"].to_pylist(), held["normal_points"].to_pylist(), held["actual_points"].to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    cycle = ("normal", "actual", "points", "reject")
+    lines = ["id,decision,points"]
+    for k, i in enumerate(order):
+        what = cycle[k % len(cycle)]
+        if what == "points" and normal[i] is not None and actual[i] is not None and actual[i] == actual[i]:
+            lines.append(f"{ids[i]},points,{round(normal[i] + max(actual[i] - normal[i], 0.0) / 2, 4)}")
+        else:
+            lines.append(f"{ids[i]},{'normal' if what == 'points' else what},")
+    lines.append("NO-SUCH-CASE,normal,")
+    _write_text(out, "\n".join(lines) + "\n")
+    return len(lines) - 1
 
 
 def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, params: dict, out: Path) -> dict:

@@ -7,9 +7,10 @@ base weight (DRG relative weight RW, or DIP score 分值) and optionally its mea
   DRG point form: ``base_points`` = the policy's 100 or 1000; rate form and DIP scores: 1.
 - ``ratio`` = case total cost / group mean cost (the table's ``mean_cost``, or the mean of
   the cases being priced when ``deviation.group_mean = "period"``).
-- special review (特病单议): the record's flag column is true, or ratio above
-  ``special_review.cost_multiple`` (when > 0); paid per ``special_review.payment``:
-  ``actual`` base × ratio, ``normal`` base, ``hold`` no points until reviewed.
+- special review (特例单议, :mod:`weights.settlement.special_review`): the policy's triggers (flag,
+  单议病组, new technology, high/low cost multiple, long stay, small group, ungroupable),
+  within the quota; paid per ``special_review.payment`` until decided: ``actual`` base ×
+  ratio, ``normal`` base, ``hold`` no points; decided cases as the office decided.
 - high-cost (高倍率): ratio > k_high of the weight band (or the weight table's ``high_k`` of the group); ``add_on`` base × (1 + share ×
   (ratio − k_high)), ``actual`` base × ratio, ``cap`` base × min(ratio, high_cap), ``none`` base.
 - low-cost (低倍率): ratio < low_k (or the table's ``low_k`` of the group); ``proportional`` base × ratio, ``deduction``
@@ -47,6 +48,7 @@ from drgdip.arrowio import (
     numeric,
     text,
 )
+from drgdip.weights.settlement import special_review as review_mod
 from drgdip.weights.settlement.policy import Policy, PolicyError, band_value
 
 CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced")
@@ -60,7 +62,8 @@ TRUE_FLAGS = ("1", "true", "t", "yes", "y", "是")
 
 #: columns price_cases adds (replacing input columns of the same name)
 PRICE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
-                 "case_type", "pricing_reason", "payment_method", "points")
+                 "case_type", "pricing_reason", "payment_method", "points", "review_trigger",
+                 "review_status")
 
 
 def _flags(array, n: int) -> np.ndarray:
@@ -301,7 +304,8 @@ def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, su
 def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None, duplicate_ids: pa.Array | None = None,
-                group_means: np.ndarray | None = None, method: str | None = None) -> pa.Table:
+                group_means: np.ndarray | None = None, method: str | None = None,
+                review: review_mod.ReviewContext | None = None) -> pa.Table:
     """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
     base_points, case_type, pricing_reason, payment_method and points (null when unpriced).
 
@@ -315,7 +319,9 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     (OUT_OF_PERIOD). ``base_points`` None: the policy's base for the point form, 1 for the
     rate form. For a file priced batch by batch: ``duplicate_ids``, the settlement ids
     repeated anywhere in the file; ``group_means`` (``deviation.group_mean = "period"``),
-    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`)."""
+    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`);
+    ``review``, the whole file's special-review facts and the office's decisions
+    (:class:`weights.settlement.special_review.ReviewContext`; None: from this table alone)."""
     if base_points is None:
         base_points = policy.base_points if policy.form == "point" else 1.0
     if method is None:
@@ -349,10 +355,12 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     base = weight * base_points * coefficient
     dv, sr = policy.deviation, policy.special_review
 
-    # --- case types, in order of precedence: special review, high, low, normal
-    flagged = _flags(cases[sr.flag_column], n) if sr.flag_column in cases.column_names else np.zeros(n, bool)
-    by_cost = (ratio > sr.cost_multiple) if sr.cost_multiple > 0 else np.zeros(n, bool)
-    special = priceable & (flagged | by_cost)
+    # --- case types, in order of precedence: special review (特例单议), high, low, normal
+    ungroupable = reason == codes.index("NOT_GROUPED") if "NOT_GROUPED" in codes else np.zeros(n, bool)
+    trig, under, over, dec, dpts = review_mod.assess(cases, group_weights, sr, review, priceable=priceable,
+                                                     ungroupable=ungroupable, found=found, idx=idx, ratio=ratio)
+    rejected = under & (dec == review_mod.DECISIONS.index("reject"))
+    special = under & ~rejected
     k_high = band_value(dv.high_bands, np.nan_to_num(weight, nan=0.0))
     low_k = np.full(n, dv.low_k)
     for col, arr in (("high_k", k_high), ("low_k", low_k)):     # the table's own thresholds, per group
@@ -386,6 +394,11 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         points[special] = (base * ratio)[special]
     elif sr.payment == "normal":
         points[special] = base[special]
+    decided = special & (dec >= 0)
+    for d, value in (("points", dpts), ("normal", base), ("actual", base * ratio)):
+        m = decided & (dec == review_mod.DECISIONS.index(d))
+        points[m] = value[m]
+    decided &= np.isfinite(points)      # normal/actual of a case with no base (ungroupable): still held
     pd, ff = policy.per_diem, policy.fee_for_service
     if sc.per_diem.any():            # 按床日: days × the ward's points per day
         rate = np.array([w.points_per_day for w in pd.wards])[np.maximum(sc.ward, 0)]
@@ -406,10 +419,19 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     reason[normal] = code_id("PRICED_NORMAL")
     reason[high] = code_id("HIGH_COST_CASE")
     reason[low] = code_id("LOW_COST_CASE")
-    reason[special & flagged] = code_id("SPECIAL_REVIEW_FLAG")
-    reason[special & ~flagged] = code_id("SPECIAL_REVIEW_COST")
+    for t, name in enumerate(review_mod.TRIGGERS, start=1):
+        reason[special & (trig == t)] = code_id(review_mod.TRIGGER_REASONS[name])
     if sr.payment == "hold":
-        reason[special] = code_id("SPECIAL_REVIEW_HOLD")
+        reason[special & ~decided] = code_id("SPECIAL_REVIEW_HOLD")
+    reason[over & priceable] = code_id("SPECIAL_REVIEW_OVER_QUOTA")
+    reason[rejected & priceable] = code_id("SPECIAL_REVIEW_REJECTED")
+    for d, code in review_mod.DECIDED_REASONS.items():
+        reason[decided & (dec == review_mod.DECISIONS.index(d))] = code_id(code)
+    status = np.zeros(n, np.int8)                   # 0: not under review
+    status[special & ~decided & ~np.isfinite(points)] = 1 + review_mod.STATUSES.index("held")
+    status[special & ~decided & np.isfinite(points)] = 1 + review_mod.STATUSES.index("interim")
+    status[decided | rejected] = 1 + review_mod.STATUSES.index("decided")
+    status[over] = 1 + review_mod.STATUSES.index("over_quota")
 
     out = cases.drop_columns([c for c in PRICE_COLUMNS if c in cases.column_names])
     add = {
@@ -423,6 +445,8 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         "pricing_reason": _decode(reason, codes),
         "payment_method": _decode(pm, PAYMENT_METHODS),
         "points": pa.array(points, pa.float64(), from_pandas=True),
+        "review_trigger": _decode(trig, (None,) + review_mod.TRIGGERS),
+        "review_status": _decode(status, (None,) + review_mod.STATUSES),
     }
     for name, arr in add.items():
         out = out.append_column(name, arr)

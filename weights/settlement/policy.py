@@ -67,6 +67,15 @@ class SpecialReview:
     flag_column: str
     cost_multiple: float
     payment: str
+    low_cost_multiple: float = 0.0             # below this multiple of the group mean: review (0 = off)
+    los_days_above: float = 0.0                # stays longer than this: review (0 = off)
+    new_technology_codes: tuple[str, ...] = ()  # 新技术 procedure codes
+    new_technology_column: str = "new_technology"
+    min_group_cases: int = 0                   # groups with fewer priceable cases in the period (0 = off)
+    review_groups: bool = True                 # the weight table's review_group flag (单议病组)
+    ungroupable: bool = False                  # ungroupable cases go to review
+    quota_share: float = 1.0                   # region-wide quota (share of the period's cases)
+    hospital_quota_share: float = 1.0          # per-hospital quota
 
 
 @dataclass(frozen=True)
@@ -336,6 +345,39 @@ class _Reader:
         return out
 
 
+def _special_review(r: _Reader, sr: dict, high_bands, low_k: float) -> SpecialReview:
+    """[special_review] 特例单议: triggers, quota, payment meanwhile (docs/policy.md)."""
+    sec = "special_review"
+    r.known(sr, sec, {"flag_column", "cost_multiple", "payment", "low_cost_multiple", "los_days_above",
+                      "new_technology_codes", "new_technology_column", "min_group_cases", "review_groups",
+                      "ungroupable", "quota_share", "hospital_quota_share"})
+    cost_multiple = r.number(sr, sec, "cost_multiple", 0.0)
+    if 0 < cost_multiple <= max(b.value for b in high_bands):
+        r.fail("special_review.cost_multiple", "must be 0 (off) or above every high-cost threshold k")
+    low = r.number(sr, sec, "low_cost_multiple", 0.0)
+    if low >= low_k and low > 0:
+        r.fail("special_review.low_cost_multiple", f"must be 0 (off) or below deviation.low_k ({low_k})")
+    codes = sr.get("new_technology_codes")
+    if not isinstance(codes, list) or not all(isinstance(c, str) and c.strip() for c in codes):
+        r.fail("special_review.new_technology_codes", f"must be a list of procedure codes, got {codes!r}")
+    min_cases = r.number(sr, sec, "min_group_cases", 0.0)
+    if min_cases != int(min_cases):
+        r.fail("special_review.min_group_cases", f"must be a whole number, got {min_cases}")
+    flags = {}
+    for key in ("review_groups", "ungroupable"):
+        if not isinstance(sr.get(key), bool):
+            r.fail(f"special_review.{key}", f"must be true or false, got {sr.get(key)!r}")
+        flags[key] = sr[key]
+    return SpecialReview(
+        r.text(sr, sec, "flag_column"), cost_multiple, r.choice(sr, sec, "payment", REVIEW_PAYMENTS),
+        low_cost_multiple=low, los_days_above=r.number(sr, sec, "los_days_above", 0.0),
+        new_technology_codes=tuple(c.strip() for c in codes),
+        new_technology_column=r.text(sr, sec, "new_technology_column"), min_group_cases=int(min_cases),
+        review_groups=flags["review_groups"], ungroupable=flags["ungroupable"],
+        quota_share=r.number(sr, sec, "quota_share", 0.0, 1.0),
+        hospital_quota_share=r.number(sr, sec, "hospital_quota_share", 0.0, 1.0))
+
+
 def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     """Validate a policy given as a dict (the TOML parsed), laid over the defaults."""
     with _DEFAULTS.open("rb") as fh:
@@ -407,12 +449,7 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     )
 
     sr = merged["special_review"]
-    r.known(sr, "special_review", {"flag_column", "cost_multiple", "payment"})
-    cost_multiple = r.number(sr, "special_review", "cost_multiple", 0.0)
-    if 0 < cost_multiple <= max(b.value for b in high_bands):
-        r.fail("special_review.cost_multiple", "must be 0 (off) or above every high-cost threshold k")
-    special = SpecialReview(r.text(sr, "special_review", "flag_column"), cost_multiple,
-                            r.choice(sr, "special_review", "payment", REVIEW_PAYMENTS))
+    special = _special_review(r, sr, high_bands, low_k)
 
     st = merged["settlement"]
     r.known(st, "settlement", {"withholding_share", "surplus_bands", "overspend_bands"})
