@@ -39,15 +39,17 @@ from drgdip.arrowio import (
     text,
 )
 from drgdip.weights.policy import Policy, PolicyError, band_value
+from drgdip.weights.stays import price_stays
 
-CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "unpriced")
+CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "unpriced", "incomplete_stay", "short_stay",
+              "readmission")
 PRICED_STATUSES = ("grouped", "ambiguous")
 UNGROUPED_CODES = ("0000",)
 TRUE_FLAGS = ("1", "true", "t", "yes", "y", "是")
 
 #: columns price_cases adds (replacing input columns of the same name)
 PRICE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
-                 "case_type", "pricing_reason", "points")
+                 "case_type", "pricing_reason", "points", "readmission_of")
 
 
 def _flags(array, n: int) -> np.ndarray:
@@ -115,6 +117,7 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
     cost_a, cost_bad = numeric(cases[cols["total_cost"]], n)
     cost = _np(cost_a, np.nan)
     unpriced(_np(cost_bad, False) | ~np.isfinite(cost) | (cost < 0), "BAD_COST")
+    unpriced(cost == 0, "ZERO_COST")        # a stay that cost nothing is never priced (at zero or at all)
     if "personal_share" in cols:
         ps_a, ps_bad = numeric(cases[cols["personal_share"]], n)
         # missing counts as bad too: the point value counts every priced case's share
@@ -180,7 +183,7 @@ def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, su
 def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None, duplicate_ids: pa.Array | None = None,
-                group_means: np.ndarray | None = None) -> pa.Table:
+                group_means: np.ndarray | None = None, readmissions: pa.Table | None = None) -> pa.Table:
     """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
     base_points, case_type, pricing_reason and points (null when unpriced).
 
@@ -188,7 +191,10 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     (OUT_OF_PERIOD). ``base_points`` None: the policy's base for the point form, 1 for the
     rate form. For a file priced batch by batch: ``duplicate_ids``, the settlement ids
     repeated anywhere in the file; ``group_means`` (``deviation.group_mean = "period"``),
-    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`)."""
+    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`);
+    ``readmissions``, the file's readmission flags of these rows
+    (:meth:`weights.readmission.Readmissions.batch`; None: found in ``cases`` alone). With
+    ``[readmission]`` on, a column ``readmission_of`` (the earlier stay's id) is added."""
     if base_points is None:
         base_points = policy.base_points if policy.form == "point" else 1.0
     sc = _screen(cases, group_weights, policy, group_column, weight_column, period, duplicate_ids)
@@ -261,6 +267,13 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     if sr.payment == "hold":
         reason[special] = code_id("SPECIAL_REVIEW_HOLD")
 
+    # --- incomplete stays, short stays, readmissions (policy [incomplete_stays], [readmission]): weights/stays.py
+    points, adjust, stay_flags = price_stays(cases, policy, canonical_columns(cases.schema), priceable & ~special,
+                                             base, ratio, points, group_column, readmissions, duplicate_ids)
+    for mask, name, code in adjust:
+        case_type[mask] = CASE_TYPES.index(name)
+        reason[mask] = code_id(code)
+
     out = cases.drop_columns([c for c in PRICE_COLUMNS if c in cases.column_names])
     add = {
         "fund_key": pa.array(fund_key.tolist(), pa.string()),
@@ -273,6 +286,8 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         "pricing_reason": _decode(reason, codes),
         "points": pa.array(points, pa.float64(), from_pandas=True),
     }
+    if stay_flags is not None:
+        add["readmission_of"] = stay_flags["readmission_of"].combine_chunks()
     for name, arr in add.items():
         out = out.append_column(name, arr)
     return out

@@ -39,6 +39,7 @@ from drgdip.arrowio import (
 from drgdip.weights import ledger as ledger_mod
 from drgdip.weights.points import add_group_costs, month_of, price_cases
 from drgdip.weights.policy import FUNDS, load_policy
+from drgdip.weights.readmission import ReadmissionIndex, Readmissions, check_columns
 from drgdip.weights.relative_weights import WeightHistory, read_weight_table
 from drgdip.weights.settlement import (
     MonthTotals,
@@ -225,6 +226,32 @@ def _period_means(records_path, batch_size, grouper, weights, policy, group_colu
         return sums / counts
 
 
+def _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups) -> Readmissions:
+    """The file's readmission pairs (policy [readmission]): a pass keeping 33 bytes per record
+    (weights/readmission.py), then a read of the id column naming the earlier stays."""
+    present = canonical_columns(schema)
+    check_columns(schema.names, policy)
+    index = ReadmissionIndex(policy, group_column, dups)
+    key = policy.readmission.key
+    if grouper is None or key == "principal_diagnosis":
+        names = [present[c] for c in ("id", "patient_id", "hospital_id", "admission_date", "discharge_date")
+                 if c in present]
+        if key == "principal_diagnosis" and "diagnoses" in present:
+            names.append(present["diagnoses"])
+        else:
+            names += [c for c in (group_column, "adrg") if c in schema.names]
+        for b in column_batches(records_path, list(dict.fromkeys(names)), batch_size):
+            index.add(pa.Table.from_batches([b]))
+    else:
+        for b in open_batches(records_path, batch_size):
+            index.add(grouper.group_batch(pa.Table.from_batches([b])))
+    found = index.finish()
+    if "id" in present and found.pairs:
+        found.name_earlier(text(b.column(0), b.num_rows)
+                           for b in column_batches(records_path, [present["id"]], batch_size))
+    return found
+
+
 class _RowGroups:
     """cases.parquet written in row groups of ROW_GROUP_ROWS whatever the batches written."""
 
@@ -325,6 +352,10 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         means = None
         if policy.deviation.group_mean != "table":
             means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups)
+        # --- readmissions (policy [readmission]): pairs over the whole file, then flags batch by batch
+        readm = None
+        if policy.readmission.days > 0:
+            readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups)
         bar.update()
         totals = MonthTotals(policy, period, rows)
         reasons: dict[str, int] = {}
@@ -332,15 +363,18 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         in_period, with_points = False, 0
         tmp = _atomic_dir(Path(out)) if out is not None else None
         spill = spill_writer = None
+        offset = 0
         try:
             for b in open_batches(records_path, batch_size):
                 t = pa.Table.from_batches([b])
+                flags = readm.batch(offset, t.num_rows) if readm is not None else None
+                offset += t.num_rows
                 if shares is not None:
                     t = _with_benefit_shares(t, present, shares)
                 if grouper is not None:
                     t = grouper.group_batch(t)
                 priced = price_cases(t, weights, policy, group_column=group_column, period=period,
-                                     duplicate_ids=dups, group_means=means)
+                                     duplicate_ids=dups, group_means=means, readmissions=flags)
                 totals.add(priced)
                 for r, c in _reason_counts(priced).items():
                     reasons[r] = reasons.get(r, 0) + c
