@@ -44,6 +44,10 @@ from drgdip.synth.region import (
     synthesize_region,
 )
 
+#: pricing reasons of the policy's incomplete-stay and readmission rules, counted over the year
+STAY_REASONS = ("INCOMPLETE_STAY", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY", "SHORT_STAY_REVIEW",
+                "READMISSION_WITHIN_DAYS", "READMISSION_EARLIER_STAY", "READMISSION_UNPAID", "ZERO_COST",
+                "DUPLICATE_SETTLEMENT_ID")
 EPISODE_PLANTS = ("split_admissions", "overlaps", "late_readmissions", "other_condition_readmissions", "transfers")
 
 
@@ -172,7 +176,12 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
     finally:
         bar.close()
     status = grouped["status"].to_numpy(zero_copy_only=False)
-    return {"out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
+    stays = dict.fromkeys(STAY_REASONS, 0)
+    for m in range(1, 13):
+        reasons = json.loads((out / "settled" / f"{year}-{m:02d}" / "summary.json").read_text(encoding="utf-8"))
+        for r in STAY_REASONS:
+            stays[r] += int(reasons["reasons"].get(r, 0))
+    return {"stay_reasons": stays, "out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
             "weights": weights, "monthly": monthly, "annual": annual, "report": report, "ledger": ledger,
             "policy": policy_path, "years": years, "monitoring": monitoring, "planted": truth,
             "planted_next_year": spilled, "benefits": benefits}
@@ -223,5 +232,9 @@ def summary_table(result: dict) -> str:
                      f"under the benefit policy, the personal share the settlement counted (settle --benefits); "
                      f"the synthesizer's own personal_share column was {ben['record_personal_cents'] / 100:,.2f} "
                      f"({ben['record_personal_cents'] / ben['cost_cents']:.1%})")
+    stays = result.get("stay_reasons")
+    if stays:
+        lines.append(f"incomplete stays and readmissions {result['years'][-1]} (policy [incomplete_stays], "
+                     "[readmission]): " + ", ".join(f"{c} {k}" for k, c in stays.items() if c))
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

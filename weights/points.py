@@ -15,8 +15,10 @@ base weight (DRG relative weight RW, or DIP score 分值) and optionally its mea
 - low-cost (低倍率): ratio < low_k; ``proportional`` base × ratio, ``deduction``
   base × (1 − low_deduction), ``none`` base.
 - otherwise normal: base.
+- incomplete stays, short stays and readmissions (policy ``[incomplete_stays]``,
+  ``[readmission]``, off by default): :mod:`weights.stays`, one call after the types above.
 
-A case that cannot be priced (not grouped, a group the table does not price, no cost,
+A case that cannot be priced (not grouped, a group the table does not price, no cost or zero cost,
 unknown fund, no hospital, discharged outside the period, an impossible discharge date, a
 length of stay outside the policy's ``records`` limits, a settlement id (结算ID) that occurs
 more than once in the file: every copy, since which one is right is for a person to decide) keeps ``points`` null, case type
