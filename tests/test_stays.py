@@ -247,3 +247,13 @@ def test_settle_month_finds_pairs_across_batches(tmp_path, batch_size):
     cases = pq.read_table(tmp_path / "small" / "cases.parquet")
     assert cases["readmission_of"].to_pylist()[1] == "1"     # case 2 (row 1) pairs with case 1 (row 0)
     assert cases["amount"].to_pylist()[:6] == [1893.62, 5680.85, 3787.23, 8521.28, 3408.51, 3408.51]
+
+
+def test_missing_zero_and_negative_cost_are_refused_with_their_reasons():
+    t = _table(id=["a", "b"], total_cost=pa.array([None, 0.0], pa.float64()))
+    priced = price_cases(t, WEIGHTS, parse_policy(POLICY), period="2026-10")
+    assert priced["pricing_reason"].to_pylist() == ["BAD_COST", "ZERO_COST"]
+    assert priced["points"].to_pylist() == [None, None]
+    t = _table(total_cost=pa.array(["-5", "0.00"]))
+    assert price_cases(t, WEIGHTS, parse_policy(POLICY), period="2026-10")["pricing_reason"].to_pylist() == [
+        "BAD_COST", "ZERO_COST"]
