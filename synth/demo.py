@@ -31,6 +31,7 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,10 @@ from drgdip.synth.region import (
     synthesize_region,
 )
 
+#: pricing reasons of the policy's incomplete-stay and readmission rules, counted over the year
+STAY_REASONS = ("INCOMPLETE_STAY", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY", "SHORT_STAY_REVIEW",
+                "READMISSION_WITHIN_DAYS", "READMISSION_EARLIER_STAY", "READMISSION_UNPAID", "ZERO_COST",
+                "DUPLICATE_SETTLEMENT_ID")
 EPISODE_PLANTS = ("split_admissions", "overlaps", "late_readmissions", "other_condition_readmissions", "transfers")
 
 
@@ -219,7 +224,12 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
     finally:
         bar.close()
     status = grouped["status"].to_numpy(zero_copy_only=False)
-    return {"out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
+    stays = dict.fromkeys(STAY_REASONS, 0)
+    for m in range(1, 13):
+        reasons = json.loads((out / "settled" / f"{year}-{m:02d}" / "summary.json").read_text(encoding="utf-8"))
+        for r in STAY_REASONS:
+            stays[r] += int(reasons["reasons"].get(r, 0))
+    return {"stay_reasons": stays, "out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
             "weights": weights, "monthly": monthly, "annual": annual, "report": report, "ledger": ledger,
             "policy": policy_path, "years": years, "monitoring": monitoring, "planted": truth,
             "planted_next_year": spilled, "benefits": benefits, "dip": dip}
@@ -261,6 +271,8 @@ def demo_dip(out: Path, history: pa.Table, current: pa.Table, policy_path: Path,
     ratio = {f: round(float(paid[fund == f].sum() / cost[fund == f].sum()), int(d["ratio_decimals"]))
              for f in ("employee", "resident")}
     text = policy_path.read_text(encoding="utf-8").replace("DRG 点数法", "DIP 分值付费", 1)
+    # readmissions are paired for DRG settlement only: the DIP region leaves its [readmission] out
+    text = re.sub(r"(?ms)^\[readmission\]\n.*?(?=^\[|\Z)", "", text)
     text += ('\n[dip_settlement]\nreference_means = "reference_means.csv"\n[dip_settlement.reimbursement_ratio]\n'
              + "".join(f"{f} = {r}\n" for f, r in ratio.items()))
     dip_policy = folder / "policy.toml"
@@ -379,5 +391,9 @@ def summary_table(result: dict) -> str:
             methods[k] = methods.get(k, 0) + v
     if methods:
         lines.append(f"payment methods {result['years'][-1]}: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())))
+    stays = result.get("stay_reasons")
+    if stays:
+        lines.append(f"incomplete stays and readmissions {result['years'][-1]} (policy [incomplete_stays], "
+                     "[readmission]): " + ", ".join(f"{c} {k}" for k, c in stays.items() if c))
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

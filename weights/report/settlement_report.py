@@ -31,7 +31,7 @@ from drgdip.weights.settlement import ledger as ledger_mod
 TOP_LOSS_GROUPS = 20
 FINDING_ROWS = 200          # drill-down rows of the monitoring section (the rest are counted)
 TOP_DOCTORS = 30            # doctors listed in the monitoring section, most findings first
-DEVIATION_TYPES = ("high_cost", "low_cost", "special_review")
+DEVIATION_TYPES = ("high_cost", "low_cost", "special_review", "incomplete_stay", "short_stay", "readmission")
 FUND_COLOURS = {"employee": "#1f77b4", "resident": "#d62728"}
 
 
@@ -255,7 +255,7 @@ def plot_deviation(periods: list[str], counts: dict[str, np.ndarray]) -> str:
     fig, ax = _figure()
     x = np.arange(len(periods))
     bottom = np.zeros(len(periods))
-    for t, colour in zip(DEVIATION_TYPES, ("#ff7f0e", "#17becf", "#8c564b")):
+    for t, colour in zip(DEVIATION_TYPES, ("#ff7f0e", "#17becf", "#8c564b", "#9467bd", "#bcbd22", "#e377c2")):
         ax.bar(x, counts[t], bottom=bottom, label=t.replace("_", " "), color=colour)
         bottom += counts[t]
     ax.set_xticks(x, periods, rotation=45, ha="right")
@@ -567,7 +567,9 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
             '<p class="note">Shares are of the priced cases of the month.</p>',
             f'<figure class="plot">{plot_deviation(cperiods, counts)}</figure>',
             _table(["period", _h("全部病例", "all cases"), _h("计点病例", "priced cases"), _h("高倍率", "high cost"),
-                    _h("低倍率", "low cost"), _h("特病单议", "special review")], rows, 1, "deviation", total_row),
+                    _h("低倍率", "low cost"), _h("特病单议", "special review"),
+                    _h("非完整住院", "incomplete stay"), _h("低住院天数", "short stay"),
+                    _h("再入院", "readmission")], rows, 1, "deviation", total_row),
         ]))
         plots += 1
     else:

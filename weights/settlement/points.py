@@ -24,8 +24,10 @@ per day) and the fee-for-service fallback 按项目 (``[fee_for_service]``: cost
 points) for ambiguous, ungroupable or unweighted cases. ``payment_method`` says which
 method priced each case (``drg``/``dip``/``per_diem``/``fee_for_service``, ``none``
 without points). Precedence: docs/settlement.md "Payment methods in one point pool".
+- incomplete stays, short stays and readmissions (policy ``[incomplete_stays]``,
+  ``[readmission]``, off by default): :mod:`weights.settlement.stays`, one call after the types above.
 
-A case that cannot be priced (not grouped, a group the table does not price, no cost,
+A case that cannot be priced (not grouped, a group the table does not price, no cost or zero cost,
 unknown fund, no hospital, discharged outside the period, an impossible discharge date, a
 length of stay outside the policy's ``records`` limits, a settlement id (结算ID) that occurs
 more than once in the file: every copy, since which one is right is for a person to decide) keeps ``points`` null, case type
@@ -50,8 +52,10 @@ from drgdip.arrowio import (
 )
 from drgdip.weights.settlement import special_review as review_mod
 from drgdip.weights.settlement.policy import Policy, PolicyError, band_value
+from drgdip.weights.settlement.stays import price_stays
 
-CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced")
+CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced",
+              "incomplete_stay", "short_stay", "readmission")
 #: payment_method values (支付方式): the group method, 按床日, 按项目, or none (no points)
 PAYMENT_METHODS = ("drg", "dip", "per_diem", "fee_for_service", "none")
 #: reasons a per-diem ward or the fee-for-service fallback may overcome (they concern the group only)
@@ -63,7 +67,7 @@ TRUE_FLAGS = ("1", "true", "t", "yes", "y", "是")
 #: columns price_cases adds (replacing input columns of the same name)
 PRICE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
                  "case_type", "pricing_reason", "payment_method", "points", "review_trigger",
-                 "review_status")
+                 "review_status", "readmission_of")
 
 
 def _flags(array, n: int) -> np.ndarray:
@@ -133,6 +137,7 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
     cost_a, cost_bad = numeric(cases[cols["total_cost"]], n)
     cost = _np(cost_a, np.nan)
     unpriced(_np(cost_bad, False) | ~np.isfinite(cost) | (cost < 0), "BAD_COST")
+    unpriced(cost == 0, "ZERO_COST")        # a stay that cost nothing is never priced (at zero or at all)
     if "personal_share" in cols:
         ps_a, ps_bad = numeric(cases[cols["personal_share"]], n)
         # missing counts as bad too: the point value counts every priced case's share
@@ -255,11 +260,9 @@ def _assign_methods(sc: SimpleNamespace, cases: pa.Table, cols: dict, group: pa.
             if cls not in ff.classes:
                 continue
             wanted |= classes[cls] & blocked
-            m = free & classes[cls]
-            zero = m & ~(sc.cost > 0)
-            reason[zero] = code_id("FFS_ZERO_COST")
-            reason[m & ~zero] = code_id(code)
-            sc.ffs |= m & ~zero
+            m = free & classes[cls]         # a cost of 0 is a record problem (ZERO_COST): never in ``free``
+            reason[m] = code_id(code)
+            sc.ffs |= m
             free &= ~m
     if wanted.any():                    # say the problem that stops them, not the group's
         todo = wanted.copy()
@@ -305,7 +308,8 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None, duplicate_ids: pa.Array | None = None,
                 group_means: np.ndarray | None = None, method: str | None = None,
-                review: review_mod.ReviewContext | None = None) -> pa.Table:
+                review: review_mod.ReviewContext | None = None,
+                readmissions: pa.Table | None = None) -> pa.Table:
     """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
     base_points, case_type, pricing_reason, payment_method and points (null when unpriced).
 
@@ -321,7 +325,10 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     repeated anywhere in the file; ``group_means`` (``deviation.group_mean = "period"``),
     the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`);
     ``review``, the whole file's special-review facts and the office's decisions
-    (:class:`weights.settlement.special_review.ReviewContext`; None: from this table alone)."""
+    (:class:`weights.settlement.special_review.ReviewContext`; None: from this table alone);
+    ``readmissions``, the file's readmission flags of these rows
+    (:meth:`weights.settlement.readmission.Readmissions.batch`; None: found in ``cases`` alone). With
+    ``[readmission]`` on, a column ``readmission_of`` (the earlier stay's id) is added."""
     if base_points is None:
         base_points = policy.base_points if policy.form == "point" else 1.0
     if method is None:
@@ -433,6 +440,14 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     status[decided | rejected] = 1 + review_mod.STATUSES.index("decided")
     status[over] = 1 + review_mod.STATUSES.index("over_quota")
 
+    # --- incomplete stays, short stays, readmissions (policy [incomplete_stays], [readmission]): weights/settlement/stays.py
+    points, adjust, stay_flags = price_stays(cases, policy, canonical_columns(cases.schema), priceable & ~special,
+                                             base, ratio, points, group_column, readmissions, duplicate_ids)
+    for mask, name, code in adjust:
+        case_type[mask] = CASE_TYPES.index(name)
+        reason[mask] = code_id(code)
+    pm[~np.isfinite(points)] = PAYMENT_METHODS.index("none")     # e.g. a readmission left unpaid
+
     out = cases.drop_columns([c for c in PRICE_COLUMNS if c in cases.column_names])
     add = {
         "fund_key": pa.array(fund_key.tolist(), pa.string()),
@@ -448,6 +463,8 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         "review_trigger": _decode(trig, (None,) + review_mod.TRIGGERS),
         "review_status": _decode(status, (None,) + review_mod.STATUSES),
     }
+    if stay_flags is not None:
+        add["readmission_of"] = stay_flags["readmission_of"].combine_chunks()
     for name, arr in add.items():
         out = out.append_column(name, arr)
     return out

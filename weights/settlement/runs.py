@@ -41,6 +41,11 @@ from drgdip.weights.settlement import ledger as ledger_mod
 from drgdip.weights.settlement import special_review as review_mod
 from drgdip.weights.settlement.points import add_group_costs, month_of, price_cases
 from drgdip.weights.settlement.policy import FUNDS, load_policy
+from drgdip.weights.settlement.readmission import (
+    ReadmissionIndex,
+    Readmissions,
+    check_columns,
+)
 from drgdip.weights.settlement.settle import (
     MonthTotals,
     Settlement,
@@ -246,7 +251,7 @@ def _quota_pass(batches, rows: int, price) -> np.ndarray:
     base = np.zeros(0, np.int64)
     off = 0
     for t in batches:
-        priced = price(t, review_mod.ReviewContext(accepted=np.ones(t.num_rows, bool)))
+        priced = price(t, review_mod.ReviewContext(accepted=np.ones(t.num_rows, bool)), None)
         hnames, hcode, ids = review_mod.quota_keys(priced)
         local = np.array([names.setdefault(h, len(names)) for h in hnames] or [0], np.int64)
         code = local[hcode] if t.num_rows else hcode
@@ -271,6 +276,32 @@ def _quota_pass(batches, rows: int, price) -> np.ndarray:
             np.concatenate(sr_hosp), np.concatenate(sr_ratio), np.concatenate(sr_ids), base, int(base.sum()),
             policy.special_review.quota_share, policy.special_review.hospital_quota_share)
     return accepted
+
+
+def _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups) -> Readmissions:
+    """The file's readmission pairs (policy [readmission]): a pass keeping 33 bytes per record
+    (weights/settlement/readmission.py), then a read of the id column naming the earlier stays."""
+    present = canonical_columns(schema)
+    check_columns(schema.names, policy)
+    index = ReadmissionIndex(policy, group_column, dups)
+    key = policy.readmission.key
+    if grouper is None or key == "principal_diagnosis":
+        names = [present[c] for c in ("id", "patient_id", "hospital_id", "admission_date", "discharge_date")
+                 if c in present]
+        if key == "principal_diagnosis" and "diagnoses" in present:
+            names.append(present["diagnoses"])
+        else:
+            names += [c for c in (group_column, "adrg") if c in schema.names]
+        for b in column_batches(records_path, list(dict.fromkeys(names)), batch_size):
+            index.add(pa.Table.from_batches([b]))
+    else:
+        for b in open_batches(records_path, batch_size):
+            index.add(grouper.group_batch(pa.Table.from_batches([b])))
+    found = index.finish()
+    if "id" in present and found.pairs:
+        found.name_earlier(text(b.column(0), b.num_rows)
+                           for b in column_batches(records_path, [present["id"]], batch_size))
+    return found
 
 
 class _RowGroups:
@@ -409,8 +440,9 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             for t in batches():
                 ctx = review_mod.ReviewContext(
                     accepted=None if accepted is None else accepted[offset:offset + t.num_rows], decisions=decided)
+                flags = price.readmissions.batch(offset, t.num_rows) if price.readmissions is not None else None
                 offset += t.num_rows
-                priced = price(t, ctx)
+                priced = price(t, ctx, flags)
                 totals.add(priced)
                 _review_counts(priced, review_counts)
                 if decided is not None and "id" in present:
@@ -524,27 +556,36 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
                 with np.errstate(invalid="ignore", divide="ignore"):
                     means = sums / counts
 
-        def drg(t: pa.Table, review=None) -> pa.Table:
+        # readmissions (policy [readmission]): pairs over the whole file, then flags batch by batch
+        readm = None
+        if policy.readmission.days > 0:
+            if method != "drg":
+                raise InputError(f"{policy.path or 'policy'}: readmission.days = {policy.readmission.days}: "
+                                 f"readmissions are paired for DRG settlement only, not --method {method} "
+                                 "(set readmission.days = 0 in the DIP region's policy)")
+            readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups)
+
+        def drg(t: pa.Table, review=None, readmissions=None) -> pa.Table:
             if grouper is not None:
                 t = grouper.group_batch(t)
             if review is not None:
                 review.group_counts = counts
             return price_cases(t, weights, policy, group_column=group_column, period=period,
-                               duplicate_ids=dups, group_means=means, review=review)
-        drg.policy = policy
+                               duplicate_ids=dups, group_means=means, review=review, readmissions=readmissions)
+        drg.policy, drg.readmissions = policy, readm
         if method == "drg":
             if policy.dip_settlement is not None and policy.dip_settlement.hospitals \
                     and policy.dip_settlement.pool == "separate":
-                def separate(t, review=None):
-                    return dip_settle.leave_dip_hospitals(drg(t, review), policy)
-                separate.policy = policy
+                def separate(t, review=None, readmissions=None):
+                    return dip_settle.leave_dip_hospitals(drg(t, review, readmissions), policy)
+                separate.policy, separate.readmissions = policy, readm
                 return separate, None
             return drg, None
     pricer = dip_settle.DipPricer(catalog, policy, period, method, duplicate_ids=dups, drg_price=drg)
 
-    def dip(t, review=None):          # DIP prices without the special-review quota and decisions
+    def dip(t, review=None, readmissions=None):   # DIP prices without the special-review quota and decisions
         return pricer(t)
-    dip.policy = policy
+    dip.policy, dip.readmissions = policy, None
     return dip, (dip_settle.pool_total(policy, period) if method == "dip" else None)
 
 
