@@ -271,8 +271,6 @@ def test_the_rate_form_recomputed(demo_dir, tmp_path):
     assert report.compared[("summary.json (month)", "rate")] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a record with no discharge date is priced in the period "
-                                       "(settlement.md §1.2 lists unreadable dates as BAD_DISCHARGE_DATE)")
 def test_a_record_without_a_discharge_date_is_not_priced(demo_dir, tmp_path):
     report = settle_edge(demo_dir, tmp_path, "actual", missing_date=True)
     assert report.differ[("cases.parquet", "pricing_reason")] == 0, report.text()
