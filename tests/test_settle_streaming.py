@@ -302,3 +302,15 @@ def test_month_totals_spilled_keep_a_bounded_state_per_case(month, tmp_path, mon
     np.testing.assert_array_equal(cents, ref)                     # spilled or not, the same cents
     # the case files are removed by finish; the cents' file stays for the writer (SpilledCents.unlink)
     assert [f.name for f in (tmp_path / "spill-200000-True").iterdir()] == [".case-cents"]
+
+
+def test_month_of_reads_each_distinct_date_once_with_the_same_months():
+    from drgdip.arrowio import _month_of_text, month_of
+    vals = ["2024-01-31", None, "2024-02-30", "2024/03/05 10:00", "2024-01-31", "", "20241105", "2024-13-01",
+            "2024-07", None, "2024-02-29", "2023-02-29", "2024-01-31"]
+    got = month_of(pa.array(vals))
+    assert got.to_pylist() == _month_of_text(pa.array(vals)).to_pylist()
+    assert got.to_pylist() == ["2024-01", None, None, "2024-03", "2024-01", None, "2024-11", None, "2024-07",
+                               None, "2024-02", None, "2024-01"]
+    dates = pa.array([None, None], pa.date32())
+    assert month_of(dates).to_pylist() == [None, None]
