@@ -334,8 +334,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
     The file is streamed ``batch_size`` records at a time, never held whole: a read of the
     id column finds duplicate settlement ids; with ``deviation.group_mean = "period"`` a
     pass sums each group's cost; then each batch is grouped (when it has no group column),
-    priced and counted (:class:`MonthTotals`: 13 bytes per case) and spilled to a
-    temporary Arrow file beside the output; the point value priced, the spilled cases are
+    priced and counted (:class:`MonthTotals`: 13 bytes per case, appended to files) and
+    spilled to a temporary Arrow file beside the output; the point value priced, the spilled cases are
     written out with their amounts. The outputs do not depend on ``batch_size``.
 
     Refused (InputError / LedgerError, nothing written or recorded): a period that is not

@@ -631,7 +631,7 @@ class MonthTotals:
     """A month's pre-settlement gathered batch by batch (the priced cases never held at once).
 
     Per case it keeps only points (float64, NaN when unpriced), fund (int8) and hospital
-    (int32), 13 bytes; per hospital and fund the counts, weight sum (added in row order, so
+    (int32), 13 bytes, in a :class:`CaseStore` (files in ``spill``, or memory); per hospital and fund the counts, weight sum (added in row order, so
     the float is that of the whole file) and money in integer cents. :meth:`finish` prices
     the month: the same figures as :func:`settle_period` on all the batches as one table,
     whatever the batch size.
