@@ -493,6 +493,14 @@ def month_of(dates: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_timestamp(dates.type) or pa.types.is_date(dates.type):
         dates = pc.strftime(dates, format="%Y-%m-%d") if pa.types.is_timestamp(dates.type) else dates.cast(pa.string())
     s = text(dates, n)
+    enc = pc.dictionary_encode(s)          # a batch has few distinct dates: read each once
+    if len(enc.dictionary) < n:
+        return _month_of_text(enc.dictionary).take(enc.indices)
+    return _month_of_text(s)
+
+
+def _month_of_text(s: pa.Array) -> pa.Array:
+    """:func:`month_of` of text dates, value by value."""
     m = pc.extract_regex(s, r"^(?P<y>\d{4})[-/.]?(?P<m>0[1-9]|1[0-2])(?:[-/.]?(?P<d>\d{2}))?(?:$|[ T])")
     y, mo, d = pc.struct_field(m, [0]), pc.struct_field(m, [1]), pc.struct_field(m, [2])
     month = pc.binary_join_element_wise(y, mo, "-")

@@ -213,3 +213,104 @@ def test_kth_largest_without_a_sort_of_everything():
               np.r_[np.full(300, 4095 / 4096), rng.random(50)], np.array([0.25, 0.25 + 1e-17, 0.75])):
         for k in (1, 2, len(x) // 3, len(x)):
             assert _kth_largest(x, k) == np.sort(x)[::-1][k - 1]
+
+
+# ---------------------------------------------------------------- the cents in passes, bounded memory
+
+@pytest.mark.parametrize("seed", range(3))
+def test_streamed_largest_remainder_equals_the_in_memory_one(seed):
+    from fractions import Fraction
+
+    from drgdip.weights.settlement.settle import (
+        _exact_total,
+        _spread,
+        _StreamSpread,
+        exact_decimal,
+        half_up,
+    )
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(60):
+        p = _points(rng, trial, int(rng.integers(1, 400)))
+        whole, e = _exact_total(p)
+        if whole <= 0:
+            continue
+        if trial % 2:
+            total = int(rng.integers(0, 10**10))
+            k = Fraction(total, whole)
+        else:
+            k = exact_decimal(float(rng.choice([0.01, 123.45, 7.123456]))) * 100 * Fraction(2) ** e
+            total = half_up(k * whole)
+        ref = _spread(p, e, k, total)
+        cuts = np.unique(np.r_[0, np.sort(rng.integers(0, p.size, 4)), p.size])
+        parts = [(lo, p[lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:])]
+        s = _StreamSpread(float(p.max()), e, k, total)
+        for _, c in parts:
+            s.count(c)
+        if s.counted():
+            for _, c in parts:
+                s.bin_values(c)
+            s.found_cut()
+            for lo, c in parts:
+                s.near(c, int(lo))
+            s.found_near()
+        got = np.concatenate([s.cents(c, int(lo)) for lo, c in parts])
+        np.testing.assert_array_equal(got, ref)
+
+
+def _priced(rng, n: int) -> pa.Table:
+    return pa.table({
+        "points": pa.array(np.where(rng.random(n) < 0.02, np.nan, rng.uniform(1, 3000, n)), from_pandas=True),
+        "fund_key": pa.array(rng.choice(["employee", "resident"], n)),
+        "personal_share": rng.uniform(0, 5000, n).round(2), "total_cost": rng.uniform(100, 90000, n).round(2),
+        "weight": rng.uniform(0.1, 5, n), "hospital_id": pa.array(rng.choice([f"H{i}" for i in range(40)], n)),
+    })
+
+
+def _finish_peak(tmp_path, pol, n: int, spill: bool) -> tuple[int, np.ndarray]:
+    """tracemalloc's peak (bytes) while n cases are counted and the month finished."""
+    import tracemalloc
+
+    from drgdip.weights.settlement.settle import MonthTotals
+    batches = [_priced(np.random.default_rng(i), 1000) for i in range(n // 1000)]
+    folder = tmp_path / f"spill-{n}-{spill}"
+    folder.mkdir()
+    tracemalloc.start()
+    totals = MonthTotals(pol, "2024-03", spill=folder if spill else None)
+    for b in batches:
+        totals.add(b)
+    if spill:
+        assert (folder / ".case-points").stat().st_size == 8 * n      # the per-case state is on disk
+        assert (folder / ".case-fund").stat().st_size == n
+    _, amount = totals.finish()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    cents = np.concatenate([amount[i:i + 777] for i in range(0, n, 777)])
+    return peak, cents
+
+
+def test_month_totals_spilled_keep_a_bounded_state_per_case(month, tmp_path, monkeypatch):
+    from drgdip.weights.settlement import settle as settlement
+    monkeypatch.setattr(settlement, "CHUNK", 4096)
+    pol = load_policy(month / "policy.toml")
+    assert pol.has_money_for("employee", "2024-03") and pol.has_money_for("resident", "2024-03")
+    small, _ = _finish_peak(tmp_path, pol, 20_000, True)
+    big, cents = _finish_peak(tmp_path, pol, 200_000, True)
+    # ten times the cases: the memory of a chunk, not of the cases (one float64 per case is 1.6 MB)
+    assert big < 8 * 200_000 and big < 2 * small, (small, big)
+    _, ref = _finish_peak(tmp_path, pol, 200_000, False)
+    assert ref.sum() > 0
+    np.testing.assert_array_equal(cents, ref)                     # spilled or not, the same cents
+    # the case files are removed by finish; the cents' file stays for the writer (SpilledCents.unlink)
+    assert [f.name for f in (tmp_path / "spill-200000-True").iterdir()] == [".case-cents"]
+
+
+def test_month_of_reads_each_distinct_date_once_with_the_same_months():
+    from drgdip.arrowio import _month_of_text, month_of
+    vals = ["2024-01-31", None, "2024-02-30", "2024/03/05 10:00", "2024-01-31", "", "20241105", "2024-13-01",
+            "2024-07", None, "2024-02-29", "2023-02-29", "2024-01-31"]
+    got = month_of(pa.array(vals))
+    assert got.to_pylist() == _month_of_text(pa.array(vals)).to_pylist()
+    assert got.to_pylist() == ["2024-01", None, None, "2024-03", "2024-01", None, "2024-11", None, "2024-07",
+                               None, "2024-02", None, "2024-01"]
+    dates = pa.array([None, None], pa.date32())
+    assert month_of(dates).to_pylist() == [None, None]

@@ -190,19 +190,45 @@ def _id_hashes(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray]:
     return ids, pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object))
 
 
-def duplicate_ids(path, id_column: str, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[pa.Array, int]:
+#: hash partitions of the duplicate-id pass (by the hash's top bits): one is in memory at a time
+ID_PARTITIONS = 16
+
+
+def duplicate_ids(path, id_column: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                  spill_dir=None) -> tuple[pa.Array, int]:
     """(settlement ids occurring more than once in the file, number of records), reading the
-    id column alone: a first read keeps a 64-bit hash per record (8 bytes), a second one
-    (only when two hashes are equal) collects the ids of those hashes and counts them exactly."""
-    hashes, rows = [], 0
-    for b in column_batches(path, [id_column], batch_size):
-        rows += b.num_rows
-        hashes.append(_id_hashes(b)[1])
-    h = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-    del hashes
-    h.sort()                                      # in place: 8 bytes per record at most twice
-    twice = np.unique(h[1:][h[1:] == h[:-1]])
-    del h
+    id column alone: a first read writes a 64-bit hash per record into ID_PARTITIONS files
+    by the hash's top bits (in ``spill_dir``, default the system's temporary folder), each
+    partition is then sorted alone (memory: 8 bytes per record of one partition); a second
+    read (only when two hashes are equal) collects the ids of those hashes and counts them
+    exactly."""
+    rows = 0
+    shift = np.uint64(64 - int(ID_PARTITIONS).bit_length() + 1)
+    twice_parts = []
+    with tempfile.TemporaryDirectory(prefix=".settle-ids-", dir=spill_dir) as d:
+        files = [open(Path(d) / f"h{i}", "w+b") for i in range(ID_PARTITIONS)]
+        try:
+            for b in column_batches(path, [id_column], batch_size):
+                rows += b.num_rows
+                h = np.asarray(_id_hashes(b)[1], np.uint64)
+                part = (h >> shift).astype(np.intp)
+                order = np.argsort(part, kind="stable")
+                bounds = np.searchsorted(part[order], np.arange(ID_PARTITIONS + 1))
+                hs = h[order]
+                for i in range(ID_PARTITIONS):
+                    if bounds[i + 1] > bounds[i]:
+                        hs[bounds[i]:bounds[i + 1]].tofile(files[i])
+            for fh in files:
+                fh.flush()
+                fh.seek(0)
+                h = np.fromfile(fh, np.uint64)
+                h.sort()
+                twice_parts.append(np.unique(h[1:][h[1:] == h[:-1]]))
+                del h
+        finally:
+            for fh in files:
+                fh.close()
+    twice = np.concatenate(twice_parts)
     if twice.size == 0:
         return pa.array([], pa.string()), rows
     found = []
@@ -211,6 +237,16 @@ def duplicate_ids(path, id_column: str, batch_size: int = DEFAULT_BATCH_SIZE) ->
         found.append(ids.filter(pa.array(np.isin(hh, twice))))
     vc = pc.value_counts(pa.chunked_array(found, pa.string()))
     return vc.field("values").filter(pc.greater(vc.field("counts"), 1)), rows
+
+
+def _existing_folder(out) -> Path | None:
+    """The nearest existing folder holding ``out`` (where its spill files can go), or None."""
+    if out is None:
+        return None
+    d = Path(out).absolute().parent
+    while not d.is_dir():
+        d = d.parent
+    return d
 
 
 def _count_rows(path, column: str, batch_size: int) -> int:
@@ -379,8 +415,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
     The file is streamed ``batch_size`` records at a time, never held whole: a read of the
     id column finds duplicate settlement ids; with ``deviation.group_mean = "period"`` a
     pass sums each group's cost; then each batch is grouped (when it has no group column),
-    priced and counted (:class:`MonthTotals`: 13 bytes per case) and spilled to a
-    temporary Arrow file beside the output; the point value priced, the spilled cases are
+    priced and counted (:class:`MonthTotals`: 13 bytes per case, appended to files) and
+    spilled to a temporary Arrow file beside the output; the point value priced, the spilled cases are
     written out with their amounts. The outputs do not depend on ``batch_size``.
 
     Refused (InputError / LedgerError, nothing written or recorded): a period that is not
@@ -400,7 +436,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         schema = next(iter(open_batches(records_path, batch_size))).schema
         present = canonical_columns(schema)
         if "id" in present:
-            dups, rows = duplicate_ids(records_path, present["id"], batch_size)
+            dups, rows = duplicate_ids(records_path, present["id"], batch_size,
+                                       spill_dir=_existing_folder(out))
         else:
             dups, rows = None, _count_rows(records_path, schema.names[0], batch_size)
         if rows == 0:
@@ -424,7 +461,10 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 yield t
         accepted = _quota_pass(batches(), rows, price) if review_mod.quota_active(policy.special_review) else None
         bar.update()
-        totals = MonthTotals(policy, period, rows, pool_total=pool)
+        tmp = _atomic_dir(Path(out)) if out is not None else None
+        scratch = tempfile.mkdtemp(prefix=".settle-") if tmp is None else None
+        # the per-case state (13 bytes a case) and the cents go to files: flat memory
+        totals = MonthTotals(policy, period, rows, pool_total=pool, spill=tmp if tmp is not None else scratch)
         reasons: dict[str, int] = {}
         methods: dict[str, int] = {}
         unpriced: dict[str, int] = {}
@@ -434,7 +474,6 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         applied_ids: set[str] = set()
         reviewed_ids: set[str] = set()
         offset = 0
-        tmp = _atomic_dir(Path(out)) if out is not None else None
         spill = spill_writer = None
         try:
             for t in batches():
@@ -510,6 +549,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 write_outputs(tmp, result, extra)
                 if decided is not None:
                     write_table(outcome, tmp / "decisions.csv")
+            if hasattr(amount, "unlink"):
+                amount.unlink()
             bar.update()
             with closing(ledger_mod.connect(ledger_path, parents=new_ledger)) as conn:
                 ledger_mod.record_run(conn, result, policy=policy, inputs=inputs, scheme_id=sid, reopen=reopen,
@@ -521,8 +562,11 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         finally:
             if spill_writer is not None:
                 spill_writer.close()
+            totals.store.close()
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 

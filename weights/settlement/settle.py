@@ -41,6 +41,7 @@ positive amounts due, rounded half up).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -218,16 +219,25 @@ def _exact_sums_by(key: np.ndarray, x: np.ndarray, k: int) -> list[tuple[int, in
     exponent the mantissas' high and low 26 bits are summed by np.bincount: below 2^53, so exact."""
     acc: dict[int, list[int]] = {}
     for lo_row in range(0, x.size, CHUNK):
-        m, ex = _mantissas(x[lo_row:lo_row + CHUNK])
-        kc = key[lo_row:lo_row + CHUNK]
-        for xe in np.unique(ex).tolist():
-            sel = ex == xe
-            mk, kk = m[sel], kc[sel]
-            hi = np.bincount(kk, (mk >> 26).astype(np.float64), k)
-            lo = np.bincount(kk, (mk & ((1 << 26) - 1)).astype(np.float64), k)
-            row = acc.setdefault(xe, [0] * k)
-            for i in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
-                row[i] += (int(hi[i]) << 26) + int(lo[i])
+        _acc_add(acc, key[lo_row:lo_row + CHUNK], x[lo_row:lo_row + CHUNK], k)
+    return _acc_sums(acc, k)
+
+
+def _acc_add(acc: dict[int, list[int]], kc: np.ndarray, xc: np.ndarray, k: int) -> None:
+    """Add the float64 values ``xc`` (keys ``kc``) to ``acc`` (exponent → per key Σ mantissas)."""
+    m, ex = _mantissas(xc)
+    for xe in np.unique(ex).tolist():
+        sel = ex == xe
+        mk, kk = m[sel], kc[sel]
+        hi = np.bincount(kk, (mk >> 26).astype(np.float64), k)
+        lo = np.bincount(kk, (mk & ((1 << 26) - 1)).astype(np.float64), k)
+        row = acc.setdefault(xe, [0] * k)
+        for i in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
+            row[i] += (int(hi[i]) << 26) + int(lo[i])
+
+
+def _acc_sums(acc: dict[int, list[int]], k: int) -> list[tuple[int, int]]:
+    """The (W, e) per key of an accumulator of :func:`_acc_add` (e: its smallest exponent)."""
     if not acc:
         return [(0, 0)] * k
     e = min(acc)
@@ -308,6 +318,113 @@ def _spread(p: np.ndarray, e: int, k: Fraction, total: int) -> np.ndarray:
     out[sure] += 1
     out[chosen] += 1
     return out
+
+
+BINS = 4096           # histogram bins of the remainders when the cut is found in passes
+
+
+class _StreamSpread:
+    """:func:`_spread` over a fund's points read in chunks (in row order), several times,
+    never all at once: the same cents. Passes: (1) :meth:`count` each chunk: the floors' sum
+    and a histogram of the remainders; (2) :meth:`bin_values`: the values of the bin holding
+    the cut (the k-th largest remainder); (3) :meth:`near`: the rows within the margin of
+    the cut, made exact; then :meth:`cents` of each chunk. Kept between passes: the
+    histogram, that bin's values and the near rows (few: rows of equal points at the cut)."""
+
+    def __init__(self, pmax: float, e: int, k: Fraction, total: int):
+        self.e, self.k, self.total = e, k, int(total)
+        self.kf = float(k / Fraction(2) ** e)                  # as in _spread
+        self.tol = pmax * self.kf * 1e-15 + 1e-300
+        self.margin = 2.0 * self.tol + 1e-12
+        self.floors, self.rows = 0, 0
+        self.hist = np.zeros(BINS, np.int64)
+        self.short = None
+        self.cut = None
+        self._above = 0
+        self._cand: list[np.ndarray] = []
+        self._near: list[np.ndarray] = []
+        self._near_p: list[np.ndarray] = []
+        self.chosen = np.zeros(0, np.int64)
+
+    def _exact(self, vals_p: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
+        vals, inv = np.unique(vals_p, return_inverse=True)
+        vm, vx = _mantissas(vals)
+        fl, rem = [], []
+        for mm, xx in zip(vm.tolist(), vx.tolist()):
+            a = (mm << (xx - self.e)) * self.k.numerator
+            f = a // self.k.denominator
+            fl.append(f)
+            rem.append(a - f * self.k.denominator)
+        inv = inv.reshape(-1)
+        return np.array(fl, dtype=np.int64)[inv], rem, inv
+
+    def shares(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(floors, remainders) of a chunk's rows, exact where a float could be wrong."""
+        q = p * self.kf
+        f = np.floor(q)
+        out = f.astype(np.int64)
+        frac = q - f
+        doubt = np.flatnonzero((frac <= self.tol) | (1.0 - frac <= self.tol))
+        if doubt.size:
+            f_exact, r_exact, inv = self._exact(p[doubt])
+            out[doubt] = f_exact
+            frac[doubt] = np.array([r / self.k.denominator for r in r_exact], dtype=np.float64)[inv]
+        return out, frac
+
+    @staticmethod
+    def _bin(frac: np.ndarray) -> np.ndarray:
+        return np.clip((frac * BINS).astype(np.int64), 0, BINS - 1)
+
+    def count(self, p: np.ndarray) -> None:
+        out, frac = self.shares(p)
+        self.floors += int(out.sum())
+        self.rows += p.size
+        self.hist += np.bincount(self._bin(frac), minlength=BINS)
+
+    def counted(self) -> bool:
+        """After the counting pass: True when cents are left to give (the later passes needed)."""
+        self.short = self.total - self.floors
+        if self.short < 0 or self.short > self.rows:
+            raise ValueError(f"rounding gap of {self.short} cents over {self.rows} rows: the values do not add "
+                             "up to the total")
+        if self.short:
+            from_top = np.cumsum(self.hist[::-1])
+            self.bin = BINS - 1 - int(np.searchsorted(from_top, self.short))
+            self._above = int(self.hist[self.bin + 1:].sum())
+        return self.short > 0
+
+    def bin_values(self, p: np.ndarray) -> None:
+        frac = self.shares(p)[1]
+        self._cand.append(frac[self._bin(frac) == self.bin])
+
+    def found_cut(self) -> None:
+        cand = np.concatenate(self._cand)
+        self._cand = []
+        need = self.short - self._above                   # 1 ≤ need ≤ cand.size by the histogram
+        self.cut = float(-np.partition(-cand, need - 1)[need - 1])
+        self.sure = 0
+
+    def near(self, p: np.ndarray, offset: int) -> None:
+        frac = self.shares(p)[1]
+        self.sure += int(np.count_nonzero(frac > self.cut + self.margin))
+        idx = np.flatnonzero(np.abs(frac - self.cut) <= self.margin)
+        self._near.append(idx + offset)
+        self._near_p.append(p[idx])
+
+    def found_near(self) -> None:
+        near = np.concatenate(self._near)
+        _, rems, inv = self._exact(np.concatenate(self._near_p))
+        self._near = self._near_p = []
+        rank = np.unique(np.array(rems + [0], dtype=object)[:-1], return_inverse=True)[1].reshape(-1).astype(np.int64)
+        self.chosen = np.sort(near[np.lexsort((near, -rank[inv]))][:self.short - self.sure])
+
+    def cents(self, p: np.ndarray, offset: int) -> np.ndarray:
+        out, frac = self.shares(p)
+        if self.short:
+            out += frac > self.cut + self.margin
+            lo, hi = np.searchsorted(self.chosen, [offset, offset + p.size])
+            out[self.chosen[lo:hi] - offset] += 1
+        return out
 
 
 def withholding_cents(due_cents: np.ndarray, share: float) -> np.ndarray:
@@ -411,11 +528,110 @@ def _np(a, fill):
     return pc.fill_null(a, fill).to_numpy(zero_copy_only=False)
 
 
+class CaseStore:
+    """Per case: points (float64, NaN when unpriced), fund (int8) and hospital (int32), 13 bytes,
+    appended batch by batch and read back in chunks of CHUNK rows. In memory, or with
+    ``folder`` appended to three files there (``.case-points``, ``.case-fund``,
+    ``.case-hospital``): the memory is then one chunk whatever the number of cases. The cents
+    (:meth:`write_cents`) go to ``.case-cents`` (8 bytes per case) likewise."""
+
+    _FILES = (("points", np.float64), ("fund", np.int8), ("hospital", np.int32))
+
+    def __init__(self, folder=None):
+        from pathlib import Path
+        self.folder = None if folder is None else Path(folder)
+        self.rows = 0
+        self._mem: list[list[np.ndarray]] = [[], [], []]
+        self._fh = None
+        self._cents_mem: list[np.ndarray] = []
+        self._cents_fh = None
+        if self.folder is not None:
+            self._fh = [open(self.folder / f".case-{name}", "w+b") for name, _ in self._FILES]
+
+    def append(self, points: np.ndarray, fund: np.ndarray, hospital: np.ndarray) -> None:
+        for i, (a, (_, dt)) in enumerate(zip((points, fund, hospital), self._FILES)):
+            a = np.ascontiguousarray(a, dtype=dt)
+            if self._fh is None:
+                self._mem[i].append(a)
+            else:
+                a.tofile(self._fh[i])
+        self.rows += len(points)
+
+    def chunks(self, size: int | None = None):
+        """(first row, points, fund, hospital) of each chunk of ``size`` rows (default CHUNK), in row order."""
+        size = size or CHUNK
+        if self._fh is None:
+            for i in range(3):
+                if len(self._mem[i]) != 1:
+                    self._mem[i] = [np.concatenate(self._mem[i]) if self._mem[i] else
+                                    np.zeros(0, self._FILES[i][1])]
+            for lo in range(0, self.rows, size):
+                yield (lo,) + tuple(m[0][lo:lo + size] for m in self._mem)
+            return
+        for fh in self._fh:
+            fh.flush()
+            fh.seek(0)
+        for lo in range(0, self.rows, size):
+            yield (lo,) + tuple(np.fromfile(fh, dt, min(size, self.rows - lo))
+                                for fh, (_, dt) in zip(self._fh, self._FILES))
+
+    def write_cents(self, cents: np.ndarray) -> None:
+        """The next rows' amounts in cents (int64), in row order."""
+        if self.folder is None:
+            self._cents_mem.append(np.asarray(cents, np.int64))
+            return
+        if self._cents_fh is None:
+            self._cents_fh = open(self.folder / ".case-cents", "w+b")
+        np.ascontiguousarray(cents, np.int64).tofile(self._cents_fh)
+
+    def cents(self):
+        """All the cents written: an array, or (spilled) :class:`SpilledCents` read by slices."""
+        if self.folder is None:
+            return np.concatenate(self._cents_mem) if self._cents_mem else np.zeros(0, np.int64)
+        if self._cents_fh is None:
+            self._cents_fh = open(self.folder / ".case-cents", "w+b")
+        self._cents_fh.flush()
+        return SpilledCents(self.folder / ".case-cents", self.rows)
+
+    def close(self) -> None:
+        """Close and remove the case files (not the cents' file: :class:`SpilledCents` removes it)."""
+        for fh in self._fh or ():
+            fh.close()
+            try:
+                os.unlink(fh.name)
+            except FileNotFoundError:
+                pass
+        self._fh = None
+        if self._cents_fh is not None:
+            self._cents_fh.close()
+            self._cents_fh = None
+
+
+class SpilledCents:
+    """Each case's amount in cents kept in a file, read by slices ``cents[a:b]`` (an int64 array)."""
+
+    def __init__(self, path, rows: int):
+        self.path, self.rows = path, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, s: slice) -> np.ndarray:
+        lo, hi, _ = s.indices(self.rows)
+        return np.fromfile(self.path, np.int64, max(hi - lo, 0), offset=lo * 8)
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
 class MonthTotals:
     """A month's pre-settlement gathered batch by batch (the priced cases never held at once).
 
     Per case it keeps only points (float64, NaN when unpriced), fund (int8) and hospital
-    (int32), 13 bytes; per hospital and fund the counts, weight sum (added in row order, so
+    (int32), 13 bytes, in a :class:`CaseStore` (files in ``spill``, or memory); per hospital and fund the counts, weight sum (added in row order, so
     the float is that of the whole file) and money in integer cents. :meth:`finish` prices
     the month: the same figures as :func:`settle_period` on all the batches as one table,
     whatever the batch size.
@@ -426,17 +642,14 @@ class MonthTotals:
     """
     WIDTH = len(FUNDS) + 1
 
-    def __init__(self, policy: Policy, period: str, rows: int | None = None, pool_total=None):
-        """``rows``: the number of cases to come, when known (the arrays are then filled in
-        place instead of gathered and joined at the end). ``pool_total``: see :func:`_point_value`."""
+    def __init__(self, policy: Policy, period: str, rows: int | None = None, pool_total=None, spill=None):
+        """``rows``: the number of cases to come, when known (a check). ``pool_total``: see
+        :func:`_point_value`. ``spill``: a folder for the per-case state (:class:`CaseStore`):
+        the memory is then flat in the number of cases."""
         self.policy, self.period, self.pool_total = policy, period, pool_total
-        self._points, self._fund, self._hosp = [], [], []
+        self.store = CaseStore(spill)
         self._cap = rows
         self._finished = False
-        if rows is not None:
-            self._points = [np.empty(rows, np.float64)]
-            self._fund = [np.empty(rows, np.int8)]
-            self._hosp = [np.empty(rows, np.int32)]
         self._names: dict[str, int] = {}
         k = 0
         self.cases = np.zeros(k, np.int64)
@@ -489,33 +702,21 @@ class MonthTotals:
             held = _np(pc.equal(priced.column("review_status"), "held"), False).astype(bool) & ~pool
             np.add.at(self.held, cell[held], 1)
             np.add.at(self.held_cost, cell[held], cost[held])
-        if self._cap is not None:
-            if self.rows + n > self._cap:
-                raise ValueError(f"more than the {self._cap} cases announced")
-            for arr, v in ((self._points[0], points), (self._fund[0], fcode), (self._hosp[0], hid)):
-                arr[self.rows:self.rows + n] = v
-        else:
-            self._points.append(points)
-            self._fund.append(fcode.astype(np.int8))
-            self._hosp.append(hid.astype(np.int32))
+        if self._cap is not None and self.rows + n > self._cap:
+            raise ValueError(f"more than the {self._cap} cases announced")
+        self.store.append(points, fcode, hid)
         self.rows += n
 
     def finish(self) -> tuple[Settlement, np.ndarray]:
-        """(the settlement without its cases, each case's amount in cents, 0 when unpriced).
-        Once: the cents are written over the points."""
+        """(the settlement without its cases, each case's amount in cents, 0 when unpriced:
+        an array, or :class:`SpilledCents` when the cases were spilled). Once. The per-case
+        state is read in chunks, several passes (the sums, then the largest remainder of each
+        fund: :class:`_StreamSpread`), never gathered whole."""
         policy, period = self.policy, self.period
         if self._finished:
-            raise RuntimeError("MonthTotals.finish runs once (the cents take the points' memory)")
-        if self._cap is not None:
-            points, fcode, hid = (a[0][:self.rows] for a in (self._points, self._fund, self._hosp))
-        else:
-            points = np.concatenate(self._points) if self._points else np.zeros(0)
-            self._points = [points]
-            fcode = np.concatenate(self._fund) if self._fund else np.zeros(0, np.int8)
-            self._fund = [fcode]
-            hid = np.concatenate(self._hosp) if self._hosp else np.zeros(0, np.int32)
-            self._hosp = [hid]
-        pool = np.isfinite(points)
+            raise RuntimeError("MonthTotals.finish runs once")
+        self._finished = True
+        store = self.store
         width = self.WIDTH
         names = list(self._names)
         cells = len(names) * width
@@ -533,59 +734,136 @@ class MonthTotals:
         sorted_cells = cell_ids[present][np.argsort(rank[cell_ids[present] // width] * width
                                                     + cell_ids[present] % width, kind="stable")]
         k = len(sorted_cells)
-        pos = np.full(cells, -1, dtype=np.int64)
+        pos = np.full(max(cells, 1), -1, dtype=np.int32)
         pos[sorted_cells] = np.arange(k)
         hid_s = dic[sorted_cells // width] if k else np.zeros(0, dtype=object)
         fund_names = np.array(list(FUNDS) + [""], dtype=object)
         hfund = fund_names[sorted_cells % width]
-        key = pos.astype(np.int32)[hid * np.int32(width) + fcode]
-        key[~pool] = k                                  # unpriced rows: a key of their own
-        points[~pool] = 0.0                             # (their points are NaN: pool says which)
-        points_h = np.array([_as_float(t) for t in _exact_sums_by(key, points, k + 1)[:k]],
-                            dtype=np.float64)           # = math.fsum per hospital and fund
+        nf = len(FUNDS)
 
-        # the cents of each case go into the points' own memory, fund after fund (0.0 is 0)
-        amount = points.view(np.int64)
-        self._finished = True
+        def keyed(p, fc, hd):
+            """(pool, key, fund masks) of a chunk: unpriced rows get a key of their own, k."""
+            pool = np.isfinite(p)
+            key = pos[hd * np.int32(width) + fc]
+            key[~pool] = k
+            return pool, key, [pool & (fc == fi) for fi in range(nf)]
+
+        # pass 1: exact point sums per (hospital, fund) and per fund; each fund's largest points
+        acc_h: dict[int, list[int]] = {}
+        acc_f: list[dict[int, list[int]]] = [{} for _ in FUNDS]
+        n_f, max_f, neg_f = [0] * nf, [0.0] * nf, [False] * nf
+        for _, p, fc, hd in store.chunks():
+            pool, key, masks = keyed(p, fc, hd)
+            _acc_add(acc_h, key, np.where(pool, p, 0.0), k + 1)
+            for fi, m in enumerate(masks):
+                pm = p[m]
+                if pm.size:
+                    _acc_add(acc_f[fi], np.zeros(pm.size, np.int8), pm, 1)
+                    n_f[fi] += pm.size
+                    max_f[fi] = max(max_f[fi], float(pm.max()))
+                    neg_f[fi] = neg_f[fi] or bool((pm < 0).any())
+        points_h = np.array([_as_float(t) for t in _acc_sums(acc_h, k + 1)[:k]],
+                            dtype=np.float64)           # = math.fsum per hospital and fund
+        del acc_h
+
         funds: dict[str, dict] = {}
         value_of: dict[str, float | None] = {}
         notes: list[str] = []
+        spread: dict[int, _StreamSpread] = {}          # fund → its largest remainder in passes
+        whole_f: dict[int, tuple] = {}                 # fund → (value, total): cents from the fund's points whole
         for fi, f in enumerate(FUNDS):
-            m = pool & (fcode == fi)
-            any_m = bool(m.any())
-            ptotal = _as_float(_exact_total(points[m])) if any_m else 0.0     # = math.fsum
-            fc = fund_of_cell == fi
-            ps = int(self.personal[:cells][fc].sum())
+            any_m = n_f[fi] > 0
+            whole, e = _acc_sums(acc_f[fi], 1)[0] if any_m else (0, 0)
+            ptotal = _as_float((whole, e)) if any_m else 0.0     # = math.fsum
+            fc_ = fund_of_cell == fi
+            ps = int(self.personal[:cells][fc_].sum())
             has_budget = f in policy.budget and period in policy.budget[f]
             has_rate = policy.form == "rate" and policy.rate_for(f, period) is not None
-            paid_cents = 0
             if not any_m and not has_budget and not has_rate:
-                amount[m] = 0
                 continue
             value, budget, total = _point_value(policy, f, period, ptotal, ps, self.pool_total)
             value_of[f] = value
             if any_m:
-                cents = _amounts(points[m], value, total)
-                paid_cents = int(cents.sum())
-                amount[m] = cents
-                del cents
+                if total is None:                      # rate form (_times_rate)
+                    kk = exact_decimal(value) * 100 * Fraction(2) ** e
+                    total_c = half_up(kk * whole)
+                else:                                  # budget form (_prorate)
+                    kk = Fraction(int(total), whole) if whole > 0 else None
+                    total_c = int(total)
+                if kk is None or kk < 0 or total_c < 0 or neg_f[fi]:
+                    whole_f[fi] = (value, total)       # the exact row-by-row path (rare: signed points)
+                else:
+                    spread[fi] = _StreamSpread(max_f[fi], e, kk, total_c)
             elif budget:
                 notes.append(f"{f}: no priced case in {period}; the budget of {yuan(budget):.2f} is not spent")
             funds[f] = {
                 "budget": yuan(budget) if budget is not None else None,
                 "rate": value if policy.form == "rate" and budget is None else None,
                 "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
-                "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
-                "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
-                "held_cases": int(self.held[:cells][fc].sum()), "held_cost": yuan(self.held_cost[:cells][fc].sum()),
-                "payment": yuan(paid_cents),
+                "cases": int(cases_c[fc_].sum()), "unpriced_cases": int(unp_c[fc_].sum()),
+                "unpriced_cost": yuan(self.unpriced_cost[:cells][fc_].sum()),
+                "held_cases": int(self.held[:cells][fc_].sum()), "held_cost": yuan(self.held_cost[:cells][fc_].sum()),
+                "payment": 0,
             }
-        amount[pool & (fcode >= len(FUNDS))] = 0
+
+        def each_fund(stage, todo):
+            """One pass over the cases: ``stage(spreader, fund points, fund offset)`` per chunk."""
+            if not todo:
+                return
+            off = [0] * nf
+            for _, p, fc, hd in store.chunks():
+                _, _, masks = keyed(p, fc, hd)
+                for fi in todo:
+                    pm = p[masks[fi]]
+                    stage(spread[fi], pm, off[fi])
+                    off[fi] += pm.size
+
+        each_fund(lambda s, pm, o: s.count(pm), list(spread))
+        todo = [fi for fi, s in spread.items() if s.counted()]
+        each_fund(lambda s, pm, o: s.bin_values(pm), todo)
+        for fi in todo:
+            spread[fi].found_cut()
+        each_fund(lambda s, pm, o: s.near(pm, o), todo)
+        for fi in todo:
+            spread[fi].found_near()
+        whole_cents: dict[int, np.ndarray] = {}
+        if whole_f:
+            pts: dict[int, list[np.ndarray]] = {fi: [] for fi in whole_f}
+            for _, p, fc, hd in store.chunks():
+                _, _, masks = keyed(p, fc, hd)
+                for fi in whole_f:
+                    pts[fi].append(p[masks[fi]])
+            for fi, (value, total) in whole_f.items():
+                whole_cents[fi] = _amounts(np.concatenate(pts[fi]), value, total)
+            del pts
+
+        # last pass: each case's cents (0 when unpriced or of no fund), the sums per hospital
+        pay_h = np.zeros(k + 1, np.int64)
+        paid_f = [0] * nf
+        off = [0] * nf
+        for _, p, fc, hd in store.chunks():
+            _, key, masks = keyed(p, fc, hd)
+            amount = np.zeros(p.size, np.int64)
+            for fi in list(spread) + list(whole_cents):
+                m = masks[fi]
+                c = int(np.count_nonzero(m))
+                if fi in spread:
+                    cents = spread[fi].cents(p[m], off[fi])
+                else:
+                    cents = whole_cents[fi][off[fi]:off[fi] + c]
+                amount[m] = cents
+                paid_f[fi] += int(cents.sum())
+                off[fi] += c
+            np.add.at(pay_h, key, amount)
+            store.write_cents(amount)
+        for fi, f in enumerate(FUNDS):
+            if f in funds:
+                funds[f]["payment"] = yuan(paid_f[fi])
+        amount = store.cents()
+        store.close()
         unknown = int(unp_c[fund_of_cell == len(FUNDS)].sum())
         if unknown:
             notes.append(f"{unknown} case(s) of no known fund are unpriced (see review)")
-        pay_h = np.zeros(k + 1, np.int64)
-        np.add.at(pay_h, key, amount)
         pay_h = pay_h[:k]
         cases_n, unpriced_n = cases_c[sorted_cells], unp_c[sorted_cells]
         wsum = self.weight_sum[sorted_cells]
