@@ -343,7 +343,7 @@ def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: 
     dev, sr = policy["deviation"], policy["special_review"]
     if dip_score is not None:
         dip = policy["dip_settlement"]
-        base = dip_score * coefficient
+        base = dip_score * 100 * coefficient  # weight (adjusted score ÷ 100) × 100 × coefficient
         k, low_k = float(dip["high_k"]), float(dip["low_k"])
         high_pay, share, low_pay = dip["high_payment"], float(dip["high_add_on_share"]), dip["low_payment"]
     else:
@@ -542,13 +542,19 @@ def step_dip_group(rec: dict, dip: dict, rep=None, key=None):
     if rec.get("dip_status") != "grouped" or isnull(g) or g not in dip["groups"]:
         return "NOT_GROUPED", None
     row = dip["groups"][g]
-    adjusted = float(fmt(Fraction(row["score"]) * Fraction(Decimal(repr(float(rec["dip_coefficient"])))), 4))
+    dipc = float(rec["dip_coefficient"])
+    adjusted = float(fmt(Fraction(row["score"]) * Fraction(Decimal(repr(dipc))), 4))
     if rep is not None:
         rep.check("cases.parquet (dip)", "dip_score", key, row["score"], _num(rec.get("dip_score")))
         rep.check("cases.parquet (dip)", "dip_adjusted_score", key, adjusted, _num(rec.get("dip_adjusted_score")))
     level = dip["levels"].get(rec.get("hospital_id"))
     mean = dip["refs"].get((g, str(level))) if level is not None else None
-    return None, {"score": adjusted, "mean_cost": row["mean_cost"] if mean is None else mean}
+    mean = row["mean_cost"] if mean is None else mean
+    if dip.get("mean_times_coefficient"):
+        # drgdip's reading (reported, not the docs'): the reference mean × the 辅助目录 coefficient
+        mean = mean * dipc
+    # the points use the unrounded score × coefficient (dip_adjusted_score shows it to 4 decimals)
+    return None, {"score": row["score"] * dipc, "mean_cost": mean}
 
 
 def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | None, policy, period: str,
@@ -574,6 +580,8 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
     if grouping is not None:
         for r, gr in zip(recs, grouping.to_dict("records")):
             r.update(gr)
+            # the DIP region's status is the DIP grouper's (a drg/status column of the records is not used)
+            r["status"] = {"grouped": "grouped", "invalid": "invalid"}.get(gr.get("dip_status"), "ungroupable")
     out = []
     for rec, share in zip(recs, shares):
         fund = step_fund(rec.get("fund"), policy)
@@ -655,7 +663,7 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
                 c["group_mean_cost"] = row["mean_cost"]
                 base, ratio, ctype, preason, points = step_case_points(
                     None, row["mean_cost"], float(rec["total_cost"]), c["coefficient"], rec.get(flag_col), policy,
-                    dip_score=row["score"])
+                    dip_score=c["weight"])
             c.update(base_points=base, cost_ratio=ratio, case_type=ctype, pricing_reason=preason, points=points,
                      method=("dip" if dip is not None else "drg") if points is not None else "none")
         else:
@@ -950,7 +958,8 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
         if incentives:
             i = incentives[hid]
             a["incentive"] = i
-            a["settled_points"] = float(a["points"] * i["coefficient"])  # the exact product, nearest float
+            # the hospital's points (the fsum of its months, a float) × coefficient, exactly, to the nearest float
+            a["settled_points"] = float(Fraction(float(a["points"])) * i["coefficient"])
         else:
             a["settled_points"] = None
     funds = {}
@@ -1048,7 +1057,7 @@ def _cents_or_none(x):
     return None if isnull(x) or x == "" else to_cents(float(x))
 
 
-def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame) -> None:
+def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame, name: str = "cases.parquet") -> None:
     unknown = set(out["case_type"].dropna()) - KNOWN_CASE_TYPES
     unknown |= set(out["pricing_reason"].dropna()) - KNOWN_PRICING_REASONS
     if unknown:
@@ -1058,7 +1067,6 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame)
                              "(payment methods in the output)")
     if len(out) != len(ours):
         raise AssertionError(f"{period}: cases.parquet has {len(out)} rows, the records {len(ours)}")
-    name = "cases.parquet"
     for c, r in zip(ours, out.to_dict("records")):
         key = f"{period} {c['id']}"
         rep.check(name, "id", key, c["id"], r["id"])
@@ -1082,17 +1090,17 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame)
         rep.check(name, "fund_amount", key, c["fund_amount"], _cents_or_none(r["fund_amount"]))
 
 
-def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFrame) -> None:
+def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFrame, name: str = "review.csv") -> None:
     """review.csv: the unpriced and special-review cases (settlement.md §1.2, policy.md)."""
     want = [c["id"] for c in ours if c["case_type"] in ("unpriced", "special_review")]
     got = list(review["id"])
-    rep.check("review.csv", "ids (list)", period, want, got)
+    rep.check(name, "ids (list)", period, want, got)
     listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review")]
     for c, rid, reason, cost, share in zip(listed, review["id"], review["pricing_reason"], review["total_cost"],
                                            review["personal_share"]):
-        rep.check("review.csv", "pricing_reason", f"{period} {rid}", c["pricing_reason"], reason)
-        rep.check("review.csv", "total_cost", f"{period} {rid}", c["cost"], _cents_or_none(cost))
-        rep.check("review.csv", "personal_share", f"{period} {rid}", c["shown_share"], _cents_or_none(share))
+        rep.check(name, "pricing_reason", f"{period} {rid}", c["pricing_reason"], reason)
+        rep.check(name, "total_cost", f"{period} {rid}", c["cost"], _cents_or_none(cost))
+        rep.check(name, "personal_share", f"{period} {rid}", c["shown_share"], _cents_or_none(share))
 
 
 HOSP_MONEY = ("personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")
@@ -1137,8 +1145,9 @@ def compare_hospitals(rep: Report, name: str, ours: dict, csv: pd.DataFrame, ann
                 inc = inc or {}
                 for col in ("cmi_index", "cost_index", "time_index"):
                     rep.check(name, col, key, _text_or_empty(inc.get(col), 4), r.get(col))
-                rep.check(name, "incentive_coefficient", key, inc.get("coefficient"),
-                          Fraction(Decimal(r["incentive_coefficient"])) if r.get("incentive_coefficient") else None)
+                # shown with 4 decimals, half up (settled_points uses the exact product)
+                rep.check(name, "incentive_coefficient", key, _text_or_empty(inc.get("coefficient"), 4),
+                          r.get("incentive_coefficient"))
                 rep.check(name, "settled_points", key, fmt(Fraction(o["settled_points"]), 4), r.get("settled_points"))
                 rep.check(name, "incentive_reason", key, inc.get("reason"), r.get("incentive_reason"))
 
@@ -1190,7 +1199,7 @@ def compare_reasons(rep: Report, name: str, cases: list[dict], summary: dict) ->
 LEDGER_CENTS = ("personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")
 
 
-def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | None, year: str) -> None:
+def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | None, year: str, tag: str = "") -> None:
     con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
         runs = {(p, k): rid for rid, p, k in con.execute(
@@ -1199,7 +1208,7 @@ def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | 
             ours = months.get(period) if kind == "monthly" else year_result
             if ours is None:
                 continue
-            name = f"ledger {kind}"
+            name = f"ledger {kind}{tag}"
             for row in con.execute(
                     "select hospital_id, fund, cases, unpriced_cases, personal_share_cents, payment_cents, "
                     "amount_due_cents, withheld_cents, paid_cents, cost_cents, unpriced_cost_cents, "
@@ -1297,7 +1306,8 @@ def compare_dip_summary(rep: Report, name: str, catalog: pd.DataFrame, summary: 
     rep.check(name, "dip.budget_point_value", name, float(fmt(num / den, 6)), summary.get("dip", {}).get("budget_point_value"))
 
 
-def check_region(folder: Path, region: Path, rep: Report, dip: bool = False) -> Report:
+def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
+                 dip_mean_times_coefficient: bool = False) -> Report:
     """One region of the demo: ``region`` holds policy.toml, settled/ and ledger.db; the records
     (data/), benefits and scores are the demo folder's."""
     policy = read_policy(region / "policy.toml")
@@ -1309,6 +1319,7 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False) -> 
         catalog = pq.read_table(region / "catalog.parquet").to_pandas()
         ref = policy["dip_settlement"]["reference_means"]
         dip_ctx = dip_table(catalog, _read_csv(region / ref) if ref else None, policy)
+        dip_ctx["mean_times_coefficient"] = dip_mean_times_coefficient
     months = {}
     settled = region / "settled"
     periods = sorted(p.name for p in settled.iterdir() if len(p.name) == 7)
@@ -1320,8 +1331,8 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False) -> 
         grouping = out[[c for c in out.columns if c.startswith("dip_")]] if dip else None
         month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region)
         months[period] = month
-        compare_cases(rep, period, month["cases"], out)
-        compare_review(rep, period, month["cases"], _read_csv(settled / period / "review.csv"))
+        compare_cases(rep, period, month["cases"], out, "cases.parquet" + tag)
+        compare_review(rep, period, month["cases"], _read_csv(settled / period / "review.csv"), "review.csv" + tag)
         hcsv = _read_csv(settled / period / "hospitals.csv")
         compare_hospitals(rep, "hospitals.csv (month)" + tag, month["hospitals"], hcsv)
         compare_month_point_value(rep, "hospitals.csv (month)" + tag, month, hcsv)
@@ -1344,19 +1355,19 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False) -> 
                           _read_csv(settled / year / "hospitals.csv"), annual=True)
         compare_summary(rep, "summary.json (year)" + tag, year_result["funds"], summary, annual=True)
     if (region / "ledger.db").exists():
-        compare_ledger(rep, region / "ledger.db", months, year_result, years[-1] if years else "")
+        compare_ledger(rep, region / "ledger.db", months, year_result, years[-1] if years else "", tag)
     rep.months.update({("dip", p) if dip else p: m for p, m in months.items()})
     return rep
 
 
-def check_demo(folder) -> Report:
+def check_demo(folder, dip_mean_times_coefficient: bool = False) -> Report:
     """Recompute the demo's settlement (the DRG region, and the DIP region of demo/dip/ when
     there is one) from its inputs and the docs; compare every output."""
     folder = Path(folder)
     rep = Report()
     check_region(folder, folder, rep)
     if (folder / "dip" / "settled").exists():
-        check_region(folder, folder / "dip", rep, dip=True)
+        check_region(folder, folder / "dip", rep, dip=True, dip_mean_times_coefficient=dip_mean_times_coefficient)
     return rep
 
 
