@@ -299,7 +299,8 @@ def test_the_year_settled_again_as_a_dip_region(demo):
     ratio = policy["dip_settlement"]["reimbursement_ratio"]
     assert 0.5 < ratio["employee"] < 1 and 0.4 < ratio["resident"] < 1
     ref = pq.read_table(dip / "settled" / "2024-07" / "cases.parquet")
-    assert set(ref["payment_method"].to_pylist()) <= {"dip", "none"}
+    methods = set(ref["payment_method"].to_pylist())   # the DRG policy's per-diem and FFS rules hold here too
+    assert "dip" in methods and methods <= {"dip", "per_diem", "fee_for_service", "none"}
     for m in ("2024-03", "2024-07"):
         s = json.loads((dip / "settled" / m / "summary.json").read_text(encoding="utf-8"))
         cases = pq.read_table(dip / "settled" / m / "cases.parquet")
@@ -311,7 +312,7 @@ def test_the_year_settled_again_as_a_dip_region(demo):
         means = {(r["group_key"], r["level"]): float(r["mean_cost"]) for r in csv.DictReader(fh)}
     assert means
     levels = policy["coefficients"]["hospital_level"]
-    priced = ref.filter(pc.is_valid(ref["points"])).to_pylist()
+    priced = ref.filter(pc.equal(ref["payment_method"], "dip")).to_pylist()
     hits = [c for c in priced if (c["dip_group"], str(levels.get(c["hospital_id"]))) in means]
     assert hits and all(c["group_mean_cost"] == pytest.approx(means[(c["dip_group"], str(levels[c["hospital_id"]]))]
                                                               * c["dip_coefficient"]) for c in hits)
