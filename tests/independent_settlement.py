@@ -149,6 +149,14 @@ KNOWN_CASE_COLUMNS = ["fund_key", "weight", "group_mean_cost", "cost_ratio", "co
                       "case_type", "pricing_reason", "points", "amount", "fund_amount"]
 
 
+def with_defaults(policy: dict) -> dict:
+    """A policy given as a dict (the worked examples' parts) over the documented defaults."""
+    out = json.loads(json.dumps(DOC_DEFAULTS))
+    for section, fields in policy.items():
+        out.setdefault(section, {}).update(fields)
+    return out
+
+
 def read_policy(path) -> dict:
     """The region's policy over the documented defaults; RuleNotCovered for unknown rules."""
     region = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -712,6 +720,7 @@ def step_hospitals(cases: list[dict]) -> dict:
 
 def step_withholding(hospitals: dict, policy) -> None:
     """§2: withheld by largest remainder of max(due, 0) × share over a fund's hospitals by id."""
+    policy = with_defaults(policy)
     share = exact(policy["settlement"]["withholding_share"])
     for fund in ("employee", "resident"):
         keys = sorted(k for k in hospitals if k[1] == fund)
@@ -726,7 +735,7 @@ def step_advance(hospitals: dict, policy) -> None:
     """policy.md [advance], settlement.md §7-§8: held = (1 − share) × (amount due − withheld)
     of each hospital with a positive amount, the fund's total half up, largest remainder;
     paid = amount due − withheld − held."""
-    share = exact(policy["advance"]["share"])
+    share = exact(with_defaults(policy)["advance"]["share"])
     for k, h in hospitals.items():
         h["held"] = 0
     if share >= 1:
@@ -868,6 +877,10 @@ def step_incentives(hosp: dict, policy) -> dict:
             r["cmi_index"] = q4((p["w"] / p["cases"]) / (region["w"] / region["cases"]))
             r["cost_index"] = q4((Fraction(p["cost"]) / p["w"]) / (region["cost"] / region["w"]))
             r["time_index"] = q4((p["los"] / p["w"]) / (region["los"] / region["w"])) if region["los"] else None
+        # no time index (a ledger without lengths of stay), or a hospital without priced cases in
+        # the year (no index at all, coefficient 1): INCENTIVE_NO_TIME_INDEX
+        if inc.get("time_bands") and r.get("time_index") is None:
+            r["reason"] = "INCENTIVE_NO_TIME_INDEX"
         for name, bands in (("cmi_index", "cmi_bands"), ("cost_index", "cost_bands"), ("time_index", "time_bands")):
             if inc.get(bands) and r.get(name) is not None:
                 r["coefficient"] *= exact(_band_value(inc[bands], r[name])["coefficient"])
@@ -934,6 +947,7 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
     """Annual payments by largest remainder of T × Pᵢ / Σ P (Pᵢ the sum of the hospital's
     monthly points, exact; × its incentive coefficient, §9), bands, quality refund, reserve
     and cap (§7), paid, balance. ``dip``: T = budget ÷ reimbursement ratio."""
+    policy = with_defaults(policy)
     hosp = defaultdict(lambda: {"cases": 0, "unpriced_cases": 0, "weight_sum": Fraction(0), "points": Fraction(0),
                                 "personal_share": 0, "cost": 0, "unpriced_cost": 0, "monthly_paid": 0,
                                 "monthly_withheld": 0, "weight_sum_float": 0.0, "monthly_held": 0,

@@ -22,20 +22,33 @@ from independent_settlement import (
     check_demo,
     check_month,
     check_year,
+    dip_table,
     largest_remainder,
     read_policy,
+    recompute_month,
+    step_advance,
     step_annual,
     step_band_adjustment,
     step_case_amounts,
     step_case_points,
     step_withholding,
+    with_defaults,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 MONEY = {("cases.parquet", "amount"), ("cases.parquet", "fund_amount"), ("hospitals.csv (month)", "withheld"),
-         ("hospitals.csv (month)", "paid"), ("hospitals.csv (year)", "payment"),
+         ("hospitals.csv (month)", "paid"), ("hospitals.csv (month)", "held"), ("hospitals.csv (year)", "payment"),
          ("hospitals.csv (year)", "adjustment"), ("hospitals.csv (year)", "balance"),
-         ("summary.json (year)", "budget_spent"), ("ledger annual", "balance_cents")}
+         ("hospitals.csv (year)", "quality_refund"), ("hospitals.csv (year)", "quality_kept"),
+         ("hospitals.csv (year)", "cap_cut"), ("hospitals.csv (year)", "monthly_held"),
+         ("summary.json (year)", "budget_spent"), ("summary.json (year)", "reserve"),
+         ("summary.json (year)", "reserve_used"), ("summary.json (year)", "spend_before_cap"),
+         ("summary.json (year)", "cap_cut"), ("summary.json (month)", "held"), ("ledger annual", "balance_cents")}
+# the rules the demo turns on, each with a value compared that it decides
+RULES = {"per_diem": ("cases.parquet", "payment_method"), "incentives": ("hospitals.csv (year)", "settled_points"),
+         "quality": ("hospitals.csv (year)", "quality_reason"), "projected": ("summary.json (year)",
+                                                                              "projected_point_value"),
+         "dip": ("cases.parquet (dip)", "dip_adjusted_score")}
 
 
 @pytest.fixture(scope="session")
@@ -48,17 +61,50 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_demo_recomputed_from_the_docs_agrees_to_the_cent(demo_dir):
-    report = check_demo(demo_dir)
+@pytest.fixture(scope="session")
+def docs_report(demo_dir):
+    return check_demo(demo_dir)
+
+
+def _drg(report, key) -> bool:
+    return "(dip)" not in key[0]
+
+
+def test_demo_recomputed_from_the_docs_agrees_to_the_cent(demo_dir, docs_report):
+    """The DRG region from the docs as written: every value agrees."""
+    report = docs_report
     print(report.text())
-    assert report.total_differ == 0, report.text()
-    assert report.total_compared > 20_000
+    drg_differ = {k: v for k, v in report.differ.items() if v and _drg(report, k)}
+    assert not drg_differ, report.text()
+    assert report.total_compared > 60_000
     for key in MONEY:
         assert report.compared[key] > 0, key
-    # every case of the year is compared for its points and its amount
-    n_cases = sum(pq.read_metadata(p).num_rows for p in (demo_dir / "settled").glob("*/cases.parquet"))
-    assert report.compared[("cases.parquet", "points")] == n_cases
-    assert report.compared[("cases.parquet", "amount")] == n_cases
+    for rule, key in RULES.items():
+        assert report.compared[key] > 0, rule
+    # every case of the year is compared for its points and its amount, in both regions
+    for region, name in (("settled", "cases.parquet"), ("dip/settled", "cases.parquet (dip)")):
+        n_cases = sum(pq.read_metadata(p).num_rows for p in (demo_dir / region).glob("*/cases.parquet"))
+        assert report.compared[(name, "points")] == n_cases
+        assert report.compared[(name, "amount")] == n_cases
+    cases = pd.concat(pq.read_table(p).to_pandas() for p in sorted((demo_dir / "settled").glob("*/cases.parquet")))
+    assert {"drg", "per_diem", "fee_for_service", "none"} <= set(cases["payment_method"])
+
+
+def test_the_dip_region_differs_from_the_docs_only_by_the_reference_mean(demo_dir, docs_report):
+    """Reported to the lead. settlement.md "DIP settlement" 2 says ratio = cost ÷ reference mean;
+    demo/dip/ writes group_mean_cost = reference mean × dip_coefficient (辅助目录) and the ratio on
+    that, so every DIP case whose dip_coefficient is not 1 differs in group_mean_cost and
+    cost_ratio, 47 change type, and the amounts follow. Read that way, every other value agrees."""
+    report = docs_report
+    grouped = 0
+    for p in sorted((demo_dir / "dip" / "settled").glob("*/cases.parquet")):
+        c = pq.read_table(p).to_pandas()
+        grouped += int(((c["payment_method"] == "dip") & (c["dip_coefficient"] != 1.0)).sum())
+    assert report.differ[("cases.parquet (dip)", "group_mean_cost")] == grouped > 0
+    assert report.differ[("cases.parquet (dip)", "cost_ratio")] == grouped
+    as_written = check_demo(demo_dir, dip_mean_times_coefficient=True)
+    assert as_written.total_differ == 0, as_written.text()
+    assert as_written.total_compared == report.total_compared
 
 
 def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
@@ -74,14 +120,18 @@ def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
     hosp = pd.read_csv(month / "hospitals.csv", dtype=str, keep_default_na=False)
     hosp.loc[0, "withheld"] = str(Decimal(hosp.loc[0, "withheld"]) - Decimal("0.01"))
     hosp.to_csv(month / "hospitals.csv", index=False, quoting=1)
-    report = check_demo(bad)
+    report = check_demo(bad, dip_mean_times_coefficient=True)
     assert report.differ[("cases.parquet", "amount")] == 1
     assert report.differ[("hospitals.csv (month)", "withheld")] == 1
     assert report.total_differ == 2
 
 
 @pytest.mark.parametrize("extra, rule", [
-    ('[per_diem]\nday_points = 80\n', "rule per_diem not covered"),
+    ('[per_diem]\nday_points = 80\n', "rule per_diem.day_points not covered"),
+    ('[point_value]\nprojected = "history"\n', "rule point_value.projected = 'history' not covered"),
+    ('[dip_settlement]\nhospitals = ["H1"]\n', "rule dip_settlement.hospitals not covered"),
+    ('[dip_settlement]\npool = "separate"\n', "rule dip_settlement.pool = 'separate' not covered"),
+    ('[readmission]\ndays = 15\n', "rule readmission not covered"),
     ('[settlement]\nreserve_share = 0.02\n', "rule settlement.reserve_share not covered"),
     ('[deviation]\ngroup_mean = "period"\n', "rule deviation.group_mean = 'period' not covered"),
     ('[region]\nform = "fee"\n', "rule region.form = 'fee' not covered"),
@@ -99,10 +149,10 @@ def test_an_unknown_case_type_in_the_output_is_refused(demo_dir, tmp_path):
     month = sorted(p for p in (bad / "settled").iterdir() if len(p.name) == 7)[0]
     cases = pq.read_table(month / "cases.parquet")
     types = cases.column("case_type").to_pylist()
-    types[0] = "per_diem"
+    types[0] = "readmission"
     cases = cases.set_column(cases.schema.get_field_index("case_type"), "case_type", pa.array(types))
     pq.write_table(cases, month / "cases.parquet")
-    with pytest.raises(RuleNotCovered, match="per_diem.*not covered"):
+    with pytest.raises(RuleNotCovered, match="readmission.*not covered"):
         check_demo(bad)
 
 
@@ -218,9 +268,11 @@ def edge_month(demo_dir: Path, tmp_path: Path, missing_date: bool = False) -> tu
     return path, period
 
 
-def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False):
+def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False, methods=True):
     records, period = edge_month(demo_dir, tmp_path, missing_date)
     policy = (demo_dir / "policy.toml").read_text(encoding="utf-8")
+    if not methods:  # the demo's policy without its per-diem wards and fee-for-service fallback
+        policy = policy[:policy.index("[per_diem]")] + policy[policy.index("[settlement]"):]
     policy = policy.replace("[deviation]", f'[special_review]\ncost_multiple = 4.0\npayment = "{payment}"\n\n[deviation]')
     policy = policy.replace("[coefficients.hospital_level]",
                             "[coefficients.hospital]\nH99010000003 = 0.95\n\n[coefficients.hospital_level]")
@@ -243,23 +295,27 @@ def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False
     return check_year(report.months, tmp_path / "policy.toml", year, period[:4], report)
 
 
-@pytest.mark.parametrize("payment", ["actual", "hold", "normal"])
-def test_every_unpriced_reason_and_special_review_recomputed(demo_dir, tmp_path, payment):
-    report = settle_edge(demo_dir, tmp_path, payment)
+@pytest.mark.parametrize("payment, methods", [("actual", True), ("hold", True), ("normal", True),
+                                             ("actual", False)])
+def test_every_unpriced_reason_and_special_review_recomputed(demo_dir, tmp_path, payment, methods):
+    report = settle_edge(demo_dir, tmp_path, payment, methods=methods)
     assert report.total_differ == 0, report.text()
     assert report.compared[("cases.parquet", "pricing_reason")] == 40
     assert report.compared[("hospitals.csv (year)", "adjustment")] > 5
+    group = ("FFS_AMBIGUOUS", "FFS_UNGROUPABLE", "FFS_UNWEIGHTED") if methods else \
+        ("NOT_GROUPED", "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED")
     reasons = {e for e in ("UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_DISCHARGE_DATE", "OUT_OF_PERIOD", "BAD_LOS",
-                           "DUPLICATE_SETTLEMENT_ID", "BAD_COST", "BAD_PERSONAL_SHARE", "NOT_GROUPED",
-                           "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED", "NO_GROUP_MEAN_COST")}
+                           "DUPLICATE_SETTLEMENT_ID", "BAD_COST", "BAD_PERSONAL_SHARE", "NO_GROUP_MEAN_COST") + group}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert reasons <= set(summary["reasons"])
     held = "SPECIAL_REVIEW_HOLD" if payment == "hold" else "SPECIAL_REVIEW_FLAG"
     assert summary["reasons"][held] >= 2
     cases = pq.read_table(tmp_path / "out" / "cases.parquet").to_pandas()
+    # ZZ98 with a negative cost: the group's reason, unless the fee-for-service fallback would
+    # take the case, when the record's problem is what a person must fix
     assert list(cases["pricing_reason"][32:40]) == [
-        "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS", "GROUP_NOT_IN_TABLE",
-        "INVALID_RECORD", "DUPLICATE_SETTLEMENT_ID"]
+        "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS",
+        "BAD_COST" if methods else "GROUP_NOT_IN_TABLE", "INVALID_RECORD", "DUPLICATE_SETTLEMENT_ID"]
 
 
 def test_the_rate_form_recomputed(demo_dir, tmp_path):
@@ -276,3 +332,199 @@ def test_the_rate_form_recomputed(demo_dir, tmp_path):
 def test_a_record_without_a_discharge_date_is_not_priced(demo_dir, tmp_path):
     report = settle_edge(demo_dir, tmp_path, "actual", missing_date=True)
     assert report.differ[("cases.parquet", "pricing_reason")] == 0, report.text()
+
+
+# --- the worked examples of the rules added since (settlement.md "Payment methods", §7-§9, DIP) ---
+
+METHODS_TOML = """
+[region]
+base_points = 100
+[coefficients.level]
+"3" = 1.0
+"2" = 0.9
+[coefficients.hospital_level]
+H1 = "3"
+H2 = "2"
+[deviation]
+high_bands = [{ k = 3.0 }]
+low_k = 0.4
+[settlement]
+withholding_share = 0.05
+[per_diem]
+wards = [
+  { name = "精神科", points_per_day = 4.0, departments = ["精神科"] },
+  { name = "长期住院", points_per_day = 2.5, longer_than_days = 60 },
+]
+short_stay_days = 2
+short_stay = "normal"
+apply_coefficient = true
+[fee_for_service]
+classes = ["ungroupable", "unweighted"]
+yuan_per_point = 100.0
+discount = 0.9
+[basic_groups]
+enabled = true
+coefficient = 1.0
+codes = ["BR2"]
+[budget.employee]
+"2026-10" = 20000.00
+"""
+
+
+def test_the_payment_methods_month_worked_by_hand(tmp_path):
+    """settlement.md "Payment methods in one point pool", the eleven cases, from the doc's numbers."""
+    (tmp_path / "p.toml").write_text(METHODS_TOML, encoding="utf-8")
+    policy = read_policy(tmp_path / "p.toml")
+    rows = [("H1", "骨科", 8, "grouped", "A", 9_000, 1_000), ("H2", "心血管内科", 10, "grouped", "B", 45_000, 4_000),
+            ("H2", "心血管内科", 4, "grouped", "B", 9_000, 900), ("H2", "神经内科", 6, "grouped", "BR21", 7_200, 700),
+            ("H1", "精神科", 30, "grouped", "A", 12_000, 1_200), ("H2", "骨科", 75, "grouped", "B", 60_000, 5_000),
+            ("H2", "精神科", 2, "grouped", "A", 1_500, 150), ("H1", "急诊科", 3, "ungroupable", "0000", 3_000, 300),
+            ("H1", "急诊科", 5, "grouped", "Z", 5_000, 500), ("H2", "急诊科", 1, "ungroupable", "0000", 0, 0),
+            ("H1", "急诊科", 2, "invalid", "0000", 2_000, 200)]
+    records = pd.DataFrame([{"id": f"c{i + 1}", "hospital_id": h, "dept": d, "los_days": float(los), "status": st,
+                             "drg": g, "total_cost": float(cost), "personal_share": float(sh), "fund": "employee",
+                             "discharge_date": "2026-10-15", "diagnoses": ["X00"]}
+                            for i, (h, d, los, st, g, cost, sh) in enumerate(rows)])
+    weights = pd.DataFrame({"drg": ["A", "B", "BR21", "Z"], "weight": [1.0, 2.0, 0.8, float("nan")],
+                            "mean_cost": [10_000.0, 20_000.0, 8_000.0, 3_000.0],
+                            "low_k": [None, 0.5, None, None], "high_k": [None, 2.0, None, None]})
+    month = recompute_month(records, None, weights, policy, "2026-10")
+    cases = month["cases"]
+    assert [None if c["points"] is None else round(c["points"], 9) for c in cases] == \
+        [100, 225, 81, 80, 120, 168.75, 13.5, 27, 45, None, None]
+    assert [c["method"] for c in cases] == ["drg"] * 4 + ["per_diem"] * 2 + ["drg"] + ["fee_for_service"] * 2 + \
+        ["none"] * 2
+    assert [c["pricing_reason"] for c in cases][7:] == ["FFS_UNGROUPABLE", "FFS_UNWEIGHTED", "FFS_ZERO_COST",
+                                                        "INVALID_RECORD"]
+    assert [c["amount"] for c in cases[:9]] == [392_328, 882_738, 317_786, 313_862, 470_793, 662_053, 52_964,
+                                               105_928, 176_548]
+    h1, h2 = month["hospitals"][("H1", "employee")], month["hospitals"][("H2", "employee")]
+    assert (h1["cases"], h1["unpriced_cases"], h1["payment"], h1["amount_due"], h1["withheld"], h1["paid"],
+            h1["cost"], h1["unpriced_cost"]) == (4, 1, 1_145_597, 845_597, 42_280, 803_317, 2_900_000, 200_000)
+    assert (h2["cases"], h2["unpriced_cases"], h2["payment"], h2["amount_due"], h2["withheld"], h2["paid"],
+            h2["cost"]) == (5, 1, 2_229_403, 1_154_403, 57_720, 1_096_683, 12_270_000)
+    assert (round(h1["weight_sum"] / h1["cases"], 4), round(h2["weight_sum"] / h2["cases"], 4)) == (0.5, 1.56)
+
+
+FUND_LIMITS = {"settlement": {"withholding_share": 0.05, "overspend_bands": [
+    {"up_to": 0.10, "fund_bears": 0.0}, {"up_to": 0.20, "fund_bears": 0.5}, {"fund_bears": 0.0}]},
+    "budget": {"employee": {"2026": 60_000.00}}, "reserve": {"share": 0.02, "cap": "budget_and_reserve"},
+    "quality": {"bands": [{"below": 60, "refund": 0.0}, {"below": 90, "refund": "proportional"}, {"refund": 1.0}],
+                "missing_refund": 0.8},
+    "point_value": {"projected": "policy", "projected_points": {"employee": {"2026": 1250}},
+                    "projected_personal_share": {"employee": {"2026": 17_500.00}}}}
+
+
+def _fund_limits_months(weights=None, los=None):
+    """§7: two months with the same figures (points, share, cost, withheld, paid, held), cents."""
+    rows = {"H1": (300, 450_000, 2_400_000, 75_000, 1_282_500, 142_500),
+            "H2": (200, 300_000, 1_527_500, 50_000, 855_000, 95_000),
+            "H3": (100, 150_000, 600_000, 25_000, 427_500, 47_500)}
+    month = {}
+    for h, (p, s, c, w, paid, held) in rows.items():
+        month[(h, "employee")] = {"cases": 1, "unpriced_cases": 0, "weight_sum": 0.0, "weight_sum_float": 0.0,
+                                  "points": float(p), "personal_share": s, "cost": c, "unpriced_cost": 0,
+                                  "withheld": w, "paid": paid, "held": held}
+    if weights:  # §9: the year's cases, weights, costs and days in the first month, none in the second
+        second = {k: dict(v, cases=0, cost=0) for k, v in month.items()}
+        for k, (n, wsum, cost, days) in weights.items():
+            month[k].update(cases=n, weight_exact=Fraction(wsum), weight_sum=float(wsum), cost=cost,
+                            los=Fraction(days if los else 0))
+        return {"2026-10": {"hospitals": month}, "2026-11": {"hospitals": second}}
+    return {"2026-10": {"hospitals": month}, "2026-11": {"hospitals": {k: dict(v) for k, v in month.items()}}}
+
+
+def test_the_fund_limits_year_worked_by_hand():
+    """settlement.md §7-§8 from the numbers written there."""
+    scores = {"H1": Fraction(95), "H2": Fraction(85)}
+    year = step_annual(_fund_limits_months(), FUND_LIMITS, "2026", scores)
+    h = [year["hospitals"][(x, "employee")] for x in ("H1", "H2", "H3")]
+    assert [x["payment"] for x in h] == [3_900_000, 2_600_000, 1_300_000]
+    assert [x["adjustment"] for x in h] == [195_000, 97_500, 0]
+    assert [x["quality_refund"] for x in h] == [150_000, 85_000, 40_000]
+    assert [x["quality_kept"] for x in h] == [0, 15_000, 10_000]
+    assert [x["quality_reason"] for x in h] == ["QUALITY_SCORE_BAND"] * 2 + ["QUALITY_SCORE_MISSING"]
+    assert [x["cap_cut"] for x in h] == [98_333, 49_167, 0]
+    assert [x["paid"] for x in h] == [3_096_667, 2_033_333, 990_000]
+    assert [x["monthly_held"] for x in h] == [285_000, 190_000, 95_000]
+    assert [x["balance"] for x in h] == [531_667, 323_333, 135_000]
+    f = year["funds"]["employee"]
+    assert (f["reserve"], f["spend_before_cap"], f["cap_cut"], f["reserve_used"], f["over_budget_unfunded"]) == \
+        (120_000, 6_267_500, 147_500, 120_000, 0)
+    assert f["point_value"] == 65 and f["projected_point_value"] == 62.0
+    budget_cap = step_annual(_fund_limits_months(), {**FUND_LIMITS, "reserve": {"share": 0.02, "cap": "budget"}},
+                             "2026", scores)
+    assert [budget_cap["hospitals"][(x, "employee")]["cap_cut"] for x in ("H1", "H2")] == [178_333, 89_167]
+    assert budget_cap["funds"]["employee"]["reserve_used"] == 0
+    no_cap = step_annual(_fund_limits_months(), {**FUND_LIMITS, "reserve": {"share": 0.02, "cap": "none"}},
+                         "2026", scores)
+    assert (no_cap["funds"]["employee"]["paid"], no_cap["funds"]["employee"]["reserve_used"],
+            no_cap["funds"]["employee"]["over_budget_unfunded"]) == (6_267_500, 120_000, 147_500)
+
+
+def test_the_advance_of_the_month_of_section_3():
+    """§7: the month of §3 with [advance] share = 0.9."""
+    hospitals = {("H1", "employee"): {"amount_due": 952_558}, ("H2", "employee"): {"amount_due": 1_047_442}}
+    step_withholding(hospitals, POLICY_3)
+    step_advance(hospitals, {"advance": {"share": 0.9}})
+    assert [h["held"] for h in hospitals.values()] == [90_493, 99_507]
+    assert [h["paid"] for h in hospitals.values()] == [814_437, 895_563]
+
+
+INCENTIVES = {"incentives": {
+    "cmi_bands": [{"below": 0.9, "coefficient": 0.98}, {"below": 1.1, "coefficient": 1.0}, {"coefficient": 1.02}],
+    "cost_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0}, {"coefficient": 0.99}],
+    "time_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0}, {"coefficient": 0.99}]}}
+
+
+@pytest.mark.parametrize("los, coefficients", [
+    (True, [Fraction("1.02"), Fraction("0.979902"), Fraction("0.9999")]),
+    (False, [Fraction("1.02"), Fraction("0.9702"), Fraction("1.01")])])
+def test_the_incentives_worked_by_hand(los, coefficients):
+    """settlement.md §9: indices, coefficients, settled points and payments."""
+    cases = {("H1", "employee"): (40, 48, 4_800_000, 480), ("H2", "employee"): (40, 32, 3_840_000, 256),
+             ("H3", "employee"): (20, 20, 1_360_000, 240)}
+    year = step_annual(_fund_limits_months(cases, los), {**FUND_LIMITS, **INCENTIVES}, "2026")
+    h = [year["hospitals"][(x, "employee")] for x in ("H1", "H2", "H3")]
+    assert [x["incentive"]["coefficient"] for x in h] == coefficients
+    assert [x["incentive"]["cmi_index"] for x in h] == [Fraction("1.2"), Fraction("0.8"), Fraction(1)]
+    assert [x["incentive"]["cost_index"] for x in h] == [Fraction(1), Fraction("1.2"), Fraction("0.68")]
+    if los:
+        assert [x["incentive"]["time_index"] for x in h] == [Fraction("1.0246"), Fraction("0.8197"),
+                                                             Fraction("1.2295")]
+        assert [x["settled_points"] for x in h] == [612, 391.9608, 199.98]
+        assert [x["payment"] for x in h] == [3_964_979, 2_539_406, 1_295_615]
+    else:
+        assert all(x["incentive"]["time_index"] is None for x in h)
+
+
+def test_the_dip_month_worked_by_hand():
+    """settlement.md "DIP settlement", the five cases, from the doc's numbers."""
+    policy = with_defaults({"coefficients": {"default": 1.0, "level": {"3": 1.0, "2": 0.9},
+                                             "hospital_level": {"H1": "3", "H2": "2"}, "hospital": {}},
+                            "budget": {"employee": {"2026-10": 40_000.00}},
+                            "dip_settlement": {"reimbursement_ratio": {"employee": 0.8}}})
+    catalog = pd.DataFrame({"group_key": ["K80.1|51.2300", "K80.1|none"], "score": [127.4101, 52.9936],
+                            "mean_cost": [11_300.0, 4_700.0], "cases": [7, 5]})
+    ref = pd.DataFrame({"group_key": ["K80.1|51.2300"] * 2, "level": ["3", "2"], "mean_cost": [12_000.0, 10_000.0]})
+    dip = dip_table(catalog, ref, policy)
+    rows = [("H1", "K80.1|51.2300", 11_000, 2_200), ("H2", "K80.1|51.2300", 9_000, 1_800),
+            ("H1", "K80.1|51.2300", 30_000, 6_000), ("H2", "K80.1|none", 2_000, 400), ("H1", "K80.1|none", 5_000, 1_000)]
+    records = pd.DataFrame([{"id": f"c{i + 1}", "hospital_id": h, "total_cost": float(c), "personal_share": float(s),
+                             "fund": "employee", "discharge_date": "2026-10-10", "los_days": 5.0}
+                            for i, (h, g, c, s) in enumerate(rows)])
+    grouping = pd.DataFrame({"dip_group": [g for _, g, _, _ in rows], "dip_status": ["grouped"] * 5,
+                             "dip_coefficient": [1.0] * 5})
+    month = recompute_month(records, None, None, policy, "2026-10", dip, grouping)
+    cases = month["cases"]
+    assert [round(c["points"], 5) for c in cases] == [127.4101, 114.66909, 191.11515, 20.29542, 52.9936]
+    assert [c["case_type"] for c in cases] == ["normal", "normal", "high_cost", "low_cost", "normal"]
+    assert [c["amount"] for c in cases] == [1_257_792, 1_132_012, 1_886_687, 200_356, 523_153]
+    assert [c["fund_amount"] for c in cases] == [1_037_792, 952_012, 1_286_687, 160_356, 423_153]
+    assert month["funds"]["employee"]["T"] == 5_000_000
+    assert round(float(month["funds"]["employee"]["point_value"]), 6) == 98.719926
+    h = month["hospitals"]
+    assert (h[("H1", "employee")]["amount_due"], h[("H2", "employee")]["amount_due"]) == (2_747_632, 1_112_368)
+    year = step_annual({"2026-10": month}, {**policy, "budget": {"employee": {"2026": 40_000.00}}}, "2026", dip=True)
+    assert [year["hospitals"][(x, "employee")]["payment"] for x in ("H1", "H2")] == [3_667_631, 1_332_369]
+    assert [year["hospitals"][(x, "employee")]["balance"] for x in ("H1", "H2")] == [-1, 1]
