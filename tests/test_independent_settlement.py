@@ -268,9 +268,29 @@ def edge_month(demo_dir: Path, tmp_path: Path, missing_date: bool = False) -> tu
     return path, period
 
 
-def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False, methods=True):
+def more_methods(records: Path, policy: str, tmp_path: Path) -> str:
+    """The edge month with wards by diagnosis and by group, a short stay left unpriced, an
+    ambiguous group by its QY suffix, a basic group and the weight table's own thresholds."""
+    df = pq.read_table(records).to_pandas()
+    dx = list(df.loc[19, "diagnoses"])[0]
+    df.loc[21, "los_days"] = 2.0
+    df.loc[16, "drg"] = str(df.loc[16, "drg"])[:3] + "QY"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), records)
+    weights = pq.read_table(tmp_path / "weights.parquet").to_pandas()
+    weights["low_k"] = [0.9 if g == df.loc[3, "drg"] else float("nan") for g in weights["drg"]]
+    weights["high_k"] = [1.05 if g in (df.loc[3, "drg"], df.loc[33, "drg"]) else None for g in weights["drg"]]
+    pq.write_table(pa.Table.from_pandas(weights, preserve_index=False), tmp_path / "weights.parquet")
+    policy = policy.replace("wards = [\n", f'wards = [\n  {{ name = "诊断", points_per_day = 3.0, diagnosis_prefixes = ["{dx}"] }},\n'
+                            f'  {{ name = "病组", points_per_day = 2.0, groups = ["{df.loc[21, "drg"]}"] }},\n')
+    policy = policy.replace('short_stay = "normal"', 'short_stay = "unpriced"')
+    return policy + f'\n[basic_groups]\nenabled = true\ncoefficient = 0.95\ncodes = ["{str(df.loc[0, "drg"])[:3]}"]\n'
+
+
+def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False, methods=True, more=False):
     records, period = edge_month(demo_dir, tmp_path, missing_date)
     policy = (demo_dir / "policy.toml").read_text(encoding="utf-8")
+    if more:
+        policy = more_methods(records, policy, tmp_path)
     if not methods:  # the demo's policy without its per-diem wards and fee-for-service fallback
         policy = policy[:policy.index("[per_diem]")] + policy[policy.index("[settlement]"):]
     policy = policy.replace("[deviation]", f'[special_review]\ncost_multiple = 4.0\npayment = "{payment}"\n\n[deviation]')
@@ -325,6 +345,17 @@ def test_the_rate_form_recomputed(demo_dir, tmp_path):
     assert summary["funds"]["employee"]["rate"] == 17500.555
     assert summary["funds"]["resident"]["rate"] is None
     assert report.compared[("summary.json (month)", "rate")] == 2
+
+
+def test_more_payment_method_rules_recomputed(demo_dir, tmp_path):
+    """Wards by diagnosis and by group, PER_DIEM_NO_DAYS, PER_DIEM_SHORT_STAY, FFS_AMBIGUOUS by
+    the QY suffix, a basic group's coefficient, the weight table's low_k / high_k."""
+    report = settle_edge(demo_dir, tmp_path, "actual", more=True)
+    assert report.total_differ == 0, report.text()
+    cases = pq.read_table(tmp_path / "out" / "cases.parquet").to_pandas()
+    assert {"PER_DIEM_NO_DAYS", "PER_DIEM_SHORT_STAY", "FFS_AMBIGUOUS"} <= set(cases["pricing_reason"])
+    assert cases.loc[0, "coefficient"] == 0.95
+    assert cases.loc[3, "case_type"] != "normal"
 
 
 @pytest.mark.xfail(strict=True, reason="reported: a record with no discharge date is priced in the period "
