@@ -5,25 +5,47 @@ docs/report.md, docs/reasons.md), without reading or importing ``drgdip.weights`
 tests that someone could recompute every point and every cent from the docs. Only
 pyarrow, pandas, decimal, fractions, math, sqlite3 and tomllib are used.
 
-One function per documented step (settlement.md §1, §2):
+One function per documented step (settlement.md §1, §2, "Payment methods in one point pool",
+§7-§9, "DIP settlement"; policy.md):
 
     read_policy                 policy.md: defaults + the region's file; refuses rules it does not know
     step_personal_share         settlement.md "settle --benefits": the share from the benefits file
     step_fund                   policy.md [funds]
     step_unpriced_reason        settlement.md §1.2: why a case cannot be priced
-    step_coefficient            policy.md [coefficients]
-    step_case_points            settlement.md §1.2, policy.md [deviation], [special_review]
+    step_record_problem         "Which rule prices a case" 1: the record's own problems
+    step_coefficient            policy.md [coefficients] (basic_codes: [basic_groups])
+    step_per_diem_ward          policy.md [per_diem]: the first ward that matches
+    step_per_diem               per-diem points, short stays, no days
+    step_ffs_class              policy.md [fee_for_service]: ambiguous, ungroupable, unweighted
+    step_fee_for_service        fee-for-service points (FFS_ZERO_COST)
+    step_dip_group              "DIP settlement" 1-2: the catalogue's score, the reference mean
+    step_case_points            settlement.md §1.2, [deviation] (the table's low_k / high_k),
+                                [special_review], [dip_settlement] thresholds
+    step_dip_total              "DIP settlement" 3: T = budget ÷ reimbursement ratio
     step_case_amounts           settlement.md §1.3, §1.4, §2 (largest remainder per fund)
     step_hospitals              settlement.md §1.4, §5 (hospitals.csv)
     step_withholding            settlement.md §2 (largest remainder over a fund's hospitals)
+    step_advance                policy.md [advance], §7-§8: the months' held share
     step_fund_summary           settlement.md §5 (summary.json)
-    step_annual                 settlement.md §1.6, §2 (annual payments, bands)
+    step_incentives             policy.md [incentives], §9: indices and coefficients
+    step_quality                policy.md [quality], §7-§8: refund by the scores file
+    step_reserve_cap            policy.md [reserve], §7-§8: reserve, cap and its cut
+    step_projected              policy.md [point_value]: the projected point value
+    step_annual                 settlement.md §1.6, §1.7, §2 (annual payments, bands, the above)
 
 A rule the policy turns on that this checker does not implement raises ``RuleNotCovered``
-("rule X not covered") instead of mismatching silently. To add a rule (per-diem,
-fee-for-service, incomplete stays, readmission, special-review decisions, reserve cap,
-advance share, quality refund, DIP), add its fields to ``COVERED`` with a function of its
-own and call it from ``recompute_month`` / ``recompute_year``.
+("rule X not covered") instead of mismatching silently; so do case types, pricing reasons and
+payment methods in an output that it does not know. Not covered today: incomplete stays and
+readmissions, special-review decisions (a decisions file), `point_value.projected = "history"`,
+DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
+the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
+settlement. To add one, add its fields to ``COVERED`` with a function of its own and call it
+from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
+
+The DIP grouping itself (dip_group, dip_coefficient: dip.md) is taken from the output, as the
+DRG region's drg is taken from the records; its score must be the catalogue's.
+``dip_mean_times_coefficient`` reads the reference mean as drgdip does (× dip_coefficient),
+which the docs do not say: reported, see the test module.
 
 ``check_demo(folder)`` compares everything with the demo's outputs and returns a
 ``Report``: per output and column, values compared and values that differ (with examples).
