@@ -634,10 +634,13 @@ def weights_import_cmd(file, out, region_columns, encoding):
                    "mixed: [dip_settlement] hospitals by DIP, the others by DRG, one point pool.")
 @click.option("--catalog", type=click.Path(dir_okay=False),
               help="DIP catalogue (drgdip dip catalog) for --method dip or mixed.")
+@click.option("--decisions", type=click.Path(dir_okay=False),
+              help="Special-review decisions (特例单议) of the office: CSV id,decision,points (with --reopen for a "
+                   "settled month); the outcome per row goes to decisions.csv.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_path, scheme, out, final, partial_year,
-               reopen, group_column, batch_size, benefits, scores, method, catalog, quiet):
+               reopen, group_column, batch_size, benefits, scores, method, catalog, decisions, quiet):
     """Settle a month's discharges (点数法 pre-settlement), or a year with --final.
 
     \b
@@ -648,6 +651,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
       drgdip settle 2026-10 discharges-2026-10.parquet --method dip --catalog dip-catalog.parquet \\
           --policy region.toml --ledger dip.db --out dip/2026-10
       drgdip settle 2026 --final --method dip --policy region.toml --ledger dip.db --out dip/2026
+      drgdip settle 2026-10 discharges-2026-10.parquet --weights weights.parquet --policy region.toml \\
+          --ledger region.db --out settled/2026-10 --decisions decisions-2026-10.csv --reopen
     """
     from drgdip.weights.settlement.ledger import LedgerError
     from drgdip.weights.settlement.runs import settle_annual, settle_month, summary_text
@@ -657,6 +662,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
                 raise click.UsageError("--new-ledger: an annual settlement reads an existing ledger")
             if catalog is not None:
                 raise click.UsageError("--catalog goes with a monthly settlement (--final reads the ledger)")
+            if decisions is not None:
+                raise click.UsageError("--decisions goes with a monthly settlement (settle the month again)")
             result = settle_annual(period, policy_path=policy_path, ledger_path=ledger_path, out=out,
                                    reopen=reopen, quiet=quiet, partial_year=partial_year, scores=scores,
                                    method=method)
@@ -674,7 +681,8 @@ def settle_cmd(period, records, policy_path, ledger_path, new_ledger, weights_pa
             result = settle_month(period, records, policy_path=policy_path, weights_path=weights_path,
                                   ledger_path=ledger_path, out=out, scheme=scheme, reopen=reopen,
                                   group_column=group_column, quiet=quiet, new_ledger=new_ledger,
-                                  batch_size=batch_size, benefits=benefits, method=method, catalog=catalog)
+                                  batch_size=batch_size, benefits=benefits, method=method, catalog=catalog,
+                                  decisions=decisions)
     except LedgerError as exc:
         raise UserError(str(exc)) from None
     click.echo(summary_text(result))

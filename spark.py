@@ -349,7 +349,8 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
 
     ``weights``: a weight-table file or table (``drg, weight, mean_cost``); ``policy``: a policy
     file or ``Policy``. Refused: ``deviation.group_mean = "period"`` (each case's ratio needs the
-    mean over the whole period; settle on one machine), and records without an id column."""
+    mean over the whole period; settle on one machine), ``readmission.days`` > 0 (readmissions
+    pair stays across the file), and records without an id column."""
     from drgdip.weights.relative_weights import read_weight_table
     from drgdip.weights.settlement.policy import load_policy
     from drgdip.weights.settlement.settle import settle_period
@@ -358,6 +359,15 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
         raise InputError(f"{pol.path or 'policy'}: deviation.group_mean = \"period\" makes every case depend on "
                          "the whole period's group means; settle_dataframe prices batch by batch and needs "
                          "group_mean = \"table\" (or settle on one machine with drgdip settle)")
+    srv = pol.special_review
+    if srv.quota_share < 1.0 or srv.hospital_quota_share < 1.0 or srv.min_group_cases > 0:
+        raise InputError(f"{pol.path or 'policy'}: special_review's quota or min_group_cases makes a case depend on "
+                         "the whole period; settle_dataframe prices batch by batch (settle on one machine with "
+                         "drgdip settle)")
+    if pol.readmission.days > 0:
+        raise InputError(f"{pol.path or 'policy'}: readmission.days = {pol.readmission.days} pairs stays across the "
+                         "whole file; settle_dataframe prices batch by batch and does not find them: set "
+                         "readmission.days = 0 (or settle on one machine with drgdip settle)")
     table = weights if isinstance(weights, pa.Table) else read_weight_table(weights, group_column)
     names = list(df.columns)
     roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))

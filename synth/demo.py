@@ -31,6 +31,7 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,10 @@ from drgdip.synth.region import (
     synthesize_region,
 )
 
+#: pricing reasons of the policy's incomplete-stay and readmission rules, counted over the year
+STAY_REASONS = ("INCOMPLETE_STAY", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY", "SHORT_STAY_REVIEW",
+                "READMISSION_WITHIN_DAYS", "READMISSION_EARLIER_STAY", "READMISSION_UNPAID", "ZERO_COST",
+                "DUPLICATE_SETTLEMENT_ID")
 EPISODE_PLANTS = ("split_admissions", "overlaps", "late_readmissions", "other_condition_readmissions", "transfers")
 
 
@@ -188,10 +193,15 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
             bar.set_postfix_str(f"settling {period}")
             path = out / "data" / f"{period}.parquet"
             write_table(current.filter(pc.equal(month, period)), path)
-            monthly.append(settle_month(period, path, policy_path=policy_path, weights_path=weights_path,
-                                        ledger_path=ledger, out=out / "settled" / period,
-                                        scheme=str(TEACHING_SCHEME), quiet=True,
-                                        benefits=out / "benefits.parquet"))
+            kw = dict(policy_path=policy_path, weights_path=weights_path, ledger_path=ledger,
+                      out=out / "settled" / period, scheme=str(TEACHING_SCHEME), quiet=True,
+                      benefits=out / "benefits.parquet")
+            settled = settle_month(period, path, **kw)
+            if m <= int(d["decided_months"]):       # the office's decisions come back: a new revision
+                decisions = out / "data" / f"decisions-{period}.csv"
+                if demo_decisions(out / "settled" / period / "review.csv", decisions):
+                    settled = settle_month(period, path, decisions=decisions, reopen=True, **kw)
+            monthly.append(settled)
             bar.update()
         bar.set_postfix_str(f"annual settlement {year}")
         annual = settle_annual(str(year), policy_path=policy_path, ledger_path=ledger,
@@ -214,7 +224,12 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
     finally:
         bar.close()
     status = grouped["status"].to_numpy(zero_copy_only=False)
-    return {"out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
+    stays = dict.fromkeys(STAY_REASONS, 0)
+    for m in range(1, 13):
+        reasons = json.loads((out / "settled" / f"{year}-{m:02d}" / "summary.json").read_text(encoding="utf-8"))
+        for r in STAY_REASONS:
+            stays[r] += int(reasons["reasons"].get(r, 0))
+    return {"stay_reasons": stays, "out": out, "records": grouped.num_rows, "grouped": int((status == "grouped").sum()),
             "weights": weights, "monthly": monthly, "annual": annual, "report": report, "ledger": ledger,
             "policy": policy_path, "years": years, "monitoring": monitoring, "planted": truth,
             "planted_next_year": spilled, "benefits": benefits, "dip": dip}
@@ -256,6 +271,8 @@ def demo_dip(out: Path, history: pa.Table, current: pa.Table, policy_path: Path,
     ratio = {f: round(float(paid[fund == f].sum() / cost[fund == f].sum()), int(d["ratio_decimals"]))
              for f in ("employee", "resident")}
     text = policy_path.read_text(encoding="utf-8").replace("DRG 点数法", "DIP 分值付费", 1)
+    # readmissions are paired for DRG settlement only: the DIP region leaves its [readmission] out
+    text = re.sub(r"(?ms)^\[readmission\]\n.*?(?=^\[|\Z)", "", text)
     text += ('\n[dip_settlement]\nreference_means = "reference_means.csv"\n[dip_settlement.reimbursement_ratio]\n'
              + "".join(f"{f} = {r}\n" for f, r in ratio.items()))
     dip_policy = folder / "policy.toml"
@@ -281,6 +298,34 @@ def make_hospital_levels(policy_path: Path) -> tuple[list[str], list[str]]:
     import tomllib
     lv = tomllib.loads(policy_path.read_text(encoding="utf-8"))["coefficients"]["hospital_level"]
     return list(lv), [str(v) for v in lv.values()]
+
+
+def demo_decisions(review_csv: Path, out: Path) -> int:
+    """A synthetic decisions file of the payment office (特例单议结果) for a month's held cases:
+    in id order they are decided in turn ``normal``, ``actual``, decided ``points`` (the normal
+    points and half the excess of the actual ones), ``reject``; one more row names an id that is
+    no case (refused, DECISION_UNKNOWN_ID). Returns the number of rows written (0: none held)."""
+    import pyarrow.csv as pacsv
+    t = pacsv.read_csv(review_csv, convert_options=pacsv.ConvertOptions(
+        column_types={"id": pa.string(), "review_status": pa.string()}))
+    if "review_status" not in t.column_names:
+        return 0
+    held = t.filter(pc.fill_null(pc.equal(t["review_status"], "held"), False))
+    if held.num_rows == 0:
+        return 0
+    ids, normal, actual = held["id"].to_pylist(), held["normal_points"].to_pylist(), held["actual_points"].to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    cycle = ("normal", "actual", "points", "reject")
+    lines = ["id,decision,points"]
+    for k, i in enumerate(order):
+        what = cycle[k % len(cycle)]
+        if what == "points" and normal[i] is not None and actual[i] is not None and actual[i] == actual[i]:
+            lines.append(f"{ids[i]},points,{round(normal[i] + max(actual[i] - normal[i], 0.0) / 2, 4)}")
+        else:
+            lines.append(f"{ids[i]},{'normal' if what == 'points' else what},")
+    lines.append("NO-SUCH-CASE,normal,")
+    _write_text(out, "\n".join(lines) + "\n")
+    return len(lines) - 1
 
 
 def demo_benefits(current: pa.Table, hospitals: pa.Table, year: int, seed: int, params: dict, out: Path) -> dict:
@@ -346,5 +391,9 @@ def summary_table(result: dict) -> str:
             methods[k] = methods.get(k, 0) + v
     if methods:
         lines.append(f"payment methods {result['years'][-1]}: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())))
+    stays = result.get("stay_reasons")
+    if stays:
+        lines.append(f"incomplete stays and readmissions {result['years'][-1]} (policy [incomplete_stays], "
+                     "[readmission]): " + ", ".join(f"{c} {k}" for k, c in stays.items() if c))
     lines.append(f"outputs: {result['out']}/settled/<period>/  report: {result['report']}  ledger: {result['ledger']}")
     return "\n".join(lines)

@@ -32,9 +32,10 @@ def test_every_month_and_the_year_are_settled_in_the_ledger(demo):
     with sqlite3.connect(out / "ledger.db") as conn:
         rows = conn.execute("SELECT period, kind FROM runs WHERE current=1 ORDER BY kind, period").fetchall()
     assert rows == [("2024", "annual")] + [(f"2024-{m:02d}", "monthly") for m in range(1, 13)]
-    for period in [f"2024-{m:02d}" for m in range(1, 13)]:
+    for m, period in enumerate([f"2024-{m:02d}" for m in range(1, 13)], start=1):
         names = sorted(p.name for p in (out / "settled" / period).iterdir())
-        assert names == ["cases.parquet", "hospitals.csv", "review.csv", "summary.json"]
+        decided = ["decisions.csv"] if m <= 3 else []          # synth.toml [demo] decided_months
+        assert names == ["cases.parquet"] + decided + ["hospitals.csv", "review.csv", "summary.json"]
     assert sorted(p.name for p in (out / "settled" / "2024").iterdir()) == ["hospitals.csv", "summary.json"]
 
 
@@ -133,6 +134,28 @@ def test_demo_pays_by_bed_day_and_by_items_in_the_same_pool(demo):
             seen[k] = seen.get(k, 0) + int((pm == k).sum())
     assert seen["per_diem"] > 0 and seen["fee_for_service"] > 0
     assert "payment methods 2024: " in summary_table(demo)
+
+
+def test_special_review_held_and_decided(demo):
+    """特例单议: cases held by trigger in every month; the first months decided by a decisions
+    file and settled again (revision 2); the year counts them and shows the ones still held."""
+    import csv
+    out = demo["out"]
+    with sqlite3.connect(out / "ledger.db") as conn:
+        revs = dict(conn.execute("SELECT period, MAX(revision) FROM runs WHERE kind='monthly' GROUP BY period"))
+    assert [revs[f"2024-{m:02d}"] for m in range(1, 13)] == [2, 2, 2] + [1] * 9
+    rows = list(csv.DictReader(open(out / "settled" / "2024-01" / "decisions.csv", encoding="utf-8")))
+    assert {r["status"] for r in rows} == {"applied", "refused"}
+    assert [r["reason"] for r in rows if r["status"] == "refused"] == ["DECISION_UNKNOWN_ID"]
+    jan = pq.read_table(out / "settled" / "2024-01" / "cases.parquet")
+    assert "held" not in jan["review_status"].to_pylist() and "decided" in jan["review_status"].to_pylist()
+    held = sum(json.loads((out / "settled" / f"2024-{m:02d}" / "summary.json").read_text(encoding="utf-8"))
+               .get("special_review", {}).get("status:held", 0) for m in range(4, 13))
+    year = json.loads((out / "settled" / "2024" / "summary.json").read_text(encoding="utf-8"))
+    assert held > 0 and sum(f["held_cases"] for f in year["funds"].values()) == held
+    assert any("held for special review" in n for n in year["notes"])
+    page = Path(demo["report"]).read_text(encoding="utf-8")
+    assert ">Special case review<" in page and f"{held} case(s), cost" in page
 
 
 def test_report_marks_a_stale_annual_settlement(demo, tmp_path):

@@ -46,7 +46,7 @@ EX_METHOD = ["drg", "drg", "drg", "drg", "per_diem", "per_diem", "drg", "fee_for
 EX_TYPE = ["normal", "high_cost", "low_cost", "normal", "per_diem", "per_diem", "low_cost", "fee_for_service",
            "fee_for_service", "unpriced", "unpriced"]
 EX_REASON = ["PRICED_NORMAL", "HIGH_COST_CASE", "LOW_COST_CASE", "PRICED_NORMAL", "PER_DIEM_WARD", "PER_DIEM_WARD",
-             "LOW_COST_CASE", "FFS_UNGROUPABLE", "FFS_UNWEIGHTED", "FFS_ZERO_COST", "INVALID_RECORD"]
+             "LOW_COST_CASE", "FFS_UNGROUPABLE", "FFS_UNWEIGHTED", "ZERO_COST", "INVALID_RECORD"]
 
 
 def ex_priced(**over):
@@ -252,5 +252,5 @@ def test_zero_cost_never_priced_by_ffs():
     t = one([{"drg": "Z", "total_cost": 0.0}, {"drg": "Z", "total_cost": None},
              {"drg": "0000", "status": "ungroupable", "total_cost": -5.0}], {})
     # the reason a person must fix, not the group's: BAD_COST (without the policy's FFS: GROUP_NOT_PRICED)
-    assert t["pricing_reason"].to_pylist() == ["FFS_ZERO_COST", "BAD_COST", "BAD_COST"]
+    assert t["pricing_reason"].to_pylist() == ["ZERO_COST", "BAD_COST", "BAD_COST"]
     assert np.isnan(np.array(t["points"].to_pylist(), dtype=float)).all()

@@ -31,7 +31,7 @@ from drgdip.weights.settlement import ledger as ledger_mod
 TOP_LOSS_GROUPS = 20
 FINDING_ROWS = 200          # drill-down rows of the monitoring section (the rest are counted)
 TOP_DOCTORS = 30            # doctors listed in the monitoring section, most findings first
-DEVIATION_TYPES = ("high_cost", "low_cost", "special_review")
+DEVIATION_TYPES = ("high_cost", "low_cost", "special_review", "incomplete_stay", "short_stay", "readmission")
 FUND_COLOURS = {"employee": "#1f77b4", "resident": "#d62728"}
 
 
@@ -40,7 +40,8 @@ FUND_COLOURS = {"employee": "#1f77b4", "resident": "#d62728"}
 _HOSPITAL_FIELDS = ("period", "hospital_id", "fund", "cases", "unpriced_cases", "weight_sum", "points",
                     "payment_cents", "cost_cents", "unpriced_cost_cents", "personal_share_cents",
                     "amount_due_cents", "withheld_cents", "paid_cents", "adjustment_cents", "monthly_paid_cents",
-                    "balance_cents", "held_cents", "quality_refund_cents", "quality_kept_cents", "monthly_held_cents", "cap_cut_cents")
+                    "balance_cents", "held_cents", "quality_refund_cents", "quality_kept_cents", "monthly_held_cents", "cap_cut_cents",
+                    "held_cases", "held_cost_cents")
 
 
 def _hospital_rows(conn: sqlite3.Connection, kind: str) -> list[dict]:
@@ -109,7 +110,8 @@ def read_cases(outputs, periods: list[str]) -> pa.Table | None:
                     "total_cost": numeric(t["total_cost"], n)[0], "amount": t["amount"].cast(pa.float64()),
                     "case_type": t["case_type"].cast(pa.string()), "status": opt("status"),
                     "reason": opt("reason"), "pricing_reason": opt("pricing_reason"),
-                    "payment_method": opt("payment_method")}
+                    "payment_method": opt("payment_method"),
+                    "review_trigger": opt("review_trigger"), "review_status": opt("review_status")}
             parts.append(pa.table(cols))
     return pa.concat_tables(parts) if parts else None
 
@@ -253,7 +255,7 @@ def plot_deviation(periods: list[str], counts: dict[str, np.ndarray]) -> str:
     fig, ax = _figure()
     x = np.arange(len(periods))
     bottom = np.zeros(len(periods))
-    for t, colour in zip(DEVIATION_TYPES, ("#ff7f0e", "#17becf", "#8c564b")):
+    for t, colour in zip(DEVIATION_TYPES, ("#ff7f0e", "#17becf", "#8c564b", "#9467bd", "#bcbd22", "#e377c2")):
         ax.bar(x, counts[t], bottom=bottom, label=t.replace("_", " "), color=colour)
         bottom += counts[t]
     ax.set_xticks(x, periods, rotation=45, ha="right")
@@ -565,13 +567,18 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
             '<p class="note">Shares are of the priced cases of the month.</p>',
             f'<figure class="plot">{plot_deviation(cperiods, counts)}</figure>',
             _table(["period", _h("全部病例", "all cases"), _h("计点病例", "priced cases"), _h("高倍率", "high cost"),
-                    _h("低倍率", "low cost"), _h("特病单议", "special review")], rows, 1, "deviation", total_row),
+                    _h("低倍率", "low cost"), _h("特病单议", "special review"),
+                    _h("非完整住院", "incomplete stay"), _h("低住院天数", "short stay"),
+                    _h("再入院", "readmission")], rows, 1, "deviation", total_row),
         ]))
         plots += 1
     else:
         sections.append(f"<h2>{_h('病组与偏差病例', 'Groups and deviation cases')}</h2><p class=\"note\">Not shown: "
                         "the settled periods' cases.parquet files were not given (pass the folder holding the "
                         "settled outputs).</p>")
+
+    # -- special case review (特例单议): held cases per hospital, never silently unpaid
+    sections.append(_review_section(led["monthly"], cases, hospitals, levels))
 
     # -- annual settlement, with totals per fund
     if led["annual"]:
@@ -630,6 +637,45 @@ def build_report(led: dict, cases: pa.Table | None, hospitals: dict | None = Non
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>"
             f"<style>{_CSS}</style><script>{_SCRIPT}</script></head>\n"
             f"<body data-plots-expected=\"{plots}\">\n{head}\n" + "\n".join(sections) + "\n</body></html>\n")
+
+
+def _review_section(monthly: list[dict], cases: pa.Table | None, hospitals: dict, levels: dict) -> str:
+    """特例单议 Special case review: the cases held (no points until the office decides) per
+    hospital and month from the ledger's current monthly runs; with the cases, counts by
+    trigger and status."""
+    held: dict[str, dict[str, list[int]]] = {}
+    for r in monthly:
+        if r.get("held_cases"):
+            cell = held.setdefault(r["hospital_id"], {}).setdefault(r["period"], [0, 0])
+            cell[0] += r["held_cases"]
+            cell[1] += r["held_cost_cents"]
+    sec = [f"<h2>{_h('特例单议', 'Special case review')}</h2>"]
+    if held:
+        n = sum(c[0] for h in held.values() for c in h.values())
+        money = sum(c[1] for h in held.values() for c in h.values())
+        sec.append(f"<p class=\"warn\"><strong>{_h('待审核病例', 'Held, undecided')}</strong>: {n} case(s), cost "
+                   f"{_money(money)}, not paid until the office decides (settle the month again with "
+                   "<code>--decisions FILE --reopen</code>).</p>")
+        rows = [[h, _name(hospitals, levels, h)[0], ", ".join(sorted(held[h])),
+                 sum(c[0] for c in held[h].values()), _money(sum(c[1] for c in held[h].values()))]
+                for h in sorted(held)]
+        sec.append(_table(["hospital", _h("名称", "name"), _h("结算期", "periods"), _h("待审核病例", "held cases"),
+                           _h("待审核费用", "held cost")], rows, 3, "review-held",
+                          [_h("合计", "total"), "", "", n, _money(money)]))
+    else:
+        sec.append("<p>No case is held for special review in the current monthly runs.</p>")
+    if cases is not None and cases.num_rows and "review_status" in cases.column_names:
+        t = cases.filter(pc.is_valid(cases["review_status"]))
+        if t.num_rows:
+            per = t["period"].to_pylist()
+            trig, st = t["review_trigger"].to_pylist(), t["review_status"].to_pylist()
+            keys = sorted({(p, g) for p, g in zip(per, trig)})
+            statuses = ("held", "interim", "decided", "over_quota")
+            rows = [[p, g] + [sum(1 for a, b, c in zip(per, trig, st) if (a, b, c) == (p, g, s)) for s in statuses]
+                    for p, g in keys]
+            sec.append(_table(["period", _h("触发条件", "trigger"), _h("待审核", "held"), _h("审核中已预付", "interim"),
+                               _h("已决定", "decided"), _h("超出比例", "over quota")], rows, 2, "review-cases"))
+    return "\n".join(sec)
 
 
 def _rule_names() -> dict:

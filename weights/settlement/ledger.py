@@ -34,7 +34,12 @@ ADDED_COLUMNS = (
     ("hospital_results", "quality_score", "REAL"), ("hospital_results", "quality_refund_cents", "INTEGER"),
     ("hospital_results", "quality_kept_cents", "INTEGER"), ("hospital_results", "quality_reason", "TEXT"),
     ("hospital_results", "monthly_held_cents", "INTEGER"), ("hospital_results", "cap_cut_cents", "INTEGER"),
+    # special review (特例单议): cases held undecided and their cost; 0 in runs recorded before
+    ("hospital_results", "held_cases", "INTEGER NOT NULL DEFAULT 0"),
+    ("hospital_results", "held_cost_cents", "INTEGER NOT NULL DEFAULT 0"),
 )
+#: added columns read as 0 (not NULL) where a ledger of before has none
+ZERO_DEFAULT = frozenset(("held_cases", "held_cost_cents"))
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +100,8 @@ CREATE TABLE IF NOT EXISTS hospital_results (
     quality_reason TEXT,
     monthly_held_cents INTEGER,
     cap_cut_cents INTEGER,
+    held_cases INTEGER NOT NULL DEFAULT 0,
+    held_cost_cents INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, hospital_id, fund)
 );
 CREATE INDEX IF NOT EXISTS runs_period ON runs (kind, period, current);
@@ -190,8 +197,8 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
     """Write one settlement run (all of it or nothing). Returns its revision."""
     created = now or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     h = settlement.hospitals
-    cols = {name: (h[name].to_pylist() if name in h.column_names else [None] * h.num_rows)
-            for name in HOSPITAL_FIELDS}
+    cols = {name: (h[name].to_pylist() if name in h.column_names else
+                   [0 if name in ZERO_DEFAULT else None] * h.num_rows) for name in HOSPITAL_FIELDS}
     rows = list(zip(*(cols[name] for name in HOSPITAL_FIELDS)))
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -232,9 +239,9 @@ def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[st
         (f"{year}-%",))]
     if not months:
         raise LedgerError(f"the ledger has no monthly settlement of {year}: settle its months first")
-    names = HOSPITAL_FIELDS[:14] + ("los_days",)
+    names = HOSPITAL_FIELDS[:14] + ("los_days", "held_cases", "held_cost_cents")
     have = table_columns(conn, "hospital_results")
-    sel = ", ".join(f"h.{c}" if c in have else f"NULL AS {c}" for c in names)
+    sel = ", ".join(f"h.{c}" if c in have else f"{0 if c in ZERO_DEFAULT else 'NULL'} AS {c}" for c in names)
     q = (f"SELECT {sel} FROM hospital_results h JOIN runs r "
          "USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period LIKE ? ORDER BY r.period, "
          "h.hospital_id, h.fund")
@@ -269,6 +276,7 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
     out = []
     stale = stale_annual_runs(conn)
     have = table_columns(conn, "fund_results")
+    hospital_have = table_columns(conn, "hospital_results")
     added = [c for t, c, _ in ADDED_COLUMNS if t == "fund_results"]
     extra = ", ".join(c if c in have else f"NULL AS {c}" for c in added)
     for row in conn.execute("SELECT run_id, period, kind, revision, current, created_at, scheme_id, policy_sha256,"
@@ -277,6 +285,9 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
                              f" {extra} FROM fund_results WHERE run_id=? ORDER BY fund", (row[0],)).fetchall()
         hospitals = conn.execute("SELECT COUNT(*), SUM(amount_due_cents), SUM(paid_cents) FROM hospital_results"
                                  " WHERE run_id=?", (row[0],)).fetchone()
+        held = conn.execute("SELECT hospital_id, SUM(held_cases), SUM(held_cost_cents) FROM hospital_results"
+                            " WHERE run_id=? AND held_cases > 0 GROUP BY hospital_id ORDER BY hospital_id",
+                            (row[0],)).fetchall() if "held_cases" in hospital_have else []
         out.append({"run_id": row[0], "period": row[1], "kind": row[2], "revision": row[3],
                     "current": bool(row[4]), "stale": row[0] in stale,
                     "state": "stale" if row[0] in stale else "current" if row[4] else "superseded",
@@ -286,7 +297,8 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
                                f[2] / 100, "total_points": f[3], "point_value": f[4], "cases": f[5],
                                **dict(zip(added, f[6:]))} for f in funds],
                     "hospitals": hospitals[0], "amount_due": (hospitals[1] or 0) / 100,
-                    "paid": (hospitals[2] or 0) / 100})
+                    "paid": (hospitals[2] or 0) / 100,
+                    "held": [{"hospital_id": h[0], "cases": h[1], "cost": h[2] / 100} for h in held]})
     return out
 
 
@@ -320,6 +332,11 @@ def show(path: str | os.PathLike) -> str:
                 lines.append(f"{'':>4}   {f['fund']}: " + "; ".join(bits))
         for name, digest in sorted(r["inputs"].items()):
             lines.append(f"{'':>4}   input {name}: {digest}")
+        if r["held"]:
+            n_held = sum(h["cases"] for h in r["held"])
+            cost = sum(round(h["cost"] * 100) for h in r["held"]) / 100
+            lines.append(f"{'':>4}   held for special review, undecided: {n_held} case(s), cost {cost:.2f} ("
+                         + ", ".join(f"{h['hospital_id']} {h['cases']}: {h['cost']:.2f}" for h in r["held"]) + ")")
         if r["stale"]:
             lines.append(f"{'':>4}   stale: a month of {r['period']} was settled after this annual settlement; "
                          f"settle {r['period']} --final --reopen")

@@ -7,9 +7,10 @@ base weight (DRG relative weight RW, or DIP score 分值) and optionally its mea
   DRG point form: ``base_points`` = the policy's 100 or 1000; rate form and DIP scores: 1.
 - ``ratio`` = case total cost / group mean cost (the table's ``mean_cost``, or the mean of
   the cases being priced when ``deviation.group_mean = "period"``).
-- special review (特病单议): the record's flag column is true, or ratio above
-  ``special_review.cost_multiple`` (when > 0); paid per ``special_review.payment``:
-  ``actual`` base × ratio, ``normal`` base, ``hold`` no points until reviewed.
+- special review (特例单议, :mod:`weights.settlement.special_review`): the policy's triggers (flag,
+  单议病组, new technology, high/low cost multiple, long stay, small group, ungroupable),
+  within the quota; paid per ``special_review.payment`` until decided: ``actual`` base ×
+  ratio, ``normal`` base, ``hold`` no points; decided cases as the office decided.
 - high-cost (高倍率): ratio > k_high of the weight band (or the weight table's ``high_k`` of the group); ``add_on`` base × (1 + share ×
   (ratio − k_high)), ``actual`` base × ratio, ``cap`` base × min(ratio, high_cap), ``none`` base.
 - low-cost (低倍率): ratio < low_k (or the table's ``low_k`` of the group); ``proportional`` base × ratio, ``deduction``
@@ -23,8 +24,10 @@ per day) and the fee-for-service fallback 按项目 (``[fee_for_service]``: cost
 points) for ambiguous, ungroupable or unweighted cases. ``payment_method`` says which
 method priced each case (``drg``/``dip``/``per_diem``/``fee_for_service``, ``none``
 without points). Precedence: docs/settlement.md "Payment methods in one point pool".
+- incomplete stays, short stays and readmissions (policy ``[incomplete_stays]``,
+  ``[readmission]``, off by default): :mod:`weights.settlement.stays`, one call after the types above.
 
-A case that cannot be priced (not grouped, a group the table does not price, no cost,
+A case that cannot be priced (not grouped, a group the table does not price, no cost or zero cost,
 unknown fund, no hospital, discharged outside the period, an impossible discharge date, a
 length of stay outside the policy's ``records`` limits, a settlement id (结算ID) that occurs
 more than once in the file: every copy, since which one is right is for a person to decide) keeps ``points`` null, case type
@@ -47,9 +50,12 @@ from drgdip.arrowio import (
     numeric,
     text,
 )
+from drgdip.weights.settlement import special_review as review_mod
 from drgdip.weights.settlement.policy import Policy, PolicyError, band_value
+from drgdip.weights.settlement.stays import price_stays
 
-CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced")
+CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced",
+              "incomplete_stay", "short_stay", "readmission")
 #: payment_method values (支付方式): the group method, 按床日, 按项目, or none (no points)
 PAYMENT_METHODS = ("drg", "dip", "per_diem", "fee_for_service", "none")
 #: reasons a per-diem ward or the fee-for-service fallback may overcome (they concern the group only)
@@ -60,7 +66,8 @@ TRUE_FLAGS = ("1", "true", "t", "yes", "y", "是")
 
 #: columns price_cases adds (replacing input columns of the same name)
 PRICE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
-                 "case_type", "pricing_reason", "payment_method", "points")
+                 "case_type", "pricing_reason", "payment_method", "points", "review_trigger",
+                 "review_status", "readmission_of")
 
 
 def _flags(array, n: int) -> np.ndarray:
@@ -130,6 +137,7 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
     cost_a, cost_bad = numeric(cases[cols["total_cost"]], n)
     cost = _np(cost_a, np.nan)
     unpriced(_np(cost_bad, False) | ~np.isfinite(cost) | (cost < 0), "BAD_COST")
+    unpriced(cost == 0, "ZERO_COST")        # a stay that cost nothing is never priced (at zero or at all)
     if "personal_share" in cols:
         ps_a, ps_bad = numeric(cases[cols["personal_share"]], n)
         # missing counts as bad too: the point value counts every priced case's share
@@ -252,11 +260,9 @@ def _assign_methods(sc: SimpleNamespace, cases: pa.Table, cols: dict, group: pa.
             if cls not in ff.classes:
                 continue
             wanted |= classes[cls] & blocked
-            m = free & classes[cls]
-            zero = m & ~(sc.cost > 0)
-            reason[zero] = code_id("FFS_ZERO_COST")
-            reason[m & ~zero] = code_id(code)
-            sc.ffs |= m & ~zero
+            m = free & classes[cls]         # a cost of 0 is a record problem (ZERO_COST): never in ``free``
+            reason[m] = code_id(code)
+            sc.ffs |= m
             free &= ~m
     if wanted.any():                    # say the problem that stops them, not the group's
         todo = wanted.copy()
@@ -301,7 +307,9 @@ def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, su
 def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None, duplicate_ids: pa.Array | None = None,
-                group_means: np.ndarray | None = None, method: str | None = None) -> pa.Table:
+                group_means: np.ndarray | None = None, method: str | None = None,
+                review: review_mod.ReviewContext | None = None,
+                readmissions: pa.Table | None = None) -> pa.Table:
     """The input table plus fund_key, weight, group_mean_cost, cost_ratio, coefficient,
     base_points, case_type, pricing_reason, payment_method and points (null when unpriced).
 
@@ -315,7 +323,12 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     (OUT_OF_PERIOD). ``base_points`` None: the policy's base for the point form, 1 for the
     rate form. For a file priced batch by batch: ``duplicate_ids``, the settlement ids
     repeated anywhere in the file; ``group_means`` (``deviation.group_mean = "period"``),
-    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`)."""
+    the file's mean cost per weight-table row (sums / counts of :func:`add_group_costs`);
+    ``review``, the whole file's special-review facts and the office's decisions
+    (:class:`weights.settlement.special_review.ReviewContext`; None: from this table alone);
+    ``readmissions``, the file's readmission flags of these rows
+    (:meth:`weights.settlement.readmission.Readmissions.batch`; None: found in ``cases`` alone). With
+    ``[readmission]`` on, a column ``readmission_of`` (the earlier stay's id) is added."""
     if base_points is None:
         base_points = policy.base_points if policy.form == "point" else 1.0
     if method is None:
@@ -349,10 +362,12 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     base = weight * base_points * coefficient
     dv, sr = policy.deviation, policy.special_review
 
-    # --- case types, in order of precedence: special review, high, low, normal
-    flagged = _flags(cases[sr.flag_column], n) if sr.flag_column in cases.column_names else np.zeros(n, bool)
-    by_cost = (ratio > sr.cost_multiple) if sr.cost_multiple > 0 else np.zeros(n, bool)
-    special = priceable & (flagged | by_cost)
+    # --- case types, in order of precedence: special review (特例单议), high, low, normal
+    ungroupable = reason == codes.index("NOT_GROUPED") if "NOT_GROUPED" in codes else np.zeros(n, bool)
+    trig, under, over, dec, dpts = review_mod.assess(cases, group_weights, sr, review, priceable=priceable,
+                                                     ungroupable=ungroupable, found=found, idx=idx, ratio=ratio)
+    rejected = under & (dec == review_mod.DECISIONS.index("reject"))
+    special = under & ~rejected
     k_high = band_value(dv.high_bands, np.nan_to_num(weight, nan=0.0))
     low_k = np.full(n, dv.low_k)
     for col, arr in (("high_k", k_high), ("low_k", low_k)):     # the table's own thresholds, per group
@@ -386,6 +401,11 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         points[special] = (base * ratio)[special]
     elif sr.payment == "normal":
         points[special] = base[special]
+    decided = special & (dec >= 0)
+    for d, value in (("points", dpts), ("normal", base), ("actual", base * ratio)):
+        m = decided & (dec == review_mod.DECISIONS.index(d))
+        points[m] = value[m]
+    decided &= np.isfinite(points)      # normal/actual of a case with no base (ungroupable): still held
     pd, ff = policy.per_diem, policy.fee_for_service
     if sc.per_diem.any():            # 按床日: days × the ward's points per day
         rate = np.array([w.points_per_day for w in pd.wards])[np.maximum(sc.ward, 0)]
@@ -406,10 +426,27 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
     reason[normal] = code_id("PRICED_NORMAL")
     reason[high] = code_id("HIGH_COST_CASE")
     reason[low] = code_id("LOW_COST_CASE")
-    reason[special & flagged] = code_id("SPECIAL_REVIEW_FLAG")
-    reason[special & ~flagged] = code_id("SPECIAL_REVIEW_COST")
+    for t, name in enumerate(review_mod.TRIGGERS, start=1):
+        reason[special & (trig == t)] = code_id(review_mod.TRIGGER_REASONS[name])
     if sr.payment == "hold":
-        reason[special] = code_id("SPECIAL_REVIEW_HOLD")
+        reason[special & ~decided] = code_id("SPECIAL_REVIEW_HOLD")
+    reason[over & priceable] = code_id("SPECIAL_REVIEW_OVER_QUOTA")
+    reason[rejected & priceable] = code_id("SPECIAL_REVIEW_REJECTED")
+    for d, code in review_mod.DECIDED_REASONS.items():
+        reason[decided & (dec == review_mod.DECISIONS.index(d))] = code_id(code)
+    status = np.zeros(n, np.int8)                   # 0: not under review
+    status[special & ~decided & ~np.isfinite(points)] = 1 + review_mod.STATUSES.index("held")
+    status[special & ~decided & np.isfinite(points)] = 1 + review_mod.STATUSES.index("interim")
+    status[decided | rejected] = 1 + review_mod.STATUSES.index("decided")
+    status[over] = 1 + review_mod.STATUSES.index("over_quota")
+
+    # --- incomplete stays, short stays, readmissions (policy [incomplete_stays], [readmission]): weights/settlement/stays.py
+    points, adjust, stay_flags = price_stays(cases, policy, canonical_columns(cases.schema), priceable & ~special,
+                                             base, ratio, points, group_column, readmissions, duplicate_ids)
+    for mask, name, code in adjust:
+        case_type[mask] = CASE_TYPES.index(name)
+        reason[mask] = code_id(code)
+    pm[~np.isfinite(points)] = PAYMENT_METHODS.index("none")     # e.g. a readmission left unpaid
 
     out = cases.drop_columns([c for c in PRICE_COLUMNS if c in cases.column_names])
     add = {
@@ -423,7 +460,11 @@ def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_
         "pricing_reason": _decode(reason, codes),
         "payment_method": _decode(pm, PAYMENT_METHODS),
         "points": pa.array(points, pa.float64(), from_pandas=True),
+        "review_trigger": _decode(trig, (None,) + review_mod.TRIGGERS),
+        "review_status": _decode(status, (None,) + review_mod.STATUSES),
     }
+    if stay_flags is not None:
+        add["readmission_of"] = stay_flags["readmission_of"].combine_chunks()
     for name, arr in add.items():
         out = out.append_column(name, arr)
     return out

@@ -32,6 +32,9 @@ INDICATORS = ("cmi", "cost", "time")
 SHORT_STAY_RULES = ("normal", "unpriced")
 FFS_CLASSES = ("ambiguous", "ungroupable", "unweighted")
 CODE_COLUMNS = ("drg", "code", "adrg", "group", "dip_group")   # a basic-groups file's code column, first found
+STAY_PAYMENTS = ("proportional_capped", "normal", "review")
+READMISSION_KEYS = ("adrg", "group", "principal_diagnosis")
+READMISSION_PAYMENTS = ("flag_only", "halve_earlier", "second_unpaid")
 
 _DEFAULTS = Path(__file__).with_name("policy_defaults.toml")
 _PERIOD = re.compile(r"^\d{4}(-(0[1-9]|1[0-2]))?$")
@@ -67,6 +70,15 @@ class SpecialReview:
     flag_column: str
     cost_multiple: float
     payment: str
+    low_cost_multiple: float = 0.0             # below this multiple of the group mean: review (0 = off)
+    los_days_above: float = 0.0                # stays longer than this: review (0 = off)
+    new_technology_codes: tuple[str, ...] = ()  # 新技术 procedure codes
+    new_technology_column: str = "new_technology"
+    min_group_cases: int = 0                   # groups with fewer priceable cases in the period (0 = off)
+    review_groups: bool = True                 # the weight table's review_group flag (单议病组)
+    ungroupable: bool = False                  # ungroupable cases go to review
+    quota_share: float = 1.0                   # region-wide quota (share of the period's cases)
+    hospital_quota_share: float = 1.0          # per-hospital quota
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,27 @@ class BasicGroups:
 
     def matches(self, code: str) -> bool:
         return any(code.startswith(c) for c in self.codes)
+
+
+@dataclass(frozen=True)
+class IncompleteStays:
+    """非完整住院: transfers, deaths, discharges against advice (离院方式) and short stays (低住院天数)."""
+    dispositions: tuple[str, ...] = ()        # 离院方式 codes priced by ``payment``; empty = off
+    payment: str = "proportional_capped"
+    short_stay_days: float = 0.0              # 住院天数 below this is a short stay; 0 = off
+    short_stay_payment: str = "proportional_capped"
+
+
+@dataclass(frozen=True)
+class Readmission:
+    """再入院: a stay admitted within ``days`` of an earlier discharge of the same patient."""
+    days: int = 0                             # 0 = off
+    key: str = "adrg"                         # what must be the same: adrg | group | principal_diagnosis
+    adrg_chars: int = 3                       # ADRG = the group code's first characters (no adrg column)
+    diagnosis_chars: int = 0                  # principal_diagnosis: characters compared (0 = all)
+    same_hospital: bool = True
+    payment: str = "flag_only"
+    share: float = 0.5                        # halve_earlier: share of the earlier stay's points paid
 
 
 @dataclass(frozen=True)
@@ -191,6 +224,8 @@ class Policy:
     per_diem: PerDiem = PerDiem()
     fee_for_service: FeeForService = FeeForService()
     basic_groups: BasicGroups = BasicGroups()
+    incomplete_stays: IncompleteStays = IncompleteStays()
+    readmission: Readmission = Readmission()
     source: str = ""                           # the policy file's text, as read
     path: str = ""
 
@@ -336,6 +371,39 @@ class _Reader:
         return out
 
 
+def _special_review(r: _Reader, sr: dict, high_bands, low_k: float) -> SpecialReview:
+    """[special_review] 特例单议: triggers, quota, payment meanwhile (docs/policy.md)."""
+    sec = "special_review"
+    r.known(sr, sec, {"flag_column", "cost_multiple", "payment", "low_cost_multiple", "los_days_above",
+                      "new_technology_codes", "new_technology_column", "min_group_cases", "review_groups",
+                      "ungroupable", "quota_share", "hospital_quota_share"})
+    cost_multiple = r.number(sr, sec, "cost_multiple", 0.0)
+    if 0 < cost_multiple <= max(b.value for b in high_bands):
+        r.fail("special_review.cost_multiple", "must be 0 (off) or above every high-cost threshold k")
+    low = r.number(sr, sec, "low_cost_multiple", 0.0)
+    if low >= low_k and low > 0:
+        r.fail("special_review.low_cost_multiple", f"must be 0 (off) or below deviation.low_k ({low_k})")
+    codes = sr.get("new_technology_codes")
+    if not isinstance(codes, list) or not all(isinstance(c, str) and c.strip() for c in codes):
+        r.fail("special_review.new_technology_codes", f"must be a list of procedure codes, got {codes!r}")
+    min_cases = r.number(sr, sec, "min_group_cases", 0.0)
+    if min_cases != int(min_cases):
+        r.fail("special_review.min_group_cases", f"must be a whole number, got {min_cases}")
+    flags = {}
+    for key in ("review_groups", "ungroupable"):
+        if not isinstance(sr.get(key), bool):
+            r.fail(f"special_review.{key}", f"must be true or false, got {sr.get(key)!r}")
+        flags[key] = sr[key]
+    return SpecialReview(
+        r.text(sr, sec, "flag_column"), cost_multiple, r.choice(sr, sec, "payment", REVIEW_PAYMENTS),
+        low_cost_multiple=low, los_days_above=r.number(sr, sec, "los_days_above", 0.0),
+        new_technology_codes=tuple(c.strip() for c in codes),
+        new_technology_column=r.text(sr, sec, "new_technology_column"), min_group_cases=int(min_cases),
+        review_groups=flags["review_groups"], ungroupable=flags["ungroupable"],
+        quota_share=r.number(sr, sec, "quota_share", 0.0, 1.0),
+        hospital_quota_share=r.number(sr, sec, "hospital_quota_share", 0.0, 1.0))
+
+
 def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     """Validate a policy given as a dict (the TOML parsed), laid over the defaults."""
     with _DEFAULTS.open("rb") as fh:
@@ -344,7 +412,8 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     sections = {"region", "funds", "budget", "rate", "coefficients", "deviation", "special_review",
                 "records", "settlement", "weights", "reserve", "advance", "point_value", "quality", "incentives",
                 "dip", "dip_settlement", "weight_table",
-                "per_diem", "fee_for_service", "basic_groups"}
+                "per_diem", "fee_for_service", "basic_groups",
+                "incomplete_stays", "readmission"}
     r.known(merged, "", sections)
     for s in sections:
         r.table(merged, "", s)
@@ -407,12 +476,7 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
     )
 
     sr = merged["special_review"]
-    r.known(sr, "special_review", {"flag_column", "cost_multiple", "payment"})
-    cost_multiple = r.number(sr, "special_review", "cost_multiple", 0.0)
-    if 0 < cost_multiple <= max(b.value for b in high_bands):
-        r.fail("special_review.cost_multiple", "must be 0 (off) or above every high-cost threshold k")
-    special = SpecialReview(r.text(sr, "special_review", "flag_column"), cost_multiple,
-                            r.choice(sr, "special_review", "payment", REVIEW_PAYMENTS))
+    special = _special_review(r, sr, high_bands, low_k)
 
     st = merged["settlement"]
     r.known(st, "settlement", {"withholding_share", "surplus_bands", "overspend_bands"})
@@ -455,6 +519,8 @@ def parse_policy(data: dict, where: str = "policy", source: str = "") -> Policy:
                   hospital_level=dict(hosp_level), coefficient_hospital=co_hosp, deviation=deviation,
                   special_review=special, settlement=settlement, weights=rules, records=records,
                   fund_limits=parse_fund_limits(merged, r), **parse_methods(merged, r, where),
+                  incomplete_stays=parse_incomplete_stays(r, merged["incomplete_stays"]),
+                  readmission=parse_readmission(r, merged["readmission"]),
                   dip_settlement=parse_dip_settlement(merged["dip_settlement"], r), source=source, path=where)
 
 
@@ -610,6 +676,39 @@ def _basic_group_file(file: str, column: str, where: str, r: _Reader) -> list[st
     if not any(codes):
         r.fail("basic_groups.file", f"{p} lists no group codes in column {col}")
     return [c for c in codes if c]
+
+
+def _whole(r: _Reader, d: dict, sec: str, key: str, lo: int) -> int:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        r.fail(f"{sec}.{key}", f"must be a whole number >= {lo}, got {v!r}")
+    return v
+
+
+def parse_incomplete_stays(r: _Reader, d: dict) -> IncompleteStays:
+    """[incomplete_stays] 非完整住院 (docs/policy.md)."""
+    sec = "incomplete_stays"
+    r.known(d, sec, {"dispositions", "payment", "short_stay_days", "short_stay_payment"})
+    disp = d.get("dispositions")
+    if not isinstance(disp, list) or not all(isinstance(x, str) and x.strip() for x in disp):
+        r.fail(f"{sec}.dispositions", f'must be a list of 离院方式 codes (text), e.g. ["2", "4", "5"]; got {disp!r}')
+    return IncompleteStays(tuple(x.strip() for x in disp), r.choice(d, sec, "payment", STAY_PAYMENTS),
+                           r.number(d, sec, "short_stay_days", 0.0),
+                           r.choice(d, sec, "short_stay_payment", STAY_PAYMENTS))
+
+
+def parse_readmission(r: _Reader, d: dict) -> Readmission:
+    """[readmission] 再入院 (docs/policy.md)."""
+    sec = "readmission"
+    r.known(d, sec, {"days", "key", "adrg_chars", "diagnosis_chars", "same_hospital", "payment", "share"})
+    same = d.get("same_hospital")
+    if not isinstance(same, bool):
+        r.fail(f"{sec}.same_hospital", f"must be true or false, got {same!r}")
+    return Readmission(days=_whole(r, d, sec, "days", 0), key=r.choice(d, sec, "key", READMISSION_KEYS),
+                       adrg_chars=_whole(r, d, sec, "adrg_chars", 1),
+                       diagnosis_chars=_whole(r, d, sec, "diagnosis_chars", 0), same_hospital=same,
+                       payment=r.choice(d, sec, "payment", READMISSION_PAYMENTS),
+                       share=r.number(d, sec, "share", 0.0, 1.0))
 
 
 def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:

@@ -38,8 +38,14 @@ from drgdip.arrowio import (
 )
 from drgdip.weights.relative_weights import WeightHistory, read_weight_table
 from drgdip.weights.settlement import ledger as ledger_mod
+from drgdip.weights.settlement import special_review as review_mod
 from drgdip.weights.settlement.points import add_group_costs, month_of, price_cases
 from drgdip.weights.settlement.policy import FUNDS, load_policy
+from drgdip.weights.settlement.readmission import (
+    ReadmissionIndex,
+    Readmissions,
+    check_columns,
+)
 from drgdip.weights.settlement.settle import (
     MonthTotals,
     Settlement,
@@ -215,6 +221,14 @@ def _period_means(records_path, batch_size, grouper, weights, policy, group_colu
                   keep=None) -> np.ndarray:
     """The file's mean cost per weight-table row (deviation.group_mean = "period"): a pass of its own
     (``keep(table) -> bool mask``: only those records, e.g. the DRG hospitals' of a mixed run)."""
+    sums, counts = _group_sums(records_path, batch_size, grouper, weights, policy, group_column, period, dups, keep)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def _group_sums(records_path, batch_size, grouper, weights, policy, group_column, period, dups, keep=None):
+    """(cost sums, priceable case counts) per weight-table row over the whole file (``keep``: as
+    :func:`_period_means`)."""
     k = weights.num_rows
     sums, counts = np.zeros(k, np.float64), np.zeros(k, np.int64)
     for b in open_batches(records_path, batch_size):
@@ -225,8 +239,69 @@ def _period_means(records_path, batch_size, grouper, weights, policy, group_colu
             t = grouper.group_batch(t)
         add_group_costs(t, weights, policy, sums, counts, group_column=group_column, period=period,
                         duplicate_ids=dups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts
+    return sums, counts
+
+
+def _quota_pass(batches, rows: int, price) -> np.ndarray:
+    """Per record of the file, accepted for special review within the quota (特例单议比例):
+    each batch priced with every candidate accepted, the candidates (hospital, ratio, id) and
+    each hospital's reviewable cases kept, then :func:`special_review.fill_quota` once."""
+    sr_hosp, sr_ratio, sr_ids, sr_rows = [], [], [], []
+    names: dict[str, int] = {}
+    base = np.zeros(0, np.int64)
+    off = 0
+    for t in batches:
+        priced = price(t, review_mod.ReviewContext(accepted=np.ones(t.num_rows, bool)), None)
+        hnames, hcode, ids = review_mod.quota_keys(priced)
+        local = np.array([names.setdefault(h, len(names)) for h in hnames] or [0], np.int64)
+        code = local[hcode] if t.num_rows else hcode
+        trig = priced["review_trigger"]
+        eligible = (pc.fill_null(pc.is_valid(priced["cost_ratio"]), False).to_numpy(zero_copy_only=False)
+                    | pc.fill_null(pc.equal(trig, "ungroupable"), False).to_numpy(zero_copy_only=False))
+        cand = pc.is_valid(trig).to_numpy(zero_copy_only=False)
+        if len(base) < len(names):
+            base = np.concatenate([base, np.zeros(len(names) - len(base), np.int64)])
+        np.add.at(base, code[eligible], 1)
+        ratio = pc.fill_null(priced["cost_ratio"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+        sr_hosp.append(code[cand])
+        sr_ratio.append(ratio[cand])
+        sr_ids.append(ids[cand])
+        sr_rows.append(np.flatnonzero(cand) + off)
+        off += t.num_rows
+    accepted = np.zeros(rows, bool)
+    if sr_rows:
+        policy = price.policy
+        cand_rows = np.concatenate(sr_rows)
+        accepted[cand_rows] = review_mod.fill_quota(
+            np.concatenate(sr_hosp), np.concatenate(sr_ratio), np.concatenate(sr_ids), base, int(base.sum()),
+            policy.special_review.quota_share, policy.special_review.hospital_quota_share)
+    return accepted
+
+
+def _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups) -> Readmissions:
+    """The file's readmission pairs (policy [readmission]): a pass keeping 33 bytes per record
+    (weights/settlement/readmission.py), then a read of the id column naming the earlier stays."""
+    present = canonical_columns(schema)
+    check_columns(schema.names, policy)
+    index = ReadmissionIndex(policy, group_column, dups)
+    key = policy.readmission.key
+    if grouper is None or key == "principal_diagnosis":
+        names = [present[c] for c in ("id", "patient_id", "hospital_id", "admission_date", "discharge_date")
+                 if c in present]
+        if key == "principal_diagnosis" and "diagnoses" in present:
+            names.append(present["diagnoses"])
+        else:
+            names += [c for c in (group_column, "adrg") if c in schema.names]
+        for b in column_batches(records_path, list(dict.fromkeys(names)), batch_size):
+            index.add(pa.Table.from_batches([b]))
+    else:
+        for b in open_batches(records_path, batch_size):
+            index.add(grouper.group_batch(pa.Table.from_batches([b])))
+    found = index.finish()
+    if "id" in present and found.pairs:
+        found.name_earlier(text(b.column(0), b.num_rows)
+                           for b in column_batches(records_path, [present["id"]], batch_size))
+    return found
 
 
 class _RowGroups:
@@ -264,10 +339,11 @@ def _write_cases(folder: Path, spill: Path, amount: np.ndarray, batch_size: int)
             off += b.num_rows
             if cases is None:
                 cases = _RowGroups(folder / "cases.parquet", out.schema)
-                review = AtomicWriter(folder / "review.csv", out.schema).__enter__()
+            listed = review_table(pa.Table.from_batches([out]))
+            if review is None:
+                review = AtomicWriter(folder / "review.csv", listed.schema).__enter__()
             cases.write(out)
-            review.write(pa.Table.from_batches([out]).filter(
-                pc.is_in(out.column("case_type"), pa.array(["unpriced", "special_review"]))))
+            review.write(listed)
     except BaseException as exc:
         if cases is not None:
             cases.close(exc)
@@ -282,8 +358,13 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                  reopen: bool = False, group_column: str = "drg", quiet: bool = False,
                  now: str | None = None, new_ledger: bool = False,
                  batch_size: int = DEFAULT_BATCH_SIZE, benefits=None, method: str = "drg",
-                 catalog=None) -> Settlement:
+                 catalog=None, decisions=None) -> Settlement:
     """Monthly pre-settlement of one period's discharge records (see the module doc).
+
+    ``decisions``: the payment office's special-review decisions (特例单议结果, a CSV of id,
+    decision, points; :func:`weights.settlement.special_review.read_decisions`), applied to the period's
+    cases under review; with ``reopen`` the month is recorded as a new revision. The run
+    writes ``decisions.csv``: every row of the file, applied or refused with a reason.
 
     ``benefits``: the output of ``drgdip benefits`` (weights.settlement.benefits) for these stays; each
     record's personal share (个人负担) is then its ``personal_share`` there, joined by ``id``,
@@ -310,6 +391,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
     with _progress(7, quiet, f"settle {period}") as bar:
         policy = load_policy(policy_path)
         check_month_period(period, policy)
+        decided = review_mod.read_decisions(decisions) if decisions is not None else None
         ledger_mod.check_path(ledger_path, new_ledger)
         if Path(ledger_path).exists():   # refuse early; a new ledger is only created by a successful run
             with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
@@ -333,21 +415,38 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                              "benefits of the stays (--benefits)")
         price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
                                     scheme, weights_path, group_column)
+
+        def batches():
+            for b in open_batches(records_path, batch_size):
+                t = pa.Table.from_batches([b])
+                if shares is not None:
+                    t = _with_benefit_shares(t, present, shares)
+                yield t
+        accepted = _quota_pass(batches(), rows, price) if review_mod.quota_active(policy.special_review) else None
         bar.update()
         totals = MonthTotals(policy, period, rows, pool_total=pool)
         reasons: dict[str, int] = {}
         methods: dict[str, int] = {}
         unpriced: dict[str, int] = {}
         in_period, with_points = False, 0
+        review_counts: dict[str, int] = {}
+        known_ids: set[str] = set()
+        applied_ids: set[str] = set()
+        reviewed_ids: set[str] = set()
+        offset = 0
         tmp = _atomic_dir(Path(out)) if out is not None else None
         spill = spill_writer = None
         try:
-            for b in open_batches(records_path, batch_size):
-                t = pa.Table.from_batches([b])
-                if shares is not None:
-                    t = _with_benefit_shares(t, present, shares)
-                priced = price(t)
+            for t in batches():
+                ctx = review_mod.ReviewContext(
+                    accepted=None if accepted is None else accepted[offset:offset + t.num_rows], decisions=decided)
+                flags = price.readmissions.batch(offset, t.num_rows) if price.readmissions is not None else None
+                offset += t.num_rows
+                priced = price(t, ctx, flags)
                 totals.add(priced)
+                _review_counts(priced, review_counts)
+                if decided is not None and "id" in present:
+                    _match_decisions(priced, present["id"], decided, known_ids, applied_ids, reviewed_ids)
                 for r, c in _reason_counts(priced).items():
                     reasons[r] = reasons.get(r, 0) + c
                 for r, c in _reason_counts(priced, "payment_method").items():
@@ -394,10 +493,23 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                      "reasons": reasons, "payment_methods": dict(sorted(methods.items()))}
             if method != "drg":
                 _dip_extra(extra, method, catalog, policy)
+            if review_counts:
+                extra["special_review"] = dict(sorted(review_counts.items()))
+            if decided is not None:
+                inputs["decisions"] = ledger_mod.file_sha256(decisions)
+                outcome = review_mod.decision_results(decided, applied_ids, known_ids, reviewed_ids)
+                vc = pc.value_counts(outcome["status"]) if outcome.num_rows else None
+                extra["decisions"] = {} if vc is None else {
+                    v.as_py(): c.as_py() for v, c in zip(vc.field("values"), vc.field("counts"))}
+                refused = outcome.num_rows - extra["decisions"].get("applied", 0)
+                result.notes.append(f"decisions {Path(decisions).name}: {extra['decisions'].get('applied', 0)} "
+                                    f"applied, {refused} refused (see decisions.csv)")
             if tmp is not None:
                 _write_cases(tmp, spill, amount, batch_size)
                 spill.unlink()
                 write_outputs(tmp, result, extra)
+                if decided is not None:
+                    write_table(outcome, tmp / "decisions.csv")
             bar.update()
             with closing(ledger_mod.connect(ledger_path, parents=new_ledger)) as conn:
                 ledger_mod.record_run(conn, result, policy=policy, inputs=inputs, scheme_id=sid, reopen=reopen,
@@ -428,8 +540,8 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
             raise InputError(f"--method {method} needs the weight table (--weights)")
         grouper = _grouper_for(schema, scheme, group_column)
         weights = read_weight_table(weights_path, group_column)
-        means = None
-        if policy.deviation.group_mean != "table":
+        means = counts = None
+        if policy.deviation.group_mean != "table" or review_mod.needs_group_counts(policy.special_review):
             keep = None
             if method == "mixed":              # the DRG groups' means over the DRG hospitals' cases only
                 hosp = pa.array(list(policy.dip_settlement.hospitals), pa.string())
@@ -438,21 +550,43 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
                     def keep(t, col=col, hosp=hosp):
                         return ~pc.fill_null(pc.is_in(text(t[col], t.num_rows), value_set=hosp),
                                              False).to_numpy(zero_copy_only=False)
-            means = _period_means(records_path, batch_size, grouper, weights, policy, group_column, period, dups,
-                                  keep)
+            sums, counts = _group_sums(records_path, batch_size, grouper, weights, policy, group_column, period,
+                                       dups, keep)
+            if policy.deviation.group_mean != "table":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    means = sums / counts
 
-        def drg(t: pa.Table) -> pa.Table:
+        # readmissions (policy [readmission]): pairs over the whole file, then flags batch by batch
+        readm = None
+        if policy.readmission.days > 0:
+            if method != "drg":
+                raise InputError(f"{policy.path or 'policy'}: readmission.days = {policy.readmission.days}: "
+                                 f"readmissions are paired for DRG settlement only, not --method {method} "
+                                 "(set readmission.days = 0 in the DIP region's policy)")
+            readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups)
+
+        def drg(t: pa.Table, review=None, readmissions=None) -> pa.Table:
             if grouper is not None:
                 t = grouper.group_batch(t)
+            if review is not None:
+                review.group_counts = counts
             return price_cases(t, weights, policy, group_column=group_column, period=period,
-                               duplicate_ids=dups, group_means=means)
+                               duplicate_ids=dups, group_means=means, review=review, readmissions=readmissions)
+        drg.policy, drg.readmissions = policy, readm
         if method == "drg":
             if policy.dip_settlement is not None and policy.dip_settlement.hospitals \
                     and policy.dip_settlement.pool == "separate":
-                return (lambda t: dip_settle.leave_dip_hospitals(drg(t), policy)), None
+                def separate(t, review=None, readmissions=None):
+                    return dip_settle.leave_dip_hospitals(drg(t, review, readmissions), policy)
+                separate.policy, separate.readmissions = policy, readm
+                return separate, None
             return drg, None
     pricer = dip_settle.DipPricer(catalog, policy, period, method, duplicate_ids=dups, drg_price=drg)
-    return pricer, (dip_settle.pool_total(policy, period) if method == "dip" else None)
+
+    def dip(t, review=None, readmissions=None):   # DIP prices without the special-review quota and decisions
+        return pricer(t)
+    dip.policy, dip.readmissions = policy, None
+    return dip, (dip_settle.pool_total(policy, period) if method == "dip" else None)
 
 
 def _dip_extra(extra: dict, method: str, catalog, policy) -> None:
@@ -602,6 +736,27 @@ def _annual_pool(conn, method: str, policy, year: str):
         raise InputError(f"annual settlement of {year} --method {method}: month(s) {', '.join(other)} were settled "
                          "by another method; settle the year with the method its months used")
     return dip_settle.pool_total(policy, year) if method == "dip" else None
+
+
+def _review_counts(priced: pa.Table, into: dict[str, int]) -> None:
+    """Add a batch's special-review cases (特例单议) by status and by trigger to ``into``."""
+    for col, prefix in (("review_status", "status"), ("review_trigger", "trigger")):
+        for v, c in _reason_counts(priced.filter(pc.is_valid(priced[col])), col).items():
+            into[f"{prefix}:{v}"] = into.get(f"{prefix}:{v}", 0) + c
+
+
+def _match_decisions(priced: pa.Table, id_column: str, decided, known: set, applied: set, reviewed: set) -> None:
+    """Collect the decision ids found in a batch, those applied (the case decided) and those of
+    cases under review that the decision could not decide (normal/actual without base points)."""
+    ids = text(priced[id_column], priced.num_rows)
+    hit = pc.fill_null(pc.is_in(ids, value_set=decided.ids), False)
+    if not pc.any(hit).as_py():
+        return
+    known.update(ids.filter(hit).to_pylist())
+    done = pc.and_(hit, pc.fill_null(pc.equal(priced["review_status"], "decided"), False))
+    applied.update(ids.filter(done).to_pylist())
+    waiting = pc.and_(hit, pc.fill_null(pc.is_in(priced["review_status"], pa.array(["held", "interim"])), False))
+    reviewed.update(ids.filter(waiting).to_pylist())
 
 
 def _reason_counts(priced: pa.Table, column: str = "pricing_reason") -> dict[str, int]:

@@ -446,10 +446,13 @@ class MonthTotals:
         self.cost = np.zeros(k, np.int64)
         self.unpriced_cost = np.zeros(k, np.int64)
         self.los = np.zeros(k, np.float64)       # Σ length of stay (days) of the priced cases
+        self.held = np.zeros(k, np.int64)             # held for special review (特例单议), no points yet
+        self.held_cost = np.zeros(k, np.int64)
         self.rows = 0
 
     def _grow(self, cells: int) -> None:
-        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost", "los"):
+        for name in ("cases", "unpriced", "weight_sum", "personal", "cost", "unpriced_cost", "los", "held",
+                     "held_cost"):
             a = getattr(self, name)
             if len(a) < cells:
                 setattr(self, name, np.concatenate([a, np.zeros(cells - len(a), a.dtype)]))
@@ -482,6 +485,10 @@ class MonthTotals:
         if "los_days" in cols:
             los = np.nan_to_num(_np(numeric(priced.column(cols["los_days"]), n)[0], 0.0))
             np.add.at(self.los, cell[pool], los[pool])
+        if "review_status" in priced.schema.names:
+            held = _np(pc.equal(priced.column("review_status"), "held"), False).astype(bool) & ~pool
+            np.add.at(self.held, cell[held], 1)
+            np.add.at(self.held_cost, cell[held], cost[held])
         if self._cap is not None:
             if self.rows + n > self._cap:
                 raise ValueError(f"more than the {self._cap} cases announced")
@@ -570,6 +577,7 @@ class MonthTotals:
                 "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
                 "cases": int(cases_c[fc].sum()), "unpriced_cases": int(unp_c[fc].sum()),
                 "unpriced_cost": yuan(self.unpriced_cost[:cells][fc].sum()),
+                "held_cases": int(self.held[:cells][fc].sum()), "held_cost": yuan(self.held_cost[:cells][fc].sum()),
                 "payment": yuan(paid_cents),
             }
         amount[pool & (fcode >= len(FUNDS))] = 0
@@ -609,6 +617,7 @@ class MonthTotals:
             "personal_share_cents": ps_h, "payment_cents": pay_h, "amount_due_cents": due_h,
             "withheld_cents": withheld, "paid_cents": paid, "cost_cents": cost_h, "unpriced_cost_cents": ucost_h,
             **({"held_cents": held} if hold_share else {}), "los_days": self.los[sorted_cells],
+            "held_cases": self.held[sorted_cells], "held_cost_cents": self.held_cost[sorted_cells],
         }).filter(pa.array(keep_key, pa.bool_()))
         for f in funds:
             m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
@@ -622,6 +631,9 @@ class MonthTotals:
             if hold_share:
                 funds[f].update({"advance_share": policy.fund_limits.advance_share,
                                  "held": yuan(pc.sum(h["held_cents"]).as_py() or 0)})
+        if int(hospitals["held_cases"].to_numpy().sum()):
+            notes.append(held_note(hospitals["hospital_id"].to_pylist(), hospitals["held_cases"].to_numpy(),
+                                   hospitals["held_cost_cents"].to_numpy()))
         return Settlement(period, "monthly", hospitals, funds, None, notes), amount
 
 
@@ -711,6 +723,9 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
     if lim.incentive_bands:              # points × coefficient, exactly, then the nearest float64
         settled_points = np.array([float(exact_binary(p) * c) for p, c in zip(points_h.tolist(), coef)])
         coef = np.array([float(c) for c in coef])
+    # held for special review in the latest monthly revisions, still undecided (a ledger of before has none)
+    held_n = tot("held_cases") if "held_cases" in monthly.column_names else np.zeros(k, np.int64)
+    held_c = tot("held_cost_cents") if "held_cost_cents" in monthly.column_names else np.zeros(k, np.int64)
     pay_h = np.zeros(k, np.int64)
     pv = np.full(k, np.nan)
     funds: dict[str, dict] = {}
@@ -727,7 +742,8 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
                     "rate": value if budget is None else None,
                     "personal_share": yuan(ps), "total_points": ptotal, "point_value": value,
                     "cases": int(cases_n[m].sum()), "unpriced_cases": int(unpriced_n[m].sum()),
-                    "unpriced_cost": yuan(ucost_h[m].sum()), "payment": yuan(pay_h[m].sum())}
+                    "unpriced_cost": yuan(ucost_h[m].sum()), "held_cases": int(held_n[m].sum()),
+                    "held_cost": yuan(held_c[m].sum()), "payment": yuan(pay_h[m].sum())}
         if lim.projected != "none" and budget is not None:
             funds[f].update(projected_point_value(lim, f, year, budget, previous))
     due_h = pay_h - ps_h
@@ -774,6 +790,7 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
         "withheld_cents": np.zeros(k, np.int64), "paid_cents": final_due, "cost_cents": cost_h,
         "unpriced_cost_cents": ucost_h, "adjustment_cents": adjustment, "monthly_paid_cents": mpaid,
         "monthly_withheld_cents": mwithheld, "balance_cents": balance,
+        "held_cases": held_n, "held_cost_cents": held_c,
     }
     if lim.incentive_bands:
         cols.update({"cmi_index": indicators["cmi"], "cost_index": indicators["cost"],
@@ -804,6 +821,8 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
         notes.append(f"{len(missing)} hospital(s) without an assessment score, refunded "
                      f"{lim.quality_missing_refund:g} of their withholding (quality.missing_refund): "
                      + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+    if held_n.sum():
+        notes.append(held_note(hid, held_n, held_c))
     return Settlement(year, "annual", hospitals, funds, None, notes)
 
 
@@ -894,6 +913,21 @@ def incentive_coefficients(hid: np.ndarray, cases: np.ndarray, wsum: np.ndarray,
     return coef, out, reason
 
 
+def held_note(hospital_ids, held_cases: np.ndarray, held_cost_cents: np.ndarray) -> str:
+    """One line: the cases held for special review (特例单议) and not yet decided, per hospital."""
+    per: dict[str, list[int]] = {}
+    for h, c, m in zip(list(hospital_ids), np.asarray(held_cases).tolist(), np.asarray(held_cost_cents).tolist()):
+        if c:
+            a = per.setdefault(h, [0, 0])
+            a[0] += c
+            a[1] += m
+    total_c = sum(v[0] for v in per.values())
+    total_m = sum(v[1] for v in per.values())
+    parts = ", ".join(f"{h} {c} ({m / 100:.2f})" for h, (c, m) in sorted(per.items()))
+    return (f"{total_c} case(s) held for special review, undecided, cost {total_m / 100:.2f}, not paid until "
+            f"decided (settle the month again with --decisions --reopen): {parts}")
+
+
 # ---------------------------------------------------------------- presentation
 
 def hospitals_csv_table(hospitals: pa.Table) -> pa.Table:
@@ -922,7 +956,18 @@ def hospitals_csv_table(hospitals: pa.Table) -> pa.Table:
     return pa.table(out)
 
 
+def review_mask(cases) -> pa.Array:
+    """Rows a person must look at: unpriced, special-review, and any with a review status
+    (over the quota, rejected)."""
+    m = pc.is_in(cases.column("case_type"), pa.array(["unpriced", "special_review"]))
+    if "review_status" in cases.schema.names:
+        m = pc.or_(m, pc.is_valid(cases.column("review_status")))
+    return m
+
+
 def review_table(cases: pa.Table, group_column: str = "drg") -> pa.Table:
-    """Cases a person must look at: unpriced ones and special-review ones, with their money."""
-    m = pc.is_in(cases["case_type"], pa.array(["unpriced", "special_review"]))
-    return cases.filter(m)
+    """Cases a person must look at (:func:`review_mask`), with their money, and for special
+    review (特例单议) what the office needs to decide: ``normal_points`` (base points),
+    ``actual_points`` (base × ratio) and ``needed`` (the documents, by trigger)."""
+    from drgdip.weights.settlement.special_review import review_columns
+    return review_columns(cases.filter(review_mask(cases)))
