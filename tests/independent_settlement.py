@@ -88,7 +88,14 @@ DOC_DEFAULTS = {
     "deviation": {"high_bands": [{"k": 3.0}], "high_payment": "add_on", "high_add_on_share": 1.0,
                   "high_cap": 5.0, "low_k": 0.4, "low_payment": "proportional", "low_deduction": 0.0,
                   "group_mean": "table"},
-    "special_review": {"flag_column": "special_review", "cost_multiple": 0.0, "payment": "actual"},
+    "special_review": {"flag_column": "special_review", "cost_multiple": 0.0, "payment": "actual",
+                       "low_cost_multiple": 0.0, "los_days_above": 0, "new_technology_codes": [],
+                       "new_technology_column": "new_technology", "min_group_cases": 0, "review_groups": True,
+                       "ungroupable": False, "quota_share": 1.0, "hospital_quota_share": 1.0},
+    "incomplete_stays": {"dispositions": [], "payment": "proportional_capped", "short_stay_days": 0,
+                         "short_stay_payment": "proportional_capped"},
+    "readmission": {"days": 0, "key": "adrg", "adrg_chars": 3, "diagnosis_chars": 0, "same_hospital": True,
+                    "payment": "flag_only", "share": 0.5},
     "records": {"los_min_days": 1, "los_max_days": 365},
     "settlement": {"withholding_share": 0.0, "surplus_bands": [{"hospital_keeps": 1.0}],
                    "overspend_bands": [{"fund_bears": 0.0}]},
@@ -128,6 +135,17 @@ COVERED = {
     "deviation.group_mean": {"table"},
     "special_review.flag_column": None, "special_review.cost_multiple": None,
     "special_review.payment": {"actual", "normal", "hold"},
+    "special_review.low_cost_multiple": None, "special_review.los_days_above": None,
+    "special_review.hospital_quota_share": None, "special_review.quota_share": None,
+    "special_review.review_groups": None,
+    # not recomputed here: new technology, small groups, ungroupable cases sent to review
+    "special_review.new_technology_codes": {"__empty__"}, "special_review.min_group_cases": {0},
+    "special_review.ungroupable": {False},
+    "incomplete_stays.dispositions": None, "incomplete_stays.payment": {"proportional_capped", "normal"},
+    "incomplete_stays.short_stay_days": None, "incomplete_stays.short_stay_payment": {"proportional_capped", "normal"},
+    "readmission.days": None, "readmission.key": {"adrg", "group"}, "readmission.adrg_chars": None,
+    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier"},
+    "readmission.share": None,
     "records.los_min_days": None, "records.los_max_days": None,
     "settlement.withholding_share": None, "settlement.surplus_bands": None,
     "settlement.overspend_bands": None,
@@ -163,9 +181,12 @@ KNOWN_PRICING_REASONS = {
     "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_DISCHARGE_DATE",
     "OUT_OF_PERIOD", "NO_GROUP_MEAN_COST", "BAD_LOS", "DUPLICATE_SETTLEMENT_ID",
     "PER_DIEM_WARD", "PER_DIEM_SHORT_STAY", "PER_DIEM_NO_DAYS", "FFS_AMBIGUOUS", "FFS_UNGROUPABLE",
-    "FFS_UNWEIGHTED", "FFS_ZERO_COST",
+    "FFS_UNWEIGHTED", "FFS_ZERO_COST", "ZERO_COST", "INCOMPLETE_STAY", "SHORT_STAY", "READMISSION_WITHIN_DAYS",
+    "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
+    "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
 }
-KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service"}
+KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
+                    "incomplete_stay", "short_stay", "readmission"}
 KNOWN_METHODS = {"drg", "dip", "per_diem", "fee_for_service", "none"}
 KNOWN_CASE_COLUMNS = ["fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
                       "case_type", "pricing_reason", "points", "amount", "fund_amount"]
@@ -328,6 +349,8 @@ def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: 
     cost = rec.get("total_cost")
     if isnull(cost) or cost < 0:
         return "BAD_COST"
+    if cost == 0:
+        return "ZERO_COST"  # settlement.md "Incomplete stays and readmissions": refused, never priced at zero
     if share is None:
         return "BAD_PERSONAL_SHARE"
     if fund is None:
@@ -418,7 +441,7 @@ def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: 
     return base, ratio, "normal", "PRICED_NORMAL", base
 
 
-RECORD_REASONS = {"INVALID_RECORD", "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS",
+RECORD_REASONS = {"INVALID_RECORD", "BAD_COST", "ZERO_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS",
                   "DUPLICATE_SETTLEMENT_ID", "BAD_DISCHARGE_DATE", "OUT_OF_PERIOD"}
 GROUP_REASONS = {"NOT_GROUPED", "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED"}
 
@@ -507,6 +530,130 @@ def step_fee_for_service(cost: float, coefficient: float, policy):
     return points
 
 
+def step_stay_rule(rec: dict, base, ratio, ordinary: tuple, policy) -> tuple:
+    """policy.md [incomplete_stays]: an incomplete stay (its discharge_disposition listed), else
+    a short stay (los_days < short_stay_days), paid base × min(ratio, 1) or base."""
+    st = policy["incomplete_stays"]
+    disp = rec.get("discharge_disposition")
+    disp = None if isnull(disp) else str(disp).strip()
+    los = rec.get("los_days")
+    if disp is not None and disp in [str(d) for d in st["dispositions"]]:
+        kind, reason, pay = "incomplete_stay", "INCOMPLETE_STAY", st["payment"]
+    elif st["short_stay_days"] and not isnull(los) and los < st["short_stay_days"]:
+        kind, reason, pay = "short_stay", "SHORT_STAY", st["short_stay_payment"]
+    else:
+        return ordinary
+    return kind, reason, base * min(ratio, 1) if pay == "proportional_capped" else base
+
+
+def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
+    """policy.md [special_review]: the first trigger of flag, review_group, cost_high,
+    cost_low, long_stay (new_technology, small_group and ungroupable are not covered)."""
+    sr = policy["special_review"]
+    los = rec.get("los_days")
+    if _flagged(flag):
+        return "flag"
+    if sr["review_groups"] and row is not None and _flagged(row.get("review_group")):
+        return "review_group"
+    if float(sr["cost_multiple"]) > 0 and ratio > float(sr["cost_multiple"]):
+        return "cost_high"
+    if float(sr["low_cost_multiple"]) > 0 and ratio < float(sr["low_cost_multiple"]):
+        return "cost_low"
+    if sr["los_days_above"] and not isnull(los) and los > sr["los_days_above"]:
+        return "long_stay"
+    return None
+
+
+def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
+    """settlement.md "Special case review" 2-5: the quota (floor(share × reviewable cases), per
+    hospital and region-wide; candidates by ratio descending, then id, then file order), the
+    payment until decided, the decisions applied."""
+    sr = policy["special_review"]
+    reviewable = [c for c in cases if "trigger" in c]
+    per_h = defaultdict(int)
+    for c in reviewable:
+        per_h[c["hospital_id"]] += 1
+    cap_h = {h: math.floor(exact(sr["hospital_quota_share"]) * n) for h, n in per_h.items()}
+    cap_r = math.floor(exact(sr["quota_share"]) * len(reviewable))
+    order = sorted((i for i, c in enumerate(cases) if c.get("trigger")),
+                   key=lambda i: (-cases[i]["cost_ratio"], str(cases[i]["id"]), i))
+    taken_h, taken = defaultdict(int), 0
+    for i in order:
+        c = cases[i]
+        if taken_h[c["hospital_id"]] < cap_h[c["hospital_id"]] and taken < cap_r:
+            taken_h[c["hospital_id"]] += 1
+            taken += 1
+            c["review_status"] = "accepted"
+        else:
+            c["review_status"] = "over_quota"
+            c["pricing_reason"] = "SPECIAL_REVIEW_OVER_QUOTA"
+    for c in reviewable:
+        if c.get("review_status") != "accepted":
+            continue
+        d = (decisions or {}).get(c["id"])
+        base, ratio = c["base_points"], c["cost_ratio"]
+        if d is not None:
+            kind, pts = d
+            c["review_status"] = "decided"
+            if kind == "reject":
+                c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
+                continue
+            c["case_type"] = "special_review"
+            c["points"] = pts if kind == "points" else (base if kind == "normal" else base * ratio)
+            c["pricing_reason"] = {"points": "SPECIAL_REVIEW_DECIDED_POINTS", "normal": "SPECIAL_REVIEW_DECIDED_NORMAL",
+                                   "actual": "SPECIAL_REVIEW_DECIDED_ACTUAL"}[kind]
+            continue
+        c["case_type"] = "special_review"
+        if sr["payment"] == "hold":
+            c.update(review_status="held", pricing_reason="SPECIAL_REVIEW_HOLD", points=None, method="none")
+        else:
+            c["review_status"] = "interim"
+            c["pricing_reason"] = "SPECIAL_REVIEW_FLAG" if c["trigger"] == "flag" else "SPECIAL_REVIEW_COST"
+            c["points"] = base * ratio if sr["payment"] == "actual" else base
+
+
+def _day(x):
+    if isnull(x):
+        return None
+    try:
+        return date.fromisoformat(str(x)[:10])
+    except ValueError:
+        return None
+
+
+def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, policy, dip: bool) -> None:
+    """policy.md [readmission], settlement.md "Incomplete stays and readmissions": pairs over
+    the file's usable stays; the earlier stay's points × share (halve_earlier)."""
+    rd = policy["readmission"]
+    if not rd["days"]:
+        return
+    rows = []
+    for i, r in enumerate(recs):
+        pid, hid = r.get("patient_id"), r.get("hospital_id")
+        if rd["key"] == "adrg":
+            key = r.get("adrg") if "adrg" in r else (None if isnull(r.get("drg")) else str(r["drg"])[:rd["adrg_chars"]])
+        else:
+            key = r.get("dip_group" if dip else "drg")
+        adm, dis = _day(r.get("admission_date")), _day(r.get("discharge_date"))
+        if any(isnull(x) or x == "" for x in (pid, hid, key)) or adm is None or dis is None or adm > dis \
+                or r.get("id") in duplicates:
+            continue
+        rows.append(((str(pid), str(hid) if rd["same_hospital"] else "", str(key), adm, dis, i), i))
+    rows.sort()
+    for (a, ia), (b, ib) in zip(rows, rows[1:]):
+        if a[:3] == b[:3] and 0 <= (b[3] - a[4]).days <= rd["days"]:
+            later, earlier = cases[ib], cases[ia]
+            if later["points"] is not None and later["case_type"] != "special_review":
+                later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS",
+                             readmission_of=earlier["id"])
+            if rd["payment"] == "halve_earlier" and earlier["points"] is not None \
+                    and earlier["case_type"] != "special_review":
+                earlier["points"] = earlier["points"] * float(rd["share"])
+                earlier["case_type"] = "readmission"
+                if earlier["pricing_reason"] != "READMISSION_WITHIN_DAYS":
+                    earlier["pricing_reason"] = "READMISSION_EARLIER_STAY"
+
+
 def basic_codes(policy, policy_dir: Path | None) -> list[str]:
     """policy.md [basic_groups]: codes + the file's codes."""
     bg = policy["basic_groups"]
@@ -589,7 +736,7 @@ def step_dip_group(rec: dict, dip: dict, rep=None, key=None):
 
 def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | None, policy, period: str,
                     dip: dict | None = None, grouping: pd.DataFrame | None = None, rep=None,
-                    policy_dir: Path | None = None) -> list[dict]:
+                    policy_dir: Path | None = None, decisions: dict | None = None) -> list[dict]:
     """Every case of a month: fund, reason, coefficient, weight, base points, points, method
     (settlement.md §1.2 and "Which rule prices a case"). With ``dip``: the DIP region
     (``grouping``: the DIP grouper's columns of each record)."""
@@ -684,21 +831,27 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
             continue
         # 4. the group; 5. otherwise unpriced with the group's reason
         if old is None:
+            ordinary_policy = with_defaults(dict(policy, special_review=dict(policy["special_review"],
+                                                                             cost_multiple=0.0)))
             if dip is None:
                 c["weight"], c["group_mean_cost"] = row["weight"], row["mean_cost"]
                 base, ratio, ctype, preason, points = step_case_points(
-                    row["weight"], row["mean_cost"], float(rec["total_cost"]), c["coefficient"], rec.get(flag_col),
-                    policy, own_k=(row["low_k"], row["high_k"]))
+                    row["weight"], row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None,
+                    ordinary_policy, own_k=(row["low_k"], row["high_k"]))
             else:
                 c["group_mean_cost"] = row["mean_cost"]
                 base, ratio, ctype, preason, points = step_case_points(
-                    None, row["mean_cost"], float(rec["total_cost"]), c["coefficient"], rec.get(flag_col), policy,
+                    None, row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None, ordinary_policy,
                     dip_score=c["weight"])
-            c.update(base_points=base, cost_ratio=ratio, case_type=ctype, pricing_reason=preason, points=points,
-                     method=("dip" if dip is not None else "drg") if points is not None else "none")
+            c.update(base_points=base, cost_ratio=ratio, method="dip" if dip is not None else "drg")
+            ctype, preason, points = step_stay_rule(rec, base, ratio, (ctype, preason, points), policy)
+            c.update(case_type=ctype, pricing_reason=preason, points=points,
+                     trigger=step_review_trigger(rec, ratio, rec.get(flag_col), row, policy))
         else:
             c.update(case_type="unpriced", pricing_reason=old, method="none")
         out.append(c)
+    step_review(out, policy, decisions)
+    step_readmission(out, recs, duplicates, policy, dip is not None)
     return out
 
 
@@ -717,10 +870,13 @@ def step_hospitals(cases: list[dict]) -> dict:
         r = h.setdefault((hid, c["fund_key"]), {
             "cases": 0, "unpriced_cases": 0, "weights": [], "points_list": [], "personal_share": 0,
             "payment": 0, "cost": 0, "unpriced_cost": 0, "weight_sum_float": 0.0, "los": Fraction(0),
-            "weight_exact": Fraction(0)})
+            "weight_exact": Fraction(0), "held_cases": 0, "held_cost": 0})
         if c["points"] is None:
             r["unpriced_cases"] += 1
             r["unpriced_cost"] += c["cost"] or 0
+            if c.get("review_status") == "held":
+                r["held_cases"] += 1
+                r["held_cost"] += c["cost"] or 0
         else:
             r["cases"] += 1
             # a fee-for-service case without a weight counts 0 ("Payment methods", CMI)
@@ -782,7 +938,8 @@ def step_fund_summary(funds: dict, hospitals: dict, cases: list[dict]) -> dict:
                          payment=sum(r["payment"] for r in rows),
                          amount_due=sum(r["amount_due"] for r in rows),
                          withheld=sum(r["withheld"] for r in rows), paid=sum(r["paid"] for r in rows),
-                         held=sum(r["held"] for r in rows))
+                         held=sum(r["held"] for r in rows), held_cases=sum(r["held_cases"] for r in rows),
+                         held_cost=sum(r["held_cost"] for r in rows))
     return out
 
 
@@ -809,9 +966,10 @@ def step_rate_amounts(cases: list[dict], rates: dict) -> dict:
 
 
 def recompute_month(records, benefits, weights, policy, period: str, dip: dict | None = None, grouping=None,
-                    rep=None, policy_dir=None) -> dict:
+                    rep=None, policy_dir=None, decisions: dict | None = None) -> dict:
+    policy = with_defaults(policy)
     form = policy["region"]["form"]
-    cases = recompute_cases(records, benefits, weights, policy, period, dip, grouping, rep, policy_dir)
+    cases = recompute_cases(records, benefits, weights, policy, period, dip, grouping, rep, policy_dir, decisions)
     budgets, rates = {}, {}
     for fund in ("employee", "resident"):
         if any(c["fund_key"] == fund and c["points"] is not None for c in cases):
@@ -988,6 +1146,8 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
             a["monthly_paid"] += r["paid"]
             a["monthly_withheld"] += r["withheld"]
             a["monthly_held"] += r.get("held", 0)
+            a["held_cases"] = a.get("held_cases", 0) + r.get("held_cases", 0)
+            a["held_cost"] = a.get("held_cost", 0) + r.get("held_cost", 0)
     hosp = dict(sorted(hosp.items()))
     incentives = step_incentives(hosp, policy)
     for (hid, _f), a in hosp.items():
@@ -1033,7 +1193,7 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
                        "hospitals": len(rows), "unpriced_cases": sum(r["unpriced_cases"] for r in rows),
                        "unpriced_cost": sum(r["unpriced_cost"] for r in rows)}
         for f in ("payment", "amount_due", "adjustment", "monthly_paid", "paid", "balance", "quality_refund",
-                  "quality_kept", "monthly_held"):
+                  "quality_kept", "monthly_held", "held_cases", "held_cost"):
             funds[fund][f] = sum(r[f] for r in rows)
         funds[fund].update(limits)
         # the year's spend: Σ paid (= budget + Σ adjustment without §7's quality and cap)
@@ -1112,7 +1272,16 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame,
         rep.check(name, "coefficient", key, c["coefficient"], _num(r["coefficient"]))
         rep.check(name, "personal_share", key, c["shown_share"], _cents_or_none(r["personal_share"]))
         if "payment_method" in r:
-            rep.check(name, "payment_method", key, c.get("method", "none"), r["payment_method"])
+            rep.check(name, "payment_method", key, c.get("method", "none") if c["points"] is not None else "none",
+                      r["payment_method"])
+        if "review_trigger" in r:
+            rep.check(name, "review_trigger", key, c.get("trigger") if c.get("review_status") else None,
+                      None if isnull(r["review_trigger"]) else r["review_trigger"])
+            rep.check(name, "review_status", key, c.get("review_status"),
+                      None if isnull(r["review_status"]) else r["review_status"])
+        if "readmission_of" in r:
+            rep.check(name, "readmission_of", key, c.get("readmission_of"),
+                      None if isnull(r["readmission_of"]) else r["readmission_of"])
         if c["points"] is None and c["case_type"] == "unpriced":  # (held cases: below, points None)
             # unpriced: no points and no money (settlement.md §1.2, §5); the weight is shown
             # when the group has one
@@ -1128,10 +1297,10 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame,
 
 def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFrame, name: str = "review.csv") -> None:
     """review.csv: the unpriced and special-review cases (settlement.md §1.2, policy.md)."""
-    want = [c["id"] for c in ours if c["case_type"] in ("unpriced", "special_review")]
+    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review") or c.get("review_status")]
+    want = [c["id"] for c in listed]
     got = list(review["id"])
     rep.check(name, "ids (list)", period, want, got)
-    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review")]
     for c, rid, reason, cost, share in zip(listed, review["id"], review["pricing_reason"], review["total_cost"],
                                            review["personal_share"]):
         rep.check(name, "pricing_reason", f"{period} {rid}", c["pricing_reason"], reason)
@@ -1168,6 +1337,9 @@ def compare_hospitals(rep: Report, name: str, ours: dict, csv: pd.DataFrame, ann
             rep.check(name, col, key, o[col], text_cents(r[col]))
         if not annual and "held" in r:
             rep.check(name, "held", key, o["held"], text_cents(r["held"]))
+        if "held_cases" in r:
+            rep.check(name, "held_cases", key, o.get("held_cases", 0), int(r["held_cases"]))
+            rep.check(name, "held_cost", key, o.get("held_cost", 0), text_cents(r["held_cost"]))
         if annual:
             for col in ("monthly_held", "cap_cut", "quality_refund", "quality_kept"):
                 if col in r:
@@ -1207,6 +1379,9 @@ def compare_summary(rep: Report, name: str, ours: dict, summary: dict, annual=Fa
         money += ["adjustment", "monthly_paid", "balance", "budget_spent"] if annual else ["withheld", "paid"]
         if not annual and "held" in g:
             money.append("held")
+        if "held_cost" in g:
+            money.append("held_cost")
+            rep.check(name, "held_cases", key, o.get("held_cases", 0), g.get("held_cases"))
         if annual:
             money += [c for c in ("monthly_held", "quality_refund", "quality_kept", "reserve", "spend_before_cap",
                                   "reserve_used", "over_budget_unfunded", "cap_cut", "projected_personal_share")
@@ -1342,6 +1517,55 @@ def compare_dip_summary(rep: Report, name: str, catalog: pd.DataFrame, summary: 
     rep.check(name, "dip.budget_point_value", name, float(fmt(num / den, 6)), summary.get("dip", {}).get("budget_point_value"))
 
 
+DECISIONS = {"points", "normal", "actual", "reject"}
+
+
+def read_decisions(path: Path) -> tuple[dict, list]:
+    """settlement.md "Special case review" 5: the decisions file as the run's decisions.csv
+    repeats it (id, decision, points). Returns the usable decisions {id: (kind, points)} and each
+    row's (id, status, reason) but for the case checks (DECISION_UNKNOWN_ID,
+    DECISION_NOT_UNDER_REVIEW, DECISION_NEEDS_POINTS), left to ``decision_statuses``."""
+    df = _read_csv(path)
+    ids = list(df["id"])
+    rows, usable = [], {}
+    for rid, dec, pts in zip(df["id"], df.get("decision", [""] * len(df)), df.get("points", [""] * len(df))):
+        dec = dec.strip().lower()
+        kind = dec or ("points" if pts.strip() else "")
+        bad = not rid.strip() or kind not in DECISIONS
+        value = None
+        if kind == "points":
+            try:
+                value = float(pts)
+                bad = bad or not math.isfinite(value) or value < 0
+            except ValueError:
+                bad = True
+        if bad:
+            rows.append((rid, "refused", "DECISION_MALFORMED"))
+        elif ids.count(rid) > 1:
+            rows.append((rid, "refused", "DECISION_DUPLICATE_ID"))
+        else:
+            rows.append((rid, None, None))
+            usable[rid] = (kind, value)
+    return usable, rows
+
+
+def decision_statuses(rows: list, cases: list[dict]) -> list:
+    by_id = {c["id"]: c for c in cases}
+    out = []
+    for rid, status, reason in rows:
+        if status is None:
+            c = by_id.get(rid)
+            if c is None:
+                status, reason = "refused", "DECISION_UNKNOWN_ID"
+            elif c.get("review_status") != "decided":
+                status, reason = "refused", "DECISION_NOT_UNDER_REVIEW" if c.get("review_status") in (
+                    None, "over_quota") else "DECISION_NEEDS_POINTS"
+            else:
+                status, reason = "applied", ""
+        out.append((rid, status, reason))
+    return out
+
+
 def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
                  dip_mean_times_coefficient: bool = False) -> Report:
     """One region of the demo: ``region`` holds policy.toml, settled/ and ledger.db; the records
@@ -1365,7 +1589,13 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
         records = pq.read_table(folder / "data" / f"{period}.parquet").to_pandas()
         out = pq.read_table(settled / period / "cases.parquet").to_pandas()
         grouping = out[[c for c in out.columns if c.startswith("dip_")]] if dip else None
-        month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region)
+        dpath = settled / period / "decisions.csv"
+        decisions, drows = read_decisions(dpath) if dpath.exists() else (None, [])
+        month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region, decisions)
+        if dpath.exists():
+            got = _read_csv(dpath)
+            rep.check("decisions.csv" + tag, "rows (id, status, reason)", period,
+                      decision_statuses(drows, month["cases"]), list(zip(got["id"], got["status"], got["reason"])))
         months[period] = month
         compare_cases(rep, period, month["cases"], out, "cases.parquet" + tag)
         compare_review(rep, period, month["cases"], _read_csv(settled / period / "review.csv"), "review.csv" + tag)

@@ -48,7 +48,9 @@ MONEY = {("cases.parquet", "amount"), ("cases.parquet", "fund_amount"), ("hospit
 RULES = {"per_diem": ("cases.parquet", "payment_method"), "incentives": ("hospitals.csv (year)", "settled_points"),
          "quality": ("hospitals.csv (year)", "quality_reason"), "projected": ("summary.json (year)",
                                                                               "projected_point_value"),
-         "dip": ("cases.parquet (dip)", "dip_adjusted_score")}
+         "dip": ("cases.parquet (dip)", "dip_adjusted_score"),
+         "special_review": ("cases.parquet", "review_status"), "decisions": ("decisions.csv", "rows (id, status, reason)"),
+         "readmission": ("cases.parquet", "readmission_of"), "held": ("hospitals.csv (month)", "held_cases")}
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +76,11 @@ def test_demo_recomputed_from_the_docs_agrees_to_the_cent(demo_dir, docs_report)
     """The DRG region from the docs as written: every value agrees."""
     report = docs_report
     print(report.text())
+    over_quota = len(_over_quota_stays(demo_dir))
     drg_differ = {k: v for k, v in report.differ.items() if v and _drg(report, k)}
-    assert not drg_differ, report.text()
+    assert drg_differ.get(("cases.parquet", "pricing_reason"), 0) == over_quota, report.text()
+    assert set(drg_differ) <= {("cases.parquet", "pricing_reason"), ("review.csv", "pricing_reason"),
+                               ("summary.json (month)", "reasons")}, report.text()
     assert report.total_compared > 60_000
     for key in MONEY:
         assert report.compared[key] > 0, key
@@ -90,11 +95,48 @@ def test_demo_recomputed_from_the_docs_agrees_to_the_cent(demo_dir, docs_report)
     assert {"drg", "per_diem", "fee_for_service", "none"} <= set(cases["payment_method"])
 
 
+def _over_quota_stays(demo_dir, region="settled"):
+    """Cases over the review quota that are incomplete or short stays, as the output writes them."""
+    out = []
+    for p in sorted((demo_dir / region).glob("*/cases.parquet")):
+        c = pq.read_table(p).to_pandas()
+        if "review_status" in c.columns:
+            hit = (c["review_status"] == "over_quota") & c["pricing_reason"].isin(["INCOMPLETE_STAY", "SHORT_STAY"])
+            out += [f"{p.parent.name} {i}" for i in c.loc[hit, "id"]]
+    return out
+
+
+def test_over_quota_stays_differ_from_the_docs_only_by_their_reason(demo_dir):
+    """Reported to the lead. settlement.md "Special case review" 2 and policy.md [special_review]:
+    "a case over the quota is priced by the ordinary rules, reason SPECIAL_REVIEW_OVER_QUOTA";
+    drgdip writes an over-quota case that is an incomplete or short stay with the stay's reason
+    (INCOMPLETE_STAY / SHORT_STAY; review_status over_quota, its points as the docs say). Every
+    other value agrees (the DIP reference mean read as drgdip does, see below)."""
+    report = check_demo(demo_dir, dip_mean_times_coefficient=True)
+    expected = _over_quota_stays(demo_dir) + _over_quota_stays(demo_dir, "dip/settled")
+    got = [k for (o, col), ex in report.examples.items() if col == "pricing_reason" and o.startswith("cases")
+           for k, _, _ in ex]
+    n_cases = report.differ[("cases.parquet", "pricing_reason")] + report.differ[("cases.parquet (dip)",
+                                                                                   "pricing_reason")]
+    assert n_cases == len(expected), report.text()
+    assert set(got) <= set(expected)
+    reasons = {k: v for k, v in report.differ.items() if v}
+    assert set(reasons) <= {(f"{o}{t}", col) for t in ("", " (dip)") for o, col in (
+        ("cases.parquet", "pricing_reason"), ("review.csv", "pricing_reason"), ("summary.json (month)", "reasons"))}
+
+
+@pytest.mark.xfail(strict=True, reason="reported: over-quota incomplete/short stays keep the stay's reason "
+                                       "(docs: SPECIAL_REVIEW_OVER_QUOTA)")
+def test_over_quota_reason_as_the_docs_say(demo_dir):
+    assert not _over_quota_stays(demo_dir) + _over_quota_stays(demo_dir, "dip/settled")
+
+
 def test_the_dip_region_differs_from_the_docs_only_by_the_reference_mean(demo_dir, docs_report):
     """Reported to the lead. settlement.md "DIP settlement" 2 says ratio = cost ÷ reference mean;
     demo/dip/ writes group_mean_cost = reference mean × dip_coefficient (辅助目录) and the ratio on
     that, so every DIP case whose dip_coefficient is not 1 differs in group_mean_cost and
-    cost_ratio, 47 change type, and the amounts follow. Read that way, every other value agrees."""
+    cost_ratio, some change type, and the amounts follow. Read that way, every other value
+    agrees (but the over-quota stays' reasons, above)."""
     report = docs_report
     grouped = 0
     for p in sorted((demo_dir / "dip" / "settled").glob("*/cases.parquet")):
@@ -103,7 +145,9 @@ def test_the_dip_region_differs_from_the_docs_only_by_the_reference_mean(demo_di
     assert report.differ[("cases.parquet (dip)", "group_mean_cost")] == grouped > 0
     assert report.differ[("cases.parquet (dip)", "cost_ratio")] == grouped
     as_written = check_demo(demo_dir, dip_mean_times_coefficient=True)
-    assert as_written.total_differ == 0, as_written.text()
+    over_quota = len(_over_quota_stays(demo_dir, "dip/settled"))
+    assert as_written.differ[("cases.parquet (dip)", "pricing_reason")] == over_quota
+    assert as_written.differ[("cases.parquet (dip)", "group_mean_cost")] == 0
     assert as_written.total_compared == report.total_compared
 
 
@@ -293,7 +337,9 @@ def settle_edge(demo_dir, tmp_path, payment: str, missing_date=False, rate=False
         policy = more_methods(records, policy, tmp_path)
     if not methods:  # the demo's policy without its per-diem wards and fee-for-service fallback
         policy = policy[:policy.index("[per_diem]")] + policy[policy.index("[settlement]"):]
-    policy = policy.replace("[deviation]", f'[special_review]\ncost_multiple = 4.0\npayment = "{payment}"\n\n[deviation]')
+    # the demo's review triggers with this test's payment, a multiple of 4 and no quota
+    policy = policy.replace('payment = "hold"\ncost_multiple = 5.0', f'payment = "{payment}"\ncost_multiple = 4.0')
+    policy = policy.replace("hospital_quota_share = 0.05", "hospital_quota_share = 1.0")
     policy = policy.replace("[coefficients.hospital_level]",
                             "[coefficients.hospital]\nH99010000003 = 0.95\n\n[coefficients.hospital_level]")
     if rate:  # the rate form: a published employee rate with half a cent, the resident rate from the budget
