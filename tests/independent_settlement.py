@@ -35,8 +35,15 @@ One function per documented step (settlement.md §1, §2, "Payment methods in on
 
 A rule the policy turns on that this checker does not implement raises ``RuleNotCovered``
 ("rule X not covered") instead of mismatching silently; so do case types, pricing reasons and
-payment methods in an output that it does not know. Not covered today: incomplete stays and
-readmissions, special-review decisions (a decisions file), `point_value.projected = "history"`,
+payment methods in an output that it does not know. Covered since the first checker: per-diem,
+fee-for-service, basic groups, the table's thresholds, [advance], [quality], [reserve],
+[incentives], [point_value] "policy", DIP alone, [incomplete_stays] (proportional_capped,
+normal), [readmission] (adrg or group key, flag_only, halve_earlier), [special_review] triggers
+flag, review_group, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
+the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
+step_review, read_decisions, decision_statuses, step_readmission). Not covered today: special
+review by new technology, small groups or ungroupable cases, `incomplete_stays.payment =
+"review"`, readmission `second_unpaid` or by principal diagnosis, `point_value.projected = "history"`,
 DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
 the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
 settlement. To add one, add its fields to ``COVERED`` with a function of its own and call it
@@ -184,6 +191,7 @@ KNOWN_PRICING_REASONS = {
     "FFS_UNWEIGHTED", "FFS_ZERO_COST", "ZERO_COST", "INCOMPLETE_STAY", "SHORT_STAY", "READMISSION_WITHIN_DAYS",
     "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
     "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
+    "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY",
 }
 KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
                     "incomplete_stay", "short_stay", "readmission"}
@@ -564,6 +572,10 @@ def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
     return None
 
 
+INTERIM_REASON = {"flag": "SPECIAL_REVIEW_FLAG", "review_group": "SPECIAL_REVIEW_GROUP", "cost_high": "SPECIAL_REVIEW_COST",
+                  "cost_low": "SPECIAL_REVIEW_LOW_COST", "long_stay": "SPECIAL_REVIEW_LONG_STAY"}
+
+
 def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
     """settlement.md "Special case review" 2-5: the quota (floor(share × reviewable cases), per
     hospital and region-wide; candidates by ratio descending, then id, then file order), the
@@ -608,7 +620,8 @@ def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
             c.update(review_status="held", pricing_reason="SPECIAL_REVIEW_HOLD", points=None, method="none")
         else:
             c["review_status"] = "interim"
-            c["pricing_reason"] = "SPECIAL_REVIEW_FLAG" if c["trigger"] == "flag" else "SPECIAL_REVIEW_COST"
+            # docs/reasons.md: the interim reason names the trigger
+            c["pricing_reason"] = INTERIM_REASON[c["trigger"]]
             c["points"] = base * ratio if sr["payment"] == "actual" else base
 
 
