@@ -39,10 +39,10 @@ payment methods in an output that it does not know. Covered since the first chec
 fee-for-service, basic groups, the table's thresholds, [advance], [quality], [reserve],
 [incentives], [point_value] "policy", DIP alone, [incomplete_stays] (proportional_capped,
 normal), [readmission] (adrg or group key, flag_only, halve_earlier), [special_review] triggers
-flag, review_group, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
+flag, review_group, new_technology, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
 the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
 step_review, read_decisions, decision_statuses, step_readmission). Not covered today: special
-review by new technology, small groups or ungroupable cases, `incomplete_stays.payment =
+review of small groups or of ungroupable cases, `incomplete_stays.payment =
 "review"`, readmission `second_unpaid` or by principal diagnosis, `point_value.projected = "history"`,
 DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
 the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
@@ -145,8 +145,9 @@ COVERED = {
     "special_review.low_cost_multiple": None, "special_review.los_days_above": None,
     "special_review.hospital_quota_share": None, "special_review.quota_share": None,
     "special_review.review_groups": None,
-    # not recomputed here: new technology, small groups, ungroupable cases sent to review
-    "special_review.new_technology_codes": {"__empty__"}, "special_review.min_group_cases": {0},
+    # not recomputed here: small groups, ungroupable cases sent to review
+    "special_review.new_technology_codes": None, "special_review.new_technology_column": None,
+    "special_review.min_group_cases": {0},
     "special_review.ungroupable": {False},
     "incomplete_stays.dispositions": None, "incomplete_stays.payment": {"proportional_capped", "normal"},
     "incomplete_stays.short_stay_days": None, "incomplete_stays.short_stay_payment": {"proportional_capped", "normal"},
@@ -191,7 +192,7 @@ KNOWN_PRICING_REASONS = {
     "FFS_UNWEIGHTED", "FFS_ZERO_COST", "ZERO_COST", "INCOMPLETE_STAY", "SHORT_STAY", "READMISSION_WITHIN_DAYS",
     "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
     "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
-    "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY",
+    "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY", "SPECIAL_REVIEW_NEW_TECH",
 }
 KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
                     "incomplete_stay", "short_stay", "readmission"}
@@ -563,6 +564,13 @@ def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
         return "flag"
     if sr["review_groups"] and row is not None and _flagged(row.get("review_group")):
         return "review_group"
+    procs = rec.get("procedures")
+    if isinstance(procs, str):
+        procs = procs.replace(",", " ").replace(";", " ").replace("|", " ").split()
+    procs = [] if procs is None or (isinstance(procs, float) and math.isnan(procs)) else [str(x) for x in procs]
+    if any(p in [str(x) for x in sr["new_technology_codes"]] for p in procs) or _flagged(
+            rec.get(sr["new_technology_column"])):
+        return "new_technology"
     if float(sr["cost_multiple"]) > 0 and ratio > float(sr["cost_multiple"]):
         return "cost_high"
     if float(sr["low_cost_multiple"]) > 0 and ratio < float(sr["low_cost_multiple"]):
@@ -573,7 +581,8 @@ def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
 
 
 INTERIM_REASON = {"flag": "SPECIAL_REVIEW_FLAG", "review_group": "SPECIAL_REVIEW_GROUP", "cost_high": "SPECIAL_REVIEW_COST",
-                  "cost_low": "SPECIAL_REVIEW_LOW_COST", "long_stay": "SPECIAL_REVIEW_LONG_STAY"}
+                  "cost_low": "SPECIAL_REVIEW_LOW_COST", "long_stay": "SPECIAL_REVIEW_LONG_STAY",
+                  "new_technology": "SPECIAL_REVIEW_NEW_TECH"}
 
 
 def step_review(cases: list[dict], policy, decisions: dict | None) -> None:

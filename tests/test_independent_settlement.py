@@ -22,8 +22,10 @@ from independent_settlement import (
     check_demo,
     check_month,
     check_year,
+    decision_statuses,
     dip_table,
     largest_remainder,
+    read_decisions,
     read_policy,
     recompute_month,
     step_advance,
@@ -608,3 +610,79 @@ def test_the_dip_month_worked_by_hand():
     year = step_annual({"2026-10": month}, {**policy, "budget": {"employee": {"2026": 40_000.00}}}, "2026", dip=True)
     assert [year["hospitals"][(x, "employee")]["payment"] for x in ("H1", "H2")] == [3_667_631, 1_332_369]
     assert [year["hospitals"][(x, "employee")]["balance"] for x in ("H1", "H2")] == [-1, 1]
+
+
+SECTION_3 = {"region": {"base_points": 100}, "coefficients": {"default": 1.0, "level": {"3A": 1.0},
+                                                              "hospital_level": {"H1": "3A"}, "hospital": {"H2": 0.9}},
+             "deviation": {"high_bands": [{"below": 2.0, "k": 3.0}, {"k": 2.0}], "low_k": 0.4},
+             "budget": {"employee": {"2026-10": 20_000.00}}}
+
+
+def test_the_stays_and_readmissions_month_worked_by_hand():
+    """settlement.md "Incomplete stays and readmissions", from the doc's numbers."""
+    policy = with_defaults({**SECTION_3, "incomplete_stays": {"dispositions": ["2", "4", "5"], "short_stay_days": 2,
+                                                              "short_stay_payment": "normal"},
+                            "readmission": {"days": 15, "key": "adrg", "payment": "halve_earlier", "share": 0.5}})
+    rows = [("1", "H1", "P1", "ES21", "10-01", "10-05", "1", 4, 8_000, 1_000),
+            ("2", "H1", "P1", "ES23", "10-20", "10-25", "1", 5, 15_000, 1_500),
+            ("3", "H1", "P2", "FM19", "10-02", "10-06", "2", 4, 10_000, 1_000),
+            ("4", "H2", "P3", "FM19", "10-03", "10-12", "5", 9, 40_000, 2_000),
+            ("5", "H2", "P4", "ES21", "10-10", "10-11", "1", 1, 3_000, 300),
+            ("6", "H2", "P1", "ES21", "10-08", "10-14", "1", 6, 9_000, 900),
+            ("7", "H1", "P5", "ES21", "10-15", "10-18", "1", 3, 0, 0),
+            ("8", "H1", "P6", "ES21", "10-04", "10-09", "1", 5, 5_000, 500),
+            ("8", "H1", "P6", "ES21", "10-04", "10-09", "1", 5, 5_000, 500)]
+    records = pd.DataFrame([{"id": i, "hospital_id": h, "patient_id": pt, "drg": g, "status": "grouped",
+                             "admission_date": f"2026-{a}", "discharge_date": f"2026-{d}",
+                             "discharge_disposition": disp, "los_days": float(los), "total_cost": float(cost),
+                             "personal_share": float(sh), "fund": "employee"}
+                            for i, h, pt, g, a, d, disp, los, cost, sh in rows])
+    weights = pd.DataFrame({"drg": ["ES21", "ES23", "FM19"], "weight": [1.0, 1.5, 2.5],
+                            "mean_cost": [10_000.0, 15_000.0, 25_000.0]})
+    month = recompute_month(records, None, weights, policy, "2026-10")
+    cases = month["cases"]
+    assert [None if c["points"] is None else round(c["points"], 9) for c in cases] == \
+        [50, 150, 100, 225, 90, 90, None, None, None]
+    assert [c["pricing_reason"] for c in cases] == [
+        "READMISSION_EARLIER_STAY", "READMISSION_WITHIN_DAYS", "INCOMPLETE_STAY", "INCOMPLETE_STAY", "SHORT_STAY",
+        "PRICED_NORMAL", "ZERO_COST", "DUPLICATE_SETTLEMENT_ID", "DUPLICATE_SETTLEMENT_ID"]
+    assert cases[1]["readmission_of"] == "1"
+    assert [c["amount"] for c in cases[:6]] == [189_362, 568_085, 378_723, 852_128, 340_851, 340_851]
+    h1, h2 = month["hospitals"][("H1", "employee")], month["hospitals"][("H2", "employee")]
+    assert (h1["cases"], h1["unpriced_cases"], h1["unpriced_cost"], h1["payment"], h1["amount_due"]) == \
+        (3, 3, 1_000_000, 1_136_170, 786_170)
+    assert (h2["cases"], h2["payment"], h2["amount_due"]) == (3, 1_533_830, 1_213_830)
+
+
+def test_the_special_review_month_worked_by_hand(tmp_path):
+    """settlement.md "Special case review": the quota, revision 1 (held), the decisions, revision 2."""
+    policy = with_defaults({"region": {"base_points": 100}, "deviation": {"high_bands": [{"k": 3.0}], "low_k": 0.4},
+                            "budget": {"employee": {"2026-10": 20_000.00}},
+                            "special_review": {"cost_multiple": 4.0, "low_cost_multiple": 0.2, "los_days_above": 60,
+                                               "new_technology_codes": ["NT01"], "payment": "hold",
+                                               "hospital_quota_share": 0.5}})
+    rows = [("1", "H1", "A", 9_000, 1_000, 8, []), ("2", "H1", "A", 50_000, 2_000, 20, ["X1"]),
+            ("3", "H1", "B", 2_000, 200, 3, []), ("4", "H1", "B", 22_000, 2_000, 70, ["X2"]),
+            ("5", "H2", "A", 12_000, 1_000, 10, ["NT01", "X3"]), ("6", "H2", "B", 18_000, 1_800, 12, [])]
+    records = pd.DataFrame([{"id": i, "hospital_id": h, "drg": g, "status": "grouped", "total_cost": float(cost),
+                             "personal_share": float(sh), "los_days": float(los), "procedures": pr,
+                             "fund": "employee", "discharge_date": "2026-10-20"} for i, h, g, cost, sh, los, pr in rows])
+    weights = pd.DataFrame({"drg": ["A", "B"], "weight": [1.0, 2.0], "mean_cost": [10_000.0, 20_000.0]})
+    first = recompute_month(records, None, weights, policy, "2026-10")
+    cases = first["cases"]
+    assert [c.get("trigger") for c in cases] == [None, "cost_high", "cost_low", "long_stay", "new_technology", None]
+    assert [c.get("review_status") for c in cases] == [None, "held", "over_quota", "held", "held", None]
+    assert [c["points"] for c in cases] == [100, None, 20, None, None, 200]
+    assert [c["amount"] for c in cases if c["points"] is not None] == [718_750, 143_750, 1_437_500]
+    assert [h["amount_due"] for h in first["hospitals"].values()] == [742_500, 1_257_500]
+    assert [h["held_cases"] for h in first["hospitals"].values()] == [2, 1]
+    (tmp_path / "d.csv").write_text("id,decision,points\n2,points,400\n4,normal,\n5,actual,\n99,normal,\n3,normal,\n"
+                                    "6,maybe,\n", encoding="utf-8")
+    decisions, rows_read = read_decisions(tmp_path / "d.csv")
+    second = recompute_month(records, None, weights, policy, "2026-10", decisions=decisions)
+    assert [round(c["points"], 9) for c in second["cases"]] == [100, 400, 20, 200, 120, 200]
+    assert [c["amount"] for c in second["cases"]] == [269_231, 1_076_923, 53_846, 538_462, 323_077, 538_461]
+    assert [h["amount_due"] for h in second["hospitals"].values()] == [1_418_462, 581_538]
+    assert decision_statuses(rows_read, second["cases"]) == [
+        ("2", "applied", ""), ("4", "applied", ""), ("5", "applied", ""), ("99", "refused", "DECISION_UNKNOWN_ID"),
+        ("3", "refused", "DECISION_NOT_UNDER_REVIEW"), ("6", "refused", "DECISION_MALFORMED")]
