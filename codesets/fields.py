@@ -137,7 +137,7 @@ def pricing_problems(columns: dict, n: int, fund_labels=None) -> list[Problem]:
     BAD_COST (total cost missing, unreadable, not finite or negative), BAD_PERSONAL_SHARE
     (unreadable or negative), UNKNOWN_FUND (the fund label is none of ``fund_labels``, the
     policy's labels; not checked without them), MISSING_HOSPITAL, BAD_DISCHARGE_DATE (a
-    discharge date whose month cannot be read). A column pricing requires that is absent
+    discharge date missing or whose month cannot be read). A column pricing requires that is absent
     is a file-level error there, so no check runs on it here."""
     out: list[Problem] = []
     if "total_cost" in columns:
@@ -162,7 +162,6 @@ def pricing_problems(columns: dict, n: int, fund_labels=None) -> list[Problem]:
         out.append(Problem("MISSING_HOSPITAL", "hospital_id", _np(pc.is_null(h), True).astype(bool), h))
     if "discharge_date" in columns:
         raw = columns["discharge_date"]
-        present = _np(pc.is_valid(text(raw, n)), False).astype(bool)
-        out.append(Problem("BAD_DISCHARGE_DATE", "discharge_date",
-                           present & _np(pc.is_null(month_of(raw)), True).astype(bool), text(raw, n)))
+        out.append(Problem("BAD_DISCHARGE_DATE", "discharge_date",        # missing or unreadable
+                           _np(pc.is_null(month_of(raw)), True).astype(bool), text(raw, n)))
     return out

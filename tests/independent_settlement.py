@@ -373,7 +373,7 @@ def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: 
     if rec.get("id") in duplicates:
         return "DUPLICATE_SETTLEMENT_ID"
     # a missing date cannot show the case is in the period: BAD_DISCHARGE_DATE by the docs
-    # (drgdip prices such a case: reported, test_a_record_without_a_discharge_date_is_not_priced)
+    # (settlement.md "What happens to the cases the rules above do not name"; drgdip agrees since main 931d07b)
     d = _parse_date(rec.get("discharge_date"))
     if d is None:
         return "BAD_DISCHARGE_DATE"

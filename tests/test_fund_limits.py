@@ -313,7 +313,7 @@ def test_the_cases_the_rules_do_not_name_as_documented():
     c = DOC_CASES.append_column("special_review", pa.array(["", "1", "", "", "", ""]))
     c = c.set_column(1, "hospital_id", pa.array(["H1", "H1", "H1", None, "H2", "H2"]))
     c = c.set_column(2, "fund", pa.array(["employee", "employee", "employee", "employee", "xx", "employee"]))
-    c = c.set_column(3, "discharge_date", pa.array([None, "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05",
+    c = c.set_column(3, "discharge_date", pa.array(["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05",
                                                     "2026-10-06"]))
     p = parse_policy(pol)
     s = settle_period(price_cases(c, DOC_WEIGHTS, p, period="2026-10"), p, "2026-10")
@@ -326,3 +326,14 @@ def test_the_cases_the_rules_do_not_name_as_documented():
     assert rows["H1"]["personal_share"] == "1800.00" and rows["H1"]["unpriced_cost"] == "35000.00"
     assert s.funds["employee"]["personal_share"] == 1800.00 and s.funds["employee"]["total_points"] == 180.0
     assert any("no known fund" in n for n in s.notes)
+
+
+def test_a_record_without_a_discharge_date_is_not_priced():
+    """docs/settlement.md: a missing or empty discharge date is BAD_DISCHARGE_DATE, like an unreadable one
+    (nothing shows the case is in the period; it could be paid in two months)."""
+    p = parse_policy(copy.deepcopy(DOC_POLICY))
+    c = DOC_CASES.set_column(3, "discharge_date", pa.array([None, "", "2026-10-02", "2026-02-30", "2026-10-05",
+                                                            "2026-10-06"]))
+    reasons = price_cases(c, DOC_WEIGHTS, p, period="2026-10")["pricing_reason"].to_pylist()
+    assert reasons[:2] == ["BAD_DISCHARGE_DATE", "BAD_DISCHARGE_DATE"] and reasons[3] == "BAD_DISCHARGE_DATE"
+    assert reasons[2] != "BAD_DISCHARGE_DATE"

@@ -409,11 +409,12 @@ def test_more_payment_method_rules_recomputed(demo_dir, tmp_path):
     assert cases.loc[3, "case_type"] != "normal"
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a record with no discharge date is priced in the period "
-                                       "(settlement.md §1.2 lists unreadable dates as BAD_DISCHARGE_DATE)")
 def test_a_record_without_a_discharge_date_is_not_priced(demo_dir, tmp_path):
     report = settle_edge(demo_dir, tmp_path, "actual", missing_date=True)
     assert report.differ[("cases.parquet", "pricing_reason")] == 0, report.text()
+    assert report.total_differ == 0, report.text()
+    cases = pq.read_table(tmp_path / "out" / "cases.parquet").to_pandas()
+    assert cases.loc[16, "pricing_reason"] == "BAD_DISCHARGE_DATE"
 
 
 # --- the worked examples of the rules added since (settlement.md "Payment methods", §7-§9, DIP) ---

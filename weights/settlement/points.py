@@ -172,10 +172,10 @@ def _screen(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_colu
         unpriced(dup, "DUPLICATE_SETTLEMENT_ID")
     if period is not None and "discharge_date" in cols:
         month = month_of(cases[cols["discharge_date"]])
-        present = _np(pc.is_valid(text(cases[cols["discharge_date"]], n)), False)
-        unpriced(present & _np(pc.is_null(month), True), "BAD_DISCHARGE_DATE")
+        # missing, empty or unreadable: nothing shows the case is in this period (it could be paid twice)
+        unpriced(_np(pc.is_null(month), True), "BAD_DISCHARGE_DATE")
         inside = pc.starts_with(month, period) if len(period) == 4 else pc.equal(month, period)
-        unpriced(present & ~_np(inside, False), "OUT_OF_PERIOD")
+        unpriced(~_np(inside, False), "OUT_OF_PERIOD")
 
     # --- hospital coefficient: looked up once per distinct hospital
     henc = pc.dictionary_encode(hosp)
