@@ -80,6 +80,19 @@ def plant_current_year(scheme, seed: int, year: int, hospitals: int, records_per
     return planted.records.filter(inside), planted.truth, int(planted.records.num_rows - pc.sum(inside).as_py())
 
 
+def plant_refused(records: pa.Table) -> pa.Table:
+    """A month's records with two that the settlement must refuse, never pay: the first
+    record written twice (the same settlement id, DUPLICATE_SETTLEMENT_ID on both copies)
+    and the second one's total cost set to 0 (ZERO_COST). ``[demo] refused_month``."""
+    if records.num_rows < 2:
+        return records
+    i = records.schema.get_field_index("total_cost")
+    cost = records.column(i).to_pylist()
+    cost[1] = 0.0
+    t = records.set_column(i, "total_cost", pa.array(cost, records.schema.field(i).type))
+    return pa.concat_tables([t, t.slice(0, 1)])
+
+
 def _policy_text(template: str, grouped: pa.Table, hospitals: pa.Table, year: int, share: float) -> str:
     """The template plus budgets (share × each fund's cost less personal share, per month and year)
     and each hospital's level."""
@@ -192,7 +205,8 @@ def run_demo(out_dir, seed: int = 2024, progress: bool = True, records_per_month
             period = f"{year}-{m:02d}"
             bar.set_postfix_str(f"settling {period}")
             path = out / "data" / f"{period}.parquet"
-            write_table(current.filter(pc.equal(month, period)), path)
+            records = current.filter(pc.equal(month, period))
+            write_table(plant_refused(records) if m == int(d.get("refused_month", 0)) else records, path)
             kw = dict(policy_path=policy_path, weights_path=weights_path, ledger_path=ledger,
                       out=out / "settled" / period, scheme=str(TEACHING_SCHEME), quiet=True,
                       benefits=out / "benefits.parquet")

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -217,8 +218,10 @@ def test_benefits_beside_the_settlement(demo):
     out = demo["out"]
     b = pq.read_table(out / "benefits.parquet")
     months = [pq.read_table(out / "data" / f"2024-{m:02d}.parquet") for m in range(1, 13)]
-    assert b.num_rows == sum(t.num_rows for t in months)
-    assert sorted(b["id"].to_pylist()) == sorted(i for t in months for i in t["id"].to_pylist())
+    ids = [i for t in months for i in t["id"].to_pylist()]
+    # one stay written twice in the refused month ([demo] refused_month): one benefits row for it
+    assert len(ids) == len(set(ids)) + 1 and b.num_rows == len(set(ids))
+    assert sorted(b["id"].to_pylist()) == sorted(set(ids))
     ok = b.filter(pc.not_equal(b["status"], "invalid"))
     parts = [ok[c].to_numpy() for c in ("fund_basic_cents", "fund_critical_cents", "assistance_cents", "patient_cents")]
     assert (sum(parts) == ok["total_cost_cents"].to_numpy()).all()
@@ -340,3 +343,16 @@ def test_the_year_settled_again_as_a_dip_region(demo):
     assert hits and all(c["group_mean_cost"] == pytest.approx(means[(c["dip_group"], str(levels[c["hospital_id"]]))]
                                                               * c["dip_coefficient"]) for c in hits)
     assert (dip / "report.html").stat().st_size > 0
+
+
+def test_the_demo_refuses_a_duplicate_and_a_zero_cost_record(demo):
+    """[demo] refused_month: a record written twice and one of cost 0 are listed, never paid, in the
+    DRG and the DIP region alike."""
+    for folder in (demo["out"], demo["out"] / "dip"):
+        t = pq.read_table(folder / "settled" / "2024-12" / "cases.parquet")
+        reason = t["pricing_reason"].to_pylist()
+        assert reason.count("DUPLICATE_SETTLEMENT_ID") == 2 and reason.count("ZERO_COST") == 1
+        bad = t.filter(pc.is_in(t["pricing_reason"], pa.array(["DUPLICATE_SETTLEMENT_ID", "ZERO_COST"])))
+        assert bad["points"].null_count == 3 and bad["amount"].null_count == 3
+        review = (folder / "settled" / "2024-12" / "review.csv").read_text(encoding="utf-8")
+        assert review.count("DUPLICATE_SETTLEMENT_ID") == 2 and "ZERO_COST" in review
