@@ -5,25 +5,54 @@ docs/report.md, docs/reasons.md), without reading or importing ``drgdip.weights`
 tests that someone could recompute every point and every cent from the docs. Only
 pyarrow, pandas, decimal, fractions, math, sqlite3 and tomllib are used.
 
-One function per documented step (settlement.md §1, §2):
+One function per documented step (settlement.md §1, §2, "Payment methods in one point pool",
+§7-§9, "DIP settlement"; policy.md):
 
     read_policy                 policy.md: defaults + the region's file; refuses rules it does not know
     step_personal_share         settlement.md "settle --benefits": the share from the benefits file
     step_fund                   policy.md [funds]
     step_unpriced_reason        settlement.md §1.2: why a case cannot be priced
-    step_coefficient            policy.md [coefficients]
-    step_case_points            settlement.md §1.2, policy.md [deviation], [special_review]
+    step_record_problem         "Which rule prices a case" 1: the record's own problems
+    step_coefficient            policy.md [coefficients] (basic_codes: [basic_groups])
+    step_per_diem_ward          policy.md [per_diem]: the first ward that matches
+    step_per_diem               per-diem points, short stays, no days
+    step_ffs_class              policy.md [fee_for_service]: ambiguous, ungroupable, unweighted
+    step_fee_for_service        fee-for-service points (FFS_ZERO_COST)
+    step_dip_group              "DIP settlement" 1-2: the catalogue's score, the reference mean
+    step_case_points            settlement.md §1.2, [deviation] (the table's low_k / high_k),
+                                [special_review], [dip_settlement] thresholds
+    step_dip_total              "DIP settlement" 3: T = budget ÷ reimbursement ratio
     step_case_amounts           settlement.md §1.3, §1.4, §2 (largest remainder per fund)
     step_hospitals              settlement.md §1.4, §5 (hospitals.csv)
     step_withholding            settlement.md §2 (largest remainder over a fund's hospitals)
+    step_advance                policy.md [advance], §7-§8: the months' held share
     step_fund_summary           settlement.md §5 (summary.json)
-    step_annual                 settlement.md §1.6, §2 (annual payments, bands)
+    step_incentives             policy.md [incentives], §9: indices and coefficients
+    step_quality                policy.md [quality], §7-§8: refund by the scores file
+    step_reserve_cap            policy.md [reserve], §7-§8: reserve, cap and its cut
+    step_projected              policy.md [point_value]: the projected point value
+    step_annual                 settlement.md §1.6, §1.7, §2 (annual payments, bands, the above)
 
 A rule the policy turns on that this checker does not implement raises ``RuleNotCovered``
-("rule X not covered") instead of mismatching silently. To add a rule (per-diem,
-fee-for-service, incomplete stays, readmission, special-review decisions, reserve cap,
-advance share, quality refund, DIP), add its fields to ``COVERED`` with a function of its
-own and call it from ``recompute_month`` / ``recompute_year``.
+("rule X not covered") instead of mismatching silently; so do case types, pricing reasons and
+payment methods in an output that it does not know. Covered since the first checker: per-diem,
+fee-for-service, basic groups, the table's thresholds, [advance], [quality], [reserve],
+[incentives], [point_value] "policy", DIP alone, [incomplete_stays] (proportional_capped,
+normal), [readmission] (adrg or group key, flag_only, halve_earlier), [special_review] triggers
+flag, review_group, new_technology, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
+the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
+step_review, read_decisions, decision_statuses, step_readmission). Not covered today: special
+review of small groups or of ungroupable cases, `incomplete_stays.payment =
+"review"`, readmission `second_unpaid` or by principal diagnosis, `point_value.projected = "history"`,
+DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
+the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
+settlement. To add one, add its fields to ``COVERED`` with a function of its own and call it
+from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
+
+The DIP grouping itself (dip_group, dip_coefficient: dip.md) is taken from the output, as the
+DRG region's drg is taken from the records; its score must be the catalogue's.
+``dip_mean_times_coefficient`` reads the reference mean as drgdip does (× dip_coefficient),
+which the docs do not say: reported, see the test module.
 
 ``check_demo(folder)`` compares everything with the demo's outputs and returns a
 ``Report``: per output and column, values compared and values that differ (with examples).
@@ -31,6 +60,7 @@ Run as a script: ``python tests/independent_settlement.py DEMO_FOLDER``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -65,10 +95,34 @@ DOC_DEFAULTS = {
     "deviation": {"high_bands": [{"k": 3.0}], "high_payment": "add_on", "high_add_on_share": 1.0,
                   "high_cap": 5.0, "low_k": 0.4, "low_payment": "proportional", "low_deduction": 0.0,
                   "group_mean": "table"},
-    "special_review": {"flag_column": "special_review", "cost_multiple": 0.0, "payment": "actual"},
+    "special_review": {"flag_column": "special_review", "cost_multiple": 0.0, "payment": "actual",
+                       "low_cost_multiple": 0.0, "los_days_above": 0, "new_technology_codes": [],
+                       "new_technology_column": "new_technology", "min_group_cases": 0, "review_groups": True,
+                       "ungroupable": False, "quota_share": 1.0, "hospital_quota_share": 1.0},
+    "incomplete_stays": {"dispositions": [], "payment": "proportional_capped", "short_stay_days": 0,
+                         "short_stay_payment": "proportional_capped"},
+    "readmission": {"days": 0, "key": "adrg", "adrg_chars": 3, "diagnosis_chars": 0, "same_hospital": True,
+                    "payment": "flag_only", "share": 0.5},
     "records": {"los_min_days": 1, "los_max_days": 365},
     "settlement": {"withholding_share": 0.0, "surplus_bands": [{"hospital_keeps": 1.0}],
                    "overspend_bands": [{"fund_bears": 0.0}]},
+    # settlement.md "Payment methods in one point pool", policy.md [per_diem] ... [basic_groups]
+    "per_diem": {"wards": [], "short_stay_days": 0, "short_stay": "normal", "apply_coefficient": False},
+    "fee_for_service": {"classes": [], "points_per_yuan": 0.0, "yuan_per_point": 0.0, "discount": 1.0,
+                        "apply_coefficient": False, "ambiguous_suffixes": ["QY"]},
+    "basic_groups": {"enabled": False, "coefficient": 1.0, "codes": [], "file": "", "column": "",
+                     "table_column": True},
+    # settlement.md §7-§9, policy.md "The fund's limits"
+    "reserve": {"share": 0.0, "cap": "none"},
+    "advance": {"share": 1.0},
+    "point_value": {"projected": "none", "growth": 0.0, "projected_points": {}, "projected_personal_share": {}},
+    "quality": {"bands": [{"refund": 1.0}], "missing_refund": 1.0},
+    "incentives": {},
+    # settlement.md "DIP settlement", policy.md [dip_settlement]
+    "dip_settlement": {"point_value": "settlement", "reimbursement_ratio": {}, "high_k": 2.0,
+                       "high_payment": "add_on", "high_add_on_share": 1.0, "low_k": 0.5,
+                       "low_payment": "proportional", "reference_means": "", "hospitals": [],
+                       "pool": "shared", "points_factor": 1.0},
     "weights": {"year_weights": [1], "trim": "sd", "trim_sd": 3.0, "trim_percentiles": [2.5, 97.5],
                 "min_cases": 5, "small_group_rule": "adrg"},
 }
@@ -88,9 +142,42 @@ COVERED = {
     "deviation.group_mean": {"table"},
     "special_review.flag_column": None, "special_review.cost_multiple": None,
     "special_review.payment": {"actual", "normal", "hold"},
+    "special_review.low_cost_multiple": None, "special_review.los_days_above": None,
+    "special_review.hospital_quota_share": None, "special_review.quota_share": None,
+    "special_review.review_groups": None,
+    # not recomputed here: small groups, ungroupable cases sent to review
+    "special_review.new_technology_codes": None, "special_review.new_technology_column": None,
+    "special_review.min_group_cases": {0},
+    "special_review.ungroupable": {False},
+    "incomplete_stays.dispositions": None, "incomplete_stays.payment": {"proportional_capped", "normal"},
+    "incomplete_stays.short_stay_days": None, "incomplete_stays.short_stay_payment": {"proportional_capped", "normal"},
+    "readmission.days": None, "readmission.key": {"adrg", "group"}, "readmission.adrg_chars": None,
+    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier"},
+    "readmission.share": None,
     "records.los_min_days": None, "records.los_max_days": None,
     "settlement.withholding_share": None, "settlement.surplus_bands": None,
     "settlement.overspend_bands": None,
+    "per_diem.wards": None, "per_diem.short_stay_days": None, "per_diem.short_stay": {"normal", "unpriced"},
+    "per_diem.apply_coefficient": None,
+    "fee_for_service.classes": None, "fee_for_service.points_per_yuan": None, "fee_for_service.yuan_per_point": None,
+    "fee_for_service.discount": None, "fee_for_service.apply_coefficient": None,
+    "fee_for_service.ambiguous_suffixes": None,
+    "basic_groups.enabled": None, "basic_groups.coefficient": None, "basic_groups.codes": None,
+    "basic_groups.file": None, "basic_groups.column": None, "basic_groups.table_column": None,
+    "reserve.share": None, "reserve.cap": {"none", "budget", "budget_and_reserve"},
+    "advance.share": None,
+    # history: the previous year's annual run from the ledger (not recomputed here)
+    "point_value.projected": {"none", "policy"}, "point_value.growth": None,
+    "point_value.projected_points": None, "point_value.projected_personal_share": None,
+    "quality.bands": None, "quality.missing_refund": None,
+    "incentives.cmi_bands": None, "incentives.cost_bands": None, "incentives.time_bands": None,
+    # DIP alone (no DRG/DIP mix: hospitals = [], pool shared)
+    "dip_settlement.point_value": {"settlement", "budget_personal"}, "dip_settlement.reimbursement_ratio": None,
+    "dip_settlement.high_k": None, "dip_settlement.high_payment": {"add_on", "actual", "none"},
+    "dip_settlement.high_add_on_share": None, "dip_settlement.low_k": None,
+    "dip_settlement.low_payment": {"proportional", "none"}, "dip_settlement.reference_means": None,
+    "dip_settlement.hospitals": {"__empty__"}, "dip_settlement.pool": {"shared"},
+    "dip_settlement.points_factor": None,
     # weights are computed before settlement; the checker takes the demo's weight table as input
     "weights.year_weights": None, "weights.trim": None, "weights.trim_sd": None,
     "weights.trim_percentiles": None, "weights.min_cases": None, "weights.small_group_rule": None,
@@ -101,10 +188,25 @@ KNOWN_PRICING_REASONS = {
     "SPECIAL_REVIEW_HOLD", "INVALID_RECORD", "NOT_GROUPED", "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED",
     "BAD_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_DISCHARGE_DATE",
     "OUT_OF_PERIOD", "NO_GROUP_MEAN_COST", "BAD_LOS", "DUPLICATE_SETTLEMENT_ID",
+    "PER_DIEM_WARD", "PER_DIEM_SHORT_STAY", "PER_DIEM_NO_DAYS", "FFS_AMBIGUOUS", "FFS_UNGROUPABLE",
+    "FFS_UNWEIGHTED", "FFS_ZERO_COST", "ZERO_COST", "INCOMPLETE_STAY", "SHORT_STAY", "READMISSION_WITHIN_DAYS",
+    "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
+    "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
+    "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY", "SPECIAL_REVIEW_NEW_TECH",
 }
-KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced"}
+KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
+                    "incomplete_stay", "short_stay", "readmission"}
+KNOWN_METHODS = {"drg", "dip", "per_diem", "fee_for_service", "none"}
 KNOWN_CASE_COLUMNS = ["fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
                       "case_type", "pricing_reason", "points", "amount", "fund_amount"]
+
+
+def with_defaults(policy: dict) -> dict:
+    """A policy given as a dict (the worked examples' parts) over the documented defaults."""
+    out = json.loads(json.dumps(DOC_DEFAULTS))
+    for section, fields in policy.items():
+        out.setdefault(section, {}).update(fields)
+    return out
 
 
 def read_policy(path) -> dict:
@@ -123,7 +225,7 @@ def read_policy(path) -> dict:
             allowed = COVERED[key]
             if allowed == {"__empty__"}:
                 if value:
-                    raise RuleNotCovered(f"rule {key} not covered (rate form)")
+                    raise RuleNotCovered(f"rule {key} not covered (a non-empty value)")
             elif allowed is not None and value not in allowed:
                 raise RuleNotCovered(f"rule {key} = {value!r} not covered")
             policy[section][name] = value
@@ -256,6 +358,8 @@ def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: 
     cost = rec.get("total_cost")
     if isnull(cost) or cost < 0:
         return "BAD_COST"
+    if cost == 0:
+        return "ZERO_COST"  # settlement.md "Incomplete stays and readmissions": refused, never priced at zero
     if share is None:
         return "BAD_PERSONAL_SHARE"
     if fund is None:
@@ -269,7 +373,7 @@ def step_unpriced_reason(rec: dict, fund: str | None, share: int | None, table: 
     if rec.get("id") in duplicates:
         return "DUPLICATE_SETTLEMENT_ID"
     # a missing date cannot show the case is in the period: BAD_DISCHARGE_DATE by the docs
-    # (drgdip prices such a case: reported, test_a_record_without_a_discharge_date_is_not_priced)
+    # (settlement.md "What happens to the cases the rules above do not name"; drgdip agrees since main 931d07b)
     d = _parse_date(rec.get("discharge_date"))
     if d is None:
         return "BAD_DISCHARGE_DATE"
@@ -291,41 +395,54 @@ def _flagged(value) -> bool:
     return not isnull(value) and str(value).strip().lower() in {"1", "true", "yes", "是"}
 
 
-def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: float, flag, policy):
+def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: float, flag, policy,
+                     own_k: tuple = (None, None), dip_score: float | None = None):
     """settlement.md §1.2 and policy.md [deviation], [special_review]: base points, ratio,
-    case type, pricing reason and points (float64, left to right as the docs write them)."""
+    case type, pricing reason and points (float64, left to right as the docs write them).
+    own_k: the weight table's (low_k, high_k) of the group (policy.md "Weight-table
+    thresholds"); dip_score: a DIP case's adjusted score (settlement.md "DIP settlement" 2,
+    thresholds and payments of [dip_settlement])."""
     dev, sr = policy["deviation"], policy["special_review"]
-    # settlement.md §1.2: base points of the policy (100 or 1000; 1 in the rate form)
-    base_points = 1.0 if policy["region"]["form"] == "rate" else float(policy["region"]["base_points"])
-    base = weight * base_points * coefficient
+    if dip_score is not None:
+        dip = policy["dip_settlement"]
+        base = dip_score * 100 * coefficient  # weight (adjusted score ÷ 100) × 100 × coefficient
+        k, low_k = float(dip["high_k"]), float(dip["low_k"])
+        high_pay, share, low_pay = dip["high_payment"], float(dip["high_add_on_share"]), dip["low_payment"]
+    else:
+        # settlement.md §1.2: base points of the policy (100 or 1000; 1 in the rate form)
+        base_points = 1.0 if policy["region"]["form"] == "rate" else float(policy["region"]["base_points"])
+        base = weight * base_points * coefficient
+        k = _k_high(weight, policy)
+        low_k = float(dev["low_k"])
+        if own_k[0] is not None and not isnull(own_k[0]) and own_k[0] > 0:
+            low_k = float(own_k[0])
+        if own_k[1] is not None and not isnull(own_k[1]) and own_k[1] > 0:
+            k = float(own_k[1])
+        high_pay, share, low_pay = dev["high_payment"], float(dev["high_add_on_share"]), dev["low_payment"]
     ratio = cost / mean_cost
-    k = _k_high(weight, policy)
     cm = float(sr["cost_multiple"])
     if _flagged(flag) or (cm > 0 and ratio > cm):
         reason = "SPECIAL_REVIEW_FLAG" if _flagged(flag) else "SPECIAL_REVIEW_COST"
         pay = sr["payment"]
         if pay == "hold":
-            # listed, not paid: case type special_review without points (the docs do not name
-            # the case type of a held case: ambiguity A14)
+            # listed, not paid: case type special_review without points (settlement.md §1.2)
             return base, ratio, "special_review", "SPECIAL_REVIEW_HOLD", None
         points = base * ratio if pay == "actual" else base
         return base, ratio, "special_review", reason, points
     if ratio > k:
-        pay = dev["high_payment"]
-        if pay == "add_on":
-            points = base * (1 + float(dev["high_add_on_share"]) * (ratio - k))
-        elif pay == "actual":
+        if high_pay == "add_on":
+            points = base * ((ratio - k) * share + 1) if dip_score is not None else base * (1 + share * (ratio - k))
+        elif high_pay == "actual":
             points = base * ratio
-        elif pay == "cap":
+        elif high_pay == "cap":
             points = base * min(ratio, float(dev["high_cap"]))
         else:
             points = base
         return base, ratio, "high_cost", "HIGH_COST_CASE", points
-    if ratio < float(dev["low_k"]):
-        pay = dev["low_payment"]
-        if pay == "proportional":
+    if ratio < low_k:
+        if low_pay == "proportional":
             points = base * ratio
-        elif pay == "deduction":
+        elif low_pay == "deduction":
             points = base * (1 - float(dev["low_deduction"]))
         else:
             points = base
@@ -333,9 +450,254 @@ def step_case_points(weight: float, mean_cost: float, cost: float, coefficient: 
     return base, ratio, "normal", "PRICED_NORMAL", base
 
 
-def step_case_amounts(cases: list[dict], budget_cents: dict) -> dict:
-    """settlement.md §1.3-1.4, §2: per fund T = budget + Σ personal share of the priced cases;
-    case amount by largest remainder of T × pᵢ / Σ p (exact points), fund_amount = amount − share."""
+RECORD_REASONS = {"INVALID_RECORD", "BAD_COST", "ZERO_COST", "BAD_PERSONAL_SHARE", "UNKNOWN_FUND", "MISSING_HOSPITAL", "BAD_LOS",
+                  "DUPLICATE_SETTLEMENT_ID", "BAD_DISCHARGE_DATE", "OUT_OF_PERIOD"}
+GROUP_REASONS = {"NOT_GROUPED", "GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED"}
+
+
+def step_record_problem(rec: dict, fund, share, policy, period: str, duplicates: set) -> str | None:
+    """"Which rule prices a case" 1: the record problems, in §1.2's order without the group's."""
+    stub = {"weight": 1.0, "mean_cost": 1.0}
+    return step_unpriced_reason(dict(rec, status="grouped", drg="x"), fund, share, {"x": stub}, policy, period,
+                                duplicates) if rec.get("status") != "invalid" else "INVALID_RECORD"
+
+
+def _principal_diagnosis(rec) -> str:
+    d = rec.get("diagnoses")
+    if d is None or (isinstance(d, float) and math.isnan(d)):
+        return ""
+    if isinstance(d, str):
+        return d.replace("|", ",").replace(";", ",").split(",")[0].strip()
+    d = list(d)
+    return str(d[0]) if d else ""
+
+
+def step_per_diem_ward(rec: dict, group_code, policy) -> dict | None:
+    """policy.md [per_diem]: the first ward that matches (any of its lists, and longer than
+    longer_than_days when set)."""
+    los = rec.get("los_days")
+    for ward in policy["per_diem"]["wards"]:
+        lists = [ward.get("departments", []), ward.get("diagnosis_prefixes", []), ward.get("groups", [])]
+        if any(lists):
+            dept = "" if isnull(rec.get("dept")) else str(rec.get("dept"))
+            dx = _principal_diagnosis(rec).upper()
+            g = "" if isnull(group_code) else str(group_code)
+            meets = (dept in ward.get("departments", [])
+                     or any(dx.startswith(x.upper()) for x in ward.get("diagnosis_prefixes", []))
+                     or any(g.startswith(x) for x in ward.get("groups", []) if g))
+        else:
+            meets = True
+        longer = float(ward.get("longer_than_days", 0))
+        if longer > 0:
+            meets = meets and not isnull(los) and los > longer
+        if meets:
+            return ward
+    return None
+
+
+def step_per_diem(rec: dict, ward: dict, coefficient: float, policy):
+    """(reason, points) of a case a ward matched, or None when its short stay goes on to the
+    next rules (short_stay = "normal")."""
+    pd_ = policy["per_diem"]
+    los = rec.get("los_days")
+    if isnull(los) or los <= 0:
+        return "PER_DIEM_NO_DAYS", None
+    if pd_["short_stay_days"] and los <= pd_["short_stay_days"]:
+        return None if pd_["short_stay"] == "normal" else ("PER_DIEM_SHORT_STAY", None)
+    points = los * float(ward["points_per_day"])
+    if pd_["apply_coefficient"]:
+        points = points * coefficient
+    return "PER_DIEM_WARD", points
+
+
+def step_ffs_class(rec: dict, group_reason, group_code, policy) -> str | None:
+    """policy.md [fee_for_service] classes, in the order ambiguous, ungroupable, unweighted."""
+    ffs = policy["fee_for_service"]
+    g = "" if isnull(group_code) else str(group_code).upper()
+    if "ambiguous" in ffs["classes"] and (rec.get("status") == "ambiguous" or (
+            g and any(g.endswith(x.upper()) for x in ffs["ambiguous_suffixes"]))):
+        return "FFS_AMBIGUOUS"
+    if "ungroupable" in ffs["classes"] and group_reason == "NOT_GROUPED" and rec.get("status") != "invalid":
+        return "FFS_UNGROUPABLE"
+    if "unweighted" in ffs["classes"] and group_reason in ("GROUP_NOT_IN_TABLE", "GROUP_NOT_PRICED"):
+        return "FFS_UNWEIGHTED"
+    return None
+
+
+def step_fee_for_service(cost: float, coefficient: float, policy):
+    """points = cost × points_per_yuan × discount, or cost ÷ yuan_per_point × discount;
+    a cost of 0 is never priced (FFS_ZERO_COST)."""
+    ffs = policy["fee_for_service"]
+    if cost == 0:
+        return None
+    if float(ffs["points_per_yuan"]) > 0:
+        points = cost * float(ffs["points_per_yuan"]) * float(ffs["discount"])
+    else:
+        points = cost / float(ffs["yuan_per_point"]) * float(ffs["discount"])
+    if ffs["apply_coefficient"]:
+        points = points * coefficient
+    return points
+
+
+def step_stay_rule(rec: dict, base, ratio, ordinary: tuple, policy) -> tuple:
+    """policy.md [incomplete_stays]: an incomplete stay (its discharge_disposition listed), else
+    a short stay (los_days < short_stay_days), paid base × min(ratio, 1) or base."""
+    st = policy["incomplete_stays"]
+    disp = rec.get("discharge_disposition")
+    disp = None if isnull(disp) else str(disp).strip()
+    los = rec.get("los_days")
+    if disp is not None and disp in [str(d) for d in st["dispositions"]]:
+        kind, reason, pay = "incomplete_stay", "INCOMPLETE_STAY", st["payment"]
+    elif st["short_stay_days"] and not isnull(los) and los < st["short_stay_days"]:
+        kind, reason, pay = "short_stay", "SHORT_STAY", st["short_stay_payment"]
+    else:
+        return ordinary
+    return kind, reason, base * min(ratio, 1) if pay == "proportional_capped" else base
+
+
+def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
+    """policy.md [special_review]: the first trigger of flag, review_group, cost_high,
+    cost_low, long_stay (new_technology, small_group and ungroupable are not covered)."""
+    sr = policy["special_review"]
+    los = rec.get("los_days")
+    if _flagged(flag):
+        return "flag"
+    if sr["review_groups"] and row is not None and _flagged(row.get("review_group")):
+        return "review_group"
+    procs = rec.get("procedures")
+    if isinstance(procs, str):
+        procs = procs.replace(",", " ").replace(";", " ").replace("|", " ").split()
+    procs = [] if procs is None or (isinstance(procs, float) and math.isnan(procs)) else [str(x) for x in procs]
+    if any(p in [str(x) for x in sr["new_technology_codes"]] for p in procs) or _flagged(
+            rec.get(sr["new_technology_column"])):
+        return "new_technology"
+    if float(sr["cost_multiple"]) > 0 and ratio > float(sr["cost_multiple"]):
+        return "cost_high"
+    if float(sr["low_cost_multiple"]) > 0 and ratio < float(sr["low_cost_multiple"]):
+        return "cost_low"
+    if sr["los_days_above"] and not isnull(los) and los > sr["los_days_above"]:
+        return "long_stay"
+    return None
+
+
+INTERIM_REASON = {"flag": "SPECIAL_REVIEW_FLAG", "review_group": "SPECIAL_REVIEW_GROUP", "cost_high": "SPECIAL_REVIEW_COST",
+                  "cost_low": "SPECIAL_REVIEW_LOW_COST", "long_stay": "SPECIAL_REVIEW_LONG_STAY",
+                  "new_technology": "SPECIAL_REVIEW_NEW_TECH"}
+
+
+def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
+    """settlement.md "Special case review" 2-5: the quota (floor(share × reviewable cases), per
+    hospital and region-wide; candidates by ratio descending, then id, then file order), the
+    payment until decided, the decisions applied."""
+    sr = policy["special_review"]
+    reviewable = [c for c in cases if "trigger" in c]
+    per_h = defaultdict(int)
+    for c in reviewable:
+        per_h[c["hospital_id"]] += 1
+    cap_h = {h: math.floor(exact(sr["hospital_quota_share"]) * n) for h, n in per_h.items()}
+    cap_r = math.floor(exact(sr["quota_share"]) * len(reviewable))
+    order = sorted((i for i, c in enumerate(cases) if c.get("trigger")),
+                   key=lambda i: (-cases[i]["cost_ratio"], str(cases[i]["id"]), i))
+    taken_h, taken = defaultdict(int), 0
+    for i in order:
+        c = cases[i]
+        if taken_h[c["hospital_id"]] < cap_h[c["hospital_id"]] and taken < cap_r:
+            taken_h[c["hospital_id"]] += 1
+            taken += 1
+            c["review_status"] = "accepted"
+        else:
+            c["review_status"] = "over_quota"
+            c["pricing_reason"] = "SPECIAL_REVIEW_OVER_QUOTA"
+    for c in reviewable:
+        if c.get("review_status") != "accepted":
+            continue
+        d = (decisions or {}).get(c["id"])
+        base, ratio = c["base_points"], c["cost_ratio"]
+        if d is not None:
+            kind, pts = d
+            c["review_status"] = "decided"
+            if kind == "reject":
+                c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
+                continue
+            c["case_type"] = "special_review"
+            c["points"] = pts if kind == "points" else (base if kind == "normal" else base * ratio)
+            c["pricing_reason"] = {"points": "SPECIAL_REVIEW_DECIDED_POINTS", "normal": "SPECIAL_REVIEW_DECIDED_NORMAL",
+                                   "actual": "SPECIAL_REVIEW_DECIDED_ACTUAL"}[kind]
+            continue
+        c["case_type"] = "special_review"
+        if sr["payment"] == "hold":
+            c.update(review_status="held", pricing_reason="SPECIAL_REVIEW_HOLD", points=None, method="none")
+        else:
+            c["review_status"] = "interim"
+            # docs/reasons.md: the interim reason names the trigger
+            c["pricing_reason"] = INTERIM_REASON[c["trigger"]]
+            c["points"] = base * ratio if sr["payment"] == "actual" else base
+
+
+def _day(x):
+    if isnull(x):
+        return None
+    try:
+        return date.fromisoformat(str(x)[:10])
+    except ValueError:
+        return None
+
+
+def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, policy, dip: bool) -> None:
+    """policy.md [readmission], settlement.md "Incomplete stays and readmissions": pairs over
+    the file's usable stays; the earlier stay's points × share (halve_earlier)."""
+    rd = policy["readmission"]
+    if not rd["days"]:
+        return
+    rows = []
+    for i, r in enumerate(recs):
+        pid, hid = r.get("patient_id"), r.get("hospital_id")
+        if rd["key"] == "adrg":
+            key = r.get("adrg") if "adrg" in r else (None if isnull(r.get("drg")) else str(r["drg"])[:rd["adrg_chars"]])
+        else:
+            key = r.get("dip_group" if dip else "drg")
+        adm, dis = _day(r.get("admission_date")), _day(r.get("discharge_date"))
+        if any(isnull(x) or x == "" for x in (pid, hid, key)) or adm is None or dis is None or adm > dis \
+                or r.get("id") in duplicates:
+            continue
+        rows.append(((str(pid), str(hid) if rd["same_hospital"] else "", str(key), adm, dis, i), i))
+    rows.sort()
+    for (a, ia), (b, ib) in zip(rows, rows[1:]):
+        if a[:3] == b[:3] and 0 <= (b[3] - a[4]).days <= rd["days"]:
+            later, earlier = cases[ib], cases[ia]
+            if later["points"] is not None and later["case_type"] != "special_review":
+                later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS",
+                             readmission_of=earlier["id"])
+            if rd["payment"] == "halve_earlier" and earlier["points"] is not None \
+                    and earlier["case_type"] != "special_review":
+                earlier["points"] = earlier["points"] * float(rd["share"])
+                earlier["case_type"] = "readmission"
+                if earlier["pricing_reason"] != "READMISSION_WITHIN_DAYS":
+                    earlier["pricing_reason"] = "READMISSION_EARLIER_STAY"
+
+
+def basic_codes(policy, policy_dir: Path | None) -> list[str]:
+    """policy.md [basic_groups]: codes + the file's codes."""
+    bg = policy["basic_groups"]
+    if not bg["enabled"]:
+        return []
+    codes = [str(c) for c in bg["codes"]]
+    if bg["file"]:
+        df = pd.read_csv(Path(policy_dir or ".") / bg["file"], dtype=str, keep_default_na=False)
+        col = bg["column"] or next(c for c in ("drg", "code", "adrg", "group", "dip_group") if c in df.columns)
+        codes += [c.strip() for c in df[col] if c.strip()]
+    return codes
+
+
+def step_dip_total(budget_cents: int, ratio) -> int:
+    """settlement.md "DIP settlement" 3: T = budget ÷ reimbursement ratio, exactly, half up."""
+    return half_away(Fraction(budget_cents) / exact(ratio))
+
+
+def step_case_amounts(cases: list[dict], budget_cents: dict, totals: dict | None = None) -> dict:
+    """settlement.md §1.3-1.4, §2: per fund T = budget + Σ personal share of the priced cases
+    (DIP's 结算点值: ``totals``, T = budget ÷ ratio); case amount by largest remainder of
+    T × pᵢ / Σ p (exact points), fund_amount = amount − share."""
     funds = {}
     for fund in [f for f in ("employee", "resident") if f in budget_cents]:
         idx = [i for i, c in enumerate(cases) if c["fund_key"] == fund and c["points"] is not None]
@@ -344,7 +706,7 @@ def step_case_amounts(cases: list[dict], budget_cents: dict) -> dict:
         pts = [Fraction(cases[i]["points"]) for i in idx]
         sp = sum(pts)
         share = sum(cases[i]["share"] for i in idx)
-        total = budget_cents[fund] + share
+        total = budget_cents[fund] + share if totals is None else totals[fund]
         cents = largest_remainder([total * p / sp for p in pts], total)
         for i, c in zip(idx, cents):
             cases[i]["amount"] = c
@@ -357,38 +719,161 @@ def step_case_amounts(cases: list[dict], budget_cents: dict) -> dict:
     return funds
 
 
-def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame, policy, period: str) -> list[dict]:
-    """Every case of a month: fund, reason, coefficient, weight, base points, points."""
-    table = {g: {"weight": w, "mean_cost": m}
-             for g, w, m in zip(weights["drg"], weights["weight"], weights["mean_cost"])}
+def dip_table(catalog: pd.DataFrame, reference_means: pd.DataFrame | None, policy) -> dict:
+    """settlement.md "DIP settlement" 2: each group's score and its reference mean by level
+    (the catalogue's mean_cost where the file has no row)."""
+    refs = {}
+    if reference_means is not None:
+        for g, lv, m in zip(reference_means["group_key"], reference_means["level"], reference_means["mean_cost"]):
+            refs[(str(g), str(lv))] = float(m)
+    return {"groups": {g: {"score": float(sc), "mean_cost": float(m)}
+                       for g, sc, m in zip(catalog["group_key"], catalog["score"], catalog["mean_cost"])},
+            "refs": refs, "levels": policy["coefficients"]["hospital_level"]}
+
+
+def step_dip_group(rec: dict, dip: dict, rep=None, key=None):
+    """A DIP case's group, score and reference mean. The grouping (dip_group, dip_coefficient)
+    is the DIP grouper's (dip.md), taken from the output; the score must be the catalogue's
+    and dip_adjusted_score = score × dip_coefficient, rounded half up to 4 decimals."""
+    g = rec.get("dip_group")
+    if rec.get("dip_status") == "invalid":
+        return "INVALID_RECORD", None
+    if rec.get("dip_status") != "grouped" or isnull(g) or g not in dip["groups"]:
+        return "NOT_GROUPED", None
+    row = dip["groups"][g]
+    dipc = float(rec["dip_coefficient"])
+    adjusted = float(fmt(Fraction(row["score"]) * Fraction(Decimal(repr(dipc))), 4))
+    if rep is not None:
+        rep.check("cases.parquet (dip)", "dip_score", key, row["score"], _num(rec.get("dip_score")))
+        rep.check("cases.parquet (dip)", "dip_adjusted_score", key, adjusted, _num(rec.get("dip_adjusted_score")))
+    level = dip["levels"].get(rec.get("hospital_id"))
+    mean = dip["refs"].get((g, str(level))) if level is not None else None
+    mean = row["mean_cost"] if mean is None else mean
+    if dip.get("mean_times_coefficient"):
+        # drgdip's reading (reported, not the docs'): the reference mean × the 辅助目录 coefficient
+        mean = mean * dipc
+    # the points use the unrounded score × coefficient (dip_adjusted_score shows it to 4 decimals)
+    return None, {"score": row["score"] * dipc, "mean_cost": mean}
+
+
+def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | None, policy, period: str,
+                    dip: dict | None = None, grouping: pd.DataFrame | None = None, rep=None,
+                    policy_dir: Path | None = None, decisions: dict | None = None) -> list[dict]:
+    """Every case of a month: fund, reason, coefficient, weight, base points, points, method
+    (settlement.md §1.2 and "Which rule prices a case"). With ``dip``: the DIP region
+    (``grouping``: the DIP grouper's columns of each record)."""
+    if dip is None:
+        own = {c: weights[c] if c in weights.columns else [None] * len(weights) for c in ("low_k", "high_k")}
+        basic_flag = weights["basic_group"] if "basic_group" in weights.columns else [None] * len(weights)
+        table = {g: {"weight": w, "mean_cost": m, "low_k": lo, "high_k": hi, "basic": _flagged(b)}
+                 for g, w, m, lo, hi, b in zip(weights["drg"], weights["weight"], weights["mean_cost"], own["low_k"],
+                                               own["high_k"], basic_flag)}
+    codes = basic_codes(policy, policy_dir)
+    bg = policy["basic_groups"]
     shares = step_personal_share(records, benefits)
     ids = records["id"] if "id" in records.columns else pd.Series([None] * len(records))
     counts = ids.value_counts()
     duplicates = set(counts[counts > 1].index)
     flag_col = policy["special_review"]["flag_column"]
+    recs = records.to_dict("records")
+    if grouping is not None:
+        for r, gr in zip(recs, grouping.to_dict("records")):
+            r.update(gr)
+            # the DIP region's status is the DIP grouper's (a drg/status column of the records is not used)
+            r["status"] = {"grouped": "grouped", "invalid": "invalid"}.get(gr.get("dip_status"), "ungroupable")
     out = []
-    for rec, share in zip(records.to_dict("records"), shares):
+    for rec, share in zip(recs, shares):
         fund = step_fund(rec.get("fund"), policy)
-        reason = step_unpriced_reason(rec, fund, share, table, policy, period, duplicates)
+        key = f"{period} {rec.get('id')}"
+        if dip is None:
+            group_code = rec.get("drg")
+            old = step_unpriced_reason(rec, fund, share, table, policy, period, duplicates)
+            row = table.get(group_code)
+        else:
+            group_code = rec.get("dip_group")
+            greason, row = step_dip_group(rec, dip, rep, key)
+            # §1.2's order: the grouper's status first, then the record's problems
+            old = greason if greason is not None else step_record_problem(rec, fund, share, policy, period,
+                                                                             duplicates)
+        coefficient = step_coefficient(rec.get("hospital_id"), policy)
+        is_basic = bool(codes or bg["enabled"]) and bg["enabled"] and not isnull(group_code) and (
+            any(str(group_code).startswith(c) for c in codes)
+            or (bg["table_column"] and dip is None and row is not None and row.get("basic")))
+        if is_basic:
+            coefficient = float(bg["coefficient"])
         # the share as cases.parquet shows it: the one read (benefits or the record's own,
         # negative kept as written)
         shown = share if benefits is not None or isnull(rec.get("personal_share")) \
             else to_cents(rec.get("personal_share"))
         c = {"id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund, "shown_share": shown,
-             "coefficient": step_coefficient(rec.get("hospital_id"), policy), "share": share,
+             "coefficient": coefficient, "share": share, "los": rec.get("los_days"),
              "cost": to_cents(rec.get("total_cost")), "weight": None, "group_mean_cost": None,
              "cost_ratio": None, "base_points": None, "points": None, "amount": None, "fund_amount": None}
-        row = table.get(rec.get("drg"))
-        if row is not None and not isnull(row["weight"]):
-            c["weight"] = row["weight"]  # every case shows its group's weight when the table has the group
-        if reason is None:
-            c["weight"], c["group_mean_cost"] = row["weight"], row["mean_cost"]
-            base, ratio, ctype, preason, points = step_case_points(
-                row["weight"], row["mean_cost"], float(rec["total_cost"]), c["coefficient"], rec.get(flag_col), policy)
-            c.update(base_points=base, cost_ratio=ratio, case_type=ctype, pricing_reason=preason, points=points)
+        if dip is None:
+            if row is not None and not isnull(row["weight"]):
+                c["weight"] = row["weight"]  # every case shows its group's weight when the table has the group
+        elif row is not None:
+            c["weight"] = row["score"] / 100  # the DIP case's weight: its adjusted score ÷ 100 (A15)
+        record = step_record_problem(rec, fund, share, policy, period, duplicates)
+        # 1. a record problem: no method prices the case
+        if old in RECORD_REASONS:
+            c.update(case_type="unpriced", pricing_reason=old, method="none")
+            out.append(c)
+            continue
+        # 2. per-diem wards
+        ward = step_per_diem_ward(rec, group_code, policy)
+        priced = None
+        if ward is not None:
+            if record is not None:
+                c.update(case_type="unpriced", pricing_reason=record, method="none")
+                out.append(c)
+                continue
+            priced = step_per_diem(rec, ward, c["coefficient"], policy)
+            if priced is not None:
+                reason, points = priced
+                if points is None:
+                    c.update(case_type="unpriced", pricing_reason=reason, method="none")
+                else:
+                    c.update(case_type="per_diem", pricing_reason=reason, method="per_diem", points=points)
+                out.append(c)
+                continue
+        # 3. the fee-for-service fallback
+        cls = step_ffs_class(rec, old if old in GROUP_REASONS else None, group_code, policy)
+        if cls is not None:
+            if record is not None:
+                c.update(case_type="unpriced", pricing_reason=record, method="none")
+            else:
+                points = step_fee_for_service(float(rec["total_cost"]), c["coefficient"], policy)
+                if points is None:
+                    c.update(case_type="unpriced", pricing_reason="FFS_ZERO_COST", method="none")
+                else:
+                    c.update(case_type="fee_for_service", pricing_reason=cls, method="fee_for_service",
+                             points=points)
+            out.append(c)
+            continue
+        # 4. the group; 5. otherwise unpriced with the group's reason
+        if old is None:
+            ordinary_policy = with_defaults(dict(policy, special_review=dict(policy["special_review"],
+                                                                             cost_multiple=0.0)))
+            if dip is None:
+                c["weight"], c["group_mean_cost"] = row["weight"], row["mean_cost"]
+                base, ratio, ctype, preason, points = step_case_points(
+                    row["weight"], row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None,
+                    ordinary_policy, own_k=(row["low_k"], row["high_k"]))
+            else:
+                c["group_mean_cost"] = row["mean_cost"]
+                base, ratio, ctype, preason, points = step_case_points(
+                    None, row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None, ordinary_policy,
+                    dip_score=c["weight"])
+            c.update(base_points=base, cost_ratio=ratio, method="dip" if dip is not None else "drg")
+            ctype, preason, points = step_stay_rule(rec, base, ratio, (ctype, preason, points), policy)
+            c.update(case_type=ctype, pricing_reason=preason, points=points,
+                     trigger=step_review_trigger(rec, ratio, rec.get(flag_col), row, policy))
         else:
-            c.update(case_type="unpriced", pricing_reason=reason)
+            c.update(case_type="unpriced", pricing_reason=old, method="none")
         out.append(c)
+    step_review(out, policy, decisions)
+    step_readmission(out, recs, duplicates, policy, dip is not None)
     return out
 
 
@@ -406,14 +891,22 @@ def step_hospitals(cases: list[dict]) -> dict:
         hid = "" if isnull(c["hospital_id"]) else c["hospital_id"]
         r = h.setdefault((hid, c["fund_key"]), {
             "cases": 0, "unpriced_cases": 0, "weights": [], "points_list": [], "personal_share": 0,
-            "payment": 0, "cost": 0, "unpriced_cost": 0, "weight_sum_float": 0.0})
+            "payment": 0, "cost": 0, "unpriced_cost": 0, "weight_sum_float": 0.0, "los": Fraction(0),
+            "weight_exact": Fraction(0), "held_cases": 0, "held_cost": 0})
         if c["points"] is None:
             r["unpriced_cases"] += 1
             r["unpriced_cost"] += c["cost"] or 0
+            if c.get("review_status") == "held":
+                r["held_cases"] += 1
+                r["held_cost"] += c["cost"] or 0
         else:
             r["cases"] += 1
-            r["weights"].append(c["weight"])
-            r["weight_sum_float"] += c["weight"]  # ledger: plain float64 sum in input order (A10)
+            # a fee-for-service case without a weight counts 0 ("Payment methods", CMI)
+            w = 0.0 if c["weight"] is None else c["weight"]
+            r["weights"].append(w)
+            r["weight_exact"] += Fraction(w)
+            r["weight_sum_float"] += w  # ledger: plain float64 sum in input order (A10)
+            r["los"] += Fraction(0 if isnull(c["los"]) else float(c["los"]))
             r["points_list"].append(c["points"])
             r["personal_share"] += c["share"]
             r["payment"] += c["amount"]
@@ -427,6 +920,7 @@ def step_hospitals(cases: list[dict]) -> dict:
 
 def step_withholding(hospitals: dict, policy) -> None:
     """§2: withheld by largest remainder of max(due, 0) × share over a fund's hospitals by id."""
+    policy = with_defaults(policy)
     share = exact(policy["settlement"]["withholding_share"])
     for fund in ("employee", "resident"):
         keys = sorted(k for k in hospitals if k[1] == fund)
@@ -435,6 +929,24 @@ def step_withholding(hospitals: dict, policy) -> None:
         for k, w in zip(keys, largest_remainder(amounts, total) if keys else []):
             hospitals[k]["withheld"] = w
             hospitals[k]["paid"] = hospitals[k]["amount_due"] - w
+
+
+def step_advance(hospitals: dict, policy) -> None:
+    """policy.md [advance], settlement.md §7-§8: held = (1 − share) × (amount due − withheld)
+    of each hospital with a positive amount, the fund's total half up, largest remainder;
+    paid = amount due − withheld − held."""
+    share = exact(with_defaults(policy)["advance"]["share"])
+    for k, h in hospitals.items():
+        h["held"] = 0
+    if share >= 1:
+        return
+    for fund in ("employee", "resident"):
+        keys = sorted(k for k in hospitals if k[1] == fund)
+        amounts = [max(hospitals[k]["amount_due"] - hospitals[k]["withheld"], 0) * (1 - share) for k in keys]
+        total = half_away(sum(amounts, Fraction(0)))
+        for k, held in zip(keys, largest_remainder(amounts, total) if keys else []):
+            hospitals[k]["held"] = held
+            hospitals[k]["paid"] = hospitals[k]["amount_due"] - hospitals[k]["withheld"] - held
 
 
 def step_fund_summary(funds: dict, hospitals: dict, cases: list[dict]) -> dict:
@@ -447,7 +959,9 @@ def step_fund_summary(funds: dict, hospitals: dict, cases: list[dict]) -> dict:
                          unpriced_cost=sum(r["unpriced_cost"] for r in rows),
                          payment=sum(r["payment"] for r in rows),
                          amount_due=sum(r["amount_due"] for r in rows),
-                         withheld=sum(r["withheld"] for r in rows), paid=sum(r["paid"] for r in rows))
+                         withheld=sum(r["withheld"] for r in rows), paid=sum(r["paid"] for r in rows),
+                         held=sum(r["held"] for r in rows), held_cases=sum(r["held_cases"] for r in rows),
+                         held_cost=sum(r["held_cost"] for r in rows))
     return out
 
 
@@ -473,9 +987,11 @@ def step_rate_amounts(cases: list[dict], rates: dict) -> dict:
     return funds
 
 
-def recompute_month(records, benefits, weights, policy, period: str) -> dict:
+def recompute_month(records, benefits, weights, policy, period: str, dip: dict | None = None, grouping=None,
+                    rep=None, policy_dir=None, decisions: dict | None = None) -> dict:
+    policy = with_defaults(policy)
     form = policy["region"]["form"]
-    cases = recompute_cases(records, benefits, weights, policy, period)
+    cases = recompute_cases(records, benefits, weights, policy, period, dip, grouping, rep, policy_dir, decisions)
     budgets, rates = {}, {}
     for fund in ("employee", "resident"):
         if any(c["fund_key"] == fund and c["points"] is not None for c in cases):
@@ -487,17 +1003,24 @@ def recompute_month(records, benefits, weights, policy, period: str) -> dict:
             if b is None:
                 raise ValueError(f"budget.{fund} has no {period}")
             budgets[fund] = to_cents(b)
+    totals = None
+    if dip is not None and policy["dip_settlement"]["point_value"] == "settlement":
+        totals = {f: step_dip_total(b, policy["dip_settlement"]["reimbursement_ratio"][f]) for f, b in budgets.items()}
     # with a budget and no rate, the rate form computes the rate like the point value
     # (summary.json then shows rate null and the computed rate as point_value)
-    funds = step_case_amounts(cases, budgets)
+    funds = step_case_amounts(cases, budgets, totals)
     if form == "rate":
         for f in funds.values():
             f["rate"] = None
         funds.update(step_rate_amounts(cases, rates))
     hospitals = step_hospitals(cases)
     step_withholding(hospitals, policy)
-    return {"cases": cases, "funds": funds, "hospitals": hospitals,
-            "summary": step_fund_summary(funds, hospitals, cases)}
+    step_advance(hospitals, policy)
+    summary = step_fund_summary(funds, hospitals, cases)
+    if exact(policy["advance"]["share"]) < 1:
+        for f in summary.values():
+            f["advance_share"] = policy["advance"]["share"]
+    return {"cases": cases, "funds": funds, "hospitals": hospitals, "summary": summary}
 
 
 # ---------------------------------------------------------------------------------------
@@ -524,53 +1047,183 @@ def step_band_adjustment(payment: int, cost: int, policy) -> int:
     return half_away(acc - s) if s > 0 else half_away(acc)
 
 
-def step_annual(months: dict, policy, year: str) -> dict:
+def _band_value(bands: list, x):
+    for band in bands:
+        if "below" not in band or x < exact(band["below"]):
+            return band
+    raise AssertionError("bands have no last band")
+
+
+def step_incentives(hosp: dict, policy) -> dict:
+    """policy.md [incentives], settlement.md §9: per hospital (both funds together) the CMI,
+    cost and time indices against the region, each half up to 4 decimals, their bands'
+    coefficients multiplied exactly. Returns {hospital_id: {...}} (empty when off)."""
+    inc = policy["incentives"]
+    if not any(inc.get(k) for k in ("cmi_bands", "cost_bands", "time_bands")):
+        return {}
+    per = defaultdict(lambda: {"cases": 0, "w": Fraction(0), "cost": 0, "los": Fraction(0)})
+    for (hid, _fund), a in hosp.items():
+        p = per[hid]
+        p["cases"] += a["cases"]
+        p["w"] += a["weight_exact"]
+        p["cost"] += a["cost"]
+        p["los"] += a["los"]
+    region = {f: sum((p[f] for p in per.values()), Fraction(0)) for f in ("cases", "w", "cost", "los")}
+
+    def q4(x: Fraction) -> Fraction:
+        return Fraction(Decimal(fmt(x, 4)))
+    out = {}
+    for hid, p in per.items():
+        r = {"coefficient": Fraction(1), "reason": "INCENTIVE_BANDS"}
+        if p["cases"] and p["w"]:
+            r["cmi_index"] = q4((p["w"] / p["cases"]) / (region["w"] / region["cases"]))
+            r["cost_index"] = q4((Fraction(p["cost"]) / p["w"]) / (region["cost"] / region["w"]))
+            r["time_index"] = q4((p["los"] / p["w"]) / (region["los"] / region["w"])) if region["los"] else None
+        # no time index (a ledger without lengths of stay), or a hospital without priced cases in
+        # the year (no index at all, coefficient 1): INCENTIVE_NO_TIME_INDEX
+        if inc.get("time_bands") and r.get("time_index") is None:
+            r["reason"] = "INCENTIVE_NO_TIME_INDEX"
+        for name, bands in (("cmi_index", "cmi_bands"), ("cost_index", "cost_bands"), ("time_index", "time_bands")):
+            if inc.get(bands) and r.get(name) is not None:
+                r["coefficient"] *= exact(_band_value(inc[bands], r[name])["coefficient"])
+        out[hid] = r
+    return out
+
+
+def step_quality(a: dict, hid: str, scores: dict | None, policy) -> None:
+    """policy.md [quality], settlement.md §7-§8: refund = the score's band share (or score ÷
+    100) × Σ monthly withheld, half up; quality_kept the rest."""
+    q = policy["quality"]
+    score = None if scores is None else scores.get(hid)
+    if score is None:
+        share, a["quality_reason"] = exact(q["missing_refund"]), "QUALITY_SCORE_MISSING"
+    else:
+        band = _band_value(q["bands"], score)
+        share = score / 100 if band["refund"] == "proportional" else exact(band["refund"])
+        a["quality_reason"] = "QUALITY_SCORE_BAND"
+    a["quality_score"] = score
+    a["quality_refund"] = half_away(share * a["monthly_withheld"])
+    a["quality_kept"] = a["monthly_withheld"] - a["quality_refund"]
+
+
+def step_reserve_cap(keys: list, hosp: dict, budget: int, policy) -> dict:
+    """policy.md [reserve], settlement.md §7-§8: reserve = share × budget half up; the year's
+    total due (amount due + adjustment − quality kept) above the cap is cut from the positive
+    adjustments in proportion, largest remainder; paid, and what the reserve covers."""
+    rs = policy["reserve"]
+    reserve = half_away(exact(rs["share"]) * budget)
+    before = sum(hosp[k]["amount_due"] + hosp[k]["adjustment"] - hosp[k]["quality_kept"] for k in keys)
+    cap = {"none": None, "budget": budget, "budget_and_reserve": budget + reserve}[rs["cap"]]
+    excess = 0 if cap is None else max(before - cap, 0)
+    pos = [k for k in keys if hosp[k]["adjustment"] > 0]
+    for k in keys:
+        hosp[k]["cap_cut"] = 0
+    if excess:
+        total_pos = sum(hosp[k]["adjustment"] for k in pos)
+        if excess > total_pos:
+            raise RuleNotCovered("rule reserve.cap with a cut above the positive adjustments not covered (docs silent)")
+        for k, cut in zip(pos, largest_remainder([Fraction(excess * hosp[k]["adjustment"], total_pos) for k in pos],
+                                                 excess)):
+            hosp[k]["cap_cut"] = cut
+    after = before - excess
+    return {"reserve": reserve, "reserve_cap": rs["cap"], "spend_before_cap": before, "cap_cut": excess,
+            "reserve_used": min(max(after - budget, 0), reserve),
+            "over_budget_unfunded": max(after - budget - reserve, 0)}
+
+
+def step_projected(fund: str, year: str, budget: int, policy) -> dict | None:
+    """policy.md [point_value] projected = "policy": (budget + projected personal share) ÷
+    projected points, an exact quotient shown as a float."""
+    pv = policy["point_value"]
+    if pv["projected"] != "policy":
+        return None
+    points = pv["projected_points"].get(fund, {}).get(year)
+    share = to_cents(pv["projected_personal_share"].get(fund, {}).get(year, 0))
+    if points is None:
+        return None
+    return {"projected_point_value": float(Fraction(budget + share, 100) / exact(points)),
+            "projected_points": float(points), "projected_personal_share": share, "projected_source": "policy"}
+
+
+def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip: bool = False) -> dict:
     """Annual payments by largest remainder of T × Pᵢ / Σ P (Pᵢ the sum of the hospital's
-    monthly points, exact), bands, paid, balance."""
+    monthly points, exact; × its incentive coefficient, §9), bands, quality refund, reserve
+    and cap (§7), paid, balance. ``dip``: T = budget ÷ reimbursement ratio."""
+    policy = with_defaults(policy)
     hosp = defaultdict(lambda: {"cases": 0, "unpriced_cases": 0, "weight_sum": Fraction(0), "points": Fraction(0),
                                 "personal_share": 0, "cost": 0, "unpriced_cost": 0, "monthly_paid": 0,
-                                "monthly_withheld": 0, "weight_sum_float": 0.0})
+                                "monthly_withheld": 0, "weight_sum_float": 0.0, "monthly_held": 0,
+                                "los": Fraction(0), "weight_exact": Fraction(0)})
     for period in sorted(months):
         for k, r in months[period]["hospitals"].items():
             a = hosp[k]
             for f in ("cases", "unpriced_cases", "personal_share", "cost", "unpriced_cost"):
                 a[f] += r[f]
             a["weight_sum"] += Fraction(r["weight_sum"])
+            a["weight_exact"] += r.get("weight_exact", Fraction(r["weight_sum"]))
+            a["los"] += r.get("los", Fraction(0))
             a["weight_sum_month_floats"] = a.get("weight_sum_month_floats", Fraction(0)) + Fraction(r["weight_sum_float"])
             a["weight_sum_float"] = float(a["weight_sum_month_floats"])  # annual: fsum of the monthly floats
             a["points"] += Fraction(r["points"])
             a["monthly_paid"] += r["paid"]
             a["monthly_withheld"] += r["withheld"]
+            a["monthly_held"] += r.get("held", 0)
+            a["held_cases"] = a.get("held_cases", 0) + r.get("held_cases", 0)
+            a["held_cost"] = a.get("held_cost", 0) + r.get("held_cost", 0)
     hosp = dict(sorted(hosp.items()))
+    incentives = step_incentives(hosp, policy)
+    for (hid, _f), a in hosp.items():
+        if incentives:
+            i = incentives[hid]
+            a["incentive"] = i
+            # the hospital's points (the fsum of its months, a float) × coefficient, exactly, to the nearest float
+            a["settled_points"] = float(Fraction(float(a["points"])) * i["coefficient"])
+        else:
+            a["settled_points"] = None
     funds = {}
     for fund in ("employee", "resident"):
         keys = [k for k in hosp if k[1] == fund]
         if not keys:
             continue
-        sp = sum(hosp[k]["points"] for k in keys)
+        priced = {k: Fraction(hosp[k]["settled_points"]) if incentives else hosp[k]["points"] for k in keys}
+        sp = sum(priced.values())
         share = sum(hosp[k]["personal_share"] for k in keys)
         budget = to_cents(policy["budget"][fund][year])
-        total = budget + share
-        pays = largest_remainder([total * hosp[k]["points"] / sp for k in keys], total)
+        if dip and policy["dip_settlement"]["point_value"] == "settlement":
+            total = step_dip_total(budget, policy["dip_settlement"]["reimbursement_ratio"][fund])
+        else:
+            total = budget + share
+        pays = largest_remainder([total * priced[k] / sp for k in keys], total)
         for k, p in zip(keys, pays):
             a = hosp[k]
             a["payment"] = p
             a["amount_due"] = p - a["personal_share"]
             a["adjustment"] = step_band_adjustment(p, a["cost"], policy)
             a["withheld"] = 0
-            a["paid"] = a["amount_due"] + a["adjustment"]
-            a["balance"] = a["paid"] - a["monthly_paid"]
             a["point_value"] = Fraction(total, 100) / sp
+            step_quality(a, k[0], scores, policy)
+        limits = step_reserve_cap(keys, hosp, budget, policy)
+        for k in keys:
+            a = hosp[k]
+            a["paid"] = a["amount_due"] + a["adjustment"] - a["quality_kept"] - a["cap_cut"]
+            a["balance"] = a["paid"] - a["monthly_paid"]
         rows = [hosp[k] for k in keys]
-        points_float = math.fsum(float(hosp[k]["points"]) for k in keys)
+        points_float = math.fsum(float(priced[k]) for k in keys)
         funds[fund] = {"budget": budget, "personal_share": share, "points_exact": sp, "points": points_float,
-                       "point_value": Fraction(total, 100) / sp, "point_value_float": (total / 100) / points_float, "cases": sum(r["cases"] for r in rows),
+                       "point_value": Fraction(total, 100) / sp, "point_value_float": (total / 100) / points_float,
+                       "cases": sum(r["cases"] for r in rows),
                        "hospitals": len(rows), "unpriced_cases": sum(r["unpriced_cases"] for r in rows),
                        "unpriced_cost": sum(r["unpriced_cost"] for r in rows)}
-        for f in ("payment", "amount_due", "adjustment", "monthly_paid", "paid", "balance"):
+        for f in ("payment", "amount_due", "adjustment", "monthly_paid", "paid", "balance", "quality_refund",
+                  "quality_kept", "monthly_held", "held_cases", "held_cost"):
             funds[fund][f] = sum(r[f] for r in rows)
-        funds[fund]["budget_spent"] = budget + funds[fund]["adjustment"]
-    return {"hospitals": hosp, "funds": funds}
+        funds[fund].update(limits)
+        # the year's spend: Σ paid (= budget + Σ adjustment without §7's quality and cap)
+        funds[fund]["budget_spent"] = funds[fund]["paid"]
+        proj = step_projected(fund, year, budget, policy)
+        if proj:
+            funds[fund].update(proj)
+    return {"hospitals": hosp, "funds": funds, "incentives": bool(incentives)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -622,17 +1275,16 @@ def _cents_or_none(x):
     return None if isnull(x) or x == "" else to_cents(float(x))
 
 
-def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame) -> None:
+def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame, name: str = "cases.parquet") -> None:
     unknown = set(out["case_type"].dropna()) - KNOWN_CASE_TYPES
     unknown |= set(out["pricing_reason"].dropna()) - KNOWN_PRICING_REASONS
     if unknown:
         raise RuleNotCovered(f"rule(s) {sorted(unknown)} not covered (case types / pricing reasons in the output)")
-    extra = [c for c in out.columns if c in ("payment_method",)]
-    if extra:
-        raise RuleNotCovered(f"rule {extra[0]} not covered (column in cases.parquet)")
+    if "payment_method" in out.columns and set(out["payment_method"].dropna()) - KNOWN_METHODS:
+        raise RuleNotCovered(f"rule(s) {sorted(set(out['payment_method'].dropna()) - KNOWN_METHODS)} not covered "
+                             "(payment methods in the output)")
     if len(out) != len(ours):
         raise AssertionError(f"{period}: cases.parquet has {len(out)} rows, the records {len(ours)}")
-    name = "cases.parquet"
     for c, r in zip(ours, out.to_dict("records")):
         key = f"{period} {c['id']}"
         rep.check(name, "id", key, c["id"], r["id"])
@@ -641,6 +1293,17 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame)
         rep.check(name, "pricing_reason", key, c["pricing_reason"], r["pricing_reason"])
         rep.check(name, "coefficient", key, c["coefficient"], _num(r["coefficient"]))
         rep.check(name, "personal_share", key, c["shown_share"], _cents_or_none(r["personal_share"]))
+        if "payment_method" in r:
+            rep.check(name, "payment_method", key, c.get("method", "none") if c["points"] is not None else "none",
+                      r["payment_method"])
+        if "review_trigger" in r:
+            rep.check(name, "review_trigger", key, c.get("trigger") if c.get("review_status") else None,
+                      None if isnull(r["review_trigger"]) else r["review_trigger"])
+            rep.check(name, "review_status", key, c.get("review_status"),
+                      None if isnull(r["review_status"]) else r["review_status"])
+        if "readmission_of" in r:
+            rep.check(name, "readmission_of", key, c.get("readmission_of"),
+                      None if isnull(r["readmission_of"]) else r["readmission_of"])
         if c["points"] is None and c["case_type"] == "unpriced":  # (held cases: below, points None)
             # unpriced: no points and no money (settlement.md §1.2, §5); the weight is shown
             # when the group has one
@@ -654,21 +1317,25 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame)
         rep.check(name, "fund_amount", key, c["fund_amount"], _cents_or_none(r["fund_amount"]))
 
 
-def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFrame) -> None:
+def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFrame, name: str = "review.csv") -> None:
     """review.csv: the unpriced and special-review cases (settlement.md §1.2, policy.md)."""
-    want = [c["id"] for c in ours if c["case_type"] in ("unpriced", "special_review")]
+    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review") or c.get("review_status")]
+    want = [c["id"] for c in listed]
     got = list(review["id"])
-    rep.check("review.csv", "ids (list)", period, want, got)
-    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review")]
+    rep.check(name, "ids (list)", period, want, got)
     for c, rid, reason, cost, share in zip(listed, review["id"], review["pricing_reason"], review["total_cost"],
                                            review["personal_share"]):
-        rep.check("review.csv", "pricing_reason", f"{period} {rid}", c["pricing_reason"], reason)
-        rep.check("review.csv", "total_cost", f"{period} {rid}", c["cost"], _cents_or_none(cost))
-        rep.check("review.csv", "personal_share", f"{period} {rid}", c["shown_share"], _cents_or_none(share))
+        rep.check(name, "pricing_reason", f"{period} {rid}", c["pricing_reason"], reason)
+        rep.check(name, "total_cost", f"{period} {rid}", c["cost"], _cents_or_none(cost))
+        rep.check(name, "personal_share", f"{period} {rid}", c["shown_share"], _cents_or_none(share))
 
 
 HOSP_MONEY = ("personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")
 ANNUAL_MONEY = ("adjustment", "monthly_paid", "monthly_withheld", "balance")
+
+
+def _text_or_empty(x, places):
+    return "" if x is None else fmt(x, places)
 
 
 def compare_hospitals(rep: Report, name: str, ours: dict, csv: pd.DataFrame, annual=False) -> None:
@@ -690,6 +1357,29 @@ def compare_hospitals(rep: Report, name: str, ours: dict, csv: pd.DataFrame, ann
             rep.check(name, "point_value", key, fmt(o["point_value"], 6), str(r["point_value"]))
         for col in HOSP_MONEY + (ANNUAL_MONEY if annual else ()):
             rep.check(name, col, key, o[col], text_cents(r[col]))
+        if not annual and "held" in r:
+            rep.check(name, "held", key, o["held"], text_cents(r["held"]))
+        if "held_cases" in r:
+            rep.check(name, "held_cases", key, o.get("held_cases", 0), int(r["held_cases"]))
+            rep.check(name, "held_cost", key, o.get("held_cost", 0), text_cents(r["held_cost"]))
+        if annual:
+            for col in ("monthly_held", "cap_cut", "quality_refund", "quality_kept"):
+                if col in r:
+                    rep.check(name, col, key, o[col], text_cents(r[col]))
+            if "quality_reason" in r:
+                rep.check(name, "quality_reason", key, o["quality_reason"], r["quality_reason"])
+                rep.check(name, "quality_score", key, "" if o["quality_score"] is None else o["quality_score"],
+                          "" if r["quality_score"] == "" else Fraction(Decimal(r["quality_score"])))
+            inc = o.get("incentive")
+            if "incentive_coefficient" in r or inc:
+                inc = inc or {}
+                for col in ("cmi_index", "cost_index", "time_index"):
+                    rep.check(name, col, key, _text_or_empty(inc.get(col), 4), r.get(col))
+                # shown with 4 decimals, half up (settled_points uses the exact product)
+                rep.check(name, "incentive_coefficient", key, _text_or_empty(inc.get("coefficient"), 4),
+                          r.get("incentive_coefficient"))
+                rep.check(name, "settled_points", key, fmt(Fraction(o["settled_points"]), 4), r.get("settled_points"))
+                rep.check(name, "incentive_reason", key, inc.get("reason"), r.get("incentive_reason"))
 
 
 def compare_month_point_value(rep: Report, name: str, month: dict, csv: pd.DataFrame) -> None:
@@ -709,10 +1399,24 @@ def compare_summary(rep: Report, name: str, ours: dict, summary: dict, annual=Fa
             rep.check(name, "rate", key, o.get("rate"), g.get("rate"))
         money = ["budget", "personal_share", "unpriced_cost", "payment", "amount_due"]
         money += ["adjustment", "monthly_paid", "balance", "budget_spent"] if annual else ["withheld", "paid"]
+        if not annual and "held" in g:
+            money.append("held")
+        if "held_cost" in g:
+            money.append("held_cost")
+            rep.check(name, "held_cases", key, o.get("held_cases", 0), g.get("held_cases"))
+        if annual:
+            money += [c for c in ("monthly_held", "quality_refund", "quality_kept", "reserve", "spend_before_cap",
+                                  "reserve_used", "over_budget_unfunded", "cap_cut", "projected_personal_share")
+                      if c in g or c in o]
+            for col in ("reserve_cap", "projected_source", "projected_points", "projected_point_value"):
+                if col in g or col in o:
+                    rep.check(name, col, key, o.get(col), g.get(col))
         for col in money:
             rep.check(name, col, key, o.get(col), None if g.get(col) is None else text_cents(g[col]))
         for col in ("cases", "hospitals", "unpriced_cases"):
             rep.check(name, col, key, o[col], g.get(col))
+        if "advance_share" in g:
+            rep.check(name, "advance_share", key, o.get("advance_share"), g.get("advance_share"))
         # float64 figures: the nearest float to the exact value (the docs do not say: A9)
         rep.check(name, "point_value", key, o["point_value_float"], g.get("point_value"))
         rep.check(name, "total_points", key, o["points"], g.get("total_points"))
@@ -728,7 +1432,7 @@ def compare_reasons(rep: Report, name: str, cases: list[dict], summary: dict) ->
 LEDGER_CENTS = ("personal_share", "payment", "amount_due", "withheld", "paid", "cost", "unpriced_cost")
 
 
-def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | None, year: str) -> None:
+def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | None, year: str, tag: str = "") -> None:
     con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
         runs = {(p, k): rid for rid, p, k in con.execute(
@@ -737,7 +1441,7 @@ def compare_ledger(rep: Report, ledger: Path, months: dict, year_result: dict | 
             ours = months.get(period) if kind == "monthly" else year_result
             if ours is None:
                 continue
-            name = f"ledger {kind}"
+            name = f"ledger {kind}{tag}"
             for row in con.execute(
                     "select hospital_id, fund, cases, unpriced_cases, personal_share_cents, payment_cents, "
                     "amount_due_cents, withheld_cents, paid_cents, cost_cents, unpriced_cost_cents, "
@@ -815,41 +1519,143 @@ def check_year(months: dict, policy_path, out_dir, year: str, rep: Report | None
     return rep
 
 
-def check_demo(folder) -> Report:
-    """Recompute the demo's settlement from its inputs and the docs; compare every output."""
-    folder = Path(folder)
-    policy = read_policy(folder / "policy.toml")
-    weights = pq.read_table(folder / "weights.parquet").to_pandas()
+def read_scores(path: Path | None) -> dict | None:
+    """policy.md [quality]: the scores file (hospital_id, score as written)."""
+    if path is None or not Path(path).exists():
+        return None
+    df = _read_csv(Path(path))
+    return {h: Fraction(Decimal(v)) for h, v in zip(df["hospital_id"], df["score"])}
+
+
+def compare_dip_summary(rep: Report, name: str, catalog: pd.DataFrame, summary: dict) -> None:
+    """settlement.md "DIP settlement" 3: the catalogue's 预算点值 Σ(cases × mean_cost) ÷ Σ(cases × score),
+    shown with 6 decimals (A16)."""
+    bpv = Fraction(0), Fraction(0)
+    num = sum((Fraction(int(n)) * Fraction(Decimal(repr(float(m)))) for n, m in zip(catalog["cases"], catalog["mean_cost"])),
+              Fraction(0))
+    den = sum((Fraction(int(n)) * Fraction(Decimal(repr(float(sc)))) for n, sc in zip(catalog["cases"], catalog["score"])),
+              Fraction(0))
+    del bpv
+    rep.check(name, "dip.budget_point_value", name, float(fmt(num / den, 6)), summary.get("dip", {}).get("budget_point_value"))
+
+
+DECISIONS = {"points", "normal", "actual", "reject"}
+
+
+def read_decisions(path: Path) -> tuple[dict, list]:
+    """settlement.md "Special case review" 5: the decisions file as the run's decisions.csv
+    repeats it (id, decision, points). Returns the usable decisions {id: (kind, points)} and each
+    row's (id, status, reason) but for the case checks (DECISION_UNKNOWN_ID,
+    DECISION_NOT_UNDER_REVIEW, DECISION_NEEDS_POINTS), left to ``decision_statuses``."""
+    df = _read_csv(path)
+    ids = list(df["id"])
+    rows, usable = [], {}
+    for rid, dec, pts in zip(df["id"], df.get("decision", [""] * len(df)), df.get("points", [""] * len(df))):
+        dec = dec.strip().lower()
+        kind = dec or ("points" if pts.strip() else "")
+        bad = not rid.strip() or kind not in DECISIONS
+        value = None
+        if kind == "points":
+            try:
+                value = float(pts)
+                bad = bad or not math.isfinite(value) or value < 0
+            except ValueError:
+                bad = True
+        if bad:
+            rows.append((rid, "refused", "DECISION_MALFORMED"))
+        elif ids.count(rid) > 1:
+            rows.append((rid, "refused", "DECISION_DUPLICATE_ID"))
+        else:
+            rows.append((rid, None, None))
+            usable[rid] = (kind, value)
+    return usable, rows
+
+
+def decision_statuses(rows: list, cases: list[dict]) -> list:
+    by_id = {c["id"]: c for c in cases}
+    out = []
+    for rid, status, reason in rows:
+        if status is None:
+            c = by_id.get(rid)
+            if c is None:
+                status, reason = "refused", "DECISION_UNKNOWN_ID"
+            elif c.get("review_status") != "decided":
+                status, reason = "refused", "DECISION_NOT_UNDER_REVIEW" if c.get("review_status") in (
+                    None, "over_quota") else "DECISION_NEEDS_POINTS"
+            else:
+                status, reason = "applied", ""
+        out.append((rid, status, reason))
+    return out
+
+
+def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
+                 dip_mean_times_coefficient: bool = False) -> Report:
+    """One region of the demo: ``region`` holds policy.toml, settled/ and ledger.db; the records
+    (data/), benefits and scores are the demo folder's."""
+    policy = read_policy(region / "policy.toml")
     benefits_path = folder / "benefits.parquet"
     benefits = pq.read_table(benefits_path).to_pandas() if benefits_path.exists() else None
-    rep = Report()
+    weights = None if dip else pq.read_table(folder / "weights.parquet").to_pandas()
+    dip_ctx = catalog = None
+    if dip:
+        catalog = pq.read_table(region / "catalog.parquet").to_pandas()
+        ref = policy["dip_settlement"]["reference_means"]
+        dip_ctx = dip_table(catalog, _read_csv(region / ref) if ref else None, policy)
+        dip_ctx["mean_times_coefficient"] = dip_mean_times_coefficient
     months = {}
-    settled = folder / "settled"
+    settled = region / "settled"
     periods = sorted(p.name for p in settled.iterdir() if len(p.name) == 7)
     years = sorted(p.name for p in settled.iterdir() if len(p.name) == 4)
+    tag = " (dip)" if dip else ""
     for period in periods:
         records = pq.read_table(folder / "data" / f"{period}.parquet").to_pandas()
-        month = recompute_month(records, benefits, weights, policy, period)
-        months[period] = month
         out = pq.read_table(settled / period / "cases.parquet").to_pandas()
-        compare_cases(rep, period, month["cases"], out)
-        compare_review(rep, period, month["cases"], _read_csv(settled / period / "review.csv"))
+        grouping = out[[c for c in out.columns if c.startswith("dip_")]] if dip else None
+        dpath = settled / period / "decisions.csv"
+        decisions, drows = read_decisions(dpath) if dpath.exists() else (None, [])
+        month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region, decisions)
+        if dpath.exists():
+            got = _read_csv(dpath)
+            rep.check("decisions.csv" + tag, "rows (id, status, reason)", period,
+                      decision_statuses(drows, month["cases"]), list(zip(got["id"], got["status"], got["reason"])))
+        months[period] = month
+        compare_cases(rep, period, month["cases"], out, "cases.parquet" + tag)
+        compare_review(rep, period, month["cases"], _read_csv(settled / period / "review.csv"), "review.csv" + tag)
         hcsv = _read_csv(settled / period / "hospitals.csv")
-        compare_hospitals(rep, "hospitals.csv (month)", month["hospitals"], hcsv)
-        compare_month_point_value(rep, "hospitals.csv (month)", month, hcsv)
+        compare_hospitals(rep, "hospitals.csv (month)" + tag, month["hospitals"], hcsv)
+        compare_month_point_value(rep, "hospitals.csv (month)" + tag, month, hcsv)
         summary = json.loads((settled / period / "summary.json").read_text(encoding="utf-8"))
-        compare_summary(rep, "summary.json (month)", month["summary"], summary)
-        compare_reasons(rep, "summary.json (month)", month["cases"], summary)
+        compare_summary(rep, "summary.json (month)" + tag, month["summary"], summary)
+        compare_reasons(rep, "summary.json (month)" + tag, month["cases"], summary)
+        if dip:
+            compare_dip_summary(rep, "summary.json (month)" + tag, catalog, summary)
     year_result = None
     for year in years:
         in_year = {p: m for p, m in months.items() if p.startswith(year)}
-        year_result = step_annual(in_year, policy, year)
-        compare_hospitals(rep, "hospitals.csv (year)", year_result["hospitals"],
-                          _read_csv(settled / year / "hospitals.csv"), annual=True)
         summary = json.loads((settled / year / "summary.json").read_text(encoding="utf-8"))
-        compare_summary(rep, "summary.json (year)", year_result["funds"], summary, annual=True)
-    if (folder / "ledger.db").exists():
-        compare_ledger(rep, folder / "ledger.db", months, year_result, years[-1] if years else "")
+        # the scores file the year was settled with (its hash in summary.json's inputs)
+        scores_path = folder / "scores.csv"
+        used = "scores" in summary.get("inputs", {})
+        if used and hashlib.sha256(scores_path.read_bytes()).hexdigest() != summary["inputs"]["scores"]:
+            raise AssertionError(f"{year}: the year was settled with a scores file other than {scores_path}")
+        year_result = step_annual(in_year, policy, year, read_scores(scores_path) if used else None, dip=dip)
+        compare_hospitals(rep, "hospitals.csv (year)" + tag, year_result["hospitals"],
+                          _read_csv(settled / year / "hospitals.csv"), annual=True)
+        compare_summary(rep, "summary.json (year)" + tag, year_result["funds"], summary, annual=True)
+    if (region / "ledger.db").exists():
+        compare_ledger(rep, region / "ledger.db", months, year_result, years[-1] if years else "", tag)
+    rep.months.update({("dip", p) if dip else p: m for p, m in months.items()})
+    return rep
+
+
+def check_demo(folder, dip_mean_times_coefficient: bool = False) -> Report:
+    """Recompute the demo's settlement (the DRG region, and the DIP region of demo/dip/ when
+    there is one) from its inputs and the docs; compare every output."""
+    folder = Path(folder)
+    rep = Report()
+    check_region(folder, folder, rep)
+    if (folder / "dip" / "settled").exists():
+        check_region(folder, folder / "dip", rep, dip=True, dip_mean_times_coefficient=dip_mean_times_coefficient)
     return rep
 
 
