@@ -51,8 +51,9 @@ from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
 
 The DIP grouping itself (dip_group, dip_coefficient: dip.md) is taken from the output, as the
 DRG region's drg is taken from the records; its score must be the catalogue's.
-``dip_mean_times_coefficient`` reads the reference mean as drgdip does (× dip_coefficient),
-which the docs do not say: reported, see the test module.
+``dip_mean_times_coefficient`` (default, as settlement.md "DIP settlement" 2 says) compares
+a DIP case's cost with the reference mean × its 辅助目录 coefficient; False reads the plain
+reference mean (the docs' earlier wording, kept to show that the reading matters).
 
 ``check_demo(folder)`` compares everything with the demo's outputs and returns a
 ``Report``: per output and column, values compared and values that differ (with examples).
@@ -607,7 +608,9 @@ def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
             c["review_status"] = "accepted"
         else:
             c["review_status"] = "over_quota"
-            c["pricing_reason"] = "SPECIAL_REVIEW_OVER_QUOTA"
+            # settlement.md "Special case review" 2: an incomplete or short stay keeps the stay's reason
+            if c.get("case_type") not in ("incomplete_stay", "short_stay"):
+                c["pricing_reason"] = "SPECIAL_REVIEW_OVER_QUOTA"
     for c in reviewable:
         if c.get("review_status") != "accepted":
             continue
@@ -750,7 +753,7 @@ def step_dip_group(rec: dict, dip: dict, rep=None, key=None):
     mean = dip["refs"].get((g, str(level))) if level is not None else None
     mean = row["mean_cost"] if mean is None else mean
     if dip.get("mean_times_coefficient"):
-        # drgdip's reading (reported, not the docs'): the reference mean × the 辅助目录 coefficient
+        # settlement.md "DIP settlement" 2: the reference mean × the 辅助目录 coefficient
         mean = mean * dipc
     # the points use the unrounded score × coefficient (dip_adjusted_score shows it to 4 decimals)
     return None, {"score": row["score"] * dipc, "mean_cost": mean}
@@ -1648,7 +1651,7 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
     return rep
 
 
-def check_demo(folder, dip_mean_times_coefficient: bool = False) -> Report:
+def check_demo(folder, dip_mean_times_coefficient: bool = True) -> Report:
     """Recompute the demo's settlement (the DRG region, and the DIP region of demo/dip/ when
     there is one) from its inputs and the docs; compare every output."""
     folder = Path(folder)

@@ -75,15 +75,11 @@ def _drg(report, key) -> bool:
 
 
 def test_demo_recomputed_from_the_docs_agrees_to_the_cent(demo_dir, docs_report):
-    """The DRG region from the docs as written: every value agrees."""
+    """Both regions (DRG, and DIP in demo/dip/) from the docs as written: every value agrees."""
     report = docs_report
     print(report.text())
-    over_quota = len(_over_quota_stays(demo_dir))
-    drg_differ = {k: v for k, v in report.differ.items() if v and _drg(report, k)}
-    assert drg_differ.get(("cases.parquet", "pricing_reason"), 0) == over_quota, report.text()
-    assert set(drg_differ) <= {("cases.parquet", "pricing_reason"), ("review.csv", "pricing_reason"),
-                               ("summary.json (month)", "reasons")}, report.text()
-    assert report.total_compared > 60_000
+    assert report.total_differ == 0, report.text()
+    assert report.total_compared > 90_000
     for key in MONEY:
         assert report.compared[key] > 0, key
     for rule, key in RULES.items():
@@ -98,7 +94,6 @@ def test_demo_recomputed_from_the_docs_agrees_to_the_cent(demo_dir, docs_report)
 
 
 def _over_quota_stays(demo_dir, region="settled"):
-    """Cases over the review quota that are incomplete or short stays, as the output writes them."""
     out = []
     for p in sorted((demo_dir / region).glob("*/cases.parquet")):
         c = pq.read_table(p).to_pandas()
@@ -108,49 +103,17 @@ def _over_quota_stays(demo_dir, region="settled"):
     return out
 
 
-def test_over_quota_stays_differ_from_the_docs_only_by_their_reason(demo_dir):
-    """Reported to the lead. settlement.md "Special case review" 2 and policy.md [special_review]:
-    "a case over the quota is priced by the ordinary rules, reason SPECIAL_REVIEW_OVER_QUOTA";
-    drgdip writes an over-quota case that is an incomplete or short stay with the stay's reason
-    (INCOMPLETE_STAY / SHORT_STAY; review_status over_quota, its points as the docs say). Every
-    other value agrees (the DIP reference mean read as drgdip does, see below)."""
-    report = check_demo(demo_dir, dip_mean_times_coefficient=True)
-    expected = _over_quota_stays(demo_dir) + _over_quota_stays(demo_dir, "dip/settled")
-    got = [k for (o, col), ex in report.examples.items() if col == "pricing_reason" and o.startswith("cases")
-           for k, _, _ in ex]
-    n_cases = report.differ[("cases.parquet", "pricing_reason")] + report.differ[("cases.parquet (dip)",
-                                                                                   "pricing_reason")]
-    assert n_cases == len(expected), report.text()
-    assert set(got) <= set(expected)
-    reasons = {k: v for k, v in report.differ.items() if v}
-    assert set(reasons) <= {(f"{o}{t}", col) for t in ("", " (dip)") for o, col in (
-        ("cases.parquet", "pricing_reason"), ("review.csv", "pricing_reason"), ("summary.json (month)", "reasons"))}
-
-
-@pytest.mark.xfail(strict=True, reason="reported: over-quota incomplete/short stays keep the stay's reason "
-                                       "(docs: SPECIAL_REVIEW_OVER_QUOTA)")
-def test_over_quota_reason_as_the_docs_say(demo_dir):
-    assert not _over_quota_stays(demo_dir) + _over_quota_stays(demo_dir, "dip/settled")
-
-
-def test_the_dip_region_differs_from_the_docs_only_by_the_reference_mean(demo_dir, docs_report):
-    """Reported to the lead. settlement.md "DIP settlement" 2 says ratio = cost ÷ reference mean;
-    demo/dip/ writes group_mean_cost = reference mean × dip_coefficient (辅助目录) and the ratio on
-    that, so every DIP case whose dip_coefficient is not 1 differs in group_mean_cost and
-    cost_ratio, some change type, and the amounts follow. Read that way, every other value
-    agrees (but the over-quota stays' reasons, above)."""
-    report = docs_report
+def test_the_dip_reference_mean_reading_matters(demo_dir, docs_report):
+    """settlement.md "DIP settlement" 2: ratio = cost ÷ (reference mean × 辅助目录 coefficient).
+    Read without the coefficient, every DIP case whose coefficient is not 1 would differ in
+    group_mean_cost and cost_ratio: the demo has such cases, so the check has teeth."""
+    plain = check_demo(demo_dir, dip_mean_times_coefficient=False)
     grouped = 0
     for p in sorted((demo_dir / "dip" / "settled").glob("*/cases.parquet")):
         c = pq.read_table(p).to_pandas()
         grouped += int((c["cost_ratio"].notna() & (c["dip_coefficient"] != 1.0)).sum())
-    assert report.differ[("cases.parquet (dip)", "group_mean_cost")] == grouped > 0
-    assert report.differ[("cases.parquet (dip)", "cost_ratio")] == grouped
-    as_written = check_demo(demo_dir, dip_mean_times_coefficient=True)
-    over_quota = len(_over_quota_stays(demo_dir, "dip/settled"))
-    assert as_written.differ[("cases.parquet (dip)", "pricing_reason")] == over_quota
-    assert as_written.differ[("cases.parquet (dip)", "group_mean_cost")] == 0
-    assert as_written.total_compared > 90_000
+    assert plain.differ[("cases.parquet (dip)", "group_mean_cost")] == grouped > 0
+    assert docs_report.differ[("cases.parquet (dip)", "group_mean_cost")] == 0
 
 
 def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
@@ -166,8 +129,8 @@ def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
     hosp = pd.read_csv(month / "hospitals.csv", dtype=str, keep_default_na=False)
     hosp.loc[0, "withheld"] = str(Decimal(hosp.loc[0, "withheld"]) - Decimal("0.01"))
     hosp.to_csv(month / "hospitals.csv", index=False, quoting=1)
-    base = check_demo(demo_dir, dip_mean_times_coefficient=True)  # the reported over-quota reasons only
-    report = check_demo(bad, dip_mean_times_coefficient=True)
+    base = check_demo(demo_dir)
+    report = check_demo(bad)
     assert report.differ[("cases.parquet", "amount")] == 1
     assert report.differ[("hospitals.csv (month)", "withheld")] == 1
     assert report.total_differ == base.total_differ + 2
