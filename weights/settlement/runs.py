@@ -797,9 +797,12 @@ def _match_decisions(priced: pa.Table, id_column: str, decided, known: set, appl
     if not pc.any(hit).as_py():
         return
     known.update(ids.filter(hit).to_pylist())
-    done = pc.and_(hit, pc.fill_null(pc.equal(priced["review_status"], "decided"), False))
+    status = priced["review_status"]
+    if isinstance(status, pa.ChunkedArray):        # Array.filter takes an Array mask (pyarrow 15)
+        status = status.combine_chunks()
+    done = pc.and_(hit, pc.fill_null(pc.equal(status, "decided"), False))
     applied.update(ids.filter(done).to_pylist())
-    waiting = pc.and_(hit, pc.fill_null(pc.is_in(priced["review_status"], pa.array(["held", "interim"])), False))
+    waiting = pc.and_(hit, pc.fill_null(pc.is_in(status, pa.array(["held", "interim"])), False))
     reviewed.update(ids.filter(waiting).to_pylist())
 
 
