@@ -511,6 +511,24 @@ def _month_of_text(s: pa.Array) -> pa.Array:
     real = pc.fill_null(pc.equal(back, ymd), False)
     return pc.if_else(real, month, pa.scalar(None, pa.string()))
 
+def day_numbers(array, n: int) -> pa.Array:
+    """Dates (text YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD with an optional time, or date/timestamp) as
+    int32 days since 1970-01-01; null when missing or unreadable (``array`` None: all null).
+    The monitoring rules and the readmission pairing read dates with it."""
+    if array is None:
+        return pa.nulls(n, pa.int32())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_timestamp(array.type):
+        return pc.cast(pc.cast(pc.cast(array, pa.timestamp("s")), pa.date32()), pa.int32())
+    if pa.types.is_date(array.type):
+        return pc.cast(pc.cast(array, pa.date32()), pa.int32())
+    s = pc.replace_substring(text(array, n), "/", "-")
+    s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
+    ts = pc.strptime(pc.utf8_slice_codeunits(s, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)
+    return pc.cast(pc.cast(ts, pa.date32()), pa.int32())
+
+
 def _dictionary_columns(schema: pa.Schema, sample) -> list[str] | bool:
     """Columns worth Parquet dictionary encoding: repetitive ones in the first batch.
 

@@ -76,6 +76,7 @@ from drgdip.arrowio import (
     as_table,
     canonical_columns,
     code_list,
+    day_numbers,
     numeric,
     open_batches,
     text,
@@ -169,25 +170,6 @@ def _load(path: str) -> tuple[Rule, ...]:
 
 # ---------------------------------------------------------------- reading
 
-def _days(array, n: int) -> pa.Array:
-    """Dates (text YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD with an optional time, or date/timestamp)
-    as int32 days since 1970-01-01; null when missing or unreadable."""
-    if array is None:
-        return pa.nulls(n, pa.int32())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pa.types.is_timestamp(array.type):
-        return pc.cast(pc.cast(pc.cast(array, pa.timestamp("s")), pa.date32()), pa.int32())
-    if pa.types.is_date(array.type):
-        return pc.cast(pc.cast(array, pa.date32()), pa.int32())
-    s = text(array, n)
-    s = pc.replace_substring(s, "/", "-")
-    s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
-    s = pc.utf8_slice_codeunits(s, 0, 10)
-    ts = pc.strptime(s, format="%Y-%m-%d", unit="s", error_is_null=True)
-    return pc.cast(pc.cast(ts, pa.date32()), pa.int32())
-
-
 def _principal(lists: pa.ListArray) -> pa.Array:
     has = pc.greater(pc.fill_null(pc.list_value_length(lists), 0), 0)
     safe = pc.if_else(has, lists, pa.scalar([None], pa.list_(pa.string())))
@@ -220,8 +202,8 @@ def _compact(batch, start: int, grouper) -> pa.Table:
     los = numeric(col("los_days"), n)[0]
     return pa.table([
         pa.array(np.arange(start, start + n, dtype=np.int64)), ids, text(col("patient_id"), n),
-        text(col("hospital_id"), n), text(col("doctor_id"), n), _days(col("admission_date"), n),
-        _days(col("discharge_date"), n), _principal(code_list(col("diagnoses"), n)), adrg, drg, grouped, cost, los,
+        text(col("hospital_id"), n), text(col("doctor_id"), n), day_numbers(col("admission_date"), n),
+        day_numbers(col("discharge_date"), n), _principal(code_list(col("diagnoses"), n)), adrg, drg, grouped, cost, los,
         text(batch.column("dip_group"), n) if "dip_group" in names else pa.nulls(n, pa.string()),
     ], schema=_COMPACT)
 
@@ -775,7 +757,7 @@ def _outpatient_view(outpatient, batch_size: int, same_hospital: bool):
         if same_hospital:
             hosp = text(b.column(cols["hospital_id"]), n) if "hospital_id" in cols else pa.nulls(n, pa.string())
             pat = pc.binary_join_element_wise(pat, hosp, "\x00")
-        day = _days(b.column(date_col), n)
+        day = day_numbers(b.column(date_col), n)
         cost = numeric(b.column(cols["total_cost"]), n)[0]
         ok = pc.and_(pc.and_(pc.is_valid(pat), pc.is_valid(day)), pc.is_valid(cost))
         keys.append(pat.filter(ok))

@@ -24,26 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.arrowio import InputError, canonical_columns, code_list, text
+from drgdip.arrowio import InputError, canonical_columns, code_list, day_numbers, text
 
 #: columns a readmission pass reads (canonical names), beside the group column
 READ_COLUMNS = ("id", "patient_id", "hospital_id", "admission_date", "discharge_date")
 UNGROUPED = ("0000",)
-
-
-def day_numbers(array, n: int) -> pa.Array:
-    """Dates (text YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD with an optional time, or date/timestamp) as
-    int32 days since 1970-01-01; null when missing or unreadable (read as the monitoring rules do)."""
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pa.types.is_timestamp(array.type):
-        return pc.cast(pc.cast(pc.cast(array, pa.timestamp("s")), pa.date32()), pa.int32())
-    if pa.types.is_date(array.type):
-        return pc.cast(pc.cast(array, pa.date32()), pa.int32())
-    s = pc.replace_substring(text(array, n), "/", "-")
-    s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
-    ts = pc.strptime(pc.utf8_slice_codeunits(s, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)
-    return pc.cast(pc.cast(ts, pa.date32()), pa.int32())
 
 
 def find_readmissions(patient: np.ndarray, hospital: np.ndarray, key: np.ndarray, admit: np.ndarray,
