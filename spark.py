@@ -37,11 +37,14 @@ import os
 import pickle
 import warnings
 
+import numpy as np
+
 from drgdip.grouper.drg.kernel import ensure_cache_dir
 
 ensure_cache_dir()
 
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 
 from drgdip.arrowio import InputError, canonical_columns  # noqa: E402
 
@@ -292,47 +295,252 @@ def group_dataframe(df, scheme=None, *, method: str = "drg", catalog=None, codes
 
 # ---------------------------------------------------------------- settlement: map on Spark, reduce exactly
 
-#: the Arrow types of the columns price_cases adds (weights.settlement.points.PRICE_COLUMNS)
+#: the Arrow types of the columns price_cases adds (weights.settlement.points.PRICE_COLUMNS);
+#: ``readmission_of`` too when the policy pairs readmissions
 PRICE_TYPES = {"fund_key": pa.string(), "weight": pa.float64(), "group_mean_cost": pa.float64(),
                "cost_ratio": pa.float64(), "coefficient": pa.float64(), "base_points": pa.float64(),
                "case_type": pa.string(), "pricing_reason": pa.string(), "payment_method": pa.string(),
-               "points": pa.float64()}
+               "points": pa.float64(), "review_trigger": pa.string(), "review_status": pa.string()}
 #: the record roles a settlement reads (weights.settlement.settle.settle_period and runs.check_priced)
 SETTLE_ROLES = ("id", "hospital_id", "fund", "total_cost", "personal_share", "discharge_date", "los_days")
+#: the row number carried through every step of settle_dataframe: the file order among equal order keys
+ROW = "_drgdip_row"
+#: the order key's name in the small tables the passes return
+KEY = "_drgdip_key"
+
+
+def _no_readmissions(n: int) -> pa.Table:
+    """Readmission flags saying no pair (a pass whose outputs do not depend on them)."""
+    return pa.table({"readmission_of": pa.nulls(n, pa.string()), "has_readmission": pa.array(np.zeros(n, bool))})
 
 
 class BatchPricer:
     """The picklable map step of :func:`settle_dataframe`: ``price_cases`` on each batch, keeping
-    only the columns the settlement reads. Correct per batch only when no case depends on
-    another: the policy's group means come from the weight table (``group_mean = "table"``) and
-    every settlement id is unique within what it is given (duplicates are priced together on
-    the driver)."""
+    only the settlement's columns (``columns``, then the price columns).
 
-    def __init__(self, weights: pa.Table, policy, period: str, group_column: str, columns: list[str]):
+    What couples a case to others is computed before, by Spark, and handed over in ``context``
+    (a dict, or a Spark ``Broadcast`` of one): ``duplicate_ids`` (settlement ids repeated in the
+    DataFrame), ``group_counts`` / ``group_means`` (per weight-table row, over the whole
+    period), ``accepted`` (the sorted row numbers :data:`ROW` accepted within the special-review
+    quota). With ``readmissions``, a call receives all of a patient's stays (the DataFrame is
+    partitioned by patient): the partition is ordered by (``order_key``, :data:`ROW`) and its
+    readmissions paired by :func:`weights.settlement.readmission.detect_table` before pricing."""
+
+    def __init__(self, weights: pa.Table, policy, period: str, group_column: str, columns: list[str], *,
+                 order_key: str | None = None, context=None, readmissions: bool = False):
         self.policy = policy
         self.period = period
         self.group_column = group_column
         self.columns = list(columns)
+        self.order_key = order_key
+        self.context = context
+        self.readmissions = readmissions
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, weights.schema) as w:
             w.write_table(weights)
         self.weights_bytes = sink.getvalue().to_pybytes()
         self.digest = _sha(self.weights_bytes)
 
-    def price(self, table: pa.Table) -> pa.Table:
-        from drgdip.weights.settlement.points import price_cases
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_cache", None)
+        return state
+
+    def facts(self) -> dict:
+        c = self.context
+        if c is None:
+            return {}
+        return c.value if hasattr(c, "value") and not isinstance(c, dict) else c
+
+    def _cached(self, name: str, make):
+        cache = self.__dict__.setdefault("_cache", {})
+        if name not in cache:
+            cache[name] = make()
+        return cache[name]
+
+    def weights(self) -> pa.Table:
         key = ("weights", self.digest)
         weights = _LOADED.get(key)
         if weights is None:
             weights = _LOADED[key] = pa.ipc.open_stream(pa.py_buffer(self.weights_bytes)).read_all()
-        priced = price_cases(table, weights, self.policy, group_column=self.group_column, period=self.period)
-        return priced.select(self.columns + list(PRICE_TYPES)).cast(
-            pa.schema([priced.schema.field(c) for c in self.columns] + [(k, t) for k, t in PRICE_TYPES.items()]))
+        return weights
+
+    def duplicate_ids(self) -> pa.Array | None:
+        ids = self.facts().get("duplicate_ids")
+        return None if ids is None else self._cached("dups", lambda: pa.array(list(ids), pa.string()))
+
+    def review(self, table: pa.Table, accept_all: bool = False):
+        """The special-review context of a table: the period's group counts, and the quota's
+        verdict for its rows (``accept_all``: every candidate accepted, for the quota pass)."""
+        from drgdip.weights.settlement.special_review import ReviewContext
+        f = self.facts()
+        accepted = None
+        if accept_all:
+            accepted = np.ones(table.num_rows, bool)
+        elif f.get("accepted") is not None:
+            rows = table[ROW].to_numpy(zero_copy_only=False)
+            accepted = np.isin(rows, f["accepted"])
+        return ReviewContext(group_counts=f.get("group_counts"), accepted=accepted)
+
+    def price_cases(self, table: pa.Table, review, readmissions) -> pa.Table:
+        from drgdip.weights.settlement.points import price_cases
+        return price_cases(table, self.weights(), self.policy, group_column=self.group_column, period=self.period,
+                           duplicate_ids=self.duplicate_ids(), group_means=self.facts().get("group_means"),
+                           review=review, readmissions=readmissions)
+
+    def price_types(self) -> dict:
+        out = dict(PRICE_TYPES)
+        if self.policy.readmission.days > 0:
+            out["readmission_of"] = pa.string()
+        return out
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        return pa.schema([input_schema.field(c) for c in self.columns] + list(self.price_types().items()))
+
+    def price(self, table: pa.Table, readmissions: pa.Table | None = None) -> pa.Table:
+        priced = self.price_cases(table, self.review(table), readmissions)
+        types = self.price_types()
+        return priced.select(self.columns + list(types)).cast(
+            pa.schema([priced.schema.field(c) for c in self.columns] + list(types.items())))
 
     def __call__(self, batches):
+        if not self.readmissions:
+            for batch in batches:
+                if batch.num_rows:
+                    yield from self.price(pa.Table.from_batches([batch])).to_batches()
+            return
+        from drgdip.weights.settlement.readmission import detect_table
+        parts = [b for b in batches if b.num_rows]
+        if not parts:
+            return
+        step = max(b.num_rows for b in parts)
+        table = pa.Table.from_batches(parts).sort_by([(self.order_key, "ascending"), (ROW, "ascending")])
+        flags = detect_table(table, self.policy, self.group_column, self.duplicate_ids())
+        for off in range(0, table.num_rows, step):
+            n = min(step, table.num_rows - off)
+            yield from self.price(table.slice(off, n), flags.slice(off, n)).to_batches()
+
+
+class GroupCosts:
+    """Map step of the group pass: per priceable record its weight-table row and cost
+    (:func:`weights.settlement.points.group_cost_rows`), with its order key and row number."""
+
+    def __init__(self, pricer: BatchPricer):
+        self.pricer = pricer
+
+    def schema(self, key_type: pa.DataType) -> pa.Schema:
+        return pa.schema([("gidx", pa.int64()), ("cost", pa.float64()), (KEY, key_type), (ROW, pa.int64())])
+
+    def __call__(self, batches):
+        from drgdip.weights.settlement.points import group_cost_rows
+        p = self.pricer
         for batch in batches:
-            if batch.num_rows:
-                yield from self.price(pa.Table.from_batches([batch])).to_batches()
+            if not batch.num_rows:
+                continue
+            t = pa.Table.from_batches([batch])
+            gi, cost = group_cost_rows(t, p.weights(), p.policy, p.group_column, period=p.period,
+                                       duplicate_ids=p.duplicate_ids())
+            keep = pa.array(np.flatnonzero(gi >= 0))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(gi[keep.to_numpy()], pa.int64()), pa.array(cost[keep.to_numpy()], pa.float64()),
+                 t[p.order_key].take(keep).combine_chunks(), t[ROW].take(keep).combine_chunks()],
+                names=["gidx", "cost", KEY, ROW])
+
+
+def fold_group_costs(table: pa.Table) -> pa.Table:
+    """One weight-table row's priceable cases → (gidx, cost_sum, cases): the costs added one at
+    a time in file order (order key, then row number), the float sum ``drgdip settle`` gets by
+    adding them batch after batch (``np.add.at``; ``np.cumsum`` adds in the same order)."""
+    t = table.sort_by([(KEY, "ascending"), (ROW, "ascending")])
+    cost = t["cost"].to_numpy()
+    total = float(np.cumsum(cost)[-1]) if cost.size else 0.0
+    gidx = t["gidx"][0].as_py() if t.num_rows else -1
+    return pa.table({"gidx": pa.array([gidx], pa.int64()), "cost_sum": pa.array([total], pa.float64()),
+                     "cases": pa.array([t.num_rows], pa.int64())})
+
+
+class QuotaFacts:
+    """Map step of the quota pass (as ``runs._quota_pass`` does per batch): each batch priced
+    with every candidate accepted; out come per hospital its reviewable cases (the quota's base:
+    a cost ratio, or ungroupable under review) and each candidate's hospital, cost ratio,
+    settlement id, order key and row number."""
+
+    def __init__(self, pricer: BatchPricer):
+        self.pricer = pricer
+
+    def schema(self, key_type: pa.DataType) -> pa.Schema:
+        return pa.schema([("hospital", pa.string()), ("reviewable", pa.int64()), ("candidate", pa.bool_()),
+                          (ROW, pa.int64()), (KEY, key_type), ("ratio", pa.float64()), ("sid", pa.string())])
+
+    def __call__(self, batches):
+        from drgdip.weights.settlement import special_review as review_mod
+        p = self.pricer
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            t = pa.Table.from_batches([batch])
+            n = t.num_rows
+            flags = _no_readmissions(n) if p.policy.readmission.days > 0 else None
+            priced = p.price_cases(t, p.review(t, accept_all=True), flags)
+            hnames, hcode, ids = review_mod.quota_keys(priced)
+            trig = priced["review_trigger"]
+            eligible = (pc.fill_null(pc.is_valid(priced["cost_ratio"]), False).to_numpy(zero_copy_only=False)
+                        | pc.fill_null(pc.equal(trig, "ungroupable"), False).to_numpy(zero_copy_only=False))
+            cand = np.flatnonzero(pc.is_valid(trig).to_numpy(zero_copy_only=False))
+            base = np.bincount(hcode[eligible], minlength=len(hnames))
+            ratio = pc.fill_null(priced["cost_ratio"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+            k, c = len(hnames), cand.size
+            take = pa.array(cand, pa.int64())
+            yield pa.RecordBatch.from_arrays([
+                pa.array(list(hnames) + [hnames[i] for i in hcode[cand].tolist()], pa.string()),
+                pa.array(np.concatenate([base, np.zeros(c, np.int64)]), pa.int64()),
+                pa.array([False] * k + [True] * c, pa.bool_()),
+                pa.concat_arrays([pa.nulls(k, pa.int64()), t[ROW].take(take).combine_chunks().cast(pa.int64())]),
+                pa.concat_arrays([pa.nulls(k, t[p.order_key].type), t[p.order_key].take(take).combine_chunks()]),
+                pa.array(np.concatenate([np.full(k, np.nan), ratio[cand]]), pa.float64()),
+                pa.array([None] * k + [str(v) for v in ids[cand].tolist()], pa.string())],
+                names=["hospital", "reviewable", "candidate", ROW, KEY, "ratio", "sid"])
+
+
+def accepted_rows(facts: pa.Table, policy) -> np.ndarray:
+    """The row numbers accepted within the special-review quota (sorted), from the quota pass's
+    rows: :func:`weights.settlement.special_review.fill_quota` once over the candidates in
+    file order (order key, then row number), as ``drgdip settle`` runs it over the file."""
+    from drgdip.weights.settlement.special_review import fill_quota
+    counts = facts.filter(pc.invert(facts["candidate"])).group_by("hospital").aggregate([("reviewable", "sum")])
+    names = {h: i for i, h in enumerate(counts["hospital"].to_pylist())}
+    cand = facts.filter(facts["candidate"]).sort_by([(KEY, "ascending"), (ROW, "ascending")])
+    for h in cand["hospital"].to_pylist():
+        names.setdefault(h, len(names))
+    base = np.zeros(len(names), np.int64)
+    base[:counts.num_rows] = counts["reviewable_sum"].to_numpy(zero_copy_only=False)
+    hcode = np.array([names[h] for h in cand["hospital"].to_pylist()], np.int64)
+    ratio = pc.fill_null(cand["ratio"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+    ids = np.asarray(cand["sid"].to_pylist(), dtype=object)
+    sr = policy.special_review
+    ok = fill_quota(hcode, ratio, ids, base, int(base.sum()), sr.quota_share, sr.hospital_quota_share)
+    return np.sort(cand[ROW].to_numpy(zero_copy_only=False)[ok])
+
+
+def _text_expr(field):
+    """A Spark column as ``arrowio.text`` reads it (trimmed of Unicode white space, empty → null;
+    a floating column rounded half to even first): the settlement's ids and patients compare so."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, FloatType
+    c = F.col(f"`{field.name}`")
+    if isinstance(field.dataType, (DoubleType, FloatType)):
+        c = F.bround(c).cast("bigint")
+    s = F.regexp_replace(c.cast("string"), r"(?U)^\s+|\s+$", "")
+    return F.when(s == "", F.lit(None)).otherwise(s)
+
+
+def _share(df, facts: dict):
+    """The facts as a Spark broadcast (each executor fetches them once), or as they are when the
+    session has no SparkContext (Spark Connect)."""
+    try:
+        return df.sparkSession.sparkContext.broadcast(dict(facts))
+    except Exception:                              # pragma: no cover - Spark Connect
+        return dict(facts)
 
 
 def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "drg", order_by: str | None = None):
@@ -340,34 +548,30 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     :class:`~drgdip.weights.settlement.settle.Settlement`, to the cent, as ``drgdip settle`` on one
     machine gives for the same records in ``order_by`` order (default: the id column).
 
-    Map (Spark): each batch priced by ``price_cases``; records whose settlement id occurs more
-    than once are priced together on the driver, so they are all found (DUPLICATE_SETTLEMENT_ID).
-    Reduce (driver): the priced rows, only the columns the settlement reads, sorted by the
-    explicit row key (Spark has no file order and largest-remainder rounding gives ties to the
-    earlier row), go through ``settle_period``, whose sums are exact (integer cents and exact
-    point totals), so the result does not depend on how Spark split the work.
+    What couples cases is computed first, with Spark (docs/spark.md "What couples cases"):
+    settlement ids repeated in the DataFrame (a ``groupBy``); with ``deviation.group_mean =
+    "period"`` or ``special_review.min_group_cases`` each group's cases and cost sum (a
+    ``groupBy`` of the priceable cases, each group's costs added in file order); with a
+    special-review quota the candidates and each hospital's reviewable cases (collected, the
+    quota filled once on the driver by ``special_review.fill_quota``). These small tables are
+    broadcast to :class:`BatchPricer`, which prices each batch (``price_cases``); with
+    ``readmission.days`` > 0 the records are first partitioned by patient, so each patient's
+    stays are paired in one task. Reduce (driver): the priced rows, only the columns the
+    settlement reads, sorted by (``order_by``, row number), go through ``settle_period``,
+    whose sums are exact.
+
+    File order: rows are ordered by ``order_by`` (nulls last), ties by a row number from
+    ``monotonically_increasing_id`` taken once (the DataFrame is persisted for the passes); it
+    follows the DataFrame's partitions, so give a unique ``order_by`` when ties must not
+    depend on how the input was split.
 
     ``weights``: a weight-table file or table (``drg, weight, mean_cost``); ``policy``: a policy
-    file or ``Policy``. Refused: ``deviation.group_mean = "period"`` (each case's ratio needs the
-    mean over the whole period; settle on one machine), ``readmission.days`` > 0 (readmissions
-    pair stays across the file), and records without an id column."""
+    file or ``Policy``. Refused: records without an id column."""
     from drgdip.weights.relative_weights import read_weight_table
+    from drgdip.weights.settlement import special_review as review_mod
     from drgdip.weights.settlement.policy import load_policy
     from drgdip.weights.settlement.settle import settle_period
     pol = policy if not isinstance(policy, (str, os.PathLike)) else load_policy(policy)
-    if pol.deviation.group_mean == "period":
-        raise InputError(f"{pol.path or 'policy'}: deviation.group_mean = \"period\" makes every case depend on "
-                         "the whole period's group means; settle_dataframe prices batch by batch and needs "
-                         "group_mean = \"table\" (or settle on one machine with drgdip settle)")
-    srv = pol.special_review
-    if srv.quota_share < 1.0 or srv.hospital_quota_share < 1.0 or srv.min_group_cases > 0:
-        raise InputError(f"{pol.path or 'policy'}: special_review's quota or min_group_cases makes a case depend on "
-                         "the whole period; settle_dataframe prices batch by batch (settle on one machine with "
-                         "drgdip settle)")
-    if pol.readmission.days > 0:
-        raise InputError(f"{pol.path or 'policy'}: readmission.days = {pol.readmission.days} pairs stays across the "
-                         "whole file; settle_dataframe prices batch by batch and does not find them: set "
-                         "readmission.days = 0 (or settle on one machine with drgdip settle)")
     table = weights if isinstance(weights, pa.Table) else read_weight_table(weights, group_column)
     names = list(df.columns)
     roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))
@@ -377,34 +581,81 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     key = order_by or roles["id"]
     if key not in names:
         raise InputError(f"order_by {key!r}: no such column")
+    for reserved in (ROW, KEY):
+        if reserved in names:
+            raise InputError(f"the records have a column {reserved!r}: settle_dataframe numbers the rows under that "
+                             "name; rename it")
+    sr, rp = pol.special_review, pol.readmission
+    if rp.days > 0:
+        from drgdip.weights.settlement.readmission import check_columns
+        check_columns(names, pol)
     needed = {roles[r] for r in SETTLE_ROLES if r in roles} | {key, group_column}
     if "status" in names:
         needed.add("status")
-    sr = pol.special_review.flag_column
-    if sr in names:
-        needed.add(sr)
+    if sr.flag_column in names:
+        needed.add(sr.flag_column)
     wards = pol.per_diem.wards              # per-diem wards read the department and the diagnoses
     for role, used in (("dept", any(w.departments for w in wards)),
                        ("diagnoses", any(w.diagnosis_prefixes for w in wards))):
         if used and role in roles:
             needed.add(roles[role])
-    cols = [n for n in names if n in needed]
+    cols = [n for n in names if n in needed] + [ROW]
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
-    df = df.select(*cols)
-    dup_ids = df.groupBy(roles["id"]).count().filter(F.col("count") > 1).select(roles["id"])
-    single = df.join(dup_ids, on=roles["id"], how="left_anti")
-    repeated = df.join(dup_ids, on=roles["id"], how="left_semi")
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
-    arrow_in = to_arrow_schema(df.select(*cols).schema)
-    out_schema = pa.schema([arrow_in.field(c) for c in cols] + [(k, t) for k, t in PRICE_TYPES.items()])
-    pricer = BatchPricer(table, pol, period, group_column, cols)
-    mapped = single.select(*cols).mapInArrow(pricer, from_arrow_schema(out_schema))
-    parts = [_to_arrow(mapped, out_schema)]
-    rep = _to_arrow(repeated.select(*cols), arrow_in)
-    if rep.num_rows:
-        parts.append(pricer.price(rep).cast(out_schema))
-    priced = pa.concat_tables(parts).sort_by([(key, "ascending")])
-    return settle_period(priced, pol, period)
+    df = df.withColumn(ROW, F.monotonically_increasing_id()).persist(StorageLevel.MEMORY_AND_DISK)
+    shared = []
+    try:
+        arrow_in = to_arrow_schema(df.schema)
+        key_type = arrow_in.field(key).type
+        facts: dict = {}
+        ids = df.select(_text_expr(df.schema[roles["id"]]).alias("sid")).filter(F.col("sid").isNotNull())
+        dups = ids.groupBy("sid").count().filter(F.col("count") > 1).select("sid")
+        facts["duplicate_ids"] = _to_arrow(dups, pa.schema([("sid", pa.string())]))["sid"].to_pylist()
+        pricer = BatchPricer(table, pol, period, group_column, cols, order_key=key,
+                             readmissions=rp.days > 0)
+
+        def share():
+            pricer.context = _share(df, facts)
+            shared.append(pricer.context)
+
+        if pol.deviation.group_mean == "period" or review_mod.needs_group_counts(sr):
+            share()
+            step = GroupCosts(pricer)
+            rows = df.mapInArrow(step, from_arrow_schema(step.schema(key_type)))
+            per_group = rows.groupBy("gidx").applyInArrow(fold_group_costs, "gidx long, cost_sum double, cases long")
+            got = _to_arrow(per_group, pa.schema([("gidx", pa.int64()), ("cost_sum", pa.float64()),
+                                                  ("cases", pa.int64())]))
+            k = table.num_rows
+            sums, counts = np.zeros(k, np.float64), np.zeros(k, np.int64)
+            gidx = got["gidx"].to_numpy(zero_copy_only=False)
+            sums[gidx] = got["cost_sum"].to_numpy(zero_copy_only=False)
+            counts[gidx] = got["cases"].to_numpy(zero_copy_only=False)
+            facts["group_counts"] = counts
+            if pol.deviation.group_mean != "table":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    facts["group_means"] = sums / counts
+        if review_mod.quota_active(sr):
+            share()
+            step = QuotaFacts(pricer)
+            schema = step.schema(key_type)
+            facts["accepted"] = accepted_rows(_to_arrow(df.mapInArrow(step, from_arrow_schema(schema)), schema), pol)
+        share()
+        source = df
+        if rp.days > 0:                        # each patient's stays in one task
+            by = [_text_expr(df.schema[roles["patient_id"]])]
+            if rp.same_hospital:
+                by.append(_text_expr(df.schema[roles["hospital_id"]]))
+            source = df.repartition(*by)
+        out_schema = pricer.output_schema(arrow_in)
+        mapped = source.mapInArrow(pricer, from_arrow_schema(out_schema))
+        priced = _to_arrow(mapped, out_schema).sort_by([(key, "ascending"), (ROW, "ascending")])
+    finally:
+        for b in shared:
+            if hasattr(b, "unpersist"):
+                b.unpersist()
+        df.unpersist()
+    return settle_period(priced.drop_columns([ROW]), pol, period)
 
 
 def _to_arrow(df, schema: pa.Schema) -> pa.Table:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import stat
 import warnings
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pytest
 from dip_example import POLICY, history
@@ -269,11 +271,151 @@ def test_spark_settles_a_month_like_drgdip_settle_to_the_cent(spark, tmp_path):
     assert {"DUPLICATE_SETTLEMENT_ID", "OUT_OF_PERIOD", "UNKNOWN_FUND", "GROUP_NOT_IN_TABLE"} <= reasons
 
 
-def test_settle_dataframe_refuses_period_group_means(tmp_path):
+WEIGHTS = "drg,weight,mean_cost\nBR21,1.5,30000\nBR23,1.0,20000\nES29,0.45,9000\nFM19,2.25,45000\n"
+
+
+def coupled_month(n: int, seed: int) -> pa.Table:
+    """month_records with patients (a home hospital each, ~3 stays in the month) and admission
+    dates, some stays of a patient on the same days (ties broken by file order), some patient ids
+    padded with spaces (the same patient once trimmed), and equal costs in a group (equal ratios)."""
+    rng = np.random.default_rng(seed + 1)
+    t = month_records(n, seed)
+    k = n // 3
+    pid = rng.integers(0, k, n)
+    home = np.array([f"H2301000000{h}" for h in rng.integers(1, 9, k)])
+    hosp = np.where(rng.random(n) < 0.9, home[pid], np.array(t["fixmedins_code"].to_pylist()))
+    names = np.array([f"P{p:05d}" for p in pid], dtype=object)
+    names[::41] = [" " + v + " " for v in names[::41]]
+    dis = np.array(t["dscg_time"].to_pylist(), dtype="datetime64[D]")
+    los = np.array(t["los_days"].to_pylist()).astype(int)
+    adm = dis - los.astype("timedelta64[D]")
+    for i in range(3, n, 113):                 # a second stay on the very days of another of the patient
+        names[i], hosp[i], adm[i], dis[i] = names[i - 3], hosp[i - 3], adm[i - 3], dis[i - 3]
+    cost = np.array(t["medfee_sumamt"].to_pylist())
+    cost[7::211] = 77777.77                    # equal cost ratios within a group
+    t = t.set_column(t.schema.get_field_index("fixmedins_code"), "fixmedins_code", pa.array(hosp))
+    t = t.set_column(t.schema.get_field_index("dscg_time"), "dscg_time", pa.array(dis.astype(str).tolist()))
+    t = t.set_column(t.schema.get_field_index("medfee_sumamt"), "medfee_sumamt", pa.array(cost))
+    return t.append_column("patient_id", pa.array(names.tolist(), pa.string())).append_column(
+        "admission_date", pa.array(adm.astype(str).tolist()))
+
+
+def region_policy(tmp_path, special_review: str = "", deviation: str = "", readmission: str = "") -> str:
+    """examples/region.toml with lines added to its [special_review] and [deviation] sections and
+    a [readmission] section."""
     from pathlib import Path
     text = (Path(__file__).resolve().parents[1] / "examples" / "region.toml").read_text(encoding="utf-8")
-    assert 'group_mean = "table"' in text
-    p = tmp_path / "period.toml"
-    p.write_text(text.replace('group_mean = "table"', 'group_mean = "period"'), encoding="utf-8")
-    with pytest.raises(InputError, match="group_mean"):
-        S.settle_dataframe(None, tmp_path / "w.csv", p, "2026-10")
+    head = "[special_review]                    # 特病单议\n"
+    assert head in text and 'group_mean = "table"' in text
+    for line in special_review.splitlines():     # a key the example sets is replaced, others added
+        name = line.split("=")[0].strip()
+        text, hits = re.subn(rf"(?m)^{name} *=.*$", line, text)
+        if not hits:
+            text = text.replace(head, head + line + "\n")
+    if deviation:
+        text = text.replace('group_mean = "table"', deviation)
+    if readmission:
+        text += "\n[readmission]\n" + readmission + "\n"
+    p = tmp_path / "policy.toml"
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+CASE_COLUMNS = ("fund_key", "weight", "group_mean_cost", "cost_ratio", "base_points", "case_type", "pricing_reason",
+                "payment_method", "points", "review_trigger", "review_status", "readmission_of", "amount",
+                "fund_amount")
+
+
+def settle_both_ways(spark, tmp_path, t: pa.Table, policy: str):
+    """(Spark's Settlement, drgdip settle's Settlement, its cases.parquet) for the same month,
+    after checking they agree on every hospital row, every fund figure and every case row."""
+    import pyarrow.parquet as pq
+
+    from drgdip.weights.settlement import runs
+    path = tmp_path / "month.parquet"
+    pq.write_table(t, path)
+    weights = tmp_path / "w.csv"
+    weights.write_text(WEIGHTS)
+    one = runs.settle_month("2026-10", path, policy_path=policy, weights_path=weights, ledger_path=tmp_path / "l.db",
+                            new_ledger=True, quiet=True, out=tmp_path / "one", batch_size=1000)
+    one_cases = pq.read_table(tmp_path / "one" / "cases.parquet")
+    got = S.settle_dataframe(spark.read.parquet(str(path)).repartition(4), weights, policy, "2026-10")
+    assert got.hospitals.num_rows == one.hospitals.num_rows >= 16
+    for c in one.hospitals.column_names:
+        assert got.hospitals[c].to_pylist() == one.hospitals[c].to_pylist(), c
+    assert got.funds == one.funds
+    cols = [c for c in CASE_COLUMNS if c in one_cases.column_names]
+    assert [c for c in CASE_COLUMNS if c in got.cases.column_names] == cols
+
+    def rows(cases):        # every case row; copies of a duplicated id compared as a set
+        out = [tuple(repr(v) for v in r) for r in zip(*(cases[c].to_pylist() for c in ["setl_id", *cols]))]
+        return sorted(out)
+    a, b = rows(got.cases), rows(one_cases)
+    assert len(a) == len(b) == t.num_rows
+    assert a == b
+    return got, one, one_cases
+
+
+def reasons_of(cases) -> dict:
+    vc = pc.value_counts(cases["pricing_reason"])
+    return {v.as_py(): c.as_py() for v, c in zip(vc.field("values"), vc.field("counts"))}
+
+
+def test_spark_settles_with_the_special_review_quota(spark, tmp_path):
+    policy = region_policy(tmp_path, "cost_multiple = 3.2\nlos_days_above = 25\nquota_share = 0.05\n"
+                                     "hospital_quota_share = 0.06")
+    got, one, _ = settle_both_ways(spark, tmp_path, coupled_month(6000, 11), policy)
+    r = reasons_of(got.cases)
+    # the quota bites: candidates accepted up to 5 % of the region's cases, the others over it
+    accepted = r["SPECIAL_REVIEW_COST"] + r["SPECIAL_REVIEW_LONG_STAY"]
+    assert 200 <= accepted <= int(0.05 * got.cases.num_rows) and r["SPECIAL_REVIEW_OVER_QUOTA"] >= 200
+
+
+def test_spark_settles_with_small_groups(spark, tmp_path):
+    policy = region_policy(tmp_path, "min_group_cases = 1300")
+    got, _, _ = settle_both_ways(spark, tmp_path, coupled_month(6000, 12), policy)
+    small = got.cases.filter(pc.equal(got.cases["pricing_reason"], "SPECIAL_REVIEW_SMALL_GROUP"))
+    assert small.num_rows >= 1000                       # ES29 and FM19 (~1,150 priceable each) are small
+    assert set(small["drg"].to_pylist()) == {"ES29", "FM19"}   # BR21, BR23 (~1,750 each) are not
+
+
+def test_spark_settles_with_readmissions(spark, tmp_path):
+    policy = region_policy(tmp_path, readmission='days = 15\nkey = "adrg"\nsame_hospital = true\n'
+                                                 'payment = "halve_earlier"\nshare = 0.5')
+    t = coupled_month(6000, 13)
+    got, _, _ = settle_both_ways(spark, tmp_path, t, policy)
+    r = reasons_of(got.cases)
+    assert r["READMISSION_WITHIN_DAYS"] >= 100 and r["READMISSION_EARLIER_STAY"] >= 50
+    # a padded patient id is the same patient as the trimmed one (paired across Spark partitions)
+    by_id = dict(zip(t["setl_id"].to_pylist(), t["patient_id"].to_pylist()))
+    pairs = [(a, b) for a, b in zip(got.cases["setl_id"].to_pylist(), got.cases["readmission_of"].to_pylist()) if b]
+    assert any(by_id[a] != by_id[b] for a, b in pairs)
+
+
+def test_spark_settles_with_period_group_means(spark, tmp_path):
+    policy = region_policy(tmp_path, deviation='group_mean = "period"')
+    got, _, _ = settle_both_ways(spark, tmp_path, coupled_month(6000, 14), policy)
+    means = {d: m for d, m in zip(got.cases["drg"].to_pylist(), got.cases["group_mean_cost"].to_pylist())
+             if m is not None}
+    assert set(means) == {"BR21", "BR23", "ES29", "FM19"}
+    assert means["BR21"] != 30000.0 and abs(means["BR21"] / 30000.0 - 1.13) < 0.05   # E[lognormal(0, .5)] ≈ 1.13
+
+
+def test_spark_settles_with_every_coupling_at_once(spark, tmp_path):
+    policy = region_policy(tmp_path, "cost_multiple = 3.2\nlos_days_above = 25\nquota_share = 0.05\n"
+                                     "hospital_quota_share = 0.06\n"
+                                     "min_group_cases = 1300", deviation='group_mean = "period"',
+                           readmission='days = 10\nkey = "group"\nsame_hospital = false\npayment = "second_unpaid"')
+    got, _, _ = settle_both_ways(spark, tmp_path, coupled_month(6000, 15), policy)
+    r = reasons_of(got.cases)
+    for code in ("SPECIAL_REVIEW_OVER_QUOTA", "READMISSION_UNPAID", "DUPLICATE_SETTLEMENT_ID"):
+        assert r.get(code, 0) > 0, code
+
+
+def test_settle_dataframe_refuses_records_without_an_id(tmp_path):
+    class Frame:
+        columns = ["fixmedins_code", "drg"]
+    p = region_policy(tmp_path, deviation='group_mean = "period"')
+    (tmp_path / "w.csv").write_text(WEIGHTS)
+    with pytest.raises(InputError, match="no id column"):
+        S.settle_dataframe(Frame(), tmp_path / "w.csv", p, "2026-10")

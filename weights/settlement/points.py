@@ -304,6 +304,16 @@ def add_group_costs(cases: pa.Table, group_weights: pa.Table, policy: Policy, su
     np.add.at(counts, gi, 1)
 
 
+def group_cost_rows(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
+                    weight_column: str = "weight", period: str | None = None,
+                    duplicate_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(weight-table row, cost) of each record, the row -1 when the record is not priceable: what
+    :func:`add_group_costs` adds, row by row, for a caller that must add them in file order
+    over data split another way (drgdip.spark)."""
+    sc = _screen(cases, group_weights, policy, group_column, weight_column, period, duplicate_ids)
+    return np.where(sc.priceable, sc.idx, -1), sc.cost
+
+
 def price_cases(cases: pa.Table, group_weights: pa.Table, policy: Policy, group_column: str = "drg",
                 weight_column: str = "weight", base_points: float | None = None,
                 period: str | None = None, duplicate_ids: pa.Array | None = None,
