@@ -160,6 +160,50 @@ def test_warm_compiles_the_read_only_variants():
     assert S.warm("teaching", catalog=cat) == before  # nothing new to compile
 
 
+def test_group_costs_are_added_in_file_order():
+    # 1 + 1e16 rounds to 1e16: in file order (key, then row number) the sum is 0.0, in the order given 1.0
+    t = pa.table({"gidx": [3, 3, 3, 3], "cost": [1e16, -1e16, 1.0, 0.0], S.KEY: ["b", "c", "a", "a"],
+                  S.ROW: [0, 1, 9, 2]})
+    assert float(np.cumsum(t["cost"].to_numpy())[-1]) == 1.0
+    out = S.fold_group_costs(t)
+    assert out.to_pylist() == [{"gidx": 3, "cost_sum": 0.0, "cases": 4}]
+
+
+def test_quota_filled_once_over_every_candidate():
+    from types import SimpleNamespace
+    pol = SimpleNamespace(special_review=SimpleNamespace(quota_share=0.05, hospital_quota_share=0.1))
+    # per hospital reviewable cases, as two batches report them: A 60 + 40, B 40 → caps A 10, B 4, region 7
+    base = [("A", 60), ("B", 40), ("A", 40)]
+    cand = [("B", 9.0, "b0"), ("B", 8.0, "b1"), ("B", 7.0, "b2"), ("B", 6.0, "b3"), ("B", 5.0, "b5"),
+            ("B", 5.0, "b4"), ("A", 6.0, "a1"), ("A", 3.0, "a2"), ("A", 2.0, "a4"), ("A", 2.0, "a3"),
+            ("A", None, "a5")]
+    rows = ([{"hospital": h, "reviewable": c, "candidate": False, S.ROW: None, S.KEY: None, "ratio": None,
+              "sid": None} for h, c in base] +
+            [{"hospital": h, "reviewable": 0, "candidate": True, S.ROW: 100 + i, S.KEY: sid, "ratio": r, "sid": sid}
+             for i, (h, r, sid) in enumerate(cand)])
+    facts = pa.Table.from_pylist(rows, schema=S.QuotaFacts(None).schema(pa.string()))
+    got = S.accepted_rows(facts, pol)
+    # by ratio, ties by id: b0 b1 b2 a1 b3 | b4 b5 over B's cap | a2 a3 | a4 (after a3 though listed
+    # before it) and a5 (no ratio: last) over the region's cap
+    want = sorted(100 + i for i, (_, _, sid) in enumerate(cand) if sid in {"b0", "b1", "b2", "b3", "a1", "a2", "a3"})
+    assert got.tolist() == want
+
+
+def test_batch_pricer_reads_a_broadcast_context_and_pickles_without_its_cache():
+    from types import SimpleNamespace
+    w = pa.table({"drg": ["A"], "weight": [1.0], "mean_cost": [100.0]})
+    from pathlib import Path
+
+    from drgdip.weights.settlement.policy import load_policy
+    pol = load_policy(Path(__file__).resolve().parents[1] / "examples" / "region.toml")
+    p = S.BatchPricer(w, pol, "2026-10", "drg", ["setl_id"], context=SimpleNamespace(value={"duplicate_ids": ["x"]}))
+    assert p.duplicate_ids().to_pylist() == ["x"] and "_cache" in p.__dict__
+    assert "_cache" not in pickle.loads(pickle.dumps(p)).__dict__
+    p.context = {"accepted": np.array([2, 5])}
+    ctx = p.review(pa.table({S.ROW: [1, 2, 5, 7]}))
+    assert ctx.accepted.tolist() == [False, True, True, False] and ctx.group_counts is None
+
+
 # ---------------------------------------------------------------- in Spark local mode
 
 @pytest.fixture(scope="module")
