@@ -22,9 +22,11 @@ else here is plain Python and Arrow, so the executors' side can be tested withou
 - input columns named like output columns (``status``, ``drg``, ``dip_group``, …) are renamed
   ``input_<name>`` with a warning, never silently replaced.
 
-- :func:`settle_dataframe`: monthly pre-settlement (月度预结算) as map (``price_cases`` per batch
-  on Spark) and reduce (``settle_period`` on the driver over the priced rows sorted by an
-  explicit row key), equal to the cent to ``drgdip settle`` (docs/spark.md).
+- :func:`settle_dataframe`: monthly pre-settlement (月度预结算): what couples cases (duplicate
+  ids, the period's group counts and means, the special-review quota, readmissions) computed
+  first with Spark operations, then map (``price_cases`` per batch on Spark, :class:`BatchPricer`)
+  and reduce (``settle_period`` on the driver over the priced rows in file order), equal to the
+  cent to ``drgdip settle`` (docs/spark.md "What couples cases").
 
 Spark has no file order: the records need a key column (``id`` or an alias such as
 ``setl_id``), which is written first, as :func:`drgdip.grouper.drg.api.group_file` does.
