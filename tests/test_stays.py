@@ -257,9 +257,3 @@ def test_missing_zero_and_negative_cost_are_refused_with_their_reasons():
     t = _table(total_cost=pa.array(["-5", "0.00"]))
     assert price_cases(t, WEIGHTS, parse_policy(POLICY), period="2026-10")["pricing_reason"].to_pylist() == [
         "BAD_COST", "ZERO_COST"]
-
-
-def test_spark_settlement_refuses_readmission_pairing():
-    from drgdip import spark
-    with pytest.raises(InputError, match="readmission.days = 15"):
-        spark.settle_dataframe(None, WEIGHTS, parse_policy(POLICY), "2026-10")
