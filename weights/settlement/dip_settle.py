@@ -202,8 +202,12 @@ class DipPricer:
                 return _leave_to_other(dip, ~self._dip_rows(table))
             return dip
         if ds.points_factor != 1.0:
+            # DIP points only: a per-diem or fee-for-service case's points are the pool's own
+            # (policy [per_diem], [fee_for_service]), the same at a DRG hospital
+            own = pc.fill_null(pc.invert(pc.is_in(dip["payment_method"], pa.array(["per_diem", "fee_for_service"]))),
+                               True)
             for name in ("points", "base_points"):
-                col = pc.multiply(dip[name], pa.scalar(ds.points_factor))
+                col = pc.if_else(own, pc.multiply(dip[name], pa.scalar(ds.points_factor)), dip[name])
                 dip = dip.set_column(dip.schema.get_field_index(name), name, col)
         drg = _payment_method(self.drg_price(table), "drg")
         return _combine(drg, dip, self._dip_rows(table))
