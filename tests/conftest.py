@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,14 @@ def need_shared(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return need_shared()
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """A small demo (seed 7, 200 records a month, 5 hospitals), run once per test session
+    through the CLI; the independent recomputation's tests (test_independent_*.py) share it."""
+    out = tmp_path_factory.mktemp("independent") / "demo"
+    subprocess.run([sys.executable, "-m", "drgdip", "demo", "-o", str(out), "--seed", "7",
+                    "--records-per-month", "200", "--hospitals", "5", "--quiet"],
+                   check=True, capture_output=True, text=True)
+    return out

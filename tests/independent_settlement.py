@@ -41,13 +41,25 @@ fee-for-service, basic groups, the table's thresholds, [advance], [quality], [re
 normal), [readmission] (adrg or group key, flag_only, halve_earlier), [special_review] triggers
 flag, review_group, new_technology, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
 the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
-step_review, read_decisions, decision_statuses, step_readmission). Not covered today: special
-review of small groups or of ungroupable cases, `incomplete_stays.payment =
-"review"`, readmission `second_unpaid` or by principal diagnosis, `point_value.projected = "history"`,
-DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
-the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
-settlement. To add one, add its fields to ``COVERED`` with a function of its own and call it
-from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
+step_review, read_decisions, decision_statuses, step_readmission). Covered since issue 12's
+second round (tests/test_independent_rules.py runs each on real `drgdip settle` runs):
+
+    step_small_groups           [special_review] min_group_cases (trigger small_group)
+    step_review (ungroupable)   [special_review] ungroupable: held until decided points, over the
+                                quota NOT_GROUPED (step_ungroupable_needs_points, _decided_method)
+    step_stay_review            [incomplete_stays] payment / short_stay_payment = "review"
+    step_readmission_diagnosis  [readmission] key = "principal_diagnosis", diagnosis_chars
+    step_readmission_unpaid     [readmission] payment = "second_unpaid" (READMISSION_UNPAID)
+    step_projected_history      [point_value] projected = "history", growth
+    step_method                 [dip_settlement] hospitals, pool = "separate" (SETTLED_BY_OTHER_METHOD)
+                                and `--method mixed` (recompute_month(method="mixed"))
+    step_points_factor          pool = "shared": DIP points × points_factor
+    step_period_means           [deviation] group_mean = "period"
+    step_annual_rate            the rate form's year with a published rate
+
+Not covered: the `[dip]` catalogue build (the checker takes the catalogue as input, as it
+takes the weight table). To add a rule, add its fields to ``COVERED`` with a function of its
+own and call it from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
 
 The DIP grouping itself (dip_group, dip_coefficient: dip.md) is taken from the output, as the
 DRG region's drg is taken from the records; its score must be the catalogue's.
@@ -140,7 +152,7 @@ COVERED = {
     "deviation.high_bands": None, "deviation.high_payment": {"add_on", "actual", "cap", "none"},
     "deviation.high_add_on_share": None, "deviation.high_cap": None, "deviation.low_k": None,
     "deviation.low_payment": {"proportional", "deduction", "none"}, "deviation.low_deduction": None,
-    "deviation.group_mean": {"table"},
+    "deviation.group_mean": {"table", "period"},
     "special_review.flag_column": None, "special_review.cost_multiple": None,
     "special_review.payment": {"actual", "normal", "hold"},
     "special_review.low_cost_multiple": None, "special_review.los_days_above": None,
@@ -148,12 +160,14 @@ COVERED = {
     "special_review.review_groups": None,
     # not recomputed here: small groups, ungroupable cases sent to review
     "special_review.new_technology_codes": None, "special_review.new_technology_column": None,
-    "special_review.min_group_cases": {0},
-    "special_review.ungroupable": {False},
-    "incomplete_stays.dispositions": None, "incomplete_stays.payment": {"proportional_capped", "normal"},
-    "incomplete_stays.short_stay_days": None, "incomplete_stays.short_stay_payment": {"proportional_capped", "normal"},
-    "readmission.days": None, "readmission.key": {"adrg", "group"}, "readmission.adrg_chars": None,
-    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier"},
+    "special_review.min_group_cases": None,
+    "special_review.ungroupable": None,
+    "incomplete_stays.dispositions": None, "incomplete_stays.payment": {"proportional_capped", "normal", "review"},
+    "incomplete_stays.short_stay_days": None,
+    "incomplete_stays.short_stay_payment": {"proportional_capped", "normal", "review"},
+    "readmission.days": None, "readmission.key": {"adrg", "group", "principal_diagnosis"},
+    "readmission.adrg_chars": None, "readmission.diagnosis_chars": None,
+    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier", "second_unpaid"},
     "readmission.share": None,
     "records.los_min_days": None, "records.los_max_days": None,
     "settlement.withholding_share": None, "settlement.surplus_bands": None,
@@ -168,7 +182,7 @@ COVERED = {
     "reserve.share": None, "reserve.cap": {"none", "budget", "budget_and_reserve"},
     "advance.share": None,
     # history: the previous year's annual run from the ledger (not recomputed here)
-    "point_value.projected": {"none", "policy"}, "point_value.growth": None,
+    "point_value.projected": {"none", "policy", "history"}, "point_value.growth": None,
     "point_value.projected_points": None, "point_value.projected_personal_share": None,
     "quality.bands": None, "quality.missing_refund": None,
     "incentives.cmi_bands": None, "incentives.cost_bands": None, "incentives.time_bands": None,
@@ -177,7 +191,7 @@ COVERED = {
     "dip_settlement.high_k": None, "dip_settlement.high_payment": {"add_on", "actual", "none"},
     "dip_settlement.high_add_on_share": None, "dip_settlement.low_k": None,
     "dip_settlement.low_payment": {"proportional", "none"}, "dip_settlement.reference_means": None,
-    "dip_settlement.hospitals": {"__empty__"}, "dip_settlement.pool": {"shared"},
+    "dip_settlement.hospitals": None, "dip_settlement.pool": {"shared", "separate"},
     "dip_settlement.points_factor": None,
     # weights are computed before settlement; the checker takes the demo's weight table as input
     "weights.year_weights": None, "weights.trim": None, "weights.trim_sd": None,
@@ -194,6 +208,8 @@ KNOWN_PRICING_REASONS = {
     "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
     "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
     "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY", "SPECIAL_REVIEW_NEW_TECH",
+    "SPECIAL_REVIEW_SMALL_GROUP", "SPECIAL_REVIEW_UNGROUPABLE", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY_REVIEW",
+    "READMISSION_UNPAID", "SETTLED_BY_OTHER_METHOD",
 }
 KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
                     "incomplete_stay", "short_stay", "readmission"}
@@ -553,7 +569,35 @@ def step_stay_rule(rec: dict, base, ratio, ordinary: tuple, policy) -> tuple:
         kind, reason, pay = "short_stay", "SHORT_STAY", st["short_stay_payment"]
     else:
         return ordinary
+    if pay == "review":
+        return step_stay_review(kind, base, ratio, policy)
     return kind, reason, base * min(ratio, 1) if pay == "proportional_capped" else base
+
+
+def step_stay_review(kind: str, base, ratio, policy) -> tuple:
+    """policy.md [incomplete_stays] payment / short_stay_payment = "review": the stay is sent to
+    special review: case type special_review, reason INCOMPLETE_STAY_REVIEW (SHORT_STAY_REVIEW),
+    paid meanwhile as special_review.payment says (hold: no points)."""
+    reason = "INCOMPLETE_STAY_REVIEW" if kind == "incomplete_stay" else "SHORT_STAY_REVIEW"
+    pay = policy["special_review"]["payment"]
+    return "special_review", reason, None if pay == "hold" else (base * ratio if pay == "actual" else base)
+
+
+def step_over_quota_stay_review(c: dict) -> bool:
+    """A stay sent to review by its rule keeps its reason when a trigger of its own is over the quota."""
+    return c.get("pricing_reason") in ("INCOMPLETE_STAY_REVIEW", "SHORT_STAY_REVIEW")
+
+
+def step_ungroupable_needs_points(c: dict, decision: tuple) -> bool:
+    """settlement.md "Special case review" 5: `normal` / `actual` for a case without base points
+    (an ungroupable one) is DECISION_NEEDS_POINTS, the case stays held."""
+    return c.get("base_points") is None and decision[0] in ("normal", "actual")
+
+
+def step_ungroupable_decided_method(c: dict) -> str:
+    """settlement.md "Special case review" 5: an ungroupable case paid its decided points is paid
+    by the run's group method (drg, or dip)."""
+    return c["group_method"]
 
 
 def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
@@ -581,7 +625,7 @@ def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
     return None
 
 
-INTERIM_REASON = {"flag": "SPECIAL_REVIEW_FLAG", "review_group": "SPECIAL_REVIEW_GROUP", "cost_high": "SPECIAL_REVIEW_COST",
+INTERIM_REASON = {"small_group": "SPECIAL_REVIEW_SMALL_GROUP", "flag": "SPECIAL_REVIEW_FLAG", "review_group": "SPECIAL_REVIEW_GROUP", "cost_high": "SPECIAL_REVIEW_COST",
                   "cost_low": "SPECIAL_REVIEW_LOW_COST", "long_stay": "SPECIAL_REVIEW_LONG_STAY",
                   "new_technology": "SPECIAL_REVIEW_NEW_TECH"}
 
@@ -597,8 +641,9 @@ def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
         per_h[c["hospital_id"]] += 1
     cap_h = {h: math.floor(exact(sr["hospital_quota_share"]) * n) for h, n in per_h.items()}
     cap_r = math.floor(exact(sr["quota_share"]) * len(reviewable))
+    # no ratio (an ungroupable case) last
     order = sorted((i for i, c in enumerate(cases) if c.get("trigger")),
-                   key=lambda i: (-cases[i]["cost_ratio"], str(cases[i]["id"]), i))
+                   key=lambda i: (cases[i]["cost_ratio"] is None, -(cases[i]["cost_ratio"] or 0), str(cases[i]["id"]), i))
     taken_h, taken = defaultdict(int), 0
     for i in order:
         c = cases[i]
@@ -609,26 +654,40 @@ def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
         else:
             c["review_status"] = "over_quota"
             # settlement.md "Special case review" 2: an incomplete or short stay keeps the stay's reason
-            if c.get("case_type") not in ("incomplete_stay", "short_stay"):
+            # (an ungroupable case stays unpriced, NOT_GROUPED: it has no ordinary price)
+            if c.get("case_type") not in ("incomplete_stay", "short_stay") and not step_over_quota_stay_review(c) \
+                    and c["trigger"] != "ungroupable":
                 c["pricing_reason"] = "SPECIAL_REVIEW_OVER_QUOTA"
     for c in reviewable:
         if c.get("review_status") != "accepted":
             continue
         d = (decisions or {}).get(c["id"])
         base, ratio = c["base_points"], c["cost_ratio"]
+        if d is not None and step_ungroupable_needs_points(c, d):
+            d = None  # DECISION_NEEDS_POINTS: still held
         if d is not None:
             kind, pts = d
             c["review_status"] = "decided"
             if kind == "reject":
-                c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
+                # settlement.md "Special case review" 5: the ordinary rules; an incomplete or short
+                # stay keeps its rule's reason, as over the quota (2)
+                if c.get("case_type") not in ("incomplete_stay", "short_stay") and not step_over_quota_stay_review(c):
+                    c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
                 continue
             c["case_type"] = "special_review"
             c["points"] = pts if kind == "points" else (base if kind == "normal" else base * ratio)
+            if c["trigger"] == "ungroupable":
+                c["method"] = step_ungroupable_decided_method(c)
             c["pricing_reason"] = {"points": "SPECIAL_REVIEW_DECIDED_POINTS", "normal": "SPECIAL_REVIEW_DECIDED_NORMAL",
                                    "actual": "SPECIAL_REVIEW_DECIDED_ACTUAL"}[kind]
             continue
         c["case_type"] = "special_review"
-        if sr["payment"] == "hold":
+        if c["trigger"] == "ungroupable":
+            # policy.md [special_review] ungroupable: held until decided points come, whatever the payment
+            # (reason SPECIAL_REVIEW_HOLD under payment = "hold", as every held case: settlement.md §1.2)
+            c.update(review_status="held", points=None, method="none",
+                     pricing_reason="SPECIAL_REVIEW_HOLD" if sr["payment"] == "hold" else "SPECIAL_REVIEW_UNGROUPABLE")
+        elif sr["payment"] == "hold":
             c.update(review_status="held", pricing_reason="SPECIAL_REVIEW_HOLD", points=None, method="none")
         else:
             c["review_status"] = "interim"
@@ -657,8 +716,10 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
         pid, hid = r.get("patient_id"), r.get("hospital_id")
         if rd["key"] == "adrg":
             key = r.get("adrg") if "adrg" in r else (None if isnull(r.get("drg")) else str(r["drg"])[:rd["adrg_chars"]])
+        elif rd["key"] == "principal_diagnosis":
+            key = step_readmission_diagnosis(r, rd)
         else:
-            key = r.get("dip_group" if dip else "drg")
+            key = r.get("dip_group" if r.get("_method", "dip" if dip else "drg") == "dip" else "drg")
         adm, dis = _day(r.get("admission_date")), _day(r.get("discharge_date"))
         if any(isnull(x) or x == "" for x in (pid, hid, key)) or adm is None or dis is None or adm > dis \
                 or r.get("id") in duplicates:
@@ -671,12 +732,31 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
             if later["points"] is not None and later["case_type"] != "special_review":
                 later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS",
                              readmission_of=earlier["id"])
+                if rd["payment"] == "second_unpaid":
+                    step_readmission_unpaid(later)
             if rd["payment"] == "halve_earlier" and earlier["points"] is not None \
                     and earlier["case_type"] != "special_review":
                 earlier["points"] = earlier["points"] * float(rd["share"])
                 earlier["case_type"] = "readmission"
                 if earlier["pricing_reason"] != "READMISSION_WITHIN_DAYS":
                     earlier["pricing_reason"] = "READMISSION_EARLIER_STAY"
+
+
+def step_readmission_diagnosis(r: dict, rd: dict) -> str | None:
+    """policy.md [readmission] key = "principal_diagnosis": the first code of `diagnoses`, its
+    first `diagnosis_chars` characters (0: the whole code)."""
+    dx = _principal_diagnosis(r)
+    if not dx:
+        return None
+    n = int(rd["diagnosis_chars"])
+    return dx[:n] if n > 0 else dx
+
+
+def step_readmission_unpaid(later: dict) -> None:
+    """policy.md [readmission] payment = "second_unpaid": the readmission has no points (case
+    type unpriced, READMISSION_UNPAID): outside the point pool, its personal share not counted;
+    it keeps its group mean, ratio and base points (settlement.md §1.2)."""
+    later.update(case_type="unpriced", pricing_reason="READMISSION_UNPAID", points=None, method="none")
 
 
 def basic_codes(policy, policy_dir: Path | None) -> list[str]:
@@ -759,18 +839,99 @@ def step_dip_group(rec: dict, dip: dict, rep=None, key=None):
     return None, {"score": row["score"] * dipc, "mean_cost": mean}
 
 
+def step_method(rec: dict, policy, method: str) -> str | None:
+    """settlement.md "DRG and DIP in one region": the method of a case's hospital. ``method`` is
+    the run's (`drg`, `dip`, `mixed`); with `[dip_settlement] hospitals` the listed hospitals
+    are DIP's, the others DRG's. None: the other method's pool settles it (pool = "separate":
+    SETTLED_BY_OTHER_METHOD)."""
+    listed = {str(h) for h in policy["dip_settlement"]["hospitals"]}
+    if not listed:
+        return "dip" if method == "dip" else "drg"
+    own = "dip" if str(rec.get("hospital_id")) in listed else "drg"
+    if method == "mixed":
+        return own
+    return method if own == method else None
+
+
+def step_period_means(pending: list, recs: list[dict]) -> dict:
+    """policy.md [deviation] group_mean = "period": the mean cost of each group over the cases
+    priced by their group (step 4 of "Which rule prices a case"), summed in file order as
+    float64 and divided by their number."""
+    sums, counts = defaultdict(float), defaultdict(int)
+    for i, rec, _row in pending:
+        sums[rec["drg"]] += float(rec["total_cost"])
+        counts[rec["drg"]] += 1
+    return {g: sums[g] / counts[g] for g in sums}
+
+
+def step_small_groups(pending: list, policy) -> set:
+    """policy.md [special_review] min_group_cases: the groups with fewer priceable cases (those
+    priced by their group, step 4) in the file than the minimum (trigger small_group)."""
+    n = int(policy["special_review"]["min_group_cases"])
+    if n <= 0:
+        return set()
+    counts = defaultdict(int)
+    for _i, rec, _row in pending:
+        counts[_group_of(rec)] += 1
+    return {g for g, k in counts.items() if k < n}
+
+
+def _group_of(rec: dict):
+    return rec.get("dip_group") if rec.get("_method") == "dip" else rec.get("drg")
+
+
+def step_group_case(c: dict, rec: dict, row: dict, policy, flag_col: str, mean=None, small=frozenset()) -> None:
+    """Step 4 of "Which rule prices a case": the group's points (settlement.md §1.2), the stay
+    rules, the review trigger. ``mean``: the period's group mean (group_mean = "period")."""
+    ordinary_policy = with_defaults(dict(policy, special_review=dict(policy["special_review"], cost_multiple=0.0)))
+    if rec.get("_method") != "dip":
+        gm = row["mean_cost"] if mean is None else mean
+        c["weight"], c["group_mean_cost"] = row["weight"], gm
+        base, ratio, ctype, preason, points = step_case_points(
+            row["weight"], gm, float(rec["total_cost"]), c["coefficient"], None,
+            ordinary_policy, own_k=(row["low_k"], row["high_k"]))
+    else:
+        c["group_mean_cost"] = row["mean_cost"]
+        base, ratio, ctype, preason, points = step_case_points(
+            None, row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None, ordinary_policy,
+            dip_score=c["weight"])
+    c.update(base_points=base, cost_ratio=ratio, method="dip" if rec.get("_method") == "dip" else "drg")
+    ctype, preason, points = step_stay_rule(rec, base, ratio, (ctype, preason, points), policy)
+    trigger = step_review_trigger(rec, ratio, rec.get(flag_col), row, policy)
+    if trigger is None and _group_of(rec) in small:
+        trigger = "small_group"
+    c.update(case_type=ctype, pricing_reason=preason, points=points, trigger=trigger)
+
+
+def step_points_factor(cases: list[dict], policy) -> None:
+    """settlement.md "DRG and DIP in one region", pool = "shared": a DIP case's points (and base
+    points) × points_factor join the DRG pool; a per-diem or fee-for-service case's are the
+    pool's own."""
+    factor = float(policy["dip_settlement"]["points_factor"])
+    for c in cases:
+        if c.get("_dip") and c.get("method") not in ("per_diem", "fee_for_service"):
+            for col in ("points", "base_points"):
+                if c[col] is not None:
+                    c[col] = c[col] * factor
+
+
 def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | None, policy, period: str,
                     dip: dict | None = None, grouping: pd.DataFrame | None = None, rep=None,
-                    policy_dir: Path | None = None, decisions: dict | None = None) -> list[dict]:
+                    policy_dir: Path | None = None, decisions: dict | None = None,
+                    method: str | None = None) -> list[dict]:
     """Every case of a month: fund, reason, coefficient, weight, base points, points, method
     (settlement.md §1.2 and "Which rule prices a case"). With ``dip``: the DIP region
-    (``grouping``: the DIP grouper's columns of each record)."""
-    if dip is None:
+    (``grouping``: the DIP grouper's columns of each record); ``method`` "mixed": both, by
+    hospital (``dip`` and ``weights``)."""
+    method = method or ("dip" if dip is not None else "drg")
+    if weights is not None:
         own = {c: weights[c] if c in weights.columns else [None] * len(weights) for c in ("low_k", "high_k")}
         basic_flag = weights["basic_group"] if "basic_group" in weights.columns else [None] * len(weights)
-        table = {g: {"weight": w, "mean_cost": m, "low_k": lo, "high_k": hi, "basic": _flagged(b)}
-                 for g, w, m, lo, hi, b in zip(weights["drg"], weights["weight"], weights["mean_cost"], own["low_k"],
-                                               own["high_k"], basic_flag)}
+        review_flag = weights["review_group"] if "review_group" in weights.columns else [None] * len(weights)
+        table = {g: {"weight": w, "mean_cost": m, "low_k": lo, "high_k": hi, "basic": _flagged(b), "review_group": rg}
+                 for g, w, m, lo, hi, b, rg in zip(weights["drg"], weights["weight"], weights["mean_cost"],
+                                                   own["low_k"], own["high_k"], basic_flag, review_flag)}
+    period_mean = policy["deviation"]["group_mean"] == "period"
     codes = basic_codes(policy, policy_dir)
     bg = policy["basic_groups"]
     shares = step_personal_share(records, benefits)
@@ -778,19 +939,39 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
     counts = ids.value_counts()
     duplicates = set(counts[counts > 1].index)
     flag_col = policy["special_review"]["flag_column"]
+    sr = policy["special_review"]
     recs = records.to_dict("records")
+    for r in recs:
+        r["_method"] = step_method(r, policy, method)
     if grouping is not None:
         for r, gr in zip(recs, grouping.to_dict("records")):
+            if r["_method"] != "dip":
+                continue
             r.update(gr)
             # the DIP region's status is the DIP grouper's (a drg/status column of the records is not used)
             r["status"] = {"grouped": "grouped", "invalid": "invalid"}.get(gr.get("dip_status"), "ungroupable")
-    out = []
+    out, pending = [], []
     for rec, share in zip(recs, shares):
         fund = step_fund(rec.get("fund"), policy)
         key = f"{period} {rec.get('id')}"
-        if dip is None:
+        is_dip = rec["_method"] == "dip"
+        if rec["_method"] is None:
+            # pool = "separate": the other method's run settles this hospital's cases
+            c = {"id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund,
+                 "shown_share": share if benefits is not None or isnull(rec.get("personal_share"))
+                 else to_cents(rec.get("personal_share")), "coefficient": step_coefficient(rec.get("hospital_id"),
+                                                                                           policy),
+                 "share": share, "los": rec.get("los_days"), "cost": to_cents(rec.get("total_cost")), "weight": None,
+                 "group_mean_cost": None, "cost_ratio": None, "base_points": None, "points": None, "amount": None,
+                 "fund_amount": None, "case_type": "unpriced", "pricing_reason": "SETTLED_BY_OTHER_METHOD",
+                 "method": "none"}
+            out.append(c)
+            continue
+        if not is_dip:
             group_code = rec.get("drg")
             old = step_unpriced_reason(rec, fund, share, table, policy, period, duplicates)
+            if period_mean and old == "NO_GROUP_MEAN_COST":
+                old = None  # the period's mean replaces the table's
             row = table.get(group_code)
         else:
             group_code = rec.get("dip_group")
@@ -801,18 +982,19 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
         coefficient = step_coefficient(rec.get("hospital_id"), policy)
         is_basic = bool(codes or bg["enabled"]) and bg["enabled"] and not isnull(group_code) and (
             any(str(group_code).startswith(c) for c in codes)
-            or (bg["table_column"] and dip is None and row is not None and row.get("basic")))
+            or (bg["table_column"] and not is_dip and row is not None and row.get("basic")))
         if is_basic:
             coefficient = float(bg["coefficient"])
         # the share as cases.parquet shows it: the one read (benefits or the record's own,
         # negative kept as written)
         shown = share if benefits is not None or isnull(rec.get("personal_share")) \
             else to_cents(rec.get("personal_share"))
-        c = {"id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund, "shown_share": shown,
+        c = {"_dip": is_dip, "id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund,
+             "shown_share": shown,
              "coefficient": coefficient, "share": share, "los": rec.get("los_days"),
              "cost": to_cents(rec.get("total_cost")), "weight": None, "group_mean_cost": None,
              "cost_ratio": None, "base_points": None, "points": None, "amount": None, "fund_amount": None}
-        if dip is None:
+        if not is_dip:
             if row is not None and not isnull(row["weight"]):
                 c["weight"] = row["weight"]  # every case shows its group's weight when the table has the group
         elif row is not None:
@@ -854,29 +1036,25 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
                              points=points)
             out.append(c)
             continue
-        # 4. the group; 5. otherwise unpriced with the group's reason
+        # 4. the group (priced below, once the file's period means and small groups are known);
+        # 5. otherwise unpriced with the group's reason
         if old is None:
-            ordinary_policy = with_defaults(dict(policy, special_review=dict(policy["special_review"],
-                                                                             cost_multiple=0.0)))
-            if dip is None:
-                c["weight"], c["group_mean_cost"] = row["weight"], row["mean_cost"]
-                base, ratio, ctype, preason, points = step_case_points(
-                    row["weight"], row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None,
-                    ordinary_policy, own_k=(row["low_k"], row["high_k"]))
-            else:
-                c["group_mean_cost"] = row["mean_cost"]
-                base, ratio, ctype, preason, points = step_case_points(
-                    None, row["mean_cost"], float(rec["total_cost"]), c["coefficient"], None, ordinary_policy,
-                    dip_score=c["weight"])
-            c.update(base_points=base, cost_ratio=ratio, method="dip" if dip is not None else "drg")
-            ctype, preason, points = step_stay_rule(rec, base, ratio, (ctype, preason, points), policy)
-            c.update(case_type=ctype, pricing_reason=preason, points=points,
-                     trigger=step_review_trigger(rec, ratio, rec.get(flag_col), row, policy))
+            pending.append((len(out), rec, row))
         else:
             c.update(case_type="unpriced", pricing_reason=old, method="none")
+            if old == "NOT_GROUPED" and sr["ungroupable"] and record is None:
+                c["trigger"] = "ungroupable"  # policy.md [special_review] ungroupable
+                c["group_method"] = "dip" if is_dip else "drg"
         out.append(c)
+    means = step_period_means([p for p in pending if p[1]["_method"] != "dip"], recs) if period_mean else {}
+    small = step_small_groups(pending, policy)
+    for i, rec, row in pending:
+        step_group_case(out[i], rec, row, policy, flag_col, means.get(rec.get("drg")) if not rec["_method"] == "dip"
+                        else None, small)
     step_review(out, policy, decisions)
     step_readmission(out, recs, duplicates, policy, dip is not None)
+    if method == "mixed":
+        step_points_factor(out, policy)
     return out
 
 
@@ -991,10 +1169,12 @@ def step_rate_amounts(cases: list[dict], rates: dict) -> dict:
 
 
 def recompute_month(records, benefits, weights, policy, period: str, dip: dict | None = None, grouping=None,
-                    rep=None, policy_dir=None, decisions: dict | None = None) -> dict:
+                    rep=None, policy_dir=None, decisions: dict | None = None, method: str | None = None) -> dict:
     policy = with_defaults(policy)
     form = policy["region"]["form"]
-    cases = recompute_cases(records, benefits, weights, policy, period, dip, grouping, rep, policy_dir, decisions)
+    method = method or ("dip" if dip is not None else "drg")
+    cases = recompute_cases(records, benefits, weights, policy, period, dip, grouping, rep, policy_dir, decisions,
+                            method)
     budgets, rates = {}, {}
     for fund in ("employee", "resident"):
         if any(c["fund_key"] == fund and c["points"] is not None for c in cases):
@@ -1007,7 +1187,7 @@ def recompute_month(records, benefits, weights, policy, period: str, dip: dict |
                 raise ValueError(f"budget.{fund} has no {period}")
             budgets[fund] = to_cents(b)
     totals = None
-    if dip is not None and policy["dip_settlement"]["point_value"] == "settlement":
+    if method == "dip" and policy["dip_settlement"]["point_value"] == "settlement":
         totals = {f: step_dip_total(b, policy["dip_settlement"]["reimbursement_ratio"][f]) for f, b in budgets.items()}
     # with a budget and no rate, the rate form computes the rate like the point value
     # (summary.json then shows rate null and the computed rate as point_value)
@@ -1148,7 +1328,36 @@ def step_projected(fund: str, year: str, budget: int, policy) -> dict | None:
             "projected_points": float(points), "projected_personal_share": share, "projected_source": "policy"}
 
 
-def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip: bool = False) -> dict:
+def step_annual_rate(keys: list, priced: dict, rate) -> tuple:
+    """The rate form's year (费率法) with a published rate for the year (`rate.<fund>."YYYY"`):
+    each hospital's payment = its year's points × rate, by largest remainder of Pᵢ × rate × 100
+    to their sum rounded half up, as the month's cases (settlement.md §2); no budget (and so
+    no reserve or cap, §7). Returns (budget None, payments, the rate as point value)."""
+    r = exact(rate)
+    exact_cents = [priced[k] * r * 100 for k in keys]
+    return None, largest_remainder(exact_cents, half_away(sum(exact_cents, Fraction(0)))), r
+
+
+def step_projected_history(fund: str, year: str, budget: int, policy, previous: dict | None) -> dict:
+    """policy.md [point_value] projected = "history": the previous year's annual settlement (its
+    total points and personal share) × (1 + growth); projected point value = (budget + that
+    share) ÷ those points, an exact quotient shown as a float; the share in cents half up
+    (settlement.md §7: 1,000 points, 15,000.00, growth 0.25 → 1,250, 18,750.00, 63.00)."""
+    f = (previous or {}).get("funds", {}).get(fund)
+    if f is None:
+        # policy.md: no such settlement, no projected value, and the summary says why
+        return {"projected_point_value": None,
+                "projected_source": f"history: no annual settlement of {int(year) - 1} for {fund}"}
+    g = 1 + exact(policy["point_value"]["growth"])
+    points = Fraction(f["points"]) * g
+    share = half_away(f["personal_share"] * g)
+    return {"projected_point_value": float(Fraction(budget + share, 100) / points), "projected_points": float(points),
+            "projected_personal_share": share,
+            "projected_source": f"history: {int(year) - 1} × (1 + {policy['point_value']['growth']!r})"}
+
+
+def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip: bool = False,
+                previous: dict | None = None) -> dict:
     """Annual payments by largest remainder of T × Pᵢ / Σ P (Pᵢ the sum of the hospital's
     monthly points, exact; × its incentive coefficient, §9), bands, quality refund, reserve
     and cap (§7), paid, balance. ``dip``: T = budget ÷ reimbursement ratio."""
@@ -1191,21 +1400,31 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
         priced = {k: Fraction(hosp[k]["settled_points"]) if incentives else hosp[k]["points"] for k in keys}
         sp = sum(priced.values())
         share = sum(hosp[k]["personal_share"] for k in keys)
-        budget = to_cents(policy["budget"][fund][year])
-        if dip and policy["dip_settlement"]["point_value"] == "settlement":
-            total = step_dip_total(budget, policy["dip_settlement"]["reimbursement_ratio"][fund])
+        rate = policy["rate"][fund].get(year) if policy["region"]["form"] == "rate" else None
+        if rate is not None:
+            budget, pays, pv = step_annual_rate(keys, priced, rate)
         else:
-            total = budget + share
-        pays = largest_remainder([total * priced[k] / sp for k in keys], total)
+            budget = to_cents(policy["budget"][fund][year])
+            if dip and policy["dip_settlement"]["point_value"] == "settlement":
+                total = step_dip_total(budget, policy["dip_settlement"]["reimbursement_ratio"][fund])
+            else:
+                total = budget + share
+            pays = largest_remainder([total * priced[k] / sp for k in keys], total)
+            pv = Fraction(total, 100) / sp
         for k, p in zip(keys, pays):
             a = hosp[k]
             a["payment"] = p
             a["amount_due"] = p - a["personal_share"]
             a["adjustment"] = step_band_adjustment(p, a["cost"], policy)
             a["withheld"] = 0
-            a["point_value"] = Fraction(total, 100) / sp
+            a["point_value"] = pv
             step_quality(a, k[0], scores, policy)
-        limits = step_reserve_cap(keys, hosp, budget, policy)
+        if rate is None:
+            limits = step_reserve_cap(keys, hosp, budget, policy)
+        else:  # no budget: no reserve and no cap
+            limits = {}
+            for k in keys:
+                hosp[k]["cap_cut"] = 0
         for k in keys:
             a = hosp[k]
             a["paid"] = a["amount_due"] + a["adjustment"] - a["quality_kept"] - a["cap_cut"]
@@ -1213,7 +1432,8 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
         rows = [hosp[k] for k in keys]
         points_float = math.fsum(float(priced[k]) for k in keys)
         funds[fund] = {"budget": budget, "personal_share": share, "points_exact": sp, "points": points_float,
-                       "point_value": Fraction(total, 100) / sp, "point_value_float": (total / 100) / points_float,
+                       "point_value": pv, "point_value_float": float(rate) if rate is not None else
+                       (total / 100) / points_float,
                        "cases": sum(r["cases"] for r in rows),
                        "hospitals": len(rows), "unpriced_cases": sum(r["unpriced_cases"] for r in rows),
                        "unpriced_cost": sum(r["unpriced_cost"] for r in rows)}
@@ -1221,9 +1441,13 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
                   "quality_kept", "monthly_held", "held_cases", "held_cost"):
             funds[fund][f] = sum(r[f] for r in rows)
         funds[fund].update(limits)
+        if policy["region"]["form"] == "rate":
+            funds[fund]["rate"] = None if rate is None else float(rate)
         # the year's spend: Σ paid (= budget + Σ adjustment without §7's quality and cap)
         funds[fund]["budget_spent"] = funds[fund]["paid"]
-        proj = step_projected(fund, year, budget, policy)
+        proj = step_projected(fund, year, budget, policy) if budget is not None else None
+        if policy["point_value"]["projected"] == "history":
+            proj = step_projected_history(fund, year, budget, policy, previous)
         if proj:
             funds[fund].update(proj)
     return {"hospitals": hosp, "funds": funds, "incentives": bool(incentives)}
@@ -1238,6 +1462,7 @@ class Report:
     differ: dict = field(default_factory=lambda: defaultdict(int))
     examples: dict = field(default_factory=lambda: defaultdict(list))
     months: dict = field(default_factory=dict)  # the recomputed months (check_month)
+    years: dict = field(default_factory=dict)  # the recomputed years (check_year)
 
     def check(self, output: str, column: str, key, ours, theirs) -> None:
         self.compared[(output, column)] += 1
@@ -1307,7 +1532,8 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame,
         if "readmission_of" in r:
             rep.check(name, "readmission_of", key, c.get("readmission_of"),
                       None if isnull(r["readmission_of"]) else r["readmission_of"])
-        if c["points"] is None and c["case_type"] == "unpriced":  # (held cases: below, points None)
+        if c["points"] is None and c["case_type"] == "unpriced" and c["pricing_reason"] != "READMISSION_UNPAID":
+            # (held cases and readmissions left unpaid: below, points None)
             # unpriced: no points and no money (settlement.md §1.2, §5); the weight is shown
             # when the group has one
             for col in ("group_mean_cost", "cost_ratio", "base_points", "points", "amount", "fund_amount"):
@@ -1484,17 +1710,34 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def check_month(records_path, weights_path, policy_path, out_dir, period: str, benefits_path=None,
-                rep: Report | None = None) -> Report:
-    """One ``drgdip settle PERIOD RECORDS`` run's outputs (cases, review, hospitals, summary)
-    against the recomputation."""
+                rep: Report | None = None, method: str = "drg", catalog_path=None, decisions_path=None) -> Report:
+    """One ``drgdip settle PERIOD RECORDS`` run's outputs (cases, review, hospitals, summary,
+    decisions) against the recomputation. ``method`` as ``settle --method`` (dip and mixed: the
+    DIP grouping taken from the output's dip_* columns, the scores from ``catalog_path``);
+    ``decisions_path``: the run's ``--decisions`` file."""
     rep = rep or Report()
     policy = read_policy(policy_path)
-    weights = pq.read_table(weights_path).to_pandas()
+    policy_dir = Path(policy_path).parent
+    weights = pq.read_table(weights_path).to_pandas() if weights_path else None
     benefits = pq.read_table(benefits_path).to_pandas() if benefits_path else None
     records = pq.read_table(records_path).to_pandas()
-    month = recompute_month(records, benefits, weights, policy, period)
     out_dir = Path(out_dir)
-    compare_cases(rep, period, month["cases"], pq.read_table(out_dir / "cases.parquet").to_pandas())
+    out = pq.read_table(out_dir / "cases.parquet").to_pandas()
+    dip_ctx = grouping = None
+    if method in ("dip", "mixed"):
+        catalog = pq.read_table(catalog_path).to_pandas()
+        ref = policy["dip_settlement"]["reference_means"]
+        dip_ctx = dip_table(catalog, _read_csv(policy_dir / ref) if ref else None, policy)
+        dip_ctx["mean_times_coefficient"] = True
+        grouping = out[[c for c in out.columns if c.startswith("dip_")]]
+    decisions, drows = read_decisions(Path(decisions_path)) if decisions_path else (None, [])
+    month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, policy_dir, decisions,
+                            method)
+    if decisions_path:
+        got = _read_csv(out_dir / "decisions.csv")
+        rep.check("decisions.csv", "rows (id, status, reason)", period, decision_statuses(drows, month["cases"]),
+                  list(zip(got["id"], got["status"], got["reason"])))
+    compare_cases(rep, period, month["cases"], out)
     compare_review(rep, period, month["cases"], _read_csv(out_dir / "review.csv"))
     hcsv = _read_csv(out_dir / "hospitals.csv")
     compare_hospitals(rep, "hospitals.csv (month)", month["hospitals"], hcsv)
@@ -1506,14 +1749,17 @@ def check_month(records_path, weights_path, policy_path, out_dir, period: str, b
     return rep
 
 
-def check_year(months: dict, policy_path, out_dir, year: str, rep: Report | None = None) -> Report:
+def check_year(months: dict, policy_path, out_dir, year: str, rep: Report | None = None, scores_path=None,
+               dip: bool = False, previous: dict | None = None) -> Report:
     """One ``drgdip settle YEAR --final`` run's outputs against the recomputation from the
-    recomputed months (``recompute_month`` results by period)."""
+    recomputed months (``recompute_month`` results by period). ``previous``: the previous year's
+    ``step_annual`` result (point_value.projected = "history")."""
     rep = rep or Report()
     policy = read_policy(policy_path)
-    if policy["region"]["form"] != "point":
-        raise RuleNotCovered(f"rule region.form = {policy['region']['form']!r} (annual settlement) not covered")
-    result = step_annual(months, policy, year)
+    months = {p: m for p, m in months.items() if isinstance(p, str) and p.startswith(year)}
+    result = step_annual(months, policy, year, read_scores(scores_path) if scores_path else None, dip=dip,
+                         previous=previous)
+    rep.years[year] = result
     out_dir = Path(out_dir)
     compare_hospitals(rep, "hospitals.csv (year)", result["hospitals"], _read_csv(out_dir / "hospitals.csv"),
                       annual=True)

@@ -55,14 +55,8 @@ RULES = {"per_diem": ("cases.parquet", "payment_method"), "incentives": ("hospit
          "readmission": ("cases.parquet", "readmission_of"), "held": ("hospitals.csv (month)", "held_cases")}
 
 
-@pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory) -> Path:
-    """A small demo, run once per test session through the CLI."""
-    out = tmp_path_factory.mktemp("independent") / "demo"
-    subprocess.run([sys.executable, "-m", "drgdip", "demo", "-o", str(out), "--seed", "7",
-                    "--records-per-month", "200", "--hospitals", "5", "--quiet"],
-                   check=True, capture_output=True, text=True)
-    return out
+# demo_dir: the small demo of tests/conftest.py, run once per session (shared with
+# test_independent_rules.py)
 
 
 @pytest.fixture(scope="session")
@@ -138,14 +132,14 @@ def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
 
 @pytest.mark.parametrize("extra, rule", [
     ('[per_diem]\nday_points = 80\n', "rule per_diem.day_points not covered"),
-    ('[point_value]\nprojected = "history"\n', "rule point_value.projected = 'history' not covered"),
-    ('[dip_settlement]\nhospitals = ["H1"]\n', "rule dip_settlement.hospitals not covered"),
-    ('[dip_settlement]\npool = "separate"\n', "rule dip_settlement.pool = 'separate' not covered"),
-    ('[readmission]\npayment = "second_unpaid"\n', "rule readmission.payment = 'second_unpaid' not covered"),
-    ('[special_review]\nmin_group_cases = 5\n', "rule special_review.min_group_cases = 5 not covered"),
+    ('[point_value]\nprojected = "budget"\n', "rule point_value.projected = 'budget' not covered"),
+    ('[dip]\nmin_cases = 5\n', "rule dip not covered"),
+    ('[dip_settlement]\npool = "merged"\n', "rule dip_settlement.pool = 'merged' not covered"),
+    ('[readmission]\npayment = "combine"\n', "rule readmission.payment = 'combine' not covered"),
+    ('[incomplete_stays]\npayment = "per_diem"\n', "rule incomplete_stays.payment = 'per_diem' not covered"),
     ('[bundles]\nx = 1\n', "rule bundles not covered"),
     ('[settlement]\nreserve_share = 0.02\n', "rule settlement.reserve_share not covered"),
-    ('[deviation]\ngroup_mean = "period"\n', "rule deviation.group_mean = 'period' not covered"),
+    ('[deviation]\ngroup_mean = "median"\n', "rule deviation.group_mean = 'median' not covered"),
     ('[region]\nform = "fee"\n', "rule region.form = 'fee' not covered"),
 ])
 def test_a_rule_the_checker_does_not_know_is_refused(tmp_path, extra, rule):

@@ -122,12 +122,17 @@ def _payment_method(priced: pa.Table, method: str) -> pa.Table:
 
 
 def _leave_to_other(priced: pa.Table, mask: np.ndarray) -> pa.Table:
-    """Rows of ``mask`` unpriced with OTHER_POOL (settled by the other method's run)."""
+    """Rows of ``mask`` unpriced with OTHER_POOL (settled by the other method's run): no points,
+    and none of this run's weight, ratio, review or readmission columns (this run does not
+    price them: a case held for review there is not held here)."""
     if not mask.any():
         return priced
     m = pa.array(mask)
     sets = {"points": pa.scalar(None, pa.float64()), "base_points": pa.scalar(None, pa.float64()),
             "case_type": pa.scalar("unpriced"), "pricing_reason": pa.scalar(OTHER_POOL)}
+    for name in ("weight", "group_mean_cost", "cost_ratio", "review_trigger", "review_status", "readmission_of"):
+        if name in priced.column_names:
+            sets[name] = pa.scalar(None, priced[name].type)
     for name, value in sets.items():
         col = pc.if_else(m, value, priced[name])
         priced = priced.set_column(priced.schema.get_field_index(name), name, col)
@@ -202,8 +207,12 @@ class DipPricer:
                 return _leave_to_other(dip, ~self._dip_rows(table))
             return dip
         if ds.points_factor != 1.0:
+            # DIP points only: a per-diem or fee-for-service case's points are the pool's own
+            # (policy [per_diem], [fee_for_service]), the same at a DRG hospital
+            own = pc.fill_null(pc.invert(pc.is_in(dip["payment_method"], pa.array(["per_diem", "fee_for_service"]))),
+                               True)
             for name in ("points", "base_points"):
-                col = pc.multiply(dip[name], pa.scalar(ds.points_factor))
+                col = pc.if_else(own, pc.multiply(dip[name], pa.scalar(ds.points_factor)), dip[name])
                 dip = dip.set_column(dip.schema.get_field_index(name), name, col)
         drg = _payment_method(self.drg_price(table), "drg")
         return _combine(drg, dip, self._dip_rows(table))
