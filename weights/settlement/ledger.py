@@ -264,11 +264,13 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
             t = readmission_tail
             names = ("settlement_id", "patient_id", "hospital_id", "readmission_key", "admission_day",
                      "discharge_day", "fund_key", "points", "cut")
-            data = zip(*(t[c].to_pylist() for c in names))
-            conn.executemany(f"INSERT INTO readmission_tail (run_id, seq, key_kind, {', '.join(names)}) VALUES "
-                             f"(?, ?, ?, {', '.join('?' * len(names))})",
-                             [(run_id, i, key_kind, *(None if isinstance(v, float) and v != v else v for v in r))
-                              for i, r in enumerate(data)])
+            sql = (f"INSERT INTO readmission_tail (run_id, seq, key_kind, {', '.join(names)}) VALUES "
+                   f"(?, ?, ?, {', '.join('?' * len(names))})")
+            for lo in range(0, t.num_rows, 1 << 13):      # in chunks: no Python row for every stay at once
+                part = t.slice(lo, 1 << 13)
+                data = zip(*(part[c].to_pylist() for c in names))
+                conn.executemany(sql, [(run_id, lo + i, key_kind, *(None if isinstance(v, float) and v != v else v
+                                                                    for v in r)) for i, r in enumerate(data)])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -277,23 +279,31 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
     return revision
 
 
-def readmission_tail(conn: sqlite3.Connection, period: str, key_kind: str, from_day: int) -> pa.Table:
+def readmission_tail(conn: sqlite3.Connection, period: str, key_kind: str, from_day: int, keep=None) -> pa.Table:
     """The stays kept by the current monthly runs of the periods before ``period`` (key made as
     ``key_kind``) discharged on ``from_day`` or later, oldest period first, each in its file order;
-    with their ``period``. Empty when the ledger has none (or no such table yet)."""
+    with their ``period``. Empty when the ledger has none (or no such table yet). ``keep``
+    (table → bool mask): only those rows, applied chunk by chunk as they are read."""
     names = ("settlement_id", "patient_id", "hospital_id", "readmission_key", "admission_day", "discharge_day",
              "fund_key", "points", "cut")
     types = (pa.string(),) * 4 + (pa.int32(), pa.int32(), pa.string(), pa.float64(), pa.bool_())
     have = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='readmission_tail'").fetchone()
-    rows = [] if have is None else conn.execute(
-        f"SELECT r.period, {', '.join('t.' + c for c in names)} FROM readmission_tail t JOIN runs r USING (run_id)"
-        " WHERE r.kind='monthly' AND r.current=1 AND r.period < ? AND t.key_kind=? AND t.discharge_day >= ?"
-        " ORDER BY r.period, t.seq", (period, key_kind, from_day)).fetchall()
-    cols = list(zip(*rows)) if rows else [[] for _ in range(len(names) + 1)]
-    out = {"period": pa.array(list(cols[0]), pa.string())}
-    for name, typ, c in zip(names, types, cols[1:]):
-        out[name] = pa.array([bool(v) for v in c] if typ == pa.bool_() else list(c), typ)
-    return pa.table(out)
+    def table(rows):
+        cols = list(zip(*rows)) if rows else [[] for _ in range(len(names) + 1)]
+        out = {"period": pa.array(list(cols[0]), pa.string())}
+        for name, typ, c in zip(names, types, cols[1:]):
+            out[name] = pa.array([bool(v) for v in c] if typ == pa.bool_() else list(c), typ)
+        return pa.table(out)
+    parts = [table([])]
+    if have is not None:
+        cur = conn.execute(
+            f"SELECT r.period, {', '.join('t.' + c for c in names)} FROM readmission_tail t JOIN runs r"
+            " USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period < ? AND t.key_kind=? AND"
+            " t.discharge_day >= ? ORDER BY r.period, t.seq", (period, key_kind, from_day))
+        while rows := cur.fetchmany(1 << 13):
+            t = table(rows)
+            parts.append(t if keep is None else t.filter(pa.array(keep(t))))
+    return pa.concat_tables(parts)
 
 
 def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[str]]:

@@ -354,8 +354,8 @@ class StayTail:
         self.rows, self.policy, self.period = rows, policy, period
         self.row = rows["row"].to_numpy() if rows.num_rows else np.zeros(0, np.int64)
         n = rows.num_rows
-        self.ids: list = [None] * n
-        self.fund: list = [None] * n
+        self._ids: list = []          # Arrow chunks, in row order (never Python objects per stay)
+        self._fund: list = []
         self.points = np.full(n, np.nan)
         self.cut = np.zeros(n, bool)
 
@@ -373,20 +373,26 @@ class StayTail:
         self.points[lo:hi] = np.where(ok, pts, np.nan)
         if flags is not None and self.policy.readmission.payment == "halve_earlier":
             self.cut[lo:hi] = ok & flags["has_readmission"].to_numpy(zero_copy_only=False)[local]
-        self.fund[lo:hi] = priced["fund_key"].take(take).to_pylist()
+        fund = priced["fund_key"].take(take)
+        self._fund.append(fund.combine_chunks() if isinstance(fund, pa.ChunkedArray) else fund)
+        named = pa.array([f"{self.period} row {int(r)}" for r in self.row[lo:hi]], pa.string()) \
+            if id_column is None else None
         if id_column is not None:
-            self.ids[lo:hi] = text(priced[id_column], priced.num_rows).take(take).to_pylist()
-        for i in range(lo, hi):
-            if self.ids[i] is None:
-                self.ids[i] = f"{self.period} row {int(self.row[i])}"
+            ids = text(priced[id_column], priced.num_rows).take(take)
+            if ids.null_count:
+                names = pa.array([f"{self.period} row {int(r)}" for r in self.row[lo:hi]], pa.string())
+                ids = pc.if_else(pc.is_valid(ids), ids, names)
+            named = ids
+        self._ids.append(named.cast(pa.string()))
 
     def table(self) -> pa.Table:
         r = self.rows
-        return pa.table({"settlement_id": pa.array(self.ids, pa.string()), "patient_id": r["patient_id"],
+        ids = pa.concat_arrays(self._ids) if self._ids else pa.array([], pa.string())
+        fund = pa.concat_arrays([f.cast(pa.string()) for f in self._fund]) if self._fund else pa.array([], pa.string())
+        return pa.table({"settlement_id": ids, "patient_id": r["patient_id"],
                          "hospital_id": r["hospital_id"], "readmission_key": r["readmission_key"],
                          "admission_day": r["admission_day"], "discharge_day": r["discharge_day"],
-                         "fund_key": pa.array(self.fund, pa.string()),
-                         "points": pa.array(self.points, pa.float64(), from_pandas=True),
+                         "fund_key": fund, "points": pa.array(self.points, pa.float64(), from_pandas=True),
                          "cut": pa.array(self.cut)})
 
 

@@ -350,12 +350,13 @@ def _readmissions(records_path, batch_size, grouper, policy, group_column, schem
             index.add(grouper.group_batch(pa.Table.from_batches([b])))
     earlier = None
     if across and ledger_path is not None and Path(ledger_path).is_file() and index.min_admission is not None:
+        patients = index.patients()
+
+        def mine(t: pa.Table) -> np.ndarray:      # the file's patients only
+            return np.isin(_readmission_hash(t["patient_id"].combine_chunks()), patients)
         with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
             earlier = ledger_mod.readmission_tail(conn, period, readmission_key_kind(policy),
-                                                  index.min_admission - rp.days)
-        if earlier.num_rows:
-            mine = np.isin(_readmission_hash(earlier["patient_id"].combine_chunks()), index.patients())
-            earlier = earlier.filter(pa.array(mine))
+                                                  index.min_admission - rp.days, keep=mine)
         if earlier.num_rows and "id" in present:   # a stay settled again in this file pairs as this file's
             seen = np.zeros(earlier.num_rows, bool)
             prev_ids = earlier["settlement_id"].combine_chunks()
