@@ -44,7 +44,7 @@ flag, review_group, new_technology, cost_high, cost_low, long_stay with the quot
 the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
 step_review, read_decisions, decision_statuses, step_readmission). Not covered today: special
 review of small groups or of ungroupable cases, `incomplete_stays.payment =
-"review"`, readmission `second_unpaid` or by principal diagnosis, `point_value.projected = "history"`,
+"review"`, readmission `second_unpaid`, `combine` or by principal diagnosis, `point_value.projected = "history"`,
 DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
 the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
 settlement. To add one, add its fields to ``COVERED`` with a function of its own and call it
@@ -722,6 +722,8 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
                 continue
             pts, ctype = usual[i]
             ok = pts is not None and ctype != "special_review"
+            if i in cut:            # a stay cut in its month keeps the points paid (× share)
+                pts = cases[i]["points"]
             tail_out.append({"id": recs[i].get("id") if not isnull(recs[i].get("id")) else f"{period} row {i}",
                              "patient": key[0], "hospital": str(recs[i].get("hospital_id")),
                              "hospital_id": recs[i].get("hospital_id"), "key": key[2], "adm": key[3], "dis": key[4],

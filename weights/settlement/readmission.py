@@ -225,6 +225,7 @@ class Readmissions:
     earlier_ids: dict = field(default_factory=dict)
     previous: pa.Table | None = None
     earlier_points: dict = field(default_factory=dict)
+    tail: pa.Table | None = None          # the month's tail rows (ReadmissionIndex.tail_rows), across periods
 
     @property
     def pairs(self) -> int:
@@ -348,7 +349,7 @@ class StayTail:
     file row → points, for ``combine``; else the points priced, which are the usual ones for a stay
     that is not cut), null when no readmission payment applies to it (unpriced, special review);
     ``cut``: the stay was paid × share as the earlier stay of a pair in its own month
-    (``halve_earlier``)."""
+    (``halve_earlier``; its points are then those paid)."""
 
     def __init__(self, rows: pa.Table, policy, period: str):
         self.rows, self.policy, self.period = rows, policy, period
