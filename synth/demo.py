@@ -54,7 +54,7 @@ from drgdip.synth.region import (
 #: pricing reasons of the policy's incomplete-stay and readmission rules, counted over the year
 STAY_REASONS = ("INCOMPLETE_STAY", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY", "SHORT_STAY_REVIEW",
                 "READMISSION_WITHIN_DAYS", "READMISSION_EARLIER_STAY", "READMISSION_UNPAID", "ZERO_COST",
-                "DUPLICATE_SETTLEMENT_ID")
+                "DUPLICATE_SETTLEMENT_ID", "READMISSION_COMBINED", "READMISSION_EARLIER_RECOVERED")
 EPISODE_PLANTS = ("split_admissions", "overlaps", "late_readmissions", "other_condition_readmissions", "transfers")
 
 

@@ -38,7 +38,8 @@ A rule the policy turns on that this checker does not implement raises ``RuleNot
 payment methods in an output that it does not know. Covered since the first checker: per-diem,
 fee-for-service, basic groups, the table's thresholds, [advance], [quality], [reserve],
 [incentives], [point_value] "policy", DIP alone, [incomplete_stays] (proportional_capped,
-normal), [readmission] (adrg or group key, flag_only, halve_earlier), [special_review] triggers
+normal), [readmission] (adrg or group key, flag_only, halve_earlier; across months: the earlier
+months' kept stays and the recovery rows, settlement.md "Readmissions across months"), [special_review] triggers
 flag, review_group, new_technology, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
 the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
 step_review, read_decisions, decision_statuses, step_readmission). Covered since issue 12's
@@ -57,7 +58,7 @@ second round (tests/test_independent_rules.py runs each on real `drgdip settle` 
     step_period_means           [deviation] group_mean = "period"
     step_annual_rate            the rate form's year with a published rate
 
-Not covered: the `[dip]` catalogue build (the checker takes the catalogue as input, as it
+Not covered: readmission `payment = "combine"`; the `[dip]` catalogue build (the checker takes the catalogue as input, as it
 takes the weight table). To add a rule, add its fields to ``COVERED`` with a function of its
 own and call it from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
 
@@ -81,7 +82,7 @@ import sys
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -115,7 +116,7 @@ DOC_DEFAULTS = {
     "incomplete_stays": {"dispositions": [], "payment": "proportional_capped", "short_stay_days": 0,
                          "short_stay_payment": "proportional_capped"},
     "readmission": {"days": 0, "key": "adrg", "adrg_chars": 3, "diagnosis_chars": 0, "same_hospital": True,
-                    "payment": "flag_only", "share": 0.5},
+                    "payment": "flag_only", "share": 0.5, "across_periods": True},
     "records": {"los_min_days": 1, "los_max_days": 365},
     "settlement": {"withholding_share": 0.0, "surplus_bands": [{"hospital_keeps": 1.0}],
                    "overspend_bands": [{"fund_bears": 0.0}]},
@@ -168,7 +169,7 @@ COVERED = {
     "readmission.days": None, "readmission.key": {"adrg", "group", "principal_diagnosis"},
     "readmission.adrg_chars": None, "readmission.diagnosis_chars": None,
     "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier", "second_unpaid"},
-    "readmission.share": None,
+    "readmission.share": None, "readmission.across_periods": None,
     "records.los_min_days": None, "records.los_max_days": None,
     "settlement.withholding_share": None, "settlement.surplus_bands": None,
     "settlement.overspend_bands": None,
@@ -205,14 +206,14 @@ KNOWN_PRICING_REASONS = {
     "OUT_OF_PERIOD", "NO_GROUP_MEAN_COST", "BAD_LOS", "DUPLICATE_SETTLEMENT_ID",
     "PER_DIEM_WARD", "PER_DIEM_SHORT_STAY", "PER_DIEM_NO_DAYS", "FFS_AMBIGUOUS", "FFS_UNGROUPABLE",
     "FFS_UNWEIGHTED", "FFS_ZERO_COST", "ZERO_COST", "INCOMPLETE_STAY", "SHORT_STAY", "READMISSION_WITHIN_DAYS",
-    "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
+    "READMISSION_EARLIER_STAY", "READMISSION_EARLIER_RECOVERED", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
     "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
     "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY", "SPECIAL_REVIEW_NEW_TECH",
     "SPECIAL_REVIEW_SMALL_GROUP", "SPECIAL_REVIEW_UNGROUPABLE", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY_REVIEW",
     "READMISSION_UNPAID", "SETTLED_BY_OTHER_METHOD",
 }
 KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
-                    "incomplete_stay", "short_stay", "readmission"}
+                    "incomplete_stay", "short_stay", "readmission", "adjustment"}
 KNOWN_METHODS = {"drg", "dip", "per_diem", "fee_for_service", "none"}
 KNOWN_CASE_COLUMNS = ["fund_key", "weight", "group_mean_cost", "cost_ratio", "coefficient", "base_points",
                       "case_type", "pricing_reason", "points", "amount", "fund_amount"]
@@ -705,12 +706,22 @@ def _day(x):
         return None
 
 
-def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, policy, dip: bool) -> None:
+def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, policy, dip: bool,
+                     period: str | None = None, kept: list | None = None, tail_out: list | None = None) -> None:
     """policy.md [readmission], settlement.md "Incomplete stays and readmissions": pairs over
-    the file's usable stays; the earlier stay's points × share (halve_earlier)."""
+    the file's usable stays; the earlier stay's points × share (halve_earlier).
+
+    "Readmissions across months": ``kept``, the earlier months' kept stays (dicts), added after the
+    file's stays in the order's last tie-break (those whose id is in the file dropped); a pair
+    whose earlier stay is kept flags the readmission and (halve_earlier) appends a recovery row
+    of −(its points × (1 − share)) after the file's cases, in the readmissions' file order.
+    ``tail_out`` gets this month's kept stays (discharged on or after the day after the month's
+    end − days), their points before the readmission payment (None: unpriced / special review)."""
     rd = policy["readmission"]
     if not rd["days"]:
         return
+    share = float(rd["share"])
+    usual = [(c["points"], c["case_type"]) for c in cases]
     rows = []
     for i, r in enumerate(recs):
         pid, hid = r.get("patient_id"), r.get("hospital_id")
@@ -725,21 +736,62 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
                 or r.get("id") in duplicates:
             continue
         rows.append(((str(pid), str(hid) if rd["same_hospital"] else "", str(key), adm, dis, i), i))
+    file_rows = list(rows)
+    n = len(recs)
+    ids = {r.get("id") for r in recs}
+    # "Readmissions across months": DRG settlement's monthly runs (the DIP region pairs within its file)
+    across = bool(rd.get("across_periods", True)) and period is not None and not dip
+    kept = [k for k in (kept or []) if k["id"] not in ids] if across else []
+    for j, k in enumerate(kept):
+        rows.append(((k["patient"], k["hospital"] if rd["same_hospital"] else "", k["key"], k["adm"], k["dis"],
+                      n + j), n + j))
     rows.sort()
+    cut = set()
+    recover = []
     for (a, ia), (b, ib) in zip(rows, rows[1:]):
-        if a[:3] == b[:3] and 0 <= (b[3] - a[4]).days <= rd["days"]:
-            later, earlier = cases[ib], cases[ia]
-            if later["points"] is not None and later["case_type"] != "special_review":
-                later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS",
-                             readmission_of=earlier["id"])
-                if rd["payment"] == "second_unpaid":
-                    step_readmission_unpaid(later)
-            if rd["payment"] == "halve_earlier" and earlier["points"] is not None \
-                    and earlier["case_type"] != "special_review":
-                earlier["points"] = earlier["points"] * float(rd["share"])
-                earlier["case_type"] = "readmission"
-                if earlier["pricing_reason"] != "READMISSION_WITHIN_DAYS":
-                    earlier["pricing_reason"] = "READMISSION_EARLIER_STAY"
+        if ib >= n or not (a[:3] == b[:3] and 0 <= (b[3] - a[4]).days <= rd["days"]):
+            continue
+        later = cases[ib]
+        earlier = cases[ia] if ia < n else kept[ia - n]
+        later["readmission_of"] = earlier["id"]     # every stay paired (policy.md [readmission])
+        if later["points"] is not None and later["case_type"] != "special_review":
+            later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS")
+            if rd["payment"] == "second_unpaid":
+                step_readmission_unpaid(later)
+        if ia >= n:
+            if rd["payment"] == "halve_earlier" and earlier["points"] is not None and not earlier["cut"] \
+                    and earlier["points"] != 0:
+                recover.append((ib, earlier))
+            continue
+        if rd["payment"] == "halve_earlier" and earlier["points"] is not None \
+                and earlier["case_type"] != "special_review":
+            earlier["points"] = earlier["points"] * share
+            earlier["case_type"] = "readmission"
+            cut.add(ia)
+            if earlier["pricing_reason"] != "READMISSION_WITHIN_DAYS":
+                earlier["pricing_reason"] = "READMISSION_EARLIER_STAY"
+    for ib, k in sorted(recover, key=lambda x: x[0]):
+        cases.append({"id": k["id"], "hospital_id": k["hospital_id"], "fund_key": k["fund"], "shown_share": None,
+                      "coefficient": None, "share": 0, "los": None, "cost": None, "weight": None,
+                      "group_mean_cost": None, "cost_ratio": None, "base_points": None,
+                      "points": -(k["points"] * (1.0 - share)), "amount": None, "fund_amount": None,
+                      "case_type": "adjustment", "pricing_reason": "READMISSION_EARLIER_RECOVERED", "method": "drg",
+                      "readmission_of": cases[ib]["id"]})
+    if across and tail_out is not None:
+        y, m = int(period[:4]), int(period[5:7])
+        start = date(y + (m == 12), m % 12 + 1, 1) - timedelta(days=int(rd["days"]))
+        for key, i in sorted(file_rows, key=lambda x: x[1]):
+            if key[4] < start:
+                continue
+            pts, ctype = usual[i]
+            ok = pts is not None and ctype != "special_review"
+            if i in cut:            # a stay cut in its month keeps the points paid (× share)
+                pts = cases[i]["points"]
+            tail_out.append({"id": recs[i].get("id") if not isnull(recs[i].get("id")) else f"{period} row {i}",
+                             "patient": key[0], "hospital": str(recs[i].get("hospital_id")),
+                             "hospital_id": recs[i].get("hospital_id"), "key": key[2], "adm": key[3], "dis": key[4],
+                             "fund": cases[i]["fund_key"], "points": pts if ok else None,
+                             "cut": i in cut, "period": period})
 
 
 def step_readmission_diagnosis(r: dict, rd: dict) -> str | None:
@@ -798,7 +850,8 @@ def step_case_amounts(cases: list[dict], budget_cents: dict, totals: dict | None
                        "points_exact": sp, "points": float(sp),
                        "point_value": Fraction(total, 100) / sp,
                        # summary.json / ledger float64: (T / 100) / total_points in float64
-                       "point_value_float": (total / 100) / float(sp), "cases": len(idx)}
+                       "point_value_float": (total / 100) / float(sp),
+                       "cases": sum(1 for i in idx if cases[i].get("case_type") != "adjustment")}
     return funds
 
 
@@ -918,7 +971,8 @@ def step_points_factor(cases: list[dict], policy) -> None:
 def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | None, policy, period: str,
                     dip: dict | None = None, grouping: pd.DataFrame | None = None, rep=None,
                     policy_dir: Path | None = None, decisions: dict | None = None,
-                    method: str | None = None) -> list[dict]:
+                    method: str | None = None, kept: list | None = None,
+                    tail_out: list | None = None) -> list[dict]:
     """Every case of a month: fund, reason, coefficient, weight, base points, points, method
     (settlement.md §1.2 and "Which rule prices a case"). With ``dip``: the DIP region
     (``grouping``: the DIP grouper's columns of each record); ``method`` "mixed": both, by
@@ -1052,7 +1106,7 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
         step_group_case(out[i], rec, row, policy, flag_col, means.get(rec.get("drg")) if not rec["_method"] == "dip"
                         else None, small)
     step_review(out, policy, decisions)
-    step_readmission(out, recs, duplicates, policy, dip is not None)
+    step_readmission(out, recs, duplicates, policy, dip is not None, period, kept, tail_out)
     if method == "mixed":
         step_points_factor(out, policy)
     return out
@@ -1080,6 +1134,9 @@ def step_hospitals(cases: list[dict]) -> dict:
             if c.get("review_status") == "held":
                 r["held_cases"] += 1
                 r["held_cost"] += c["cost"] or 0
+        elif c.get("case_type") == "adjustment":     # "Readmissions across months": points and payment only
+            r["points_list"].append(c["points"])
+            r["payment"] += c["amount"]
         else:
             r["cases"] += 1
             # a fee-for-service case without a weight counts 0 ("Payment methods", CMI)
@@ -1169,12 +1226,13 @@ def step_rate_amounts(cases: list[dict], rates: dict) -> dict:
 
 
 def recompute_month(records, benefits, weights, policy, period: str, dip: dict | None = None, grouping=None,
-                    rep=None, policy_dir=None, decisions: dict | None = None, method: str | None = None) -> dict:
+                    rep=None, policy_dir=None, decisions: dict | None = None, method: str | None = None,
+                    kept: list | None = None, tail_out: list | None = None) -> dict:
     policy = with_defaults(policy)
     form = policy["region"]["form"]
     method = method or ("dip" if dip is not None else "drg")
     cases = recompute_cases(records, benefits, weights, policy, period, dip, grouping, rep, policy_dir, decisions,
-                            method)
+                            method, kept, tail_out)
     budgets, rates = {}, {}
     for fund in ("employee", "resident"):
         if any(c["fund_key"] == fund and c["points"] is not None for c in cases):
@@ -1548,7 +1606,8 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame,
 
 def compare_review(rep: Report, period: str, ours: list[dict], review: pd.DataFrame, name: str = "review.csv") -> None:
     """review.csv: the unpriced and special-review cases (settlement.md §1.2, policy.md)."""
-    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review") or c.get("review_status")]
+    listed = [c for c in ours if c["case_type"] in ("unpriced", "special_review", "adjustment")
+              or c.get("review_status")]
     want = [c["id"] for c in listed]
     got = list(review["id"])
     rep.check(name, "ids (list)", period, want, got)
@@ -1856,13 +1915,17 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
     periods = sorted(p.name for p in settled.iterdir() if len(p.name) == 7)
     years = sorted(p.name for p in settled.iterdir() if len(p.name) == 4)
     tag = " (dip)" if dip else ""
+    kept: list = []          # settlement.md "Readmissions across months": the months' kept stays
     for period in periods:
         records = pq.read_table(folder / "data" / f"{period}.parquet").to_pandas()
         out = pq.read_table(settled / period / "cases.parquet").to_pandas()
         grouping = out[[c for c in out.columns if c.startswith("dip_")]] if dip else None
         dpath = settled / period / "decisions.csv"
         decisions, drows = read_decisions(dpath) if dpath.exists() else (None, [])
-        month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region, decisions)
+        tail: list = []
+        month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region, decisions,
+                                kept, tail)
+        kept += tail
         if dpath.exists():
             got = _read_csv(dpath)
             rep.check("decisions.csv" + tag, "rows (id, status, reason)", period,

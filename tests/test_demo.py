@@ -356,3 +356,30 @@ def test_the_demo_refuses_a_duplicate_and_a_zero_cost_record(demo):
         assert bad["points"].null_count == 3 and bad["amount"].null_count == 3
         review = (folder / "settled" / "2024-12" / "review.csv").read_text(encoding="utf-8")
         assert review.count("DUPLICATE_SETTLEMENT_ID") == 2 and "ZERO_COST" in review
+
+
+def test_readmissions_are_paired_across_months(demo):
+    """docs/settlement.md "Readmissions across months": the demo's policy halves the earlier stay
+    (halve_earlier, share 0.5); a readmission whose earlier stay was settled in the month before is
+    flagged now and the earlier stay's cut is a row of its own (case type adjustment)."""
+    out = demo["out"]
+    months = {f"2024-{m:02d}": pq.read_table(out / "settled" / f"2024-{m:02d}" / "cases.parquet").to_pandas()
+              for m in range(1, 13)}
+    cross = recovered = 0
+    for period, t in months.items():
+        stays = t[t["case_type"] != "adjustment"]
+        earlier = stays[stays["readmission_of"].notna() & ~stays["readmission_of"].isin(set(stays["id"]))]
+        cross += len(earlier)
+        for _, r in t[t["case_type"] == "adjustment"].iterrows():
+            recovered += 1
+            later = stays[stays["id"] == r["readmission_of"]].iloc[0]
+            assert later["readmission_of"] == r["id"] and later["hospital_id"] == r["hospital_id"]
+            before = [m for p, m in months.items() if p < period and (m["id"] == r["id"]).any()]
+            first = before[-1][before[-1]["id"] == r["id"]].iloc[0]
+            assert r["points"] == pytest.approx(-first["points"] * 0.5)
+            assert r["amount"] < 0 and pd_isnull(r["personal_share"])
+    assert cross > 0 and 0 < recovered <= cross
+
+
+def pd_isnull(x) -> bool:
+    return x is None or x != x

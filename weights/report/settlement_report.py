@@ -92,7 +92,8 @@ def read_hospitals(path) -> dict[str, dict]:
 
 
 def read_cases(outputs, periods: list[str]) -> pa.Table | None:
-    """Every case of the settled months found under ``outputs`` (priced and unpriced; None when there are none)."""
+    """Every case of the settled months found under ``outputs`` (priced and unpriced, not the readmissions'
+    recovery rows; None when there are none)."""
     if outputs is None:
         return None
     parts = []
@@ -100,6 +101,8 @@ def read_cases(outputs, periods: list[str]) -> pa.Table | None:
         f = Path(outputs) / p / "cases.parquet"
         if f.is_file():
             t = pq.read_table(f)
+            if "case_type" in t.column_names:     # a readmission's recovery row is no case (its money: hospitals.csv)
+                t = t.filter(pc.invert(pc.fill_null(pc.equal(t["case_type"], "adjustment"), False)))
             group = "drg" if "drg" in t.column_names else None
             if group is None or "amount" not in t.column_names:
                 continue

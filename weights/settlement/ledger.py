@@ -7,6 +7,11 @@ hash, the SHA-256 of every input file, the per-fund figures (point values) and t
 per-hospital results (money in integer cents). Settling a period that is already settled
 is refused unless ``reopen``; the new run is then the next revision and the previous one
 is kept, marked superseded.
+
+With ``[readmission] across_periods`` a monthly run also keeps, in ``readmission_tail``, the
+stays discharged in the month's last ``days`` days (weights/settlement/readmission.py
+``TAIL_COLUMNS``): what the next months need to pair a readmission with an earlier stay of this
+month. The table is created, and a reopened month's rows replaced, inside the run's transaction.
 """
 from __future__ import annotations
 
@@ -22,7 +27,29 @@ import pyarrow as pa
 
 from drgdip.arrowio import InputError
 
-SCHEMA_VERSION = 2      # 2: the fund's limits (issue 12): columns added, NULL in runs recorded before
+SCHEMA_VERSION = 3      # 2: the fund's limits (issue 12): columns added, NULL in runs recorded before
+#                         3: readmission_tail (readmissions across months), created by the first run recorded
+
+#: the earlier months' stays a readmission can pair with (created inside a run's transaction, so a
+#: failed run leaves a ledger of before as it was)
+TAIL_DDL = """
+CREATE TABLE IF NOT EXISTS readmission_tail (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    seq INTEGER NOT NULL,
+    key_kind TEXT NOT NULL,
+    settlement_id TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    hospital_id TEXT NOT NULL,
+    readmission_key TEXT NOT NULL,
+    admission_day INTEGER NOT NULL,
+    discharge_day INTEGER NOT NULL,
+    fund_key TEXT,
+    points REAL,
+    cut INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS readmission_tail_day ON readmission_tail (discharge_day);
+"""
 
 #: columns added after version 1: (table, column, SQL type); an older ledger gets them (NULL in its
 #: earlier runs) inside the transaction of the first run recorded with this version
@@ -124,6 +151,9 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     for table, col, kind in ADDED_COLUMNS:
         if col not in table_columns(conn, table):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+    for stmt in TAIL_DDL.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
@@ -193,8 +223,12 @@ def check_open(conn: sqlite3.Connection, period: str, kind: str, reopen: bool) -
 
 
 def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str, str], scheme_id: str | None,
-               reopen: bool = False, now: str | None = None) -> int:
-    """Write one settlement run (all of it or nothing). Returns its revision."""
+               reopen: bool = False, now: str | None = None, readmission_tail: pa.Table | None = None,
+               key_kind: str | None = None) -> int:
+    """Write one settlement run (all of it or nothing). Returns its revision.
+
+    ``readmission_tail``: the month's stays for the next months' readmission pairing
+    (readmission.TAIL_COLUMNS, key made as ``key_kind``); the superseded revision's rows go."""
     created = now or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     h = settlement.hospitals
     cols = {name: (h[name].to_pylist() if name in h.column_names else
@@ -204,6 +238,8 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
         conn.execute("BEGIN IMMEDIATE")
         _add_columns(conn)
         revision = check_open(conn, settlement.period, settlement.kind, reopen)
+        conn.execute("DELETE FROM readmission_tail WHERE run_id IN (SELECT run_id FROM runs WHERE period=? AND"
+                     " kind=? AND current=1)", (settlement.period, settlement.kind))
         conn.execute("UPDATE runs SET current=0 WHERE period=? AND kind=? AND current=1",
                      (settlement.period, settlement.kind))
         cur = conn.execute(
@@ -224,12 +260,50 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
         conn.executemany(f"INSERT INTO hospital_results (run_id, {', '.join(HOSPITAL_FIELDS)}) VALUES "
                          f"(?, {', '.join('?' * len(HOSPITAL_FIELDS))})",
                          [(run_id, *(None if isinstance(v, float) and v != v else v for v in r)) for r in rows])
+        if readmission_tail is not None and readmission_tail.num_rows:
+            t = readmission_tail
+            names = ("settlement_id", "patient_id", "hospital_id", "readmission_key", "admission_day",
+                     "discharge_day", "fund_key", "points", "cut")
+            sql = (f"INSERT INTO readmission_tail (run_id, seq, key_kind, {', '.join(names)}) VALUES "
+                   f"(?, ?, ?, {', '.join('?' * len(names))})")
+            for lo in range(0, t.num_rows, 1 << 13):      # in chunks: no Python row for every stay at once
+                part = t.slice(lo, 1 << 13)
+                data = zip(*(part[c].to_pylist() for c in names))
+                conn.executemany(sql, [(run_id, lo + i, key_kind, *(None if isinstance(v, float) and v != v else v
+                                                                    for v in r)) for i, r in enumerate(data)])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return revision
+
+
+def readmission_tail(conn: sqlite3.Connection, period: str, key_kind: str, from_day: int, keep=None) -> pa.Table:
+    """The stays kept by the current monthly runs of the periods before ``period`` (key made as
+    ``key_kind``) discharged on ``from_day`` or later, oldest period first, each in its file order;
+    with their ``period``. Empty when the ledger has none (or no such table yet). ``keep``
+    (table → bool mask): only those rows, applied chunk by chunk as they are read."""
+    names = ("settlement_id", "patient_id", "hospital_id", "readmission_key", "admission_day", "discharge_day",
+             "fund_key", "points", "cut")
+    types = (pa.string(),) * 4 + (pa.int32(), pa.int32(), pa.string(), pa.float64(), pa.bool_())
+    have = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='readmission_tail'").fetchone()
+    def table(rows):
+        cols = list(zip(*rows)) if rows else [[] for _ in range(len(names) + 1)]
+        out = {"period": pa.array(list(cols[0]), pa.string())}
+        for name, typ, c in zip(names, types, cols[1:]):
+            out[name] = pa.array([bool(v) for v in c] if typ == pa.bool_() else list(c), typ)
+        return pa.table(out)
+    parts = [table([])]
+    if have is not None:
+        cur = conn.execute(
+            f"SELECT r.period, {', '.join('t.' + c for c in names)} FROM readmission_tail t JOIN runs r"
+            " USING (run_id) WHERE r.kind='monthly' AND r.current=1 AND r.period < ? AND t.key_kind=? AND"
+            " t.discharge_day >= ? ORDER BY r.period, t.seq", (period, key_kind, from_day))
+        while rows := cur.fetchmany(1 << 13):
+            t = table(rows)
+            parts.append(t if keep is None else t.filter(pa.array(keep(t))))
+    return pa.concat_tables(parts)
 
 
 def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[str]]:

@@ -55,7 +55,7 @@ from drgdip.weights.settlement.policy import Policy, PolicyError, band_value
 from drgdip.weights.settlement.stays import price_stays
 
 CASE_TYPES = ("normal", "high_cost", "low_cost", "special_review", "per_diem", "fee_for_service", "unpriced",
-              "incomplete_stay", "short_stay", "readmission")
+              "incomplete_stay", "short_stay", "readmission", "adjustment")
 #: payment_method values (支付方式): the group method, 按床日, 按项目, or none (no points)
 PAYMENT_METHODS = ("drg", "dip", "per_diem", "fee_for_service", "none")
 #: reasons a per-diem ward or the fee-for-service fallback may overcome (they concern the group only)

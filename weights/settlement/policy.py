@@ -34,7 +34,7 @@ FFS_CLASSES = ("ambiguous", "ungroupable", "unweighted")
 CODE_COLUMNS = ("drg", "code", "adrg", "group", "dip_group")   # a basic-groups file's code column, first found
 STAY_PAYMENTS = ("proportional_capped", "normal", "review")
 READMISSION_KEYS = ("adrg", "group", "principal_diagnosis")
-READMISSION_PAYMENTS = ("flag_only", "halve_earlier", "second_unpaid")
+READMISSION_PAYMENTS = ("flag_only", "halve_earlier", "second_unpaid", "combine")
 
 _DEFAULTS = Path(__file__).with_name("policy_defaults.toml")
 _PERIOD = re.compile(r"^\d{4}(-(0[1-9]|1[0-2]))?$")
@@ -156,6 +156,7 @@ class Readmission:
     same_hospital: bool = True
     payment: str = "flag_only"
     share: float = 0.5                        # halve_earlier: share of the earlier stay's points paid
+    across_periods: bool = True               # pair with the earlier periods' stays kept in the ledger
 
 
 @dataclass(frozen=True)
@@ -700,15 +701,17 @@ def parse_incomplete_stays(r: _Reader, d: dict) -> IncompleteStays:
 def parse_readmission(r: _Reader, d: dict) -> Readmission:
     """[readmission] 再入院 (docs/policy.md)."""
     sec = "readmission"
-    r.known(d, sec, {"days", "key", "adrg_chars", "diagnosis_chars", "same_hospital", "payment", "share"})
-    same = d.get("same_hospital")
-    if not isinstance(same, bool):
-        r.fail(f"{sec}.same_hospital", f"must be true or false, got {same!r}")
+    r.known(d, sec, {"days", "key", "adrg_chars", "diagnosis_chars", "same_hospital", "payment", "share",
+                     "across_periods"})
+    same, across = d.get("same_hospital"), d.get("across_periods", True)
+    for name, v in (("same_hospital", same), ("across_periods", across)):
+        if not isinstance(v, bool):
+            r.fail(f"{sec}.{name}", f"must be true or false, got {v!r}")
     return Readmission(days=_whole(r, d, sec, "days", 0), key=r.choice(d, sec, "key", READMISSION_KEYS),
                        adrg_chars=_whole(r, d, sec, "adrg_chars", 1),
                        diagnosis_chars=_whole(r, d, sec, "diagnosis_chars", 0), same_hospital=same,
                        payment=r.choice(d, sec, "payment", READMISSION_PAYMENTS),
-                       share=r.number(d, sec, "share", 0.0, 1.0))
+                       share=r.number(d, sec, "share", 0.0, 1.0), across_periods=across)
 
 
 def read_policy_file(path: str | os.PathLike, error=None) -> tuple[dict, str]:

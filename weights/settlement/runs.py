@@ -44,8 +44,15 @@ from drgdip.weights.settlement.policy import FUNDS, load_policy
 from drgdip.weights.settlement.readmission import (
     ReadmissionIndex,
     Readmissions,
+    StayTail,
     check_columns,
+    eligible_of,
+    recoveries,
+    recovery_cases,
+    tail_from,
 )
+from drgdip.weights.settlement.readmission import _hash as _readmission_hash
+from drgdip.weights.settlement.readmission import key_kind as readmission_key_kind
 from drgdip.weights.settlement.settle import (
     MonthTotals,
     Settlement,
@@ -314,13 +321,21 @@ def _quota_pass(batches, rows: int, price) -> np.ndarray:
     return accepted
 
 
-def _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups) -> Readmissions:
+def _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups, period=None,
+                  ledger_path=None) -> Readmissions:
     """The file's readmission pairs (policy [readmission]): a pass keeping 33 bytes per record
-    (weights/settlement/readmission.py), then a read of the id column naming the earlier stays."""
+    (weights/settlement/readmission.py), then a read of the id column naming the earlier stays.
+
+    With ``across_periods`` (and ``period``): the stays of the month's tail are kept
+    (``found.tail``, for the ledger) and the earlier months' tails in the ledger (those of the
+    file's patients, discharged on or after the file's first admission − days, and not of a
+    settlement id in this file) are paired with the file's stays."""
     present = canonical_columns(schema)
     check_columns(schema.names, policy)
-    index = ReadmissionIndex(policy, group_column, dups)
-    key = policy.readmission.key
+    rp = policy.readmission
+    across = rp.across_periods and period is not None
+    index = ReadmissionIndex(policy, group_column, dups, tail_from=tail_from(period, rp.days) if across else None)
+    key = rp.key
     if grouper is None or key == "principal_diagnosis":
         names = [present[c] for c in ("id", "patient_id", "hospital_id", "admission_date", "discharge_date")
                  if c in present]
@@ -333,11 +348,53 @@ def _readmissions(records_path, batch_size, grouper, policy, group_column, schem
     else:
         for b in open_batches(records_path, batch_size):
             index.add(grouper.group_batch(pa.Table.from_batches([b])))
-    found = index.finish()
+    earlier = None
+    if across and ledger_path is not None and Path(ledger_path).is_file() and index.min_admission is not None:
+        patients = index.patients()
+
+        def mine(t: pa.Table) -> np.ndarray:      # the file's patients only
+            return np.isin(_readmission_hash(t["patient_id"].combine_chunks()), patients)
+        with closing(ledger_mod.connect(ledger_path, create=False)) as conn:
+            earlier = ledger_mod.readmission_tail(conn, period, readmission_key_kind(policy),
+                                                  index.min_admission - rp.days, keep=mine)
+        if earlier.num_rows and "id" in present:   # a stay settled again in this file pairs as this file's
+            seen = np.zeros(earlier.num_rows, bool)
+            prev_ids = earlier["settlement_id"].combine_chunks()
+            for b in column_batches(records_path, [present["id"]], batch_size):
+                ids = text(b.column(0), b.num_rows)
+                seen |= pc.fill_null(pc.is_in(prev_ids, value_set=ids.drop_null()), False).to_numpy(
+                    zero_copy_only=False) if len(ids.drop_null()) else False
+            earlier = earlier.filter(pa.array(~seen))
+    found = index.finish(earlier)
+    found.tail = index.tail_rows() if across else None
     if "id" in present and found.pairs:
         found.name_earlier(text(b.column(0), b.num_rows)
                            for b in column_batches(records_path, [present["id"]], batch_size))
     return found
+
+
+def _usual_points(batches, readm: Readmissions, price, accepted, decided) -> dict:
+    """``payment = "combine"``: file row → points by the usual rules (no readmission payment) of the
+    rows that are the earlier stay of a pair or in the month's tail, in a pricing pass of its own."""
+    want = np.union1d(readm.earlier_rows(), readm.tail["row"].to_numpy() if readm.tail is not None
+                      and readm.tail.num_rows else np.zeros(0, np.int64))
+    out: dict = {}
+    off = 0
+    for t in batches:
+        n = t.num_rows
+        lo, hi = np.searchsorted(want, [off, off + n])
+        if hi > lo:
+            ctx = review_mod.ReviewContext(accepted=None if accepted is None else accepted[off:off + n],
+                                           decisions=decided)
+            none = pa.table({"readmission_of": pa.nulls(n, pa.string()), "has_readmission": pa.array(np.zeros(n, bool))})
+            priced = price(t, ctx, none)
+            ok = eligible_of(priced)
+            pts = pc.fill_null(priced["points"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
+            for r in want[lo:hi]:
+                i = int(r - off)
+                out[int(r)] = float(pts[i]) if ok[i] else np.nan
+        off += n
+    return out
 
 
 class _RowGroups:
@@ -451,7 +508,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                              "value counts the patients' share (docs/settlement.md §1.3); or pass the "
                              "benefits of the stays (--benefits)")
         price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
-                                    scheme, weights_path, group_column)
+                                    scheme, weights_path, group_column, ledger_path=ledger_path)
 
         def batches():
             for b in open_batches(records_path, batch_size):
@@ -460,11 +517,22 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                     t = _with_benefit_shares(t, present, shares)
                 yield t
         accepted = _quota_pass(batches(), rows, price) if review_mod.quota_active(policy.special_review) else None
+        readm = price.readmissions
+        usual = stay_tail = recovered = None
+        if readm is not None:       # readmissions across months (docs/settlement.md "Readmissions across months")
+            if policy.readmission.payment == "combine":
+                usual = _usual_points(batches(), readm, price, accepted, decided)
+                readm.earlier_points = {r: usual[int(r)] for r in readm.earlier_rows()}
+            if readm.tail is not None:
+                stay_tail = StayTail(readm.tail, policy, period)
+            recovered = recoveries(readm, policy)
+            later_ids: dict = {}
         bar.update()
         tmp = _atomic_dir(Path(out)) if out is not None else None
         scratch = tempfile.mkdtemp(prefix=".settle-") if tmp is None else None
         # the per-case state (13 bytes a case) and the cents go to files: flat memory
-        totals = MonthTotals(policy, period, rows, pool_total=pool, spill=tmp if tmp is not None else scratch)
+        totals = MonthTotals(policy, period, rows + (recovered.num_rows if recovered is not None else 0),
+                             pool_total=pool, spill=tmp if tmp is not None else scratch)
         reasons: dict[str, int] = {}
         methods: dict[str, int] = {}
         unpriced: dict[str, int] = {}
@@ -480,8 +548,17 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 ctx = review_mod.ReviewContext(
                     accepted=None if accepted is None else accepted[offset:offset + t.num_rows], decisions=decided)
                 flags = price.readmissions.batch(offset, t.num_rows) if price.readmissions is not None else None
-                offset += t.num_rows
                 priced = price(t, ctx, flags)
+                if stay_tail is not None:
+                    stay_tail.take(offset, priced, present.get("id"), flags, usual)
+                if recovered is not None and recovered.num_rows:
+                    lr = recovered["later"].to_numpy()
+                    lr = lr[(lr >= offset) & (lr < offset + t.num_rows)]
+                    if lr.size:
+                        ids = text(priced[present["id"]], priced.num_rows) if "id" in present else None
+                        for r in lr:
+                            later_ids[int(r)] = ids[int(r - offset)].as_py() if ids is not None else f"row {int(r)}"
+                offset += t.num_rows
                 totals.add(priced)
                 _review_counts(priced, review_counts)
                 if decided is not None and "id" in present:
@@ -500,6 +577,14 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                     if spill_writer is None:
                         spill = tmp / ".priced.arrow"
                         spill_writer = ipc.new_file(str(spill), priced.schema)
+                    spill_writer.write_table(priced)
+            if recovered is not None and recovered.num_rows:   # the earlier stays' cut, booked this month
+                priced = recovery_cases(recovered, [later_ids.get(int(r)) for r in recovered["later"].to_numpy()],
+                                        priced.schema)
+                totals.add(priced)
+                for r, c in _reason_counts(priced).items():
+                    reasons[r] = reasons.get(r, 0) + c
+                if spill_writer is not None:
                     spill_writer.write_table(priced)
             if spill_writer is not None:
                 spill_writer.close()
@@ -554,7 +639,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             bar.update()
             with closing(ledger_mod.connect(ledger_path, parents=new_ledger)) as conn:
                 ledger_mod.record_run(conn, result, policy=policy, inputs=inputs, scheme_id=sid, reopen=reopen,
-                                      now=now)
+                                      now=now, readmission_tail=stay_tail.table() if stay_tail is not None else None,
+                                      key_kind=readmission_key_kind(policy))
             if tmp is not None:
                 _swap_in(tmp, Path(out))
                 tmp = None
@@ -571,7 +657,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
 
 
 def _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema, scheme, weights_path,
-                  group_column):
+                  group_column, ledger_path=None):
     """(batch → priced cases, the point value's pool total or None) of a monthly run by ``method``."""
     from drgdip.weights.settlement import dip_settle
     if method not in dip_settle.METHODS:
@@ -607,7 +693,8 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
                 raise InputError(f"{policy.path or 'policy'}: readmission.days = {policy.readmission.days}: "
                                  f"readmissions are paired for DRG settlement only, not --method {method} "
                                  "(set readmission.days = 0 in the DIP region's policy)")
-            readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups)
+            readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups, period,
+                                  ledger_path)
 
         def drg(t: pa.Table, review=None, readmissions=None) -> pa.Table:
             if grouper is not None:

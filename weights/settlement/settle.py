@@ -689,15 +689,18 @@ class MonthTotals:
         hid = local[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if n else np.zeros(0, np.int64)
         self._grow(len(self._names) * self.WIDTH)
         cell = hid * self.WIDTH + fcode
-        np.add.at(self.cases, cell[pool], 1)
+        points_only = pool & _np(pc.equal(priced.column("case_type"), "adjustment"), False).astype(bool) \
+            if "case_type" in priced.schema.names else np.zeros(n, bool)
+        case = pool & ~points_only      # an adjustment row (a readmission's recovery) has points only
+        np.add.at(self.cases, cell[case], 1)
         np.add.at(self.unpriced, cell[~pool], 1)
-        np.add.at(self.weight_sum, cell[pool], weight[pool])
-        np.add.at(self.personal, cell[pool], personal[pool])
-        np.add.at(self.cost, cell[pool], cost[pool])
+        np.add.at(self.weight_sum, cell[case], weight[case])
+        np.add.at(self.personal, cell[case], personal[case])
+        np.add.at(self.cost, cell[case], cost[case])
         np.add.at(self.unpriced_cost, cell[~pool], cost[~pool])
         if "los_days" in cols:
             los = np.nan_to_num(_np(numeric(priced.column(cols["los_days"]), n)[0], 0.0))
-            np.add.at(self.los, cell[pool], los[pool])
+            np.add.at(self.los, cell[case], los[case])
         if "review_status" in priced.schema.names:
             held = _np(pc.equal(priced.column("review_status"), "held"), False).astype(bool) & ~pool
             np.add.at(self.held, cell[held], 1)
@@ -1235,9 +1238,9 @@ def hospitals_csv_table(hospitals: pa.Table) -> pa.Table:
 
 
 def review_mask(cases) -> pa.Array:
-    """Rows a person must look at: unpriced, special-review, and any with a review status
-    (over the quota, rejected)."""
-    m = pc.is_in(cases.column("case_type"), pa.array(["unpriced", "special_review"]))
+    """Rows a person must look at: unpriced, special-review, adjustments (a readmission's recovery
+    of an earlier month's stay), and any with a review status (over the quota, rejected)."""
+    m = pc.is_in(cases.column("case_type"), pa.array(["unpriced", "special_review", "adjustment"]))
     if "review_status" in cases.schema.names:
         m = pc.or_(m, pc.is_valid(cases.column("review_status")))
     return m
