@@ -605,8 +605,9 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
         if policy.readmission.days > 0:
             if method != "drg":
                 raise InputError(f"{policy.path or 'policy'}: readmission.days = {policy.readmission.days}: "
-                                 f"readmissions are paired for DRG settlement only, not --method {method} "
-                                 "(set readmission.days = 0 in the DIP region's policy)")
+                                 f"readmissions are paired by --method drg or dip, not --method {method} "
+                                 "(settle the two methods in two runs with pool = \"separate\", or set "
+                                 "readmission.days = 0)")
             readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups)
 
         def drg(t: pa.Table, review=None, readmissions=None) -> pa.Table:
@@ -626,11 +627,28 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
                 return separate, None
             return drg, None
     pricer = dip_settle.DipPricer(catalog, policy, period, method, duplicate_ids=dups, drg_price=drg)
+    if review_mod.needs_group_counts(policy.special_review):   # small_group: DIP group sizes over the file
+        pricer.group_counts = np.zeros(pricer.catalog.table.num_rows, np.int64)
+        for b in open_batches(records_path, batch_size):
+            pricer.count_groups(pa.Table.from_batches([b]), pricer.group_counts)
+    readm = None
+    if method == "dip" and policy.readmission.days > 0:      # paired on dip_group or the principal diagnosis
+        readm = _readmissions(records_path, batch_size, _DipGrouper(pricer), policy, "dip_group", schema, dups)
 
-    def dip(t, review=None, readmissions=None):   # DIP prices without the special-review quota and decisions
-        return pricer(t)
-    dip.policy, dip.readmissions = policy, None
+    def dip(t, review=None, readmissions=None):
+        return pricer(t, review, readmissions)
+    dip.policy, dip.readmissions = policy, readm
     return dip, (dip_settle.pool_total(policy, period) if method == "dip" else None)
+
+
+class _DipGrouper:
+    """``group_batch`` by the DIP catalogue (the readmission pass's grouper of a DIP run)."""
+
+    def __init__(self, pricer):
+        self.pricer = pricer
+
+    def group_batch(self, t: pa.Table) -> pa.Table:
+        return self.pricer.group(t)
 
 
 def _dip_extra(extra: dict, method: str, catalog, policy) -> None:
