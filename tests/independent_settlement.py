@@ -38,12 +38,15 @@ A rule the policy turns on that this checker does not implement raises ``RuleNot
 payment methods in an output that it does not know. Covered since the first checker: per-diem,
 fee-for-service, basic groups, the table's thresholds, [advance], [quality], [reserve],
 [incentives], [point_value] "policy", DIP alone, [incomplete_stays] (proportional_capped,
-normal), [readmission] (adrg or group key, flag_only, halve_earlier), [special_review] triggers
-flag, review_group, new_technology, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
-the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
+normal), [readmission] (adrg, group or principal-diagnosis key, flag_only, halve_earlier,
+second_unpaid; for DIP the group is the DIP group code and adrg is refused), [special_review]
+triggers flag, review_group, new_technology, cost_high, cost_low, long_stay, small_group (for
+DIP on DIP group codes) with the quotas, hold / actual / normal and
+the decisions read back from the run's decisions.csv, in the DRG and the DIP region alike
+(step_stay_rule, step_review_trigger, step_small_group,
 step_review, read_decisions, decision_statuses, step_readmission). Not covered today: special
-review of small groups or of ungroupable cases, `incomplete_stays.payment =
-"review"`, readmission `second_unpaid` or by principal diagnosis, `point_value.projected = "history"`,
+review of ungroupable cases, `incomplete_stays.payment =
+"review"`, `point_value.projected = "history"`,
 DRG and DIP in one region (`dip_settlement.hospitals`, `pool = "separate"`, `--method mixed`),
 the `[dip]` catalogue build, `deviation.group_mean = "period"`, the rate form's annual
 settlement. To add one, add its fields to ``COVERED`` with a function of its own and call it
@@ -146,14 +149,15 @@ COVERED = {
     "special_review.low_cost_multiple": None, "special_review.los_days_above": None,
     "special_review.hospital_quota_share": None, "special_review.quota_share": None,
     "special_review.review_groups": None,
-    # not recomputed here: small groups, ungroupable cases sent to review
+    # not recomputed here: ungroupable cases sent to review
     "special_review.new_technology_codes": None, "special_review.new_technology_column": None,
-    "special_review.min_group_cases": {0},
+    "special_review.min_group_cases": None,
     "special_review.ungroupable": {False},
     "incomplete_stays.dispositions": None, "incomplete_stays.payment": {"proportional_capped", "normal"},
     "incomplete_stays.short_stay_days": None, "incomplete_stays.short_stay_payment": {"proportional_capped", "normal"},
-    "readmission.days": None, "readmission.key": {"adrg", "group"}, "readmission.adrg_chars": None,
-    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier"},
+    "readmission.days": None, "readmission.key": {"adrg", "group", "principal_diagnosis"},
+    "readmission.adrg_chars": None, "readmission.diagnosis_chars": None,
+    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier", "second_unpaid"},
     "readmission.share": None,
     "records.los_min_days": None, "records.los_max_days": None,
     "settlement.withholding_share": None, "settlement.surplus_bands": None,
@@ -194,6 +198,7 @@ KNOWN_PRICING_REASONS = {
     "READMISSION_EARLIER_STAY", "SPECIAL_REVIEW_OVER_QUOTA", "SPECIAL_REVIEW_DECIDED_POINTS",
     "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
     "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY", "SPECIAL_REVIEW_NEW_TECH",
+    "READMISSION_UNPAID", "SPECIAL_REVIEW_SMALL_GROUP",
 }
 KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
                     "incomplete_stay", "short_stay", "readmission"}
@@ -583,7 +588,30 @@ def step_review_trigger(rec: dict, ratio, flag, row, policy) -> str | None:
 
 INTERIM_REASON = {"flag": "SPECIAL_REVIEW_FLAG", "review_group": "SPECIAL_REVIEW_GROUP", "cost_high": "SPECIAL_REVIEW_COST",
                   "cost_low": "SPECIAL_REVIEW_LOW_COST", "long_stay": "SPECIAL_REVIEW_LONG_STAY",
-                  "new_technology": "SPECIAL_REVIEW_NEW_TECH"}
+                  "new_technology": "SPECIAL_REVIEW_NEW_TECH", "small_group": "SPECIAL_REVIEW_SMALL_GROUP"}
+
+
+def step_small_group(cases: list[dict], policy) -> None:
+    """policy.md [special_review] min_group_cases, settlement.md "Special case review" 1 and "DIP
+    settlement" 6: a case priced by its group with no earlier trigger is sent to review when its
+    group has fewer priceable cases in the period (the whole file) than min_group_cases; the
+    group is the DRG, or for DIP the DIP group code (dip_group), all 辅助目录 coefficients and
+    hospital levels together. Priceable: the cases priced by the group rule (not per diem, fee
+    for service or unpriced)."""
+    k = int(policy["special_review"]["min_group_cases"])
+    if k <= 0:
+        return
+    size = defaultdict(int)
+    for c in cases:
+        if "trigger" in c:
+            size[c["group_code"]] += 1
+    for c in cases:
+        if "trigger" in c and c["trigger"] is None and size[c["group_code"]] < k:
+            c["trigger"] = "small_group"
+
+
+class Refused(Exception):
+    """A policy the docs say a run refuses (the run stops before writing anything)."""
 
 
 def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
@@ -620,7 +648,9 @@ def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
             kind, pts = d
             c["review_status"] = "decided"
             if kind == "reject":
-                c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
+                # "Special case review" 5: the ordinary rules; an incomplete or short stay keeps its reason
+                if c.get("case_type") not in ("incomplete_stay", "short_stay"):
+                    c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
                 continue
             c["case_type"] = "special_review"
             c["points"] = pts if kind == "points" else (base if kind == "normal" else base * ratio)
@@ -647,16 +677,24 @@ def _day(x):
 
 
 def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, policy, dip: bool) -> None:
-    """policy.md [readmission], settlement.md "Incomplete stays and readmissions": pairs over
-    the file's usable stays; the earlier stay's points × share (halve_earlier)."""
+    """policy.md [readmission], settlement.md "Incomplete stays and readmissions" and "DIP
+    settlement" 7: pairs over the file's usable stays with the same key (the ADRG, the group
+    code, for DIP the DIP group code, or the principal diagnosis' first diagnosis_chars
+    characters); the earlier stay's points × share (halve_earlier), the readmission unpaid
+    (second_unpaid). DIP with key adrg: refused."""
     rd = policy["readmission"]
     if not rd["days"]:
         return
+    if dip and rd["key"] == "adrg":
+        raise Refused('readmission.key = "adrg": DIP has no ADRG (settlement.md "DIP settlement" 7)')
     rows = []
     for i, r in enumerate(recs):
         pid, hid = r.get("patient_id"), r.get("hospital_id")
         if rd["key"] == "adrg":
             key = r.get("adrg") if "adrg" in r else (None if isnull(r.get("drg")) else str(r["drg"])[:rd["adrg_chars"]])
+        elif rd["key"] == "principal_diagnosis":
+            key = _principal_diagnosis(r).strip()
+            key = key[:int(rd["diagnosis_chars"])] if rd["diagnosis_chars"] else key
         else:
             key = r.get("dip_group" if dip else "drg")
         adm, dis = _day(r.get("admission_date")), _day(r.get("discharge_date"))
@@ -671,6 +709,9 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
             if later["points"] is not None and later["case_type"] != "special_review":
                 later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS",
                              readmission_of=earlier["id"])
+                if rd["payment"] == "second_unpaid":    # no points: outside the pool, listed for review
+                    later.update(case_type="unpriced", pricing_reason="READMISSION_UNPAID", points=None,
+                                 method="none")
             if rd["payment"] == "halve_earlier" and earlier["points"] is not None \
                     and earlier["case_type"] != "special_review":
                 earlier["points"] = earlier["points"] * float(rd["share"])
@@ -870,11 +911,12 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
                     dip_score=c["weight"])
             c.update(base_points=base, cost_ratio=ratio, method="dip" if dip is not None else "drg")
             ctype, preason, points = step_stay_rule(rec, base, ratio, (ctype, preason, points), policy)
-            c.update(case_type=ctype, pricing_reason=preason, points=points,
+            c.update(case_type=ctype, pricing_reason=preason, points=points, group_code=group_code,
                      trigger=step_review_trigger(rec, ratio, rec.get(flag_col), row, policy))
         else:
             c.update(case_type="unpriced", pricing_reason=old, method="none")
         out.append(c)
+    step_small_group(out, policy)
     step_review(out, policy, decisions)
     step_readmission(out, recs, duplicates, policy, dip is not None)
     return out
@@ -1309,9 +1351,11 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame,
                       None if isnull(r["readmission_of"]) else r["readmission_of"])
         if c["points"] is None and c["case_type"] == "unpriced":  # (held cases: below, points None)
             # unpriced: no points and no money (settlement.md §1.2, §5); the weight is shown
-            # when the group has one
+            # when the group has one; an unpaid readmission keeps its mean, ratio and base points
+            kept = ("group_mean_cost", "cost_ratio", "base_points") if c["pricing_reason"] == "READMISSION_UNPAID" \
+                else ()
             for col in ("group_mean_cost", "cost_ratio", "base_points", "points", "amount", "fund_amount"):
-                rep.check(name, col, key, None, _num(r[col]))
+                rep.check(name, col, key, c[col] if col in kept else None, _num(r[col]))
             rep.check(name, "weight", key, c["weight"], _num(r["weight"]))
             continue
         for col in ("weight", "group_mean_cost", "cost_ratio", "base_points", "points"):

@@ -450,8 +450,6 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
                              "value counts the patients' share (docs/settlement.md §1.3); or pass the "
                              "benefits of the stays (--benefits)")
-        price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
-                                    scheme, weights_path, group_column)
 
         def batches():
             for b in open_batches(records_path, batch_size):
@@ -459,6 +457,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 if shares is not None:
                     t = _with_benefit_shares(t, present, shares)
                 yield t
+        price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
+                                    scheme, weights_path, group_column, batches)
         accepted = _quota_pass(batches(), rows, price) if review_mod.quota_active(policy.special_review) else None
         bar.update()
         tmp = _atomic_dir(Path(out)) if out is not None else None
@@ -571,8 +571,11 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
 
 
 def _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema, scheme, weights_path,
-                  group_column):
-    """(batch → priced cases, the point value's pool total or None) of a monthly run by ``method``."""
+                  group_column, batches=None):
+    """(batch → priced cases, the point value's pool total or None) of a monthly run by ``method``.
+
+    ``batches()``: the file's batches as priced (with the benefits' personal shares), for the DIP
+    group counts of special review's small_group (default: the file as read)."""
     from drgdip.weights.settlement import dip_settle
     if method not in dip_settle.METHODS:
         raise InputError(f"method {method!r}: use one of {', '.join(dip_settle.METHODS)}")
@@ -629,8 +632,9 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
     pricer = dip_settle.DipPricer(catalog, policy, period, method, duplicate_ids=dups, drg_price=drg)
     if review_mod.needs_group_counts(policy.special_review):   # small_group: DIP group sizes over the file
         pricer.group_counts = np.zeros(pricer.catalog.table.num_rows, np.int64)
-        for b in open_batches(records_path, batch_size):
-            pricer.count_groups(pa.Table.from_batches([b]), pricer.group_counts)
+        for t in (batches() if batches is not None else
+                  (pa.Table.from_batches([b]) for b in open_batches(records_path, batch_size))):
+            pricer.count_groups(t, pricer.group_counts)
     readm = None
     if method == "dip" and policy.readmission.days > 0:      # paired on dip_group or the principal diagnosis
         readm = _readmissions(records_path, batch_size, _DipGrouper(pricer), policy, "dip_group", schema, dups)
