@@ -245,3 +245,18 @@ def test_review_group_is_the_catalogues_column(region):
     assert c["review_trigger"] == [None, None, None, "review_group", "review_group", "review_group", None]
     # quota: H2 has 3 reviewable cases (cap 1), H1 4 (cap 2); d4 (ratio 5.32) goes before d5 (0.85)
     assert c["review_status"] == [None, None, None, "held", "over_quota", "held", None]
+
+
+def test_separate_pool_leaves_the_other_hospitals_out_of_review(region):
+    """pool = "separate": the DRG hospitals' cases (H1 here) are unpriced in the DIP run, with no
+    trigger and outside the quota's base: region-wide quota 0.5 of H2's 3 cases = 1 (d4)."""
+    t = region
+    with_policy(t, 'reference_means = "ref.csv"', 'reference_means = "ref.csv"\nhospitals = ["H2"]\npool = "separate"')
+    (t / "region.toml").write_text((t / "region.toml").read_text(encoding="utf-8").replace(
+        "hospital_quota_share = 0.5", "quota_share = 0.5"), encoding="utf-8")
+    r = month(t, "out", "--new-ledger")
+    assert r.exit_code == 0, r.output
+    c = cases(t, "out")
+    assert c["pricing_reason"][0] == "SETTLED_BY_OTHER_METHOD"
+    assert [c[k][0] for k in ("review_trigger", "review_status", "cost_ratio", "group_mean_cost")] == [None] * 4
+    assert c["review_status"] == [None, None, None, "held", None, None, "over_quota"]

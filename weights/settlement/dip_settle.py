@@ -122,13 +122,19 @@ def _payment_method(priced: pa.Table, method: str) -> pa.Table:
 
 
 def _leave_to_other(priced: pa.Table, mask: np.ndarray) -> pa.Table:
-    """Rows of ``mask`` unpriced with OTHER_POOL (settled by the other method's run)."""
+    """Rows of ``mask`` unpriced with OTHER_POOL (settled by the other method's run): no points,
+    no mean, ratio or base points, and no special review (they are neither candidates nor in the
+    base of this run's quota)."""
     if not mask.any():
         return priced
     m = pa.array(mask)
-    sets = {"points": pa.scalar(None, pa.float64()), "base_points": pa.scalar(None, pa.float64()),
-            "case_type": pa.scalar("unpriced"), "pricing_reason": pa.scalar(OTHER_POOL)}
+    none = pa.scalar(None, pa.float64())
+    sets = {"points": none, "base_points": none, "group_mean_cost": none, "cost_ratio": none,
+            "case_type": pa.scalar("unpriced"), "pricing_reason": pa.scalar(OTHER_POOL),
+            "review_trigger": pa.scalar(None, pa.string()), "review_status": pa.scalar(None, pa.string())}
     for name, value in sets.items():
+        if name not in priced.column_names:
+            continue
         col = pc.if_else(m, value, priced[name])
         priced = priced.set_column(priced.schema.get_field_index(name), name, col)
     if "payment_method" in priced.column_names:
