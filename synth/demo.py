@@ -26,7 +26,8 @@ synthetic persons file) beside the settlement, and writes the HTML report. Layou
     benefits.parquet            the patient's side of each stay of the year (drgdip benefits' columns)
     report.html                 the report (self-contained)
     dip/                        the same year settled as a DIP region (:func:`demo_dip`): catalog.parquet,
-                                reference_means.csv, policy.toml, ledger.db, settled/<period>/, report.html
+                                reference_means.csv, policy.toml, decisions-YYYY-MM.csv (the first months'),
+                                ledger.db, settled/<period>/, report.html
 """
 from __future__ import annotations
 
@@ -257,7 +258,11 @@ def demo_dip(out: Path, history: pa.Table, current: pa.Table, policy_path: Path,
     ``[dip_settlement]`` with each fund's reimbursement ratio of the last history year (fund
     paid ÷ total cost), then every month (``settle --method dip``, the months' files of
     ``out/data`` and the benefits' personal shares) and the year, each into ``out/dip/ledger.db``
-    and ``out/dip/settled/<period>``, and the report."""
+    and ``out/dip/settled/<period>``, and the report. The DRG region's ``[special_review]`` (its
+    quota) and ``[readmission]`` apply, the readmissions paired on the DIP group code (``key =
+    "group"``); the held cases of the first ``[demo] decided_months`` months are decided
+    (:func:`demo_decisions`, ``out/dip/decisions-YYYY-MM.csv``) and those months settled again
+    (``--decisions --reopen``), as in the DRG region."""
     from drgdip.grouper.dip.api import group_dip, write_catalog
     from drgdip.weights.dip_catalog import build_catalog
     from drgdip.weights.report.settlement_report import write_report
@@ -285,8 +290,10 @@ def demo_dip(out: Path, history: pa.Table, current: pa.Table, policy_path: Path,
     ratio = {f: round(float(paid[fund == f].sum() / cost[fund == f].sum()), int(d["ratio_decimals"]))
              for f in ("employee", "resident")}
     text = policy_path.read_text(encoding="utf-8").replace("DRG 点数法", "DIP 分值付费", 1)
-    # readmissions are paired for DRG settlement only: the DIP region leaves its [readmission] out
-    text = re.sub(r"(?ms)^\[readmission\]\n.*?(?=^\[|\Z)", "", text)
+    # DIP has no ADRG: its readmissions are paired on the DIP group code (docs/settlement.md "DIP settlement" 7)
+    text, n = re.subn(r'(?m)^key = "adrg".*$', 'key = "group"             # DIP: the same DIP group (dip_group)', text)
+    if n != 1:
+        raise ValueError("demo_policy.toml: expected one [readmission] key = \"adrg\" line")
     text += ('\n[dip_settlement]\nreference_means = "reference_means.csv"\n[dip_settlement.reimbursement_ratio]\n'
              + "".join(f"{f} = {r}\n" for f, r in ratio.items()))
     dip_policy = folder / "policy.toml"
@@ -296,10 +303,15 @@ def demo_dip(out: Path, history: pa.Table, current: pa.Table, policy_path: Path,
     monthly = []
     for m in range(1, 13):
         period = f"{year}-{m:02d}"
-        monthly.append(settle_month(period, out / "data" / f"{period}.parquet", policy_path=dip_policy,
-                                    weights_path=None, ledger_path=ledger, out=folder / "settled" / period,
-                                    quiet=True, benefits=out / "benefits.parquet", method="dip",
-                                    catalog=folder / "catalog.parquet"))
+        kw = dict(policy_path=dip_policy, weights_path=None, ledger_path=ledger, out=folder / "settled" / period,
+                  quiet=True, benefits=out / "benefits.parquet", method="dip", catalog=folder / "catalog.parquet")
+        settled = settle_month(period, out / "data" / f"{period}.parquet", **kw)
+        if m <= int(params["demo"]["decided_months"]):   # the office decides the held DIP cases: a new revision
+            decisions = folder / f"decisions-{period}.csv"
+            if demo_decisions(folder / "settled" / period / "review.csv", decisions):
+                settled = settle_month(period, out / "data" / f"{period}.parquet", decisions=decisions, reopen=True,
+                                       **kw)
+        monthly.append(settled)
     annual = settle_annual(str(year), policy_path=dip_policy, ledger_path=ledger, out=folder / "settled" / str(year),
                            quiet=True, method="dip")
     report = write_report(ledger, folder / "report.html", outputs=folder / "settled", hospitals=out / "hospitals.csv")

@@ -38,7 +38,8 @@ A rule the policy turns on that this checker does not implement raises ``RuleNot
 payment methods in an output that it does not know. Covered since the first checker: per-diem,
 fee-for-service, basic groups, the table's thresholds, [advance], [quality], [reserve],
 [incentives], [point_value] "policy", DIP alone, [incomplete_stays] (proportional_capped,
-normal), [readmission] (adrg or group key, flag_only, halve_earlier; across months: the earlier
+normal), [readmission] (adrg or group key, flag_only, halve_earlier; for DIP the group is the DIP
+group code and adrg is refused; across months: the earlier
 months' kept stays and the recovery rows, settlement.md "Readmissions across months"), [special_review] triggers
 flag, review_group, new_technology, cost_high, cost_low, long_stay with the quotas, hold / actual / normal and
 the decisions read back from the run's decisions.csv (step_stay_rule, step_review_trigger,
@@ -159,7 +160,7 @@ COVERED = {
     "special_review.low_cost_multiple": None, "special_review.los_days_above": None,
     "special_review.hospital_quota_share": None, "special_review.quota_share": None,
     "special_review.review_groups": None,
-    # not recomputed here: small groups, ungroupable cases sent to review
+    # not recomputed here: ungroupable cases sent to review
     "special_review.new_technology_codes": None, "special_review.new_technology_column": None,
     "special_review.min_group_cases": None,
     "special_review.ungroupable": None,
@@ -631,6 +632,10 @@ INTERIM_REASON = {"small_group": "SPECIAL_REVIEW_SMALL_GROUP", "flag": "SPECIAL_
                   "new_technology": "SPECIAL_REVIEW_NEW_TECH"}
 
 
+class Refused(Exception):
+    """A policy the docs say a run refuses (the run stops before writing anything)."""
+
+
 def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
     """settlement.md "Special case review" 2-5: the quota (floor(share × reviewable cases), per
     hospital and region-wide; candidates by ratio descending, then id, then file order), the
@@ -722,6 +727,8 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
         return
     share = float(rd["share"])
     usual = [(c["points"], c["case_type"]) for c in cases]
+    if dip and rd["key"] == "adrg":
+        raise Refused('readmission.key = "adrg": DIP has no ADRG (settlement.md "DIP settlement" 7)')
     rows = []
     for i, r in enumerate(recs):
         pid, hid = r.get("patient_id"), r.get("hospital_id")
@@ -1593,9 +1600,11 @@ def compare_cases(rep: Report, period: str, ours: list[dict], out: pd.DataFrame,
         if c["points"] is None and c["case_type"] == "unpriced" and c["pricing_reason"] != "READMISSION_UNPAID":
             # (held cases and readmissions left unpaid: below, points None)
             # unpriced: no points and no money (settlement.md §1.2, §5); the weight is shown
-            # when the group has one
+            # when the group has one; an unpaid readmission keeps its mean, ratio and base points
+            kept = ("group_mean_cost", "cost_ratio", "base_points") if c["pricing_reason"] == "READMISSION_UNPAID" \
+                else ()
             for col in ("group_mean_cost", "cost_ratio", "base_points", "points", "amount", "fund_amount"):
-                rep.check(name, col, key, None, _num(r[col]))
+                rep.check(name, col, key, c[col] if col in kept else None, _num(r[col]))
             rep.check(name, "weight", key, c["weight"], _num(r["weight"]))
             continue
         for col in ("weight", "group_mean_cost", "cost_ratio", "base_points", "points"):

@@ -383,3 +383,41 @@ def test_readmissions_are_paired_across_months(demo):
 
 def pd_isnull(x) -> bool:
     return x is None or x != x
+def test_the_dip_region_decides_held_cases_and_pairs_readmissions_on_dip_groups(demo):
+    """The DIP region keeps the DRG policy's [special_review] quota and its [readmission] (key
+    "group"); the first decided_months months are settled again with the office's decisions
+    (revision 2), and the report shows the DIP review rows (docs/settlement.md "DIP settlement" 6-7)."""
+    import csv
+    dip = demo["out"] / "dip"
+    policy = tomllib.loads((dip / "policy.toml").read_text(encoding="utf-8"))
+    assert policy["readmission"]["key"] == "group" and policy["readmission"]["days"] > 0
+    assert policy["special_review"]["hospital_quota_share"] < 1
+    with sqlite3.connect(dip / "ledger.db") as conn:
+        revs = dict(conn.execute("SELECT period, MAX(revision) FROM runs WHERE kind='monthly' GROUP BY period"))
+    for m in range(1, 13):
+        period = f"2024-{m:02d}"
+        decided = (dip / "settled" / period / "decisions.csv").exists()
+        assert decided == (m <= 3) == (revs[period] == 2), period
+        cases = pq.read_table(dip / "settled" / period / "cases.parquet").to_pylist()
+        status = {c["id"]: c["review_status"] for c in cases}
+        if decided:
+            rows = list(csv.DictReader(open(dip / "settled" / period / "decisions.csv", encoding="utf-8")))
+            applied = [r["id"] for r in rows if r["status"] == "applied"]
+            assert applied and all(status[i] == "decided" for i in applied)
+            assert "held" not in status.values()         # every held case of the month was decided
+        by_id = {c["id"]: c for c in cases}
+        for c in cases:                                 # each pair: same patient, hospital and DIP group
+            if c["readmission_of"] is not None:
+                e = by_id[c["readmission_of"]]
+                assert (e["patient_id"], e["hospital_id"], e["dip_group"]) == \
+                    (c["patient_id"], c["hospital_id"], c["dip_group"])
+    reasons = {}
+    for m in range(1, 13):
+        s = json.loads((dip / "settled" / f"2024-{m:02d}" / "summary.json").read_text(encoding="utf-8"))
+        for k, v in s["reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    assert reasons.get("READMISSION_WITHIN_DAYS", 0) > 0 and reasons.get("SPECIAL_REVIEW_HOLD", 0) > 0
+    assert sum(reasons.get(k, 0) for k in ("SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL",
+                                           "SPECIAL_REVIEW_DECIDED_POINTS")) > 0
+    html = (dip / "report.html").read_text(encoding="utf-8")
+    assert "Special case review" in html and "decided" in html

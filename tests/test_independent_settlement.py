@@ -644,3 +644,120 @@ def test_the_special_review_month_worked_by_hand(tmp_path):
     assert decision_statuses(rows_read, second["cases"]) == [
         ("2", "applied", ""), ("4", "applied", ""), ("5", "applied", ""), ("99", "refused", "DECISION_UNKNOWN_ID"),
         ("3", "refused", "DECISION_NOT_UNDER_REVIEW"), ("6", "refused", "DECISION_MALFORMED")]
+
+
+# --- the DIP region's special review and readmissions (settlement.md "DIP settlement" 6-7) ---
+
+def settle_dip_variant(demo_dir, tmp_path, policy_text: str, period: str = "2024-01", decide: bool = False):
+    """The demo's DIP region settled for one month with another policy (and, with ``decide``, the
+    month's held cases decided as the demo decides them, revision 2), into a region folder of
+    its own that ``check_region`` reads."""
+    region = tmp_path / "dip"
+    (region / "settled").mkdir(parents=True)
+    for name in ("catalog.parquet", "reference_means.csv"):
+        shutil.copy(demo_dir / "dip" / name, region / name)
+    (region / "policy.toml").write_text(policy_text, encoding="utf-8")
+    out = region / "settled" / period
+    args = [sys.executable, "-m", "drgdip", "settle", period, str(demo_dir / "data" / f"{period}.parquet"),
+            "--method", "dip", "--catalog", str(region / "catalog.parquet"), "--policy", str(region / "policy.toml"),
+            "--benefits", str(demo_dir / "benefits.parquet"), "--ledger", str(region / "ledger.db"), "--out",
+            str(out), "--quiet"]
+    subprocess.run(args + ["--new-ledger"], check=True, capture_output=True, text=True)
+    if decide:
+        held = pd.read_csv(out / "review.csv", dtype={"id": str})
+        held = held[held["review_status"] == "held"].sort_values("id")
+        kinds = ["normal", "actual", "points", "reject"]
+        lines = ["id,decision,points"] + [
+            f"{i},points,{round(n + 1.5, 4)}" if kinds[k % 4] == "points" else f"{i},{kinds[k % 4]},"
+            for k, (i, n) in enumerate(zip(held["id"], held["normal_points"]))] + ["NO-SUCH-CASE,normal,"]
+        (region / "decisions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        subprocess.run(args + ["--reopen", "--decisions", str(region / "decisions.csv")], check=True,
+                       capture_output=True, text=True)
+    from independent_settlement import Report, check_region
+    return check_region(demo_dir, region, Report(), dip=True, dip_mean_times_coefficient=True), out
+
+
+@pytest.mark.parametrize("key, payment", [("principal_diagnosis", "second_unpaid"), ("group", "flag_only")])
+def test_the_dip_region_with_small_groups_and_other_readmission_rules_recomputed(demo_dir, tmp_path, key, payment):
+    """Special review of small DIP groups (by DIP group code, over the file) held and decided,
+    readmissions by principal diagnosis (unpaid) or by DIP group (flagged), from the docs."""
+    policy = (demo_dir / "dip" / "policy.toml").read_text(encoding="utf-8")
+    policy = policy.replace("hospital_quota_share = 0.05", "hospital_quota_share = 0.2\nmin_group_cases = 3")
+    old = policy[policy.index("[readmission]"):policy.index("[settlement]")]
+    policy = policy.replace(old, f'[readmission]\ndays = 30\nkey = "{key}"\nsame_hospital = false\n'
+                                 f'payment = "{payment}"\n\n')
+    report, out = settle_dip_variant(demo_dir, tmp_path, policy, period="2024-05", decide=True)
+    assert report.total_differ == 0, report.text()
+    cases = pq.read_table(out / "cases.parquet").to_pandas()
+    assert (cases["review_trigger"] == "small_group").sum() > 0
+    assert (cases["review_status"] == "decided").sum() > 0 and (cases["review_status"] == "over_quota").sum() > 0
+    assert cases["readmission_of"].notna().sum() > 0
+    if payment == "second_unpaid":
+        assert (cases["pricing_reason"] == "READMISSION_UNPAID").sum() > 0
+    assert report.compared[("decisions.csv (dip)", "rows (id, status, reason)")] == 1
+    assert report.compared[("cases.parquet (dip)", "readmission_of")] == len(cases)
+
+
+def test_a_dip_region_pairing_readmissions_by_adrg_is_refused_by_the_checker_too(demo_dir, tmp_path):
+    from independent_settlement import Refused, recompute_month
+    policy = with_defaults({"readmission": {"days": 15, "key": "adrg"}, "budget": {"employee": {"2026-10": 1.0}}})
+    records = pd.DataFrame({"id": ["a"], "hospital_id": ["H1"], "total_cost": [100.0], "personal_share": [0.0],
+                            "fund": ["employee"], "discharge_date": ["2026-10-01"]})
+    grouping = pd.DataFrame({"dip_group": ["K80.1|none"], "dip_status": ["grouped"], "dip_coefficient": [1.0]})
+    dip = dip_table(pd.DataFrame({"group_key": ["K80.1|none"], "score": [50.0], "mean_cost": [100.0],
+                                  "cases": [1]}), None, policy)
+    with pytest.raises(Refused, match="DIP has no ADRG"):
+        recompute_month(records, None, None, policy, "2026-10", dip, grouping)
+
+
+def test_the_dip_special_review_and_readmission_month_worked_by_hand(tmp_path):
+    """settlement.md "A DIP month with special review and a readmission", from the doc's numbers."""
+    policy = with_defaults({"coefficients": {"default": 1.0, "level": {"3": 1.0, "2": 0.9},
+                                             "hospital_level": {"H1": "3", "H2": "2"}, "hospital": {}},
+                            "budget": {"employee": {"2026-10": 120_000.00}},
+                            "dip_settlement": {"reimbursement_ratio": {"employee": 0.8}},
+                            "special_review": {"cost_multiple": 4.0, "payment": "hold", "hospital_quota_share": 0.5},
+                            "readmission": {"days": 15, "key": "group", "payment": "halve_earlier", "share": 0.5}})
+    catalog = pd.DataFrame({"group_key": ["K80.1|51.2300", "K80.1|none"], "score": [127.4101, 52.9936],
+                            "mean_cost": [11_300.0, 4_700.0], "cases": [7, 5]})
+    ref = pd.DataFrame({"group_key": ["K80.1|51.2300"] * 2, "level": ["3", "2"], "mean_cost": [12_000.0, 10_000.0]})
+    dip = dip_table(catalog, ref, policy)
+    a, n = "K80.1|51.2300", "K80.1|none"
+    rows = [("d1", "H1", "P1", a, "10-01", "10-08", 60_000, 12_000), ("d2", "H1", "P2", a, "10-02", "10-06", 11_000, 2_200),
+            ("d3", "H1", "P2", a, "10-16", "10-20", 13_200, 2_640), ("d4", "H2", "P3", n, "10-03", "10-09", 25_000, 5_000),
+            ("d5", "H2", "P4", n, "10-05", "10-07", 4_000, 800), ("d6", "H1", "P1", n, "10-12", "10-15", 5_000, 1_000),
+            ("d7", "H2", "P5", a, "10-10", "10-18", 45_000, 9_000)]
+    records = pd.DataFrame([{"id": i, "hospital_id": h, "patient_id": p, "admission_date": f"2026-{ad}",
+                             "discharge_date": f"2026-{dd}", "total_cost": float(c), "personal_share": float(s),
+                             "fund": "employee", "diagnoses": "K80.100", "los_days": 5.0}
+                            for i, h, p, g, ad, dd, c, s in rows])
+    grouping = pd.DataFrame({"dip_group": [r[3] for r in rows], "dip_status": ["grouped"] * 7,
+                             "dip_coefficient": [1.0] * 7})
+    first = recompute_month(records, None, None, policy, "2026-10", dip, grouping)
+    cases = first["cases"]
+    assert [c.get("review_status") for c in cases] == ["held", None, None, "held", None, None, "over_quota"]
+    assert [c.get("readmission_of") for c in cases] == [None, None, "d2", None, None, None, None]
+    assert [None if c["points"] is None else round(c["points"], 9) for c in cases] == \
+        [None, 63.70505, 127.4101, None, 47.69424, 52.9936, 401.341815]
+    assert [c["amount"] for c in cases] == [None, 1_378_609, 2_757_218, None, 1_032_127, 1_146_808, 8_685_238]
+    h = first["hospitals"]
+    assert [(h[(x, "employee")]["payment"], h[(x, "employee")]["amount_due"], h[(x, "employee")]["held_cases"])
+            for x in ("H1", "H2")] == [(5_282_635, 4_698_635, 1), (9_717_365, 8_737_365, 1)]
+    (tmp_path / "d.csv").write_text("id,decision,points\nd1,points,500\nd4,actual,\nd7,normal,\n", encoding="utf-8")
+    decisions, rows_read = read_decisions(tmp_path / "d.csv")
+    second = recompute_month(records, None, None, policy, "2026-10", dip, grouping, decisions=decisions)
+    cases = second["cases"]
+    assert [round(c["points"], 6) for c in cases] == [500, 63.70505, 127.4101, 253.692766, 47.69424, 52.9936,
+                                                      401.341815]
+    assert [c["amount"] for c in cases] == [5_183_719, 660_458, 1_320_917, 2_630_144, 494_467, 549_408, 4_160_887]
+    assert [c["fund_amount"] for c in cases] == [3_983_719, 440_458, 1_056_917, 2_130_144, 414_467, 449_408,
+                                                 3_260_887]
+    h = second["hospitals"]
+    assert [(h[(x, "employee")]["payment"], h[(x, "employee")]["amount_due"]) for x in ("H1", "H2")] == \
+        [(7_714_502, 5_930_502), (7_285_498, 5_805_498)]
+    assert decision_statuses(rows_read, cases) == [("d1", "applied", ""), ("d4", "applied", ""),
+                                                   ("d7", "refused", "DECISION_NOT_UNDER_REVIEW")]
+    policy["readmission"]["key"] = "principal_diagnosis"     # d6 pairs with d1 (held: left as it is)
+    cases = recompute_month(records, None, None, policy, "2026-10", dip, grouping)["cases"]
+    assert [c.get("readmission_of") for c in cases] == [None, None, "d2", None, None, "d1", None]
+    assert cases[5]["pricing_reason"] == "READMISSION_WITHIN_DAYS" and cases[0]["points"] is None

@@ -11,6 +11,7 @@ overrides any key under its own ``[dip]`` table.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -273,7 +274,7 @@ def compute_scores(cost: np.ndarray, group: np.ndarray, year: np.ndarray, n_grou
 # ---------------------------------------------------------------- pricing (point method)
 
 def price_dip_cases(grouped, catalog, policy, period: str | None = None, duplicate_ids=None,
-                    reference_means=None):
+                    reference_means=None, review=None, readmissions=None):
     """Price DIP-grouped cases with the settlement's point method (``weights.settlement.points.price_cases``).
 
     points = score × auxiliary coefficient × hospital coefficient, deviation cases
@@ -289,14 +290,28 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None, duplica
     (``coefficients.hospital_level``; 上一年度同级别定点医疗机构次均费用) replaces the catalogue's
     mean_cost for the cost ratio where it has a row. ``duplicate_ids``: as for price_cases.
     Adds the input's columns nothing but price_cases' columns (a ``status`` column of the
-    input is read as the DIP grouping's ``dip_status`` and given back unchanged)."""
+    input is read as the DIP grouping's ``dip_status`` and given back unchanged).
+
+    Special review (特例单议, ``policy.special_review``) and readmissions (再入院,
+    ``policy.readmission``) are the DRG rules on DIP group codes (docs/settlement.md "DIP
+    settlement" 6-7): ``review`` (a
+    :class:`weights.settlement.special_review.ReviewContext`: the quota's verdict and the
+    decisions of the whole file; its ``group_counts``, when given, are per catalogue row, the
+    period's priceable cases of each DIP group, see :func:`dip_group_counts`; None: all from
+    ``grouped`` alone); a catalogue column ``review_group`` marks 单议病组. ``readmissions``: the
+    file's :meth:`weights.settlement.readmission.Readmissions.batch` of these rows, paired on
+    ``dip_group`` (key ``group``) or the principal diagnosis (None: paired within ``grouped``);
+    key ``adrg`` is refused (PolicyError): DIP has no ADRG."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from drgdip.arrowio import canonical_columns, text
     from drgdip.grouper.dip.api import catalog_meta, prepare_catalog
+    from drgdip.weights.settlement import special_review as review_mod
     from drgdip.weights.settlement.points import price_cases
+    from drgdip.weights.settlement.readmission import detect_table
 
+    check_dip_readmission(policy)
     cat = prepare_catalog(catalog)
     base = float(catalog_meta(cat.table).get("base", 100.0))
     if "dip_group" not in grouped.column_names:
@@ -335,12 +350,60 @@ def price_dip_cases(grouped, catalog, policy, period: str | None = None, duplica
     weights = pa.table({"_dip_key": uniq,
                         "weight": pa.array(np.where(found, score * c / base, np.nan)),
                         "mean_cost": pa.array(np.where(found, mean * c, np.nan))})
-    cases = grouped.append_column("_dip_key", key)
-    if "status" in cases.column_names and "dip_status" in cases.column_names:
-        cases = cases.set_column(cases.schema.get_field_index("status"), "status", cases["dip_status"])
+    if "review_group" in t.column_names and t.num_rows:        # 单议病组 of the catalogue
+        flag = t["review_group"].take(pa.array(idx))
+        weights = weights.append_column("review_group", pc.if_else(pa.array(found), flag,
+                                                                   pa.scalar(None, flag.type)))
+    cases = _dip_status(grouped).append_column("_dip_key", key)
+    sr = policy.special_review
+    if review_mod.needs_group_counts(sr):     # small_group: counted per DIP group code, not per key
+        counts = review.group_counts if review is not None else None
+        if counts is None:
+            counts = np.zeros(t.num_rows, np.int64)
+            dip_group_counts(cases, cat, policy, counts, period=period, duplicate_ids=duplicate_ids)
+        per_key = np.where(found, np.asarray(counts)[idx] if len(counts) else 0, 0).astype(np.int64)
+        review = dataclasses.replace(review or review_mod.ReviewContext(), group_counts=per_key)
+    if policy.readmission.days > 0 and readmissions is None:
+        readmissions = detect_table(cases, policy, "dip_group", duplicate_ids)
     priced = price_cases(cases, weights, policy, group_column="_dip_key", weight_column="weight",
                          base_points=base, period=period, duplicate_ids=duplicate_ids,
-                         method="dip")
+                         method="dip", review=review, readmissions=readmissions)
     if "status" in grouped.column_names:
         priced = priced.set_column(priced.schema.get_field_index("status"), "status", grouped["status"])
     return priced.drop_columns(["_dip_key"])
+
+
+def check_dip_readmission(policy) -> None:
+    """Refuse ``[readmission] key = "adrg"`` for DIP (PolicyError): ADRG is a DRG concept; a DIP
+    readmission is paired on the DIP group code (``group``) or the principal diagnosis."""
+    from drgdip.weights.settlement.policy import PolicyError
+    rp = getattr(policy, "readmission", None)
+    if rp is not None and rp.days > 0 and rp.key == "adrg":
+        raise PolicyError(f"{getattr(policy, 'path', None) or 'policy'}: readmission.key = \"adrg\" has no meaning "
+                          "for DIP (no ADRG): use key = \"group\" (the DIP group code) or \"principal_diagnosis\"")
+
+
+def _dip_status(grouped):
+    """The DIP-grouped records with their ``status`` read as the DIP grouping's ``dip_status``."""
+    if "status" in grouped.column_names and "dip_status" in grouped.column_names:
+        return grouped.set_column(grouped.schema.get_field_index("status"), "status", grouped["dip_status"])
+    return grouped
+
+
+def dip_group_counts(grouped, catalog, policy, counts: np.ndarray, period: str | None = None,
+                     duplicate_ids=None) -> None:
+    """Add the priceable cases of each DIP group (a catalogue row: ``counts`` has the catalogue's
+    length) among the DIP-grouped records ``grouped`` to ``counts``: the period's group sizes
+    that special review's ``small_group`` trigger reads (``min_group_cases``), over DIP group
+    codes (whatever the case's 辅助目录 coefficient or hospital level). Batch after batch they
+    add up to the whole file's."""
+    import pyarrow as pa
+
+    from drgdip.grouper.dip.api import prepare_catalog
+    from drgdip.weights.settlement.points import add_group_costs
+    t = prepare_catalog(catalog).table
+    table = pa.table({"dip_group": t["group_key"], "weight": t["score"]})
+    pol = dataclasses.replace(policy, deviation=dataclasses.replace(policy.deviation, group_mean="period"))
+    sums = np.zeros(t.num_rows, np.float64)
+    add_group_costs(_dip_status(grouped), table, pol, sums, counts, group_column="dip_group",
+                    period=period, duplicate_ids=duplicate_ids)

@@ -248,6 +248,8 @@ def _check_catalog(t: pa.Table, meta: dict, where: str) -> pa.Table:
             cols[name] = numeric(t[name], n)[0]
     out = pa.table(cols)
     out = out.select([c for c in CATALOG_COLUMNS if c in out.column_names])
+    if "review_group" in t.column_names:      # optional: 单议病种 flag (settlement's special review)
+        out = out.append_column("review_group", text(t["review_group"], n))
     meta = dict(meta)
     meta.setdefault("procedure_types", K.builtin_type_table())
     meta.setdefault("procedure_type_source", BUILTIN_TYPES_SOURCE)

@@ -134,6 +134,8 @@ def _leave_to_other(priced: pa.Table, mask: np.ndarray) -> pa.Table:
         if name in priced.column_names:
             sets[name] = pa.scalar(None, priced[name].type)
     for name, value in sets.items():
+        if name not in priced.column_names:
+            continue
         col = pc.if_else(m, value, priced[name])
         priced = priced.set_column(priced.schema.get_field_index(name), name, col)
     if "payment_method" in priced.column_names:
@@ -186,6 +188,31 @@ class DipPricer:
         self.reference = load_reference_means(policy)
         self.duplicate_ids, self.drg_price = duplicate_ids, drg_price
         self.hospitals = pa.array(list(ds.hospitals), pa.string())
+        #: the period's priceable cases per catalogue row (special review's small_group), set by the run
+        self.group_counts = None
+        if method == "mixed" and policy.readmission.days > 0:
+            raise PolicyError(f"{policy.path or 'policy'}: readmission.days = {policy.readmission.days}: --method "
+                              "mixed does not pair readmissions (DRG and DIP keys differ); settle the two methods "
+                              "in two runs (pool = \"separate\") or set readmission.days = 0")
+        if method == "dip":
+            from drgdip.weights.dip_scores import check_dip_readmission
+            check_dip_readmission(policy)
+
+    def group(self, table: pa.Table) -> pa.Table:
+        """The records grouped by the DIP catalogue (``dip_*`` columns added)."""
+        from drgdip.grouper.dip.api import group_dip
+        return group_dip(table, self.catalog)
+
+    def count_groups(self, table: pa.Table, counts: np.ndarray, period: str | None = None) -> None:
+        """Add a batch's priceable cases per DIP group (catalogue row) to ``counts``
+        (:func:`weights.dip_scores.dip_group_counts`; special review's ``small_group``). In a
+        separate-pool run only the listed hospitals' cases count."""
+        from drgdip.weights.dip_scores import dip_group_counts
+        ds = self.policy.dip_settlement
+        if self.method == "mixed" or (ds.hospitals and ds.pool == "separate"):
+            table = table.filter(pa.array(self._dip_rows(table)))
+        dip_group_counts(self.group(table), self.catalog, self.dip_policy, counts, period=period or self.period,
+                         duplicate_ids=self.duplicate_ids)
 
     def _dip_rows(self, table: pa.Table) -> np.ndarray:
         cols = canonical_columns(table.schema)
@@ -194,14 +221,19 @@ class DipPricer:
         h = text(table[cols["hospital_id"]], table.num_rows)
         return pc.fill_null(pc.is_in(h, value_set=self.hospitals), False).to_numpy(zero_copy_only=False)
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        from drgdip.grouper.dip.api import group_dip
+    def __call__(self, table: pa.Table, review=None, readmissions=None) -> pa.Table:
+        """``review``: the run's special-review context of these rows (quota verdict, decisions;
+        :class:`weights.settlement.special_review.ReviewContext`), the DIP group counts added
+        from :attr:`group_counts`; ``readmissions``: the file's readmission flags of these rows
+        (--method dip only)."""
         from drgdip.weights.dip_scores import price_dip_cases
         ds = self.policy.dip_settlement
-        grouped = group_dip(table, self.catalog)
+        grouped = self.group(table)
+        dip_review = None if review is None else dataclasses.replace(review, group_counts=self.group_counts)
         dip = _payment_method(price_dip_cases(grouped, self.catalog, self.dip_policy, period=self.period,
                                               duplicate_ids=self.duplicate_ids,
-                                              reference_means=self.reference), "dip")
+                                              reference_means=self.reference, review=dip_review,
+                                              readmissions=readmissions), "dip")
         if self.method == "dip":
             if ds.hospitals and ds.pool == "separate":
                 return _leave_to_other(dip, ~self._dip_rows(table))
@@ -214,7 +246,7 @@ class DipPricer:
             for name in ("points", "base_points"):
                 col = pc.if_else(own, pc.multiply(dip[name], pa.scalar(ds.points_factor)), dip[name])
                 dip = dip.set_column(dip.schema.get_field_index(name), name, col)
-        drg = _payment_method(self.drg_price(table), "drg")
+        drg = _payment_method(self.drg_price(table, None if review is None else dataclasses.replace(review)), "drg")
         return _combine(drg, dip, self._dip_rows(table))
 
 

@@ -507,8 +507,6 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
             raise InputError(f"{records_path}: has no personal_share column (个人负担, or an alias): the point "
                              "value counts the patients' share (docs/settlement.md §1.3); or pass the "
                              "benefits of the stays (--benefits)")
-        price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
-                                    scheme, weights_path, group_column, ledger_path=ledger_path)
 
         def batches():
             for b in open_batches(records_path, batch_size):
@@ -516,6 +514,8 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
                 if shares is not None:
                     t = _with_benefit_shares(t, present, shares)
                 yield t
+        price, pool = _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema,
+                                    scheme, weights_path, group_column, batches, ledger_path=ledger_path)
         accepted = _quota_pass(batches(), rows, price) if review_mod.quota_active(policy.special_review) else None
         readm = price.readmissions
         usual = stay_tail = recovered = None
@@ -657,8 +657,11 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
 
 
 def _month_pricer(method, catalog, policy, period, dups, records_path, batch_size, schema, scheme, weights_path,
-                  group_column, ledger_path=None):
-    """(batch → priced cases, the point value's pool total or None) of a monthly run by ``method``."""
+                  group_column, batches=None, ledger_path=None):
+    """(batch → priced cases, the point value's pool total or None) of a monthly run by ``method``.
+
+    ``batches()``: the file's batches as priced (with the benefits' personal shares), for the DIP
+    group counts of special review's small_group (default: the file as read)."""
     from drgdip.weights.settlement import dip_settle
     if method not in dip_settle.METHODS:
         raise InputError(f"method {method!r}: use one of {', '.join(dip_settle.METHODS)}")
@@ -691,8 +694,9 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
         if policy.readmission.days > 0:
             if method != "drg":
                 raise InputError(f"{policy.path or 'policy'}: readmission.days = {policy.readmission.days}: "
-                                 f"readmissions are paired for DRG settlement only, not --method {method} "
-                                 "(set readmission.days = 0 in the DIP region's policy)")
+                                 f"readmissions are paired by --method drg or dip, not --method {method} "
+                                 "(settle the two methods in two runs with pool = \"separate\", or set "
+                                 "readmission.days = 0)")
             readm = _readmissions(records_path, batch_size, grouper, policy, group_column, schema, dups, period,
                                   ledger_path)
 
@@ -713,11 +717,29 @@ def _month_pricer(method, catalog, policy, period, dups, records_path, batch_siz
                 return separate, None
             return drg, None
     pricer = dip_settle.DipPricer(catalog, policy, period, method, duplicate_ids=dups, drg_price=drg)
+    if review_mod.needs_group_counts(policy.special_review):   # small_group: DIP group sizes over the file
+        pricer.group_counts = np.zeros(pricer.catalog.table.num_rows, np.int64)
+        for t in (batches() if batches is not None else
+                  (pa.Table.from_batches([b]) for b in open_batches(records_path, batch_size))):
+            pricer.count_groups(t, pricer.group_counts)
+    readm = None
+    if method == "dip" and policy.readmission.days > 0:      # paired on dip_group or the principal diagnosis
+        readm = _readmissions(records_path, batch_size, _DipGrouper(pricer), policy, "dip_group", schema, dups)
 
-    def dip(t, review=None, readmissions=None):   # DIP prices without the special-review quota and decisions
-        return pricer(t)
-    dip.policy, dip.readmissions = policy, None
+    def dip(t, review=None, readmissions=None):
+        return pricer(t, review, readmissions)
+    dip.policy, dip.readmissions = policy, readm
     return dip, (dip_settle.pool_total(policy, period) if method == "dip" else None)
+
+
+class _DipGrouper:
+    """``group_batch`` by the DIP catalogue (the readmission pass's grouper of a DIP run)."""
+
+    def __init__(self, pricer):
+        self.pricer = pricer
+
+    def group_batch(self, t: pa.Table) -> pa.Table:
+        return self.pricer.group(t)
 
 
 def _dip_extra(extra: dict, method: str, catalog, policy) -> None:
