@@ -301,3 +301,16 @@ def test_streamed_pairwise_sum_is_numpys_sum(n):
     pieces = np.array_split(x, 7) if n else []
     for block in (16, 1000, 1 << 19):
         assert rw.pairwise_sum(iter(pieces), n, block) == x.sum()
+
+
+def test_make_weights_spills_beside_the_output_and_removes_it(tmp_path):
+    from drgdip.weights.settlement.runs import make_weights
+    h = synthetic_history(n=5000)
+    write_table(h, tmp_path / "history.parquet")
+    (tmp_path / "policy.toml").write_text('[budget.employee]\n"2026" = 1.0\n[weights]\ntrim = "sd"\n'
+                                          'trim_sd = 3.0\nyear_weights = [1, 2]\nmin_cases = 5\n', encoding="utf-8")
+    out = tmp_path / "out" / "w.parquet"
+    r = make_weights(tmp_path / "history.parquet", tmp_path / "policy.toml", out, quiet=True, batch_size=1000)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["w.parquet"]
+    ref = _reference(h, policy(trim="sd", trim_sd=3.0, year_weights=[1, 2], min_cases=5))[0]
+    assert r.table.equals(ref) and read_weight_table(out)["weight"].equals(ref["weight"])
