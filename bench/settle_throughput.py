@@ -1,11 +1,13 @@
-"""settle throughput and memory: ``python -m drgdip.bench.settle_throughput --records 1000000 5000000``.
+"""settle and weights throughput and memory: ``python -m drgdip.bench.settle_throughput --records 1000000 5000000``.
 
 For each N: synthetic records of one month (``drgdip synth --years 2024 --months 1
 --records-per-month N``, teaching scheme, not grouped), the demo's policy and weight table
-(``drgdip demo``), then ``drgdip settle 2024-01 … --scheme <teaching scheme> --out …`` run
-under ``/usr/bin/time -v``. Prints per N: records, wall, user and system seconds, records/s
-and the maximum resident set size, with the load average before the run (the machine may
-be shared: figures on a loaded machine are slower, not smaller in memory).
+(``drgdip demo``), then ``drgdip settle 2024-01 … --scheme <teaching scheme> --out …`` and
+``drgdip weights records-N.parquet --policy <demo policy> -o … --scheme <teaching scheme>``
+(the same records as history, grouped during the run), each under ``/usr/bin/time -v``
+(``--commands`` to run only one). Prints per N and command: records, wall, user and system
+seconds, records/s and the maximum resident set size, with the load average before the run
+(the machine may be shared: figures on a loaded machine are slower, not smaller in memory).
 
 Files go to ``--work`` (default a temporary folder; synthetic files are kept there and
 reused when present). Above ``--synth-max`` records (default 5,000,000: the generator needs
@@ -97,26 +99,50 @@ def run(n: int, work: Path, batch_size: int, synth_max: int = 5_000_000) -> dict
     return {"records": rows, "load": load, **t, "rate": rows / t["wall"]}
 
 
+def run_weights(n: int, work: Path, batch_size: int, synth_max: int = 5_000_000) -> dict:
+    """``drgdip weights`` on the records of :func:`run` as history; records = rows of the file."""
+    import pyarrow.parquet as pq
+    demo = work / "demo"
+    if not (demo / "policy.toml").exists():
+        _cli("demo", "--out", str(demo))
+    records = _synth(n, work) if n <= synth_max else _repeated(n, _synth(synth_max, work), work)
+    out = work / f"weights-{n}.parquet"
+    out.unlink(missing_ok=True)
+    load = os.getloadavg()[0]
+    p = _cli("weights", str(records), "--policy", str(demo / "policy.toml"), "-o", str(out), "--scheme", str(TEACHING),
+             "--batch-size", str(batch_size), "--quiet", timed=True)
+    t = _time_v(p.stderr)
+    rows = pq.ParquetFile(records).metadata.num_rows
+    return {"records": rows, "load": load, **t, "rate": rows / t["wall"]}
+
+
 def _rows(summary: str) -> int:
     """Cases plus unpriced cases of the printed summary, all funds."""
     return sum(int(a) + int(b) for a, b in re.findall(r"^(?:employee|resident)\s+(\d+)\s+(\d+)", summary, re.M))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--batch-size", type=int, default=1 << 16)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--synth-max", type=int, default=5_000_000,
                     help="largest month synthesised; bigger N repeat it with distinct ids")
+    ap.add_argument("--commands", nargs="+", choices=("settle", "weights"), default=["settle", "weights"])
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="settle-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{'records':>10} {'load':>5} {'wall s':>8} {'user s':>8} {'sys s':>7} {'records/s':>10} {'max RSS MB':>11}")
+    runs = {"settle": run, "weights": run_weights}
+    print(f"{'command':>8} {'records':>10} {'load':>5} {'wall s':>8} {'user s':>8} {'sys s':>7} {'records/s':>10} "
+          f"{'max RSS MB':>11}")
+    results = []
     for n in args.records:
-        r = run(n, work, args.batch_size, args.synth_max)
-        print(f"{r['records']:>10,} {r['load']:>5.1f} {r['wall']:>8.1f} {r['user']:>8.1f} {r['sys']:>7.1f} "
-              f"{r['rate']:>10,.0f} {r['rss_mb']:>11,.0f}", flush=True)
+        for c in args.commands:
+            r = {"command": c, **runs[c](n, work, args.batch_size, args.synth_max)}
+            results.append(r)
+            print(f"{c:>8} {r['records']:>10,} {r['load']:>5.1f} {r['wall']:>8.1f} {r['user']:>8.1f} {r['sys']:>7.1f} "
+                  f"{r['rate']:>10,.0f} {r['rss_mb']:>11,.0f}", flush=True)
+    return results
 
 
 if __name__ == "__main__":

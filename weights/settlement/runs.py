@@ -88,19 +88,24 @@ def make_weights(history_path, policy_path, out_path, scheme=None, group_column:
                  quiet: bool = False, batch_size: int = DEFAULT_BATCH_SIZE):
     """Read history batch by batch, group it if needed, compute weights, write them (Parquet or CSV).
 
-    The history is never held whole: each batch leaves 22 bytes per usable case in a
-    :class:`~weights.relative_weights.WeightHistory` (the per-group trimming needs every
-    cost of a group); the weights do not depend on ``batch_size``."""
+    The history is never held whole: each batch leaves 22 bytes per usable case in a spill
+    file of a :class:`~weights.relative_weights.WeightHistory`, in a private folder beside
+    ``out_path`` removed at the end (the per-group trimming needs every cost of a group, read
+    back in chunks); the weights do not depend on ``batch_size``."""
     with _progress(3, quiet, "weights") as bar:
         policy = load_policy(policy_path)
         bar.update()
         schema = next(iter(open_batches(history_path, batch_size))).schema
         grouper = _grouper_for(schema, scheme, group_column)
-        hist = WeightHistory(group_column)
-        for b in open_batches(history_path, batch_size):
-            t = pa.Table.from_batches([b])
-            hist.add(grouper.group_batch(t) if grouper is not None else t)
-        result = hist.finish(policy)
+        spill = temp_path(Path(out_path), folder=True)
+        try:
+            with WeightHistory(group_column, spill) as hist:
+                for b in open_batches(history_path, batch_size):
+                    t = pa.Table.from_batches([b])
+                    hist.add(grouper.group_batch(t) if grouper is not None else t)
+                result = hist.finish(policy)
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
         bar.update()
         write_table(result.table, out_path)
         bar.update()
