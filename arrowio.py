@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -448,11 +449,7 @@ class AtomicWriter:
     def __enter__(self):
         self._tmp = temp_path(self.path)
         if self.fmt == "parquet":
-            # no min/max statistics on list columns: nobody filters on them and they cost time
-            flat = [f.name for f in self.schema if not pa.types.is_nested(f.type)]
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd",
-                                            use_dictionary=_dictionary_columns(self.schema, self.sample),
-                                            write_statistics=(flat or False) if len(flat) < len(self.schema) else True)
+            self._writer = _parquet_writer(self._tmp, self.schema, _dictionary_columns(self.schema, self.sample))
         elif self.fmt == "arrow":
             self._sink = pa.OSFile(str(self._tmp), "wb")
             self._writer = ipc.new_file(self._sink, self.schema)
@@ -480,6 +477,98 @@ class AtomicWriter:
             else:
                 self._tmp.unlink(missing_ok=True)
         return False
+
+
+def _parquet_writer(path, schema: pa.Schema, dictionary) -> pq.ParquetWriter:
+    """The Parquet writer of every output: zstd, ``dictionary`` columns dictionary-encoded, no
+    min/max statistics on list columns (nobody filters on them and they cost time)."""
+    flat = [f.name for f in schema if not pa.types.is_nested(f.type)]
+    return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary,
+                            write_statistics=(flat or False) if len(flat) < len(schema) else True)
+
+
+#: part files of a folder output (a Parquet dataset), numbered in input order
+PART_NAME = "part-{:05d}.parquet"
+_PART_RE = re.compile(r"part-\d{5,}\.parquet$")
+
+
+def is_folder_output(path: str | os.PathLike) -> bool:
+    """Is PATH meant as a folder output (a dataset of Parquet part files)?
+
+    Yes when it ends with a path separator, is an existing folder, or has no file extension."""
+    raw = os.fspath(path)
+    p = Path(raw)
+    return raw.endswith(("/", os.sep)) or p.is_dir() or p.suffix == ""
+
+
+class DatasetWriter:
+    """Write record batches as a folder of Parquet part files, one part per batch:
+    ``part-00000.parquet``, ``part-00001.parquet``… in input order (a Parquet dataset; readers
+    such as ``pyarrow.parquet.read_table(folder)`` take the parts in name order).
+
+    Parts are independent files, so :func:`transform_file` writes two at a time in two
+    threads. The folder is built as a temporary folder beside PATH and renamed to PATH only
+    when every part is written; on an exception it is removed and PATH is left as it was. An
+    existing PATH is replaced only if it is such a dataset itself (nothing but part files):
+    it is renamed aside, the new folder renamed in, then the old one removed."""
+
+    #: part files written at the same time
+    parallel = 2
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, sample: pa.RecordBatch | pa.Table | None = None):
+        self.path = Path(path)
+        self.schema = schema
+        self.sample = sample
+        self.rows = 0
+        self.parts = 0
+        self._tmp = None
+        self._dictionary = None
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path}: exists and is a file; give a folder name for a folder output")
+        if self.path.is_dir() and any(not _PART_RE.match(e.name) for e in self.path.iterdir()):
+            raise InputError(f"{self.path}: the folder holds other files than part-NNNNN.parquet; "
+                             "give a new or empty folder")
+        self._tmp = temp_path(self.path, folder=True)
+        self._dictionary = _dictionary_columns(self.schema, self.sample)
+        return self
+
+    def next_part(self) -> int:
+        """The number of the next part (called in input order, before the part is written)."""
+        self.parts += 1
+        return self.parts - 1
+
+    def write(self, batch: pa.RecordBatch | pa.Table, part: int | None = None) -> None:
+        if part is None:
+            part = self.next_part()
+        w = _parquet_writer(self._tmp / PART_NAME.format(part), self.schema, self._dictionary)
+        try:
+            if isinstance(batch, pa.Table):
+                w.write_table(batch)
+            else:
+                w.write_batch(batch)
+        finally:
+            w.close()
+        with self._lock:
+            self.rows += batch.num_rows
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return False
+        for f in self._tmp.iterdir():
+            os.chmod(f, 0o666 & ~_umask())
+        if self.path.is_dir():
+            aside = temp_path(self.path, folder=True)
+            os.replace(self.path, aside / "old")
+            publish(self._tmp, self.path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            publish(self._tmp, self.path)
+        return False
+
 
 
 
@@ -628,23 +717,30 @@ def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_siz
     """Stream SRC batch by batch through ``fn`` (batch → batch) into DST, written atomically.
 
     DST must not be SRC (:func:`refuse_overwrite`). ``encoding``, ``columns`` and
-    ``read_dictionary`` are passed to :func:`open_batches`.
+    ``read_dictionary`` are passed to :func:`open_batches`. A DST that names a folder
+    (:func:`is_folder_output`) is written as a dataset of Parquet part files, one a batch
+    (:class:`DatasetWriter`).
 
     Reading the next batch and writing the previous one run in background threads while
     ``fn`` works on the current one (Arrow releases the GIL for file I/O and encoding); at
-    most one batch waits on each side, so memory stays bounded by a few batches. On any
+    most one batch waits on the reading side and one on the writing side (two for a folder,
+    whose parts are written two at a time), so memory stays bounded by a few batches. On any
     error DST is left as it was."""
     from concurrent.futures import ThreadPoolExecutor
 
     refuse_overwrite(src, dst)
     check_batch_size(batch_size)
+    folder = is_folder_output(dst)
+    if not folder:
+        file_format(dst)                  # an unknown extension stops before any reading
     batches = open_batches(src, batch_size, encoding=encoding, columns=columns, read_dictionary=read_dictionary)
     end = object()
     writer = None
     rows = 0
+    parallel = DatasetWriter.parallel if folder else 1
     with _sigterm_as_exit(), ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="drgdip-write") as writing:
-        pending_write = None
+            ThreadPoolExecutor(parallel, thread_name_prefix="drgdip-write") as writing:
+        pending: list = []
         try:
             pending_read = reader.submit(next, batches, end)
             while True:
@@ -654,18 +750,21 @@ def transform_file(src: str | os.PathLike, dst: str | os.PathLike, fn, batch_siz
                 pending_read = reader.submit(next, batches, end)
                 out = fn(batch)
                 if writer is None:
-                    writer = AtomicWriter(dst, out.schema, sample=out).__enter__()
-                if pending_write is not None:
-                    pending_write.result()
-                pending_write = writing.submit(writer.write, out)
+                    writer = (DatasetWriter if folder else AtomicWriter)(dst, out.schema, sample=out).__enter__()
+                if len(pending) >= parallel:
+                    pending.pop(0).result()
+                if folder:
+                    pending.append(writing.submit(writer.write, out, writer.next_part()))
+                else:
+                    pending.append(writing.submit(writer.write, out))
                 rows += out.num_rows
                 if progress is not None:
                     progress(out.num_rows)
-            if pending_write is not None:
-                pending_write.result()
+            while pending:
+                pending.pop(0).result()
         except BaseException as exc:
-            if pending_write is not None:
-                pending_write.exception()          # let the write in flight finish first
+            for p in pending:
+                p.exception()                      # let the writes in flight finish first
             if writer is not None:
                 writer.__exit__(type(exc), exc, exc.__traceback__)
             raise

@@ -182,7 +182,9 @@ def scheme_info(scheme):
 
 @main.command("group")
 @click.argument("records", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.parquet, .csv or .arrow); never the input.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output file (.parquet, .csv or .arrow), or a folder (a name ending in / or without an extension): "
+                   "a dataset of Parquet part files part-00000.parquet..., written two at a time; never the input.")
 @click.option("--scheme", default=None, help="Compiled scheme or folder of published tables (default: the built-in teaching scheme).")
 @click.option("--region", "region_file", type=click.Path(dir_okay=False),
               help="Region file of scheme versions with effective dates: each record grouped by the version in force "
@@ -212,6 +214,7 @@ def group_cmd(records, output, scheme, region_file, codes_dir, method, catalog, 
     Example:
       drgdip group discharges.parquet -o grouped.parquet --scheme chs11.drgscheme
       drgdip group discharges.parquet -o full.parquet --scheme chs11.drgscheme --keep all
+      drgdip group discharges.parquet -o grouped/ --scheme chs11.drgscheme
       drgdip group cases.csv -o grouped.csv --encoding gb18030 --keep hospital_id,los_days
       drgdip group discharges.parquet -o dip.parquet --method dip --catalog dip-catalog.parquet
       drgdip group discharges.parquet -o grouped.parquet --check findings.parquet --codes ../shared/data/codesets

@@ -7,8 +7,9 @@
 (b) kernel: ``kernel.run`` on the encoded arrays (warmed up first, best of ``--repeat``);
 (c) encoder: Arrow table → arrays (best of ``--repeat``);
 (d) end to end: Parquet → Parquet in a separate process (``python -m drgdip group`` from this
-    checkout), per output mode (default key + results; ``--keep all``; default with numba's
-    OpenMP workers left spinning), wall time and the child's peak RSS;
+    checkout), per output mode (default key + results; ``--keep all``; each also into a folder
+    of part files written two at a time; default with numba's OpenMP workers left spinning),
+    wall time and the child's peak RSS;
 (e) the I/O floor of each mode: pyarrow alone reading the columns drgdip reads and writing
     exactly the file it wrote (same writer, zstd).
 """
@@ -88,9 +89,19 @@ def write_input(scheme, n: int, seed: int, path: Path) -> None:
 
 
 #: output modes measured end to end: (label, extra ``drgdip group`` options, environment)
+#: (``FOLDER`` among the options: ``-o`` names a folder, a dataset of part files written two at a time)
+FOLDER = "<folder>"
 MODES = (("default (key + results)", [], {}),
+         ("default, -o folder/ (part files)", [FOLDER], {}),
          ("--keep all", ["--keep", "all"], {}),
+         ("--keep all, -o folder/ (part files)", ["--keep", "all", FOLDER], {}),
          ("default, OpenMP workers spinning", [], {"OMP_WAIT_POLICY": "ACTIVE"}))
+
+
+def _output_rows_and_mb(dst: Path) -> tuple[int, float]:
+    files = sorted(dst.iterdir()) if dst.is_dir() else [dst]
+    return (sum(pq.ParquetFile(f).metadata.num_rows for f in files),
+            sum(f.stat().st_size for f in files) / 2**20)
 
 
 def end_to_end_command(src: Path, dst: Path, scheme_file: Path, extra: list[str] = ()) -> list[str]:
@@ -139,6 +150,12 @@ def _hwm_kb(pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
+def child_cpu_seconds() -> float:
+    """User + system CPU seconds of every child waited for so far (a child's share: the difference)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_measured(cmd: list[str], cwd: Path, poll: float = 0.02, env: dict | None = None) -> tuple[float, int]:
     """(wall seconds, peak RSS in KB) of a child process.
 
@@ -169,17 +186,23 @@ def end_to_end(scheme, n: int, seed: int, workdir: Path) -> dict:
     root = Path(__file__).resolve().parents[1]
     out = {"e2e_records": n, "e2e_input_mb": src.stat().st_size / 2**20, "modes": []}
     for label, extra, env in MODES:
-        dst = workdir / "out.parquet"
+        folder = FOLDER in extra
+        extra = [x for x in extra if x != FOLDER]
+        dst = workdir / ("out" if folder else "out.parquet")
         cmd = end_to_end_command(src, dst, scheme_file, extra)
+        if folder:
+            cmd[cmd.index(str(dst))] = str(dst) + "/"
+        load, cpu0 = os.getloadavg()[0], child_cpu_seconds()
         seconds, rss_kb = run_measured(cmd, cwd=root, env=env)
-        rows = pq.ParquetFile(dst).metadata.num_rows
+        cpu = child_cpu_seconds() - cpu0
+        rows, out_mb = _output_rows_and_mb(dst)
         if rows != n:
             raise RuntimeError(f"end to end wrote {rows} rows for {n} records")
         mode = {"mode": label, "seconds": seconds, "rps": n / seconds, "peak_rss_mb": rss_kb / 1024,
-                "output_mb": dst.stat().st_size / 2**20,
+                "output_mb": out_mb, "cpu_seconds": cpu, "cpu_us_per_record": cpu / n * 1e6, "load_before": load,
                 "command": " ".join(["drgdip", *cmd[3:]]).replace(str(workdir) + "/", "")
                 + "".join(f"  ({k}={v})" for k, v in env.items())}
-        if not env:
+        if not env and not folder:
             floor_s = io_floor(src, dst, workdir / "floor.parquet", keep_all="all" in extra)
             mode.update({"io_floor_seconds": floor_s, "io_floor_rps": n / floor_s,
                          "io_floor_output_mb": (workdir / "floor.parquet").stat().st_size / 2**20})
@@ -193,6 +216,7 @@ def end_to_end(scheme, n: int, seed: int, workdir: Path) -> dict:
 def measure(records: int, scheme_path: str | None = None, sample: int = 2000, seed: int = 0, repeat: int = 3,
             e2e_records: int | None = None) -> dict:
     allow_gaps = False
+    load_start = os.getloadavg()[0]
     try:
         scheme = load_scheme(scheme_path)
     except SchemeError:
@@ -214,7 +238,7 @@ def measure(records: int, scheme_path: str | None = None, sample: int = 2000, se
     ref = [group_encoded_py(scheme, enc, i)[:4] for i in range(sample)]
     ref_s = time.perf_counter() - t0
     same_ref = all(tuple(int(x) for x in ref[i]) == tuple(int(res[j][i]) for j in range(4)) for i in range(sample))
-    out = {"records": records, "sample": sample, "seed": seed, "cpu_count": os.cpu_count(),
+    out = {"records": records, "sample": sample, "seed": seed, "cpu_count": os.cpu_count(), "load_start": load_start,
            "numba_threads": numba.get_num_threads(), "scheme": scheme.label if hasattr(scheme, "label") else "",
            "allow_gaps": allow_gaps, "generate_seconds": gen_s,
            "python_rps": sample / py_s, "kernel_rps": records / ker_s, "encoder_rps": records / enc_s,
@@ -223,12 +247,14 @@ def measure(records: int, scheme_path: str | None = None, sample: int = 2000, se
            "explain_matches_kernel": bool(same_ref)}
     with tempfile.TemporaryDirectory(prefix="drgdip-bench-") as tmp:
         out.update(end_to_end(scheme, e2e_records or records, seed, Path(tmp)))
+    out["load_end"] = os.getloadavg()[0]
     return out
 
 
 def _table(r: dict) -> str:
     lines = [f"scheme {r['scheme']}  records {r['records']:,}  cpu_count {r['cpu_count']}  "
-             f"numba threads {r['numba_threads']}",
+             f"numba threads {r['numba_threads']}  load average {r['load_start']:.2f} at the start, "
+             f"{r['load_end']:.2f} at the end",
              f"{'path':<34}{'records/s':>14}",
              f"{'plain Python (sample ' + format(r['sample'], ',') + ')':<34}{r['python_rps']:>14,.0f}",
              f"{'explain path (sample, no trace)':<34}{r['explain_rps']:>14,.0f}",
@@ -239,12 +265,13 @@ def _table(r: dict) -> str:
              f"kernel / explain path = {r['kernel_over_explain']:,.0f}x   explain == kernel on sample: "
              f"{r['explain_matches_kernel']}",
              f"end to end, Parquet in ({r['e2e_records']:,} records, {r['e2e_input_mb']:,.0f} MB) -> Parquet out:",
-             f"  {'mode':<36}{'records/s':>12}{'seconds':>9}{'peak RSS MB':>13}{'out MB':>8}"
-             f"{'I/O floor rec/s':>17}{'floor s':>9}"]
+             f"  {'mode':<38}{'records/s':>12}{'seconds':>9}{'CPU us/rec':>11}{'load':>6}{'peak RSS MB':>13}"
+             f"{'out MB':>8}{'I/O floor rec/s':>17}{'floor s':>9}{'share':>7}"]
     for m in r["modes"]:
-        floor = (f"{m['io_floor_rps']:>17,.0f}{m['io_floor_seconds']:>9.1f}" if "io_floor_rps" in m else "")
-        lines.append(f"  {m['mode']:<36}{m['rps']:>12,.0f}{m['seconds']:>9.1f}{m['peak_rss_mb']:>13,.0f}"
-                     f"{m['output_mb']:>8,.0f}{floor}")
+        floor = (f"{m['io_floor_rps']:>17,.0f}{m['io_floor_seconds']:>9.1f}{m['rps'] / m['io_floor_rps']:>7.0%}"
+                 if "io_floor_rps" in m else "")
+        lines.append(f"  {m['mode']:<38}{m['rps']:>12,.0f}{m['seconds']:>9.1f}{m['cpu_us_per_record']:>11.2f}"
+                     f"{m['load_before']:>6.1f}{m['peak_rss_mb']:>13,.0f}{m['output_mb']:>8,.0f}{floor}")
     lines += [f"  command: {m['command']}" for m in r["modes"]]
     lines.append("  I/O floor: pyarrow alone reading the columns drgdip reads and writing the same output file")
     return "\n".join(lines)

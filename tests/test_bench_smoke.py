@@ -45,7 +45,11 @@ def test_throughput_main_tiny(capsys):
     assert r["cpu_count"] >= 1
     assert r["python_matches_kernel"] is True
     modes = {m["mode"]: m for m in r["modes"]}
-    assert len(modes) == 3 and all(m["rps"] > 0 and m["peak_rss_mb"] > 0 for m in modes.values())
+    assert len(modes) == 5 and all(m["rps"] > 0 and m["peak_rss_mb"] > 0 and m["cpu_seconds"] > 0
+                                   for m in modes.values())
+    folder = modes["default, -o folder/ (part files)"]
+    assert folder["command"].split(" -o ")[1].startswith("out/") and "io_floor_rps" not in folder
+    assert modes["--keep all, -o folder/ (part files)"]["output_mb"] > folder["output_mb"]
     assert "--keep all" in modes["--keep all"]["command"]
     assert modes["--keep all"]["output_mb"] > modes["default (key + results)"]["output_mb"]
     assert modes["default (key + results)"]["io_floor_rps"] > 0

@@ -155,3 +155,62 @@ def test_a_file_without_any_grouping_column_still_gives_one_row_per_record(tmp_p
     assert counts == {"invalid": 100}
     assert out.num_rows == 100 and [str(x) for x in out.column("row").to_pylist()] == [str(i) for i in range(100)]
     assert set(out.column("reason").cast(pa.string()).to_pylist()) == {"MISSING_SEX"}
+
+
+# ---------------------------------------------------------------- folder output (issue 17)
+
+def _parts(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_folder_output_is_the_file_output_in_part_files_in_order(tmp_path, teaching):
+    t = _table(1000)
+    pq.write_table(t, tmp_path / "in.parquet")
+    for keep in (None, "all"):
+        counts = group_file(tmp_path / "in.parquet", tmp_path / "one.parquet", teaching, batch_size=128, keep=keep)
+        assert group_file(tmp_path / "in.parquet", tmp_path / "ds", teaching, batch_size=128, keep=keep) == counts
+        # 1000 records in batches of 128: 8 parts, numbered in input order, 128 rows each but the last
+        assert _parts(tmp_path / "ds") == [f"part-{k:05d}.parquet" for k in range(8)]
+        assert [pq.ParquetFile(tmp_path / "ds" / p).metadata.num_rows for p in _parts(tmp_path / "ds")] \
+            == [128] * 7 + [104]
+        one, ds = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "ds")
+        assert ds.num_rows == 1000 and ds.column("setl_id").to_pylist() == t.column("setl_id").to_pylist()
+        assert ds.equals(one), keep
+        # a rerun replaces the dataset with identical bytes, part by part
+        before = {p: (tmp_path / "ds" / p).read_bytes() for p in _parts(tmp_path / "ds")}
+        group_file(tmp_path / "in.parquet", tmp_path / "ds", teaching, batch_size=128, keep=keep)
+        assert {p: (tmp_path / "ds" / p).read_bytes() for p in _parts(tmp_path / "ds")} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]          # no temporary left
+
+
+def test_a_failed_folder_output_leaves_the_previous_dataset_as_it_was(tmp_path, teaching):
+    from drgdip.arrowio import transform_file
+    pq.write_table(_table(600), tmp_path / "in.parquet")
+    group_file(tmp_path / "in.parquet", tmp_path / "ds", teaching, batch_size=200)
+    before = {p: (tmp_path / "ds" / p).read_bytes() for p in _parts(tmp_path / "ds")}
+    calls = []
+
+    def fn(batch):
+        calls.append(batch.num_rows)
+        if len(calls) == 3:                      # two parts written or being written
+            raise RuntimeError("boom")
+        return batch
+
+    with pytest.raises(RuntimeError):
+        transform_file(tmp_path / "in.parquet", tmp_path / "ds", fn, batch_size=100)
+    assert {p: (tmp_path / "ds" / p).read_bytes() for p in _parts(tmp_path / "ds")} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_output_never_replaces_a_folder_of_other_files(tmp_path, teaching):
+    pq.write_table(_table(50), tmp_path / "in.parquet")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")
+    r = CliRunner().invoke(main, ["group", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "mine"), "--quiet"])
+    assert r.exit_code == 2 and "other files" in r.output and "Traceback" not in r.output
+    assert _parts(tmp_path / "mine") == ["notes.txt"]
+    r = CliRunner().invoke(main, ["group", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "new.d") + "/",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "new.d").num_rows == 50
+    assert "-o grouped/" in CliRunner().invoke(main, ["group", "--help"]).output

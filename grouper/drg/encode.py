@@ -130,7 +130,7 @@ class Encoder:
         offsets, data, valid = string_buffers(values)
         table = self._tables[kind]
         args = (row_offsets, offsets, data, valid, split)
-        row_ptr, ids, starts, ends = tokenize(*args, table.slots, table.key_offsets, table.key_data, table.ids)
+        row_ptr, ids, starts, ends = tokenize(*args, *table.arrays())
         unseen = ids == UNSEEN
         if unseen.any():
             lengths = ends[unseen] - starts[unseen]
@@ -144,7 +144,7 @@ class Encoder:
                 # codes separated by something other than '|': split by every separator, then as lists
                 return self._codes(code_list(array, n), n, kind)
             table.add({w.encode("utf-8"): self.code_id(w, kind) for w in words.to_pylist()})
-            row_ptr, ids, _, _ = tokenize(*args, table.slots, table.key_offsets, table.key_data, table.ids)
+            row_ptr, ids, _, _ = tokenize(*args, *table.arrays())
         keep = ids != -3          # strings that normalise to nothing
         if keep.all():
             return row_ptr, ids
