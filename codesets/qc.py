@@ -744,3 +744,9 @@ def load_code_tables(folder=None, diagnosis=None, procedure=None) -> dict:
 
 #: rule kinds that check codes only (what ``drgdip codes validate`` runs)
 CODE_KINDS = ("code_format", "code_unknown", "field_format")
+
+
+def read_columns(names, rules=None, grouping: bool = False) -> list[str] | None:
+    """The input columns :func:`check_file` reads of a file with columns NAMES (None: all of them),
+    for these rules (default: the package's) and with or without a ``grouping`` callable."""
+    return None

@@ -507,6 +507,14 @@ def compare_catalogs(a, b) -> pa.Table:
 
 # ---------------------------------------------------------------- files
 
+def file_plan(names: list[str], keep=None) -> tuple[list[str] | None, list[str], bool]:
+    """(input columns :func:`group_dip_file` reads, None for all; input columns it writes; whether
+    it adds a ``row`` key), for an input with columns NAMES: as ``grouper.drg.api.output_plan``."""
+    from drgdip.grouper.drg.api import output_plan
+    _, write, add_row = output_plan(names, keep, need_all=True)
+    return None, write, add_row
+
+
 def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=None, keep=None,
                    encoding: str | None = None) -> int:
     """Stream SRC through :func:`group_dip` into DST (written atomically); returns the records written.
@@ -515,10 +523,10 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
     ``row``, the 0-based input position), the ``keep`` columns (``"all"``: every input column)
     and the ``dip_*`` result columns, one row per input record in input order."""
     from drgdip.arrowio import DEFAULT_BATCH_SIZE, file_columns, transform_file
-    from drgdip.grouper.drg.api import ROW_COLUMN, output_plan
+    from drgdip.grouper.drg.api import ROW_COLUMN
 
     prepared = prepare_catalog(catalog)
-    _, write, add_row = output_plan(file_columns(src, encoding), keep, need_all=True)
+    read, write, add_row = file_plan(file_columns(src, encoding), keep)
     seen = 0
 
     def step(batch):
@@ -531,4 +539,4 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
         seen += batch.num_rows
         return out
 
-    return transform_file(src, dst, step, batch_size or DEFAULT_BATCH_SIZE, progress, encoding=encoding)
+    return transform_file(src, dst, step, batch_size or DEFAULT_BATCH_SIZE, progress, encoding=encoding, columns=read)
