@@ -101,16 +101,33 @@ def region_catalog(work: Path) -> Path:
     return cat
 
 
-def io_floor(src: Path, reference: Path, dst: Path, read, write) -> float:
+def run_timed(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall s, CPU s: user + system, peak RSS KB) of a child process run from the checkout.
+
+    The CPU time (the children's rusage before and after: only this child ends in between)
+    is what the command's work costs, little changed by other jobs on a shared machine; the
+    wall time is what a user waits."""
+    import resource
+
+    from drgdip.bench.throughput import run_measured
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds, rss_kb = run_measured(cmd, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, rss_kb
+
+
+def io_floor(src: Path, reference: Path, dst: Path, read, write) -> tuple[float, float]:
     """Seconds for pyarrow alone to read the columns READ of SRC batch by batch and write the
     file REFERENCE (the command's output): its columns WRITE taken from the input batches,
-    the others (results) loaded before the clock starts; same writer, same batches."""
+    the others (results) loaded before the clock starts; same writer, same batches.
+    Returns (wall s, CPU s of this process, its threads included)."""
     import pyarrow.parquet as pq
 
     from drgdip.arrowio import DEFAULT_BATCH_SIZE, AtomicWriter, open_batches
     names = pq.ParquetFile(reference).schema_arrow.names
     results = pq.read_table(reference, columns=[c for c in names if c not in write]).combine_chunks()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     start, writer = 0, None
     for batch in open_batches(src, DEFAULT_BATCH_SIZE, columns=read):
         res = results.slice(start, batch.num_rows)
@@ -121,7 +138,7 @@ def io_floor(src: Path, reference: Path, dst: Path, read, write) -> float:
         writer.write(out)
         start += batch.num_rows
     writer.__exit__(None, None, None)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 #: output modes of ``drgdip group --method dip`` measured end to end: (label, extra options, keep)
@@ -133,7 +150,6 @@ def end_to_end(n: int, work: Path, synth_max: int = 1_000_000) -> list[dict]:
     import pyarrow.parquet as pq
 
     from drgdip.arrowio import file_columns
-    from drgdip.bench.throughput import run_measured
     from drgdip.grouper.dip.api import file_plan
     src, cat = region_input(n, work, synth_max), region_catalog(work)
     rows = []
@@ -142,29 +158,32 @@ def end_to_end(n: int, work: Path, synth_max: int = 1_000_000) -> list[dict]:
         cmd = [os.sys.executable, "-m", "drgdip", "group", str(src), "-o", str(dst), "--method", "dip",
                "--catalog", str(cat), "--quiet", *extra]
         load = os.getloadavg()[0]
-        seconds, rss_kb = run_measured(cmd, cwd=ROOT)
+        seconds, cpu, rss_kb = run_timed(cmd)
         if pq.ParquetFile(dst).metadata.num_rows != n:
             raise RuntimeError(f"drgdip group --method dip wrote {pq.ParquetFile(dst).metadata.num_rows} rows for {n}")
         read, write, _ = file_plan(file_columns(src), keep)
-        floor = io_floor(src, dst, work / "floor.parquet", read, write)
-        rows.append({"mode": label, "load": load, "rps": n / seconds, "seconds": seconds,
+        floor, floor_cpu = io_floor(src, dst, work / "floor.parquet", read, write)
+        rows.append({"mode": label, "load": load, "rps": n / seconds, "seconds": seconds, "cpu_seconds": cpu,
                      "peak_rss_mb": rss_kb / 1024, "output_mb": dst.stat().st_size / 2**20,
                      "read_columns": len(read) if read is not None else len(file_columns(src)),
-                     "floor_rps": n / floor, "floor_share": floor / seconds,
+                     "floor_rps": n / floor, "floor_share": floor / seconds, "floor_cpu_seconds": floor_cpu,
                      "command": " ".join(["drgdip", *cmd[3:]]).replace(str(work) + "/", "")})
     return rows
 
 
 def print_end_to_end(n: int, rows: list[dict], what: str) -> None:
     print(f"end to end, {n:,} records, cpu_count {os.cpu_count()}:")
-    print(f"  {'mode':<28}{'load':>6}{'records/s':>12}{'wall s':>8}{'peak RSS MB':>13}{'out MB':>8}"
-          f"{'cols read':>10}{'I/O floor rec/s':>17}{'share':>7}")
+    print(f"  {'mode':<28}{'load':>6}{'records/s':>11}{'wall s':>8}{'CPU s':>8}{'peak RSS MB':>12}{'out MB':>8}"
+          f"{'cols':>5}{'floor rec/s':>12}{'floor CPU s':>12}{'share':>7}{'CPU share':>10}")
     for r in rows:
-        print(f"  {r['mode']:<28}{r['load']:>6.2f}{r['rps']:>12,.0f}{r['seconds']:>8.1f}{r['peak_rss_mb']:>13,.0f}"
-              f"{r['output_mb']:>8,.1f}{r['read_columns']:>10}{r['floor_rps']:>17,.0f}{r['floor_share']:>7.0%}")
+        print(f"  {r['mode']:<28}{r['load']:>6.2f}{r['rps']:>11,.0f}{r['seconds']:>8.1f}{r['cpu_seconds']:>8.1f}"
+              f"{r['peak_rss_mb']:>12,.0f}{r['output_mb']:>8,.1f}{r['read_columns']:>5}{r['floor_rps']:>12,.0f}"
+              f"{r['floor_cpu_seconds']:>12.1f}{r['floor_share']:>7.0%}{r['floor_cpu_seconds'] / r['cpu_seconds']:>10.0%}")
     for r in rows:
         print(f"  command: {r['command']}")
-    print(f"  load: 1-minute load average before the run; share: I/O floor seconds / command seconds; {what}")
+    print("  load: 1-minute load average before the run; CPU s: user + system seconds of the command (of this "
+          "process for the floor); share: floor seconds / command seconds, wall and CPU; cols: input columns read; "
+          + what)
 
 
 def main(argv=None) -> None:

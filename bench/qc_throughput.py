@@ -56,7 +56,7 @@ def synthetic(n: int, seed: int = 7) -> pa.Table:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def io_floor(src: Path, findings: Path, dst: Path, read) -> float:
+def io_floor(src: Path, findings: Path, dst: Path, read) -> tuple[float, float]:
     """Seconds for pyarrow alone to read the columns READ of SRC batch by batch and write the
     findings file FINDINGS (loaded before the clock starts), a slice of it after each batch."""
     import pyarrow.parquet as pq
@@ -65,13 +65,13 @@ def io_floor(src: Path, findings: Path, dst: Path, read) -> float:
     f = pq.read_table(findings).combine_chunks()
     batches = -(-pq.ParquetFile(src).metadata.num_rows // DEFAULT_BATCH_SIZE)
     step = -(-f.num_rows // max(batches, 1))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     done = 0
     with AtomicWriter(dst, f.schema) as w:
         for _ in open_batches(src, DEFAULT_BATCH_SIZE, columns=read):
             w.write(f.slice(done, step))
             done += step
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def end_to_end(n: int, work: Path, synth_max: int = 1_000_000) -> list[dict]:
@@ -79,8 +79,7 @@ def end_to_end(n: int, work: Path, synth_max: int = 1_000_000) -> list[dict]:
     import pyarrow.parquet as pq
 
     from drgdip.arrowio import file_columns
-    from drgdip.bench.dip_throughput import TEACHING, region_input
-    from drgdip.bench.throughput import run_measured
+    from drgdip.bench.dip_throughput import TEACHING, region_input, run_timed
     from drgdip.codesets.qc import load_rules, read_columns
     src = region_input(n, work, synth_max)
     scheme = work / "teaching.drgscheme"          # compiled once: compiling the tables is not what is measured
@@ -96,11 +95,12 @@ def end_to_end(n: int, work: Path, synth_max: int = 1_000_000) -> list[dict]:
         dst = work / "findings.parquet"
         cmd = [os.sys.executable, "-m", "drgdip", "check", str(src), "-o", str(dst), "--quiet", *extra]
         load = os.getloadavg()[0]
-        seconds, rss_kb = run_measured(cmd, cwd=ROOT)
+        seconds, cpu, rss_kb = run_timed(cmd)
         found = pq.ParquetFile(dst).metadata.num_rows
         read = read_columns(file_columns(src), load_rules(), grouping=grouping)
-        floor = io_floor(src, dst, work / "floor.parquet", read)
-        rows.append({"mode": label, "load": load, "rps": n / seconds, "seconds": seconds,
+        floor, floor_cpu = io_floor(src, dst, work / "floor.parquet", read)
+        rows.append({"mode": label, "load": load, "rps": n / seconds, "seconds": seconds, "cpu_seconds": cpu,
+                     "floor_cpu_seconds": floor_cpu,
                      "peak_rss_mb": rss_kb / 1024, "output_mb": dst.stat().st_size / 2**20, "findings": found,
                      "read_columns": len(read) if read is not None else len(file_columns(src)),
                      "floor_rps": n / floor, "floor_share": floor / seconds,
