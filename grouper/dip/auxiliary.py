@@ -19,6 +19,7 @@ at least ``min_cases`` cases, its relative cost differs from the baseline's by a
 from __future__ import annotations
 
 import csv
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,12 @@ CCI_CSV = Path(__file__).with_name("dip_cci.csv")
 TUMOUR_FLAGS = ("metastasis", "radiotherapy", "chemotherapy")
 
 
-def load_cci_table() -> list[tuple[str, str, str, int]]:
-    """(prefix, condition, family, weight) rows of the CCI table."""
+@lru_cache(maxsize=1)
+def load_cci_table() -> tuple[tuple[str, str, str, int], ...]:
+    """(prefix, condition, family, weight) rows of the CCI table (read once a process)."""
     with CCI_CSV.open(encoding="utf-8") as fh:
         rows = csv.DictReader(line for line in fh if not line.startswith("#"))
-        return [(r["prefix"], r["condition"], r["family"], int(r["weight"])) for r in rows]
+        return tuple((r["prefix"], r["condition"], r["family"], int(r["weight"])) for r in rows)
 
 
 def cci_families(codes: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
