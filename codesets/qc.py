@@ -204,7 +204,12 @@ class _View:
     def codes(self, name: str) -> pa.ListArray:
         key = ("codes", name)
         if key not in self._cache:
-            self._cache[key] = normalize_codes(code_list(self.raw(name), self.n))
+            lists = code_list(self.raw(name), self.n)
+            if lists.offset:                 # a slice: from_arrays takes no null bitmap at an offset
+                lists = lists.take(pa.array(np.arange(len(lists))))
+            # each distinct code normalised once (normalize_codes, value by value, gives the same lists)
+            values = by_distinct(lists.values.cast(pa.string()), normalize_codes)
+            self._cache[key] = pa.ListArray.from_arrays(lists.offsets, values, mask=lists.is_null())
         return self._cache[key]
 
     def flat(self, name: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -470,7 +475,7 @@ def _k_field_format(v: _View, r: Rule):
     name = r.fields[0]
     if not v.has(name):
         return None
-    problem = validate_codes(v.string(name), r.params["standard"])
+    problem = by_distinct(v.string(name), lambda c: validate_codes(c, r.params["standard"]))
     rows = _mask_rows(pc.is_valid(problem))
     idx = pa.array(rows)
     return _Hits(rows, name, v.string(name).take(idx), None, problem.take(idx))

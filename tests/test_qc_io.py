@@ -111,3 +111,13 @@ def test_ids_met_before_checked_in_the_batch_size():
     again = run_qc(table({"id": "c"}, {"id": "a"}, {"id": "c"}), only={"QC_DUPLICATE_ID"}, seen_ids=seen)
     assert again["id"].to_pylist() == ["a", "c"]
     assert np.array_equal(sorted(seen), ["a", "b", "c"])
+
+
+def test_code_lists_normalised_once_per_distinct_code_equal_value_by_value():
+    from drgdip.codesets.normalize import normalize_codes
+    t = pa.table({"diagnoses": pa.array([[" k80.100", None, "Ｋ８０．１００"], None, [], ["i21.000x005", "k80.100"]] * 30,
+                                        pa.list_(pa.string()))})
+    for part in (t, t.slice(3, 50)):
+        v = qc._View(part, None)
+        expected = normalize_codes(part["diagnoses"].combine_chunks())
+        assert v.codes("diagnoses").equals(expected)
