@@ -192,3 +192,26 @@ def test_file_reads_only_what_it_needs_and_equals_before(tmp_path, catalog):
     assert got["row"].to_pylist() == list(range(20000))
     assert got.drop_columns(["row"]).equals(_before(read_table(src2), catalog).select(
         [c for c in got.column_names if c != "row"]))
+
+
+def test_dictionaries_read_only_when_the_batches_stay_those_of_a_plain_read(tmp_path, catalog):
+    """Row groups of whole batches: code columns read as dictionaries; otherwise as text (a
+    dictionary read goes row group by row group): either way the output bytes of a plain read."""
+    from drgdip.grouper.dip.api import _list_columns
+    t = _records(9000, 5)
+    even, odd = tmp_path / "even.parquet", tmp_path / "odd.parquet"
+    pq.write_table(t, even, row_group_size=4000)
+    pq.write_table(t, odd, row_group_size=3000)
+    assert _list_columns(even, None, 2000) == ["diagnoses", "procedures"]
+    assert _list_columns(odd, None, 2000) == []
+    for src in (even, odd):
+        a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+        group_dip_file(src, a, catalog, batch_size=2000)
+        expected = [_before(x, catalog).select(["id"] + [c for c in _before(x, catalog).column_names
+                                                        if c.startswith("dip_")])
+                    for x in pq.ParquetFile(src).iter_batches(2000)]
+        with pq.ParquetWriter(b, expected[0].schema) as w:
+            for x in expected:
+                w.write_table(x)
+        assert pq.read_table(a).equals(pq.read_table(b))
+        assert pq.ParquetFile(a).metadata.num_row_groups == len(expected)

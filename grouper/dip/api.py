@@ -617,14 +617,20 @@ def file_plan(names: list[str], keep=None) -> tuple[list[str] | None, list[str],
     return read, write, add_row
 
 
-def _list_columns(src, names: list[str] | None, encoding) -> list[str]:
+def _list_columns(src, names: list[str] | None, batch_size: int) -> list[str]:
     """The code columns of a Parquet SRC stored as lists: read as dictionaries (each distinct code
-    once per row group) by :func:`group_dip_file`."""
+    once per row group) by :func:`group_dip_file`. Dictionaries are read row group by row group,
+    so only when every row group but the last holds a whole number of batches: the batches, and
+    so the output's row groups, are then those of a plain read (the same output bytes)."""
     from drgdip.arrowio import file_format
     if file_format(src) != "parquet":
         return []
     import pyarrow.parquet as pq
-    schema = pq.ParquetFile(src).schema_arrow
+    pf = pq.ParquetFile(src)
+    meta = pf.metadata
+    if any(meta.row_group(g).num_rows % batch_size for g in range(meta.num_row_groups - 1)):
+        return []
+    schema = pf.schema_arrow
     roles = canonical_columns(schema)
     out = []
     for c in ("diagnoses", "procedures"):
@@ -660,6 +666,7 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
         seen += batch.num_rows
         return out
 
-    dicts = [c for c in _list_columns(src, read, encoding) if c not in write]   # written ones stay as they are
-    return transform_file(src, dst, step, batch_size or DEFAULT_BATCH_SIZE, progress, encoding=encoding, columns=read,
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    dicts = [c for c in _list_columns(src, read, batch_size) if c not in write]   # written ones stay as they are
+    return transform_file(src, dst, step, batch_size, progress, encoding=encoding, columns=read,
                           read_dictionary=dicts or None)
