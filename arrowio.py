@@ -280,7 +280,8 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, 
             names = pq.ParquetFile(path).schema_arrow.names
             cols = None if columns is None else [c for c in names if c in set(columns)]
             dicts = [c for c in (read_dictionary or ()) if cols is None or c in cols]
-            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22, read_dictionary=dicts or None)
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22,
+                                read_dictionary=_leaf_paths(path, dicts) or None)
             nested_dict = any(_nested_dictionary(f.type) for f in pf.schema_arrow if cols is None or f.name in cols)
             yielded = False
             if dicts or nested_dict:
@@ -333,6 +334,16 @@ def open_batches(path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE, 
         if fmt == "csv" and "UTF8" in first:
             first += "; the file is not UTF-8: give its encoding with --encoding (e.g. gb18030)"
         raise InputError(f"{path}: cannot read as {fmt}: {first}") from None
+
+
+def _leaf_paths(path: Path, names: list[str]) -> list[str]:
+    """Parquet leaf paths of the columns NAMES (``diagnoses`` → ``diagnoses.list.element`` for a
+    list): pyarrow's ``read_dictionary`` names leaves, a list column by its element's path."""
+    if not names:
+        return []
+    schema = pq.ParquetFile(path).schema
+    leaves = [schema.column(i).path for i in range(len(schema))]
+    return [p for n in names for p in leaves if p == n or p.startswith(n + ".")]
 
 
 def _nested_dictionary(t: pa.DataType) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 
 from drgdip.arrowio import InputError
 from drgdip.codesets.fields import (
+    GROUPER_NUMBERS,
     canonical_columns,
     code_list,
     grouper_limits,
@@ -125,6 +127,26 @@ def in_ranges(codes: pa.Array, ranges) -> pa.Array:
     return hit
 
 
+def by_distinct(values: pa.Array, fn):
+    """``fn(values)`` for an elementwise ``fn``, computed once per distinct value: the values are
+    dictionary-encoded (a null as one more entry, so ``fn(null)`` is what a null gets) and the
+    entries' results taken back. A batch lists the same few thousand codes (or dates) over and
+    over; ``fn`` may return an array or a tuple of arrays."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if len(values) == 0:
+        return fn(values)
+    enc = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+    distinct = enc.dictionary
+    if len(distinct) * 2 > len(values):
+        return fn(values.cast(distinct.type) if pa.types.is_dictionary(values.type) else values)
+    idx = pc.fill_null(enc.indices, len(distinct))
+    out = fn(pa.concat_arrays([distinct, pa.nulls(1, distinct.type)]))
+    if isinstance(out, tuple):
+        return tuple(o.take(idx) for o in out)
+    return out.take(idx)
+
+
 # ---------------------------------------------------------------- the record view
 
 class _View:
@@ -160,7 +182,8 @@ class _View:
         """The grouper's (``group``) or pricing's (``pricing``) failing record checks (codesets.fields)."""
         key = ("problems", area)
         if key not in self._cache:
-            columns = {name: self.raw(name) for name in self.cols}
+            columns = {name: self.raw(name) for name in KIND_COLUMNS[f"{'grouper' if area == 'group' else area}_check"]
+                       if name in self.cols}
             self._cache[key] = (grouping_problems(columns, self.n, self.limits) if area == "group"
                                 else pricing_problems(columns, self.n, self.fund_labels))
         return self._cache[key]
@@ -181,7 +204,12 @@ class _View:
     def codes(self, name: str) -> pa.ListArray:
         key = ("codes", name)
         if key not in self._cache:
-            self._cache[key] = normalize_codes(code_list(self.raw(name), self.n))
+            lists = code_list(self.raw(name), self.n)
+            if lists.offset:                 # a slice: from_arrays takes no null bitmap at an offset
+                lists = lists.take(pa.array(np.arange(len(lists))))
+            # each distinct code normalised once (normalize_codes, value by value, gives the same lists)
+            values = by_distinct(lists.values.cast(pa.string()), normalize_codes)
+            self._cache[key] = pa.ListArray.from_arrays(lists.offsets, values, mask=lists.is_null())
         return self._cache[key]
 
     def flat(self, name: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -217,17 +245,22 @@ class _View:
             if pa.types.is_timestamp(raw.type) or pa.types.is_date(raw.type):
                 d = raw.cast(pa.timestamp("s")) if pa.types.is_date(raw.type) else raw
             else:
-                s = self.string(name)
-                s = pc.replace_substring(s, "/", "-")
-                s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
-                s = pc.utf8_slice_codeunits(s, 0, 10)
-                d = pc.strptime(s, format="%Y-%m-%d", unit="s", error_is_null=True)
-                # strptime rolls 2024-02-31 over to March: the day read must be the day written
-                written = pc.cast(pc.utf8_slice_codeunits(pc.if_else(pc.is_valid(d), s, None), 8, 10), pa.int64())
-                same = pc.equal(pc.day(d), written)
-                d = pc.if_else(pc.fill_null(same, False), d, pa.scalar(None, d.type))
+                d = by_distinct(self.string(name), _read_dates)      # a batch has few distinct dates
             self._cache[key] = d
         return self._cache[key]
+
+
+def _read_dates(s: pa.Array) -> pa.Array:
+    """Text dates (``YYYY-MM-DD``, ``YYYY/MM/DD``, ``YYYYMMDD``, a time after them) as timestamps;
+    null when unreadable or impossible."""
+    s = pc.replace_substring(s, "/", "-")
+    s = pc.replace_substring_regex(s, r"^(\d{4})(\d{2})(\d{2})", r"\1-\2-\3")
+    s = pc.utf8_slice_codeunits(s, 0, 10)
+    d = pc.strptime(s, format="%Y-%m-%d", unit="s", error_is_null=True)
+    # strptime rolls 2024-02-31 over to March: the day read must be the day written
+    written = pc.cast(pc.utf8_slice_codeunits(pc.if_else(pc.is_valid(d), s, None), 8, 10), pa.int64())
+    same = pc.equal(pc.day(d), written)
+    return pc.if_else(pc.fill_null(same, False), d, pa.scalar(None, d.type))
 
 
 # ---------------------------------------------------------------- findings
@@ -255,7 +288,7 @@ def _k_code_format(v: _View, r: Rule):
     if not v.has(name):
         return None
     values, parent, pos = v.flat(name)
-    problem = validate_codes(values, r.params["standard"], normalize=False)
+    problem = by_distinct(values, lambda c: validate_codes(c, r.params["standard"], normalize=False))
     sel = _mask_rows(pc.is_valid(problem))
     return _Hits(parent[sel], _list_field(name, pos[sel]), values.take(sel), pos[sel], problem.take(sel))
 
@@ -266,9 +299,11 @@ def _k_code_unknown(v: _View, r: Rule):
     if table is None or not v.has(name):
         return None
     values, parent, pos = v.flat(name)
-    well_formed = pc.is_null(validate_codes(values, r.params["standard"], normalize=False))
-    unknown = pc.less(table.lookup(values, normalize=False), 0)
-    sel = _mask_rows(pc.and_(pc.and_(pc.is_valid(values), well_formed), unknown))
+
+    def unknown_code(c):
+        well_formed = pc.is_null(validate_codes(c, r.params["standard"], normalize=False))
+        return pc.and_(pc.and_(pc.is_valid(c), well_formed), pc.less(table.lookup(c, normalize=False), 0))
+    sel = _mask_rows(by_distinct(values, unknown_code))
     return _Hits(parent[sel], _list_field(name, pos[sel]), values.take(sel), pos[sel])
 
 
@@ -294,13 +329,16 @@ def _k_principal_in_list(v: _View, r: Rule):
     if not v.has(name):
         return None
     principal = _principal(v, name)
-    head, tail = split_pairs(principal)
-    hit = in_ranges(head, code_lists()[r.params["list"]])
-    if r.params.get("asterisk") == "1":
-        # a manifestation code written alone (with its * and no dagger code before it)
-        lone = pc.and_(pc.is_null(tail), pc.fill_null(pc.ends_with(head, "*"), False))
-        hit = pc.or_(hit, lone)
-    rows = _mask_rows(hit)
+
+    def listed(codes):
+        head, tail = split_pairs(codes)
+        hit = in_ranges(head, code_lists()[r.params["list"]])
+        if r.params.get("asterisk") == "1":
+            # a manifestation code written alone (with its * and no dagger code before it)
+            lone = pc.and_(pc.is_null(tail), pc.fill_null(pc.ends_with(head, "*"), False))
+            hit = pc.or_(hit, lone)
+        return hit
+    rows = _mask_rows(by_distinct(principal, listed))
     return _Hits(rows, f"{name}[1]", principal.take(rows))
 
 
@@ -313,9 +351,12 @@ def _k_sex_code_list(v: _View, r: Rule):
     if not (v.has("sex") and v.has(name)):
         return None
     values, parent, pos = v.flat(name)
-    head, tail = split_pairs(values)
     ranges = code_lists()[r.params["list"]]
-    hit = pc.or_(in_ranges(head, ranges), in_ranges(pc.fill_null(tail, ""), ranges))
+
+    def listed(codes):
+        head, tail = split_pairs(codes)
+        return pc.or_(in_ranges(head, ranges), in_ranges(pc.fill_null(tail, ""), ranges))
+    hit = by_distinct(values, listed)
     sex_of_code = _sex(v).take(pa.array(parent))
     hit = pc.and_(hit, pc.fill_null(pc.equal(sex_of_code, r.params["conflict_sex"]), False))
     sel = _mask_rows(hit)
@@ -348,8 +389,7 @@ def _k_age_code_list(v: _View, r: Rule):
     if not v.has(name) or not (v.has("age") or v.has("age_days")):
         return None
     values, parent, pos = v.flat(name)
-    head, _ = split_pairs(values)
-    hit = in_ranges(head, code_lists()[r.params["list"]])
+    hit = by_distinct(values, lambda c: in_ranges(split_pairs(c)[0], code_lists()[r.params["list"]]))
     age = v.number("age") if v.has("age") else pa.nulls(v.n, pa.float64())
     days = v.number("age_days") if v.has("age_days") else pa.nulls(v.n, pa.float64())
     bad = pa.array(np.zeros(v.n, dtype=bool))
@@ -435,7 +475,7 @@ def _k_field_format(v: _View, r: Rule):
     name = r.fields[0]
     if not v.has(name):
         return None
-    problem = validate_codes(v.string(name), r.params["standard"])
+    problem = by_distinct(v.string(name), lambda c: validate_codes(c, r.params["standard"]))
     rows = _mask_rows(pc.is_valid(problem))
     idx = pa.array(rows)
     return _Hits(rows, name, v.string(name).take(idx), None, problem.take(idx))
@@ -527,10 +567,15 @@ def _k_duplicate_id(v: _View, r: Rule):
     lr = later["row"].to_numpy()
     dup[lr[lr > later["row_min"].to_numpy()]] = True
     if v.seen_ids is not None:
-        earlier = pc.is_in(ids, value_set=pa.array(sorted(v.seen_ids), pa.string())) if v.seen_ids else None
-        if earlier is not None:
-            dup |= _np_bool(earlier)
-        v.seen_ids.update(first["id"].to_pylist())
+        # the batch's distinct ids against those met before: work in the batch's size, not the file's
+        distinct = first["id"].to_pylist()
+        if v.seen_ids:
+            seen = v.seen_ids
+            before = np.fromiter((x in seen for x in distinct), dtype=bool, count=len(distinct))
+            if before.any():
+                dup |= _np_bool(pc.is_in(ids, value_set=pa.array([x for x, b in zip(distinct, before) if b],
+                                                                  pa.string())))
+        v.seen_ids.update(distinct)
     rows = np.flatnonzero(dup)
     return _Hits(rows, "id", ids.take(pa.array(rows, pa.int64())))
 
@@ -684,14 +729,30 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
     ``scheme``, ``grouping``, ``fund_labels``: as for :func:`run_qc`. Duplicate ids are
     found across the whole file (the ids met so far are kept in memory). Files are read
     and written through the project's I/O module (``arrowio``, imported here only)."""
-    from drgdip.arrowio import DEFAULT_BATCH_SIZE, AtomicWriter, open_batches
+    from drgdip.arrowio import (
+        DEFAULT_BATCH_SIZE,
+        AtomicWriter,
+        file_columns,
+        open_batches,
+    )
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
     counts, records, total, skipped, seen = [], 0, 0, None, set()
+    read = read_columns(file_columns(path), rules, grouping is not None)
     writer = AtomicWriter(out, FINDING_SCHEMA) if out else None
     ctx = writer if writer is not None else _Null()
-    with ctx as w:
-        for batch in open_batches(path, batch_size or DEFAULT_BATCH_SIZE):
+    batches = open_batches(path, batch_size or DEFAULT_BATCH_SIZE, columns=read)
+    end = object()
+    # the next batch is read and the previous findings written in threads while a batch is checked
+    # (Arrow releases the GIL for file I/O); at most one batch waits on each side
+    with ctx as w, ThreadPoolExecutor(1, thread_name_prefix="drgdip-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="drgdip-write") as writing:
+        pending_read, pending_write = reader.submit(next, batches, end), None
+        while True:
+            batch = pending_read.result()
+            if batch is end:
+                break
+            pending_read = reader.submit(next, batches, end)
             table = pa.Table.from_batches([batch])
             if skipped is None:
                 skipped = rules_skipped(table.schema, rules, code_tables, grouping=grouping, fund_labels=fund_labels)
@@ -701,11 +762,15 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
             hospital = text(table.column(cols["hospital_id"]) if "hospital_id" in cols else None, table.num_rows)
             counts.append(_count(f, hospital))
             if w is not None:
-                w.write(f.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA))
+                if pending_write is not None:
+                    pending_write.result()
+                pending_write = writing.submit(w.write, f.select(FINDING_SCHEMA.names).cast(FINDING_SCHEMA))
             records += table.num_rows
             total += f.num_rows
             if progress is not None:
                 progress(table.num_rows)
+        if pending_write is not None:
+            pending_write.result()
     by_rule, by_hospital = summarize(counts, rules)
     return CheckSummary(records, total, by_rule, by_hospital, skipped or [])
 
@@ -744,3 +809,32 @@ def load_code_tables(folder=None, diagnosis=None, procedure=None) -> dict:
 
 #: rule kinds that check codes only (what ``drgdip codes validate`` runs)
 CODE_KINDS = ("code_format", "code_unknown", "field_format")
+
+
+#: canonical columns a kind reads besides its rule's ``fields`` (the grouping results ``mdc`` and
+#: ``reason`` are read whenever the file has them; with a ``grouping`` callable, the grouper's columns)
+KIND_COLUMNS = {"age_code_list": ("age", "age_days"), "sex_code_list": ("sex",), "sex_mdc": ("sex",),
+                "cost_sum": FEE_COLUMNS, "grouping_reason": ("diagnoses",),
+                # what codesets.fields.grouping_problems / pricing_problems read (all their checks at once)
+                "grouper_check": (*GROUPER_NUMBERS, "sex"),
+                "pricing_check": ("total_cost", "personal_share", "fund", "hospital_id", "discharge_date")}
+
+
+def read_columns(names, rules=None, grouping: bool = False, only: set[str] | None = None) -> list[str]:
+    """The input columns :func:`check_file` reads of a file with columns NAMES, in file order: those
+    its rules read (their ``fields`` and :data:`KIND_COLUMNS`), the id and hospital (findings and
+    summary), the file's own ``mdc``/``reason``, and with ``grouping`` the grouper's
+    (``codesets.record.GROUPING_COLUMNS``)."""
+    from drgdip.codesets.record import GROUPING_COLUMNS
+    if rules is None or isinstance(rules, (str, os.PathLike)):
+        rules = load_rules(rules)
+    roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))
+    want = {"id", "hospital_id", "mdc", "reason"}
+    for r in rules:
+        if only is None or r.rule in only:
+            want.update(r.fields)
+            want.update(KIND_COLUMNS.get(r.kind, ()))
+    if grouping:
+        want.update(GROUPING_COLUMNS)
+    need = {roles.get(c, c) for c in want}
+    return [n for n in names if n in need]

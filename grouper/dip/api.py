@@ -303,6 +303,109 @@ def _encode(c: _Cases, cc: CompiledCatalog):
     return d, cat, unknown, ptr, ids[known]
 
 
+#: dip_reason by reason id (:func:`_case_arrays`): matched kinds 1-3, then the others
+REASON_NAMES = ("", "DIP_EXACT", "DIP_CONTAINED", "DIP_COMPREHENSIVE", "DIP_NO_GROUP",
+                "DIP_BAD_PROCEDURE", "DIP_BAD_DIAGNOSIS", "MISSING_DIAGNOSIS")
+_NO_GROUP, _BAD_PROCEDURE, _BAD_DIAGNOSIS, _MISSING_DIAGNOSIS = 4, 5, 6, 7
+
+
+def _listed(table: pa.Table, name: str | None, n: int):
+    """(CSR ptr, entry of each listed code, distinct codes normalised) of a code column: a list
+    column's values (dictionary-encoded ones as they are), text split on the separators."""
+    from drgdip.grouper.dip.auxiliary import listed_entries
+    if name is None:
+        return listed_entries(code_list(None, n))[0], np.zeros(0, np.int32), pa.array([], pa.string())
+    col = table[name]
+    t = col.type
+    if not ((pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_dictionary(t.value_type)):
+        col = code_list(col, n)
+    elif isinstance(col, pa.ChunkedArray) and col.num_chunks != 1:
+        col = pa.chunked_array([c.cast(pa.list_(pa.string())) for c in col.chunks]).combine_chunks()
+    ptr, entry, codes = listed_entries(col)
+    return ptr, entry, K._normalize_distinct(codes)
+
+
+def _entries(values: np.ndarray, entry: np.ndarray, missing):
+    return np.append(values, np.array([missing], dtype=values.dtype))[entry]
+
+
+@dataclass
+class _Arrays:
+    """The kernel's input for a batch, and the record's keying failure (0 or a reason id)."""
+    reason: np.ndarray
+    d: np.ndarray
+    cat: np.ndarray
+    ctype: np.ndarray
+    unknown: np.ndarray
+    ptr: np.ndarray
+    ids: np.ndarray
+    feats: dict
+
+
+def _case_arrays(table: pa.Table, meta: dict, cc: CompiledCatalog, features: bool) -> _Arrays:
+    """What :func:`_cases` and :func:`_encode` give (and the auxiliary features of
+    ``auxiliary.case_features``), computed once per distinct code string of the batch (each
+    entry of a dictionary column's dictionary, else of the batch's own dictionary): normalised,
+    principal part, subcategory and category ids, procedure type and vocabulary id, CCI
+    family, tumour flags; the records only take their entries' results."""
+    from drgdip.grouper.dip import auxiliary as A
+    from drgdip.grouper.dip.match import case_procedures, row_bits, secondary_cci
+    n = table.num_rows
+    cols = canonical_columns(table.schema)
+    if "diagnoses" not in cols:
+        raise InputError("records have no diagnoses column (诊断编码, diag_code or an alias of it)")
+    dptr, dentry, dcodes = _listed(table, cols["diagnoses"], n)
+    pptr, pentry, pcodes = _listed(table, cols.get("procedures"), n)
+    # diagnoses: the principal's part before '+', its subcategory and category, per entry
+    head = pc.replace_substring_regex(dcodes, r"\+.*$", "")
+    head = pc.if_else(pc.equal(head, ""), pa.scalar(None, pa.string()), head)
+    sub = K.diagnosis_subcategory(head)
+    has = dptr[1:] > dptr[:-1]
+    first = np.where(has, dentry[np.minimum(dptr[:-1], max(len(dentry) - 1, 0))] if len(dentry) else -1, -1)
+    first = first.astype(np.int32)
+    prin_ok = _entries(_np(pc.is_valid(head), False).astype(bool), first, False)
+    sub_ok = _entries(_np(pc.is_valid(sub), False).astype(bool), first, False)
+    d = _entries(_np(pc.index_in(sub, value_set=pa.array(cc.diag_vocab, pa.string())), -1).astype(np.int32), first, -1)
+    ci = _entries(_np(pc.index_in(K.diagnosis_category(sub), value_set=pa.array(cc.cat_vocab, pa.string())), -1)
+                  .astype(np.int32), first, -1)
+    # procedures: counted (normalised, not excluded), their type and vocabulary id, per entry
+    keep = _np(pc.is_valid(pcodes), False).astype(bool)
+    if meta["excluded_procedures"]:
+        keep &= ~K.starts_with_any(pcodes, meta["excluded_procedures"])
+    canon = _np(pc.dictionary_encode(pcodes).indices, -1).astype(np.int64)
+    vocab = _np(pc.index_in(pcodes, value_set=pa.array(cc.proc_vocab, pa.string())), -1).astype(np.int32)
+    ptype = K.procedure_types(pcodes, meta["procedure_types"])
+    ctype, bad_type, unknown, ptr, ids = case_procedures(pptr, pentry, keep, canon, vocab, ptype)
+    reason = np.zeros(n, dtype=np.int8)
+    reason[bad_type > 0] = _BAD_PROCEDURE
+    reason[~sub_ok] = _BAD_DIAGNOSIS
+    reason[~prin_ok] = _MISSING_DIAGNOSIS
+    ctype = np.where(reason == 0, ctype, -1).astype(np.int8)
+    fam, wt, nf = A.cci_families(dcodes)
+    cci = secondary_cci(dptr, _entries(fam, dentry, -1), _entries(wt, dentry, 0), nf)
+    feats = {"cci": cci}
+    aux = meta.get("auxiliary", {})
+    if features:
+        tum = aux["tumour"]
+        is_tumour = _entries(A.starts_with_any(head, tum["principal"]), first, False)
+        dbits = np.zeros(len(dcodes), np.uint8)
+        pbits = np.zeros(len(pcodes), np.uint8)
+        for k, (dx, px) in enumerate(((tum["metastasis"], ()),
+                                      (tum["radiotherapy_diagnoses"], tum["radiotherapy_procedures"]),
+                                      (tum["chemotherapy_diagnoses"], tum["chemotherapy_procedures"]))):
+            if dx:
+                dbits |= (A.starts_with_any(dcodes, dx).astype(np.uint8) << k)
+            if px:
+                pbits |= (A.starts_with_any(pcodes, px).astype(np.uint8) << k)
+        bits = row_bits(dptr, _entries(dbits, dentry, 0), True) | row_bits(pptr, _entries(pbits, pentry, 0), False)
+        flags = ((bits[:, None] >> np.arange(len(A.TUMOUR_FLAGS), dtype=np.uint8)) & 1).astype(bool)
+        flags &= is_tumour[:, None]
+        age, days = _ages(table, cols, n)
+        feats.update({"severity_bin": A.severity_bin(cci, aux["severity_bins"]), "is_tumour": is_tumour,
+                      "tumour_flags": flags, "age_band": A.age_band(age, days, aux["age_bands"])})
+    return _Arrays(reason, d, ci, ctype, unknown, ptr, ids, feats)
+
+
 def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
     """Input columns unchanged + dip_group, dip_score, dip_match, dip_status, dip_reason,
     dip_cci and the auxiliary coefficients (columns of the same names in the input are replaced)."""
@@ -311,33 +414,23 @@ def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
     table = as_table(table)
     cat = prepare_catalog(catalog)
     meta = cat.meta
-    c = _cases(table, meta["excluded_procedures"], meta["procedure_types"])
-    d, ci, unknown, ptr, ids = _encode(c, cat.compiled)
-    kind, row = run_kernel(cat.compiled, d, ci, c.ctype, unknown, ptr, ids)
+    aux = meta.get("auxiliary", {})
+    a = _case_arrays(table, meta, cat.compiled, bool(aux.get("enabled")))
+    n = table.num_rows
+    kind, row = run_kernel(cat.compiled, a.d, a.cat, a.ctype, a.unknown, a.ptr, a.ids)
     grouped = kind > 0
     safe = np.where(grouped, row, 0).astype(np.int64)
     mask = pa.array(~grouped)
     take = pa.array(safe)
     group = pc.if_else(mask, pa.scalar(None, pa.string()), cat.table["group_key"].combine_chunks().take(take)) \
-        if cat.table.num_rows else pa.nulls(c.n, pa.string())
+        if cat.table.num_rows else pa.nulls(n, pa.string())
     score = np.where(grouped, cat.table["score"].to_numpy()[safe] if cat.table.num_rows else 0.0, np.nan)
-    reason = c.reason.copy()
-    names = np.array(["", "DIP_EXACT", "DIP_CONTAINED", "DIP_COMPREHENSIVE"], dtype=object)
-    reason[reason == ""] = names[kind[reason == ""]]
-    reason[reason == ""] = "DIP_NO_GROUP"
-    status = np.where(grouped, "grouped", np.where(np.isin(reason, ["DIP_NO_GROUP"]), "ungroupable", "invalid"))
-    aux = meta.get("auxiliary", {})
-    feats = None
-    coefs = {"severity": np.ones(c.n), "tumour": np.ones(c.n), "age": np.ones(c.n)}
-    cci = np.zeros(c.n, dtype=np.int64)
-    if aux.get("enabled"):
-        ages = _ages(table, c.cols, c.n)
-        feats = A.case_features(c.diagnoses, c.procedures, c.principal, ages[0], ages[1], aux)
-        cci = feats["cci"]
-        if auxiliary:
-            coefs = A.apply(feats, aux.get("rows", []), aux, c.n)
-    else:
-        cci = A.cci_index(c.diagnoses)
+    reason = np.where(a.reason > 0, a.reason, np.where(grouped, kind, _NO_GROUP)).astype(np.int64)
+    status = np.where(grouped, 0, np.where(reason == _NO_GROUP, 1, 2))
+    coefs = {"severity": np.ones(n), "tumour": np.ones(n), "age": np.ones(n)}
+    cci = a.feats["cci"]
+    if aux.get("enabled") and auxiliary:
+        coefs = A.apply(a.feats, aux.get("rows", []), aux, n)
     coef = np.round(coefs["severity"] * coefs["tumour"] * coefs["age"], 4)
 
     def col(x, typ):
@@ -348,8 +441,8 @@ def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
         "dip_score": col(score, pa.float64()),
         "dip_match": pc.if_else(mask, pa.scalar(None, pa.string()),
                                 pa.array(MATCH_NAMES, pa.string()).take(pa.array(kind.astype(np.int64)))),
-        "dip_status": pa.array(status, pa.string()),
-        "dip_reason": pa.array(reason, pa.string()),
+        "dip_status": pa.array(["grouped", "ungroupable", "invalid"], pa.string()).take(pa.array(status)),
+        "dip_reason": pa.array(REASON_NAMES, pa.string()).take(pa.array(reason)),
         "dip_cci": pa.array(cci, pa.int64()),
         "dip_coef_severity": col(np.round(coefs["severity"], 4), pa.float64()),
         "dip_coef_tumour": col(np.round(coefs["tumour"], 4), pa.float64()),
@@ -357,7 +450,7 @@ def group_dip(table, catalog, auxiliary: bool = True) -> pa.Table:
         "dip_coefficient": col(coef, pa.float64()),
         "dip_adjusted_score": col(np.round(score * coef, 4), pa.float64()),
     }
-    keep = [n for n in table.column_names if n not in out]
+    keep = [c for c in table.column_names if c not in out]
     base = table.select(keep)
     for name, arr in out.items():
         base = base.append_column(name, arr)
@@ -509,6 +602,48 @@ def compare_catalogs(a, b) -> pa.Table:
 
 # ---------------------------------------------------------------- files
 
+#: canonical input columns :func:`group_dip` reads
+INPUT_ROLES = ("diagnoses", "procedures", "age", "age_days")
+
+
+def file_plan(names: list[str], keep=None) -> tuple[list[str] | None, list[str], bool]:
+    """(input columns :func:`group_dip_file` reads, None for all; input columns it writes; whether
+    it adds a ``row`` key), for an input with columns NAMES: as ``grouper.drg.api.output_plan``,
+    the columns read being those grouping needs (:data:`INPUT_ROLES`) and the written ones."""
+    from drgdip.grouper.drg.api import output_plan
+    read, write, add_row = output_plan(names, keep, need_all=True)
+    if read is None and not (keep == "all" or (not isinstance(keep, str) and "all" in (keep or []))):
+        roles = canonical_columns(pa.schema([(n, pa.null()) for n in names]))
+        need = {roles[c] for c in INPUT_ROLES if c in roles} | set(write)
+        read = [n for n in names if n in need]
+    return read, write, add_row
+
+
+def _list_columns(src, names: list[str] | None, batch_size: int) -> list[str]:
+    """The code columns of a Parquet SRC stored as lists: read as dictionaries (each distinct code
+    once per row group) by :func:`group_dip_file`. Dictionaries are read row group by row group,
+    so only when every row group but the last holds a whole number of batches: the batches, and
+    so the output's row groups, are then those of a plain read (the same output bytes)."""
+    from drgdip.arrowio import file_format
+    if file_format(src) != "parquet":
+        return []
+    import pyarrow.parquet as pq
+    pf = pq.ParquetFile(src)
+    meta = pf.metadata
+    if any(meta.row_group(g).num_rows % batch_size for g in range(meta.num_row_groups - 1)):
+        return []
+    schema = pf.schema_arrow
+    roles = canonical_columns(schema)
+    out = []
+    for c in ("diagnoses", "procedures"):
+        name = roles.get(c)
+        if name is not None and (names is None or name in names):
+            t = schema.field(name).type
+            if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_string(t.value_type):
+                out.append(name)
+    return out
+
+
 def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=None, keep=None,
                    encoding: str | None = None) -> int:
     """Stream SRC through :func:`group_dip` into DST (written atomically); returns the records written.
@@ -517,10 +652,10 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
     ``row``, the 0-based input position), the ``keep`` columns (``"all"``: every input column)
     and the ``dip_*`` result columns, one row per input record in input order."""
     from drgdip.arrowio import DEFAULT_BATCH_SIZE, file_columns, transform_file
-    from drgdip.grouper.drg.api import ROW_COLUMN, output_plan
+    from drgdip.grouper.drg.api import ROW_COLUMN
 
     prepared = prepare_catalog(catalog)
-    _, write, add_row = output_plan(file_columns(src, encoding), keep, need_all=True)
+    read, write, add_row = file_plan(file_columns(src, encoding), keep)
     seen = 0
 
     def step(batch):
@@ -533,4 +668,7 @@ def group_dip_file(src, dst, catalog, batch_size: int | None = None, progress=No
         seen += batch.num_rows
         return out
 
-    return transform_file(src, dst, step, batch_size or DEFAULT_BATCH_SIZE, progress, encoding=encoding)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    dicts = [c for c in _list_columns(src, read, batch_size) if c not in write]   # written ones stay as they are
+    return transform_file(src, dst, step, batch_size, progress, encoding=encoding, columns=read,
+                          read_dictionary=dicts or None)

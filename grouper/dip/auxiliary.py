@@ -19,6 +19,7 @@ at least ``min_cases`` cases, its relative cost differs from the baseline's by a
 from __future__ import annotations
 
 import csv
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +32,24 @@ CCI_CSV = Path(__file__).with_name("dip_cci.csv")
 TUMOUR_FLAGS = ("metastasis", "radiotherapy", "chemotherapy")
 
 
-def load_cci_table() -> list[tuple[str, str, str, int]]:
-    """(prefix, condition, family, weight) rows of the CCI table."""
+@lru_cache(maxsize=1)
+def load_cci_table() -> tuple[tuple[str, str, str, int], ...]:
+    """(prefix, condition, family, weight) rows of the CCI table (read once a process)."""
     with CCI_CSV.open(encoding="utf-8") as fh:
         rows = csv.DictReader(line for line in fh if not line.startswith("#"))
-        return [(r["prefix"], r["condition"], r["family"], int(r["weight"])) for r in rows]
+        return tuple((r["prefix"], r["condition"], r["family"], int(r["weight"])) for r in rows)
 
 
-def cci_index(diagnoses: pa.ListArray) -> np.ndarray:
-    """CCI index of each case from its secondary diagnoses (highest weight per family, summed)."""
-    n = len(diagnoses)
-    rows, codes = secondary(diagnoses)
-    out = np.zeros(n, dtype=np.int64)
-    if len(codes) == 0:
-        return out
+def cci_families(codes: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
+    """(family id per code, -1 for none; its weight; the number of families) by the longest
+    prefix of the CCI table each (normalised) code starts with."""
     table = load_cci_table()
     families = sorted({f for _, _, f, _ in table})
     fam_id = {f: i for i, f in enumerate(families)}
     fam = np.full(len(codes), -1, dtype=np.int64)
     wt = np.zeros(len(codes), dtype=np.int64)
+    if len(codes) == 0:
+        return fam, wt, len(families)
     done = np.zeros(len(codes), dtype=bool)
     by_len: dict[int, dict[str, tuple[int, int]]] = {}
     for p, _, f, w in table:
@@ -63,10 +63,39 @@ def cci_index(diagnoses: pa.ListArray) -> np.ndarray:
         fam[hit] = np.array([by_len[length][k][0] for k in keys], dtype=np.int64)[at]
         wt[hit] = np.array([by_len[length][k][1] for k in keys], dtype=np.int64)[at]
         done |= hit
-    ok = fam >= 0
-    per = np.zeros((n, len(families)), dtype=np.int64)
-    np.maximum.at(per, (rows[ok], fam[ok]), wt[ok])
-    return per.sum(axis=1)
+    return fam, wt, len(families)
+
+
+def cci_index(diagnoses: pa.ListArray) -> np.ndarray:
+    """CCI index of each case from its secondary diagnoses (highest weight per family, summed);
+    each distinct code is looked up once."""
+    from drgdip.grouper.dip.match import secondary_cci
+    ptr, entry, codes = listed_entries(diagnoses)
+    fam, wt, nf = cci_families(codes)
+    return secondary_cci(ptr, _at(fam, entry, -1), _at(wt, entry, 0), nf)
+
+
+def _at(values: np.ndarray, entry: np.ndarray, missing):
+    """values[entry] with ``missing`` where entry is -1."""
+    out = np.append(values, np.array([missing], dtype=values.dtype))
+    return out[entry]
+
+
+def listed_entries(lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(CSR ptr int64[n + 1], entry int32 of each listed code in the distinct codes, -1 null;
+    the distinct codes) of a list<string> or list<dictionary<string>> column."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    n = len(lists)
+    values = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = np.bincount(parents, minlength=n) if len(parents) else np.zeros(n, dtype=np.int64)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    if not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(values.cast(pa.string()))
+    entry = pc.fill_null(values.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return ptr, entry, values.dictionary.cast(pa.string())
 
 
 def severity_bin(index: np.ndarray, bins) -> np.ndarray:

@@ -187,3 +187,101 @@ def match_reference(cc: CompiledCatalog, diags, cats, types, proc_sets) -> tuple
         kinds.append(found[0] if found else NONE)
         rows.append(found[1] if found else -1)
     return kinds, rows
+
+
+# ---------------------------------------------------------------- per-record kernels over listed codes
+
+@njit(cache=True, nogil=True)
+def case_procedures(ptr, entry, keep, canon, vocab, ptype):
+    """A case's counted procedures from its listed codes, each code read through its entry.
+
+    ptr: int64[n + 1] CSR of the listed codes; entry: int32 dictionary entry of each listed
+    code (-1 null); per entry: keep (counts: normalised, not excluded), canon (id of the
+    normalised string: equal strings, equal ids), vocab (id in the catalogue's procedure
+    vocabulary, -1 absent), ptype (procedure type 1..3, -1 unknown).
+    Returns (case type int8: highest type of the counted procedures, 0 none; count of counted
+    procedures of unknown type; count of distinct counted procedures not in the vocabulary;
+    CSR ptr int64 and ids int32 of the distinct counted procedures in the vocabulary, sorted)."""
+    n = ptr.shape[0] - 1
+    ctype = np.zeros(n, np.int8)
+    bad_type = np.zeros(n, np.int64)
+    unknown = np.zeros(n, np.int64)
+    out_ptr = np.zeros(n + 1, np.int64)
+    out = np.empty(ptr[n] - ptr[0], np.int32)
+    seen = np.empty(64, np.int64)
+    k = 0
+    for i in range(n):
+        m = 0
+        for j in range(ptr[i], ptr[i + 1]):
+            e = entry[j]
+            if e < 0 or not keep[e]:
+                continue
+            c = canon[e]
+            dup = False
+            for q in range(m):
+                if seen[q] == c:
+                    dup = True
+                    break
+            if dup:
+                continue
+            if m == seen.shape[0]:
+                bigger = np.empty(2 * m, np.int64)
+                bigger[:m] = seen[:m]
+                seen = bigger
+            seen[m] = c
+            m += 1
+            t = ptype[e]
+            if t < 0:
+                bad_type[i] += 1
+            elif t > ctype[i]:
+                ctype[i] = t
+            v = vocab[e]
+            if v < 0:
+                unknown[i] += 1
+            else:
+                # insertion into the sorted run out[out_ptr[i]:k]
+                p = k
+                while p > out_ptr[i] and out[p - 1] > v:
+                    out[p] = out[p - 1]
+                    p -= 1
+                out[p] = v
+                k += 1
+        out_ptr[i + 1] = k
+    return ctype, bad_type, unknown, out_ptr, out[:k].copy()
+
+
+@njit(cache=True, nogil=True)
+def secondary_cci(ptr, family, weight, n_families):
+    """CCI index of each case: over its listed codes after the first (secondary diagnoses), the
+    highest weight per family, summed. family/weight: per listed code (family -1: none)."""
+    n = ptr.shape[0] - 1
+    out = np.zeros(n, np.int64)
+    best = np.zeros(max(n_families, 1), np.int64)
+    for i in range(n):
+        a = ptr[i] + 1
+        b = ptr[i + 1]
+        if a >= b:
+            continue
+        best[:] = 0
+        for j in range(a, b):
+            f = family[j]
+            if f >= 0 and weight[j] > best[f]:
+                best[f] = weight[j]
+        s = 0
+        for f in range(n_families):
+            s += best[f]
+        out[i] = s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def row_bits(ptr, bits, skip_first):
+    """Bitwise or of each case's listed codes' bits (after the first one with skip_first)."""
+    n = ptr.shape[0] - 1
+    out = np.zeros(n, np.uint8)
+    for i in range(n):
+        acc = np.uint8(0)
+        for j in range(ptr[i] + (1 if skip_first else 0), ptr[i + 1]):
+            acc |= bits[j]
+        out[i] = acc
+    return out
