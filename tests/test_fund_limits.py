@@ -133,7 +133,8 @@ INC_BANDS = {"cmi_bands": [{"below": 0.9, "coefficient": 0.98}, {"below": 1.1, "
              "cost_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0},
                             {"coefficient": 0.99}],
              "time_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0},
-                            {"coefficient": 0.99}]}
+                            {"coefficient": 0.99}],
+             "index_form": "per_weight"}     # §9's first example: the indices per unit of weight
 
 
 def incentive_months():
@@ -286,7 +287,7 @@ def test_a_version_1_ledger_opens_and_a_failed_run_leaves_it_intact(tmp_path):
     assert s.hospitals["quality_reason"].to_pylist() == ["QUALITY_SCORE_MISSING"] * 3
     with closing(ledger_mod.connect(db, create=False)) as conn:
         assert {"cap_cut_cents", "quality_score"} <= ledger_mod.table_columns(conn, "hospital_results")
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(ledger_mod.SCHEMA_VERSION)
         rs = ledger_mod.runs(conn)
     assert [r["kind"] for r in rs] == ["monthly", "monthly", "annual"]
 
