@@ -404,7 +404,7 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
     if rep.num_rows:
         parts.append(pricer.price(rep).cast(out_schema))
     priced = pa.concat_tables(parts).sort_by([(key, "ascending")])
-    return settle_period(priced, pol, period)
+    return settle_period(priced, pol, period, group_column=group_column)
 
 
 def _to_arrow(df, schema: pa.Schema) -> pa.Table:

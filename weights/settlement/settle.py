@@ -1019,10 +1019,11 @@ def case_amounts(priced: pa.Table | pa.RecordBatch, amount_cents: np.ndarray):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
+def settle_period(priced: pa.Table, policy: Policy, period: str, group_column: str = "drg") -> Settlement:
     """Monthly pre-settlement of cases priced by :func:`price_cases` (see the module doc);
-    :class:`MonthTotals` gives the same batch by batch."""
-    totals = MonthTotals(policy, period)
+    :class:`MonthTotals` gives the same batch by batch (``group_column``: the cases' group, for
+    the totals per hospital and group, :class:`GroupTotals`)."""
+    totals = MonthTotals(policy, period, group_column=group_column)
     totals.add(priced)
     result, amount = totals.finish()
     result.cases = case_amounts(priced, amount)
