@@ -621,7 +621,10 @@ def step_review(cases: list[dict], policy, decisions: dict | None) -> None:
             kind, pts = d
             c["review_status"] = "decided"
             if kind == "reject":
-                c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
+                # settlement.md "Special case review" 5: the ordinary rules; an incomplete or short
+                # stay keeps the stay's reason (as over the quota)
+                if c.get("case_type") not in ("incomplete_stay", "short_stay"):
+                    c["pricing_reason"] = "SPECIAL_REVIEW_REJECTED"
                 continue
             c["case_type"] = "special_review"
             c["points"] = pts if kind == "points" else (base if kind == "normal" else base * ratio)
@@ -1110,8 +1113,10 @@ def step_incentives(hosp: dict, policy) -> dict:
     out = {}
     for hid, p in per.items():
         r = {"coefficient": Fraction(1), "reason": "INCENTIVE_BANDS"}
-        if p["cases"] and p["w"]:
+        if p["cases"]:
+            # priced cases all without weight (fee for service): CMI index 0, no index per weight
             r["cmi_index"] = q4((p["w"] / p["cases"]) / (region["w"] / region["cases"]))
+        if p["cases"] and p["w"]:
             r["cost_index"] = q4((Fraction(p["cost"]) / p["w"]) / (region["cost"] / region["w"]))
             r["time_index"] = q4((p["los"] / p["w"]) / (region["los"] / region["w"])) if region["los"] else None
         if inc.get("index_form", "per_group") == "per_group":
