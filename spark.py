@@ -657,7 +657,7 @@ def settle_dataframe(df, weights, policy, period: str, *, group_column: str = "d
             if hasattr(b, "unpersist"):
                 b.unpersist()
         df.unpersist()
-    return settle_period(priced.drop_columns([ROW]), pol, period)
+    return settle_period(priced.drop_columns([ROW]), pol, period, group_column=group_column)
 
 
 def _to_arrow(df, schema: pa.Schema) -> pa.Table:

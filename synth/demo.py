@@ -411,12 +411,20 @@ def summary_table(result: dict) -> str:
                          f"{dip['ratio'][fund]} ÷ points; amount due {f['amount_due']:,.2f}, balance {f['balance']:,.2f}")
         lines.append(f"DIP outputs: {result['out']}/dip/settled/<period>/  ledger: {dip['ledger']}")
     methods: dict[str, int] = {}        # cases by payment method (summary.json of each month)
+    ffs: dict[str, int] = {}            # fee-for-service cases by class (pricing reason FFS_*)
     for s in result["monthly"]:
         doc = json.loads((Path(result["out"]) / "settled" / s.period / "summary.json").read_text(encoding="utf-8"))
         for k, v in doc.get("payment_methods", {}).items():
             methods[k] = methods.get(k, 0) + v
+        for k, v in doc.get("reasons", {}).items():
+            if k.startswith("FFS_"):
+                ffs[k] = ffs.get(k, 0) + v
     if methods:
         lines.append(f"payment methods {result['years'][-1]}: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())))
+    if ffs:
+        lines.append(f"fee for service {result['years'][-1]} (policy [fee_for_service]): "
+                     + ", ".join(f"{v} {k}" for k, v in sorted(ffs.items()))
+                     + " (FFS_AMBIGUOUS: 歧义组 QY, a surgery unrelated to the principal diagnosis)")
     stays = result.get("stay_reasons")
     if stays:
         lines.append(f"incomplete stays and readmissions {result['years'][-1]} (policy [incomplete_stays], "

@@ -115,6 +115,7 @@ class Profile:
     mdc_sex: np.ndarray
     dept: np.ndarray            # department name per ADRG
     dept_id: np.ndarray
+    unrelated: tuple = (np.zeros(1, np.int64), np.zeros(0, np.int64))   # CSR: surgeries unrelated to the MDC
 
 
 def _departments() -> dict[tuple[str, str], str]:
@@ -175,7 +176,35 @@ def build_profile(cat: Catalogue, seed: int, params: dict) -> Profile:
                      for a in specs], dtype=object)
     names, dept_id = np.unique(dept.astype(str), return_inverse=True)
     return Profile(cat, kind, weight, prevalence, los_mean, _csr(principal), procs, required, _csr(plain_pools),
-                   newborn, pregnancy, newborn_code, bounds, np.array([a.sex for a in specs]), dept, dept_id)
+                   newborn, pregnancy, newborn_code, bounds, np.array([a.sex for a in specs]), dept, dept_id,
+                   _unrelated_surgeries(cat, newborn))
+
+
+def _unrelated_surgeries(cat: Catalogue, newborn: np.ndarray) -> tuple:
+    """Per ADRG (CSR): for a medical ADRG of an ordinary MDC, the operating-room procedures of
+    other MDCs' surgical ADRGs that no ADRG of its own MDC and no pre-MDC ADRG lists (a
+    surgery unrelated to the principal diagnosis: the grouper's ambiguous group 歧义组 QY where
+    the scheme has one); empty for the others, and for an MDC whose surgical ADRGs take any
+    operating-room procedure."""
+    specs = cat.adrgs
+    is_or = np.asarray(cat.proc_is_or) == 1
+
+    def union(pools):
+        pools = [np.asarray(p, np.int64) for p in pools]
+        return np.unique(np.concatenate(pools)) if pools else np.zeros(0, np.int64)
+    premdc = union([p for a in specs if a.kind == "premdc" for p in a.procedures])
+    own = {m: union([p for a in specs if a.mdc == m for p in a.procedures]) for m in {a.mdc for a in specs}}
+    surgical = {m: union([a.procedures[0] for a in specs if a.mdc == m and a.kind == "surgical"])
+                for m in own}
+    pools = []
+    for a, nb in zip(specs, newborn):
+        if a.kind != "medical" or nb:
+            pools.append(np.zeros(0, np.int64))
+            continue
+        other = union([v for m, v in surgical.items() if m != a.mdc])
+        other = other[is_or[other]] if len(other) else other
+        pools.append(np.setdiff1d(other, np.union1d(own[a.mdc], premdc)))
+    return _csr(pools)
 
 
 # ----------------------------------------------------------------- one month
@@ -319,6 +348,16 @@ def synthesize_month(prof: Profile, hosp: pa.Table, year: int, month: int, n: in
         prec, porder, pids = (np.concatenate(x).astype(np.int64) for x in (prec, porder, pids))
     else:
         prec = porder = pids = np.zeros(0, np.int64)
+    # a surgery unrelated to the principal diagnosis' MDC (歧义组 QY): its own random stream, so the
+    # other draws of the month stay as they were
+    qrng = np.random.default_rng(np.random.SeedSequence([seed, year, month, 29]))
+    uptr, upool = prof.unrelated
+    unrelated = (qrng.random(n) < g["unrelated_surgery_share"]) & (uptr[a + 1] > uptr[a])
+    if unrelated.any():
+        rows = np.flatnonzero(unrelated)
+        prec = np.concatenate([prec, rows])
+        porder = np.concatenate([porder, np.full(len(rows), len(prof.procs))])
+        pids = np.concatenate([pids, _draw(qrng, uptr, upool, a[rows])])
     procedures = _list_array(prec, porder, pids, cat.proc_codes, n)
     vent = np.zeros(n)
     pcodes = cat.proc_codes.astype(str)
@@ -340,10 +379,12 @@ def synthesize_month(prof: Profile, hosp: pa.Table, year: int, month: int, n: in
     mult[high] = rng.uniform(*dv["high_multiplier"], high.sum())
     mult[low] = rng.uniform(*dv["low_multiplier"], low.sum())
     cost *= mult
+    cost[unrelated] *= g["unrelated_surgery_cost"]
     total_cents = np.maximum(np.round(cost * 100), 5000).astype(np.int64)
     rho = g["los_cost_correlation"]
     zl = rho * z + math.sqrt(1 - rho ** 2) * rng.standard_normal(n)
     los = prof.los_mean[a] * np.array(g["severity_los"])[sev] * np.sqrt(mult) * np.exp(g["los_sigma"] * zl)
+    los[unrelated] *= g["unrelated_surgery_los"]
     los = np.clip(np.round(los), 1, 365)
     los = np.maximum(los, np.ceil(vent / 24))
     los_lo, los_hi = prof.bounds["los_days"][0][a], prof.bounds["los_days"][1][a]

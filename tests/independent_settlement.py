@@ -132,7 +132,7 @@ DOC_DEFAULTS = {
     "advance": {"share": 1.0},
     "point_value": {"projected": "none", "growth": 0.0, "projected_points": {}, "projected_personal_share": {}},
     "quality": {"bands": [{"refund": 1.0}], "missing_refund": 1.0},
-    "incentives": {},
+    "incentives": {"index_form": "per_group"},
     # settlement.md "DIP settlement", policy.md [dip_settlement]
     "dip_settlement": {"point_value": "settlement", "reimbursement_ratio": {}, "high_k": 2.0,
                        "high_payment": "add_on", "high_add_on_share": 1.0, "low_k": 0.5,
@@ -188,6 +188,7 @@ COVERED = {
     "point_value.projected_points": None, "point_value.projected_personal_share": None,
     "quality.bands": None, "quality.missing_refund": None,
     "incentives.cmi_bands": None, "incentives.cost_bands": None, "incentives.time_bands": None,
+    "incentives.index_form": {"per_group", "per_weight"},
     # DIP alone (no DRG/DIP mix: hospitals = [], pool shared)
     "dip_settlement.point_value": {"settlement", "budget_personal"}, "dip_settlement.reimbursement_ratio": None,
     "dip_settlement.high_k": None, "dip_settlement.high_payment": {"add_on", "actual", "none"},
@@ -1052,6 +1053,7 @@ def recompute_cases(records: pd.DataFrame, benefits, weights: pd.DataFrame | Non
             else to_cents(rec.get("personal_share"))
         c = {"_dip": is_dip, "id": rec.get("id"), "hospital_id": rec.get("hospital_id"), "fund_key": fund,
              "shown_share": shown,
+             "group": None if isnull(group_code) else str(group_code),
              "coefficient": coefficient, "share": share, "los": rec.get("los_days"),
              "cost": to_cents(rec.get("total_cost")), "weight": None, "group_mean_cost": None,
              "cost_ratio": None, "base_points": None, "points": None, "amount": None, "fund_amount": None}
@@ -1134,7 +1136,7 @@ def step_hospitals(cases: list[dict]) -> dict:
         r = h.setdefault((hid, c["fund_key"]), {
             "cases": 0, "unpriced_cases": 0, "weights": [], "points_list": [], "personal_share": 0,
             "payment": 0, "cost": 0, "unpriced_cost": 0, "weight_sum_float": 0.0, "los": Fraction(0),
-            "weight_exact": Fraction(0), "held_cases": 0, "held_cost": 0})
+            "weight_exact": Fraction(0), "held_cases": 0, "held_cost": 0, "groups": {}})
         if c["points"] is None:
             r["unpriced_cases"] += 1
             r["unpriced_cost"] += c["cost"] or 0
@@ -1153,6 +1155,11 @@ def step_hospitals(cases: list[dict]) -> dict:
             r["weight_sum_float"] += w  # ledger: plain float64 sum in input order (A10)
             r["los"] += Fraction(0 if isnull(c["los"]) else float(c["los"]))
             r["points_list"].append(c["points"])
+            # settlement.md §9 per_group: cases, cost and length of stay by (payment method, group)
+            g = r["groups"].setdefault((c.get("method"), c.get("group") or ""), [0, 0, Fraction(0)])
+            g[0] += 1
+            g[1] += c["cost"]
+            g[2] += Fraction(0 if isnull(c["los"]) else float(c["los"]))
             r["personal_share"] += c["share"]
             r["payment"] += c["amount"]
             r["cost"] += c["cost"]
@@ -1309,26 +1316,59 @@ def step_incentives(hosp: dict, policy) -> dict:
     inc = policy["incentives"]
     if not any(inc.get(k) for k in ("cmi_bands", "cost_bands", "time_bands")):
         return {}
-    per = defaultdict(lambda: {"cases": 0, "w": Fraction(0), "cost": 0, "los": Fraction(0)})
+    per = defaultdict(lambda: {"cases": 0, "w": Fraction(0), "cost": 0, "los": Fraction(0), "groups": {}})
     for (hid, _fund), a in hosp.items():
         p = per[hid]
         p["cases"] += a["cases"]
         p["w"] += a["weight_exact"]
         p["cost"] += a["cost"]
         p["los"] += a["los"]
+        for g, v in a.get("groups", {}).items():
+            t = p["groups"].setdefault(g, [0, 0, Fraction(0)])
+            for i in range(3):
+                t[i] += v[i]
     region = {f: sum((p[f] for p in per.values()), Fraction(0)) for f in ("cases", "w", "cost", "los")}
+    # §9 per_group: the region's cases, cost and length of stay in each (method, group), all
+    # hospitals and both funds; only the cases priced by their group (drg or dip)
+    region_g = {}
+    for p in per.values():
+        for g, v in p["groups"].items():
+            if g[0] in ("drg", "dip"):
+                t = region_g.setdefault(g, [0, 0, Fraction(0)])
+                for i in range(3):
+                    t[i] += v[i]
+
+    def per_group(p, i):
+        """Σ_g n_hg × k_hg ÷ Σ_g n_hg, k_hg = (hospital's mean in g) ÷ (region's mean in g);
+        groups whose region total is 0 left out of both sums; None when none is left."""
+        num, den = Fraction(0), 0
+        for g, v in p["groups"].items():
+            if g[0] not in ("drg", "dip") or not region_g[g][i]:
+                continue
+            n_r, tot_r = region_g[g][0], region_g[g][i]
+            num += v[0] * (Fraction(v[i]) / v[0]) / (Fraction(tot_r) / n_r)
+            den += v[0]
+        return num / den if den else None
 
     def q4(x: Fraction) -> Fraction:
         return Fraction(Decimal(fmt(x, 4)))
     out = {}
     for hid, p in per.items():
         r = {"coefficient": Fraction(1), "reason": "INCENTIVE_BANDS"}
-        if p["cases"] and p["w"]:
+        if p["cases"]:
+            # priced cases all without weight (fee for service): CMI index 0, no index per weight
             r["cmi_index"] = q4((p["w"] / p["cases"]) / (region["w"] / region["cases"]))
+        if p["cases"] and p["w"]:
             r["cost_index"] = q4((Fraction(p["cost"]) / p["w"]) / (region["cost"] / region["w"]))
             r["time_index"] = q4((p["los"] / p["w"]) / (region["los"] / region["w"])) if region["los"] else None
+        if inc.get("index_form", "per_group") == "per_group":
+            ci, ti = per_group(p, 1), per_group(p, 2)
+            r["cost_index"] = None if ci is None else q4(ci)
+            r["time_index"] = None if ti is None else q4(ti)
         # no time index (a ledger without lengths of stay), or a hospital without priced cases in
         # the year (no index at all, coefficient 1): INCENTIVE_NO_TIME_INDEX
+        if inc.get("cost_bands") and r.get("cost_index") is None:
+            r["reason"] = "INCENTIVE_NO_COST_INDEX"
         if inc.get("time_bands") and r.get("time_index") is None:
             r["reason"] = "INCENTIVE_NO_TIME_INDEX"
         for name, bands in (("cmi_index", "cmi_bands"), ("cost_index", "cost_bands"), ("time_index", "time_bands")):
@@ -1439,6 +1479,10 @@ def step_annual(months: dict, policy, year: str, scores: dict | None = None, dip
             a["weight_sum"] += Fraction(r["weight_sum"])
             a["weight_exact"] += r.get("weight_exact", Fraction(r["weight_sum"]))
             a["los"] += r.get("los", Fraction(0))
+            for g, v in r.get("groups", {}).items():
+                t = a.setdefault("groups", {}).setdefault(g, [0, 0, Fraction(0)])
+                for i in range(3):
+                    t[i] += v[i]
             a["weight_sum_month_floats"] = a.get("weight_sum_month_floats", Fraction(0)) + Fraction(r["weight_sum_float"])
             a["weight_sum_float"] = float(a["weight_sum_month_floats"])  # annual: fsum of the monthly floats
             a["points"] += Fraction(r["points"])

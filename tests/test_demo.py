@@ -137,6 +137,29 @@ def test_demo_pays_by_bed_day_and_by_items_in_the_same_pool(demo):
     assert "payment methods 2024: " in summary_table(demo)
 
 
+def test_ambiguous_cases_are_paid_by_items(demo):
+    """The demo's synthetic region has surgeries unrelated to the principal diagnosis (synth.toml
+    unrelated_surgery_share): status ambiguous, group xQY; the demo policy's [fee_for_service] prices
+    them by items (FFS_AMBIGUOUS) unless a per-diem ward takes the stay first; the summary lists them."""
+    n_amb, by_reason = 0, {}
+    for s in demo["monthly"]:
+        t = pq.read_table(Path(demo["out"]) / "settled" / s.period / "cases.parquet").to_pandas()
+        amb = t[t["status"] == "ambiguous"]
+        n_amb += len(amb)
+        assert amb["drg"].str.endswith("QY").all()
+        for r, c in amb["pricing_reason"].value_counts().items():
+            by_reason[r] = by_reason.get(r, 0) + int(c)
+        ffs = amb[amb["pricing_reason"] == "FFS_AMBIGUOUS"]
+        assert (ffs["payment_method"] == "fee_for_service").all() and (ffs["points"] > 0).all()
+    assert 0.002 < n_amb / sum(s.funds[f]["cases"] + s.funds[f]["unpriced_cases"] for s in demo["monthly"]
+                               for f in s.funds) < 0.012
+    assert by_reason.get("FFS_AMBIGUOUS", 0) > 0
+    assert set(by_reason) <= {"FFS_AMBIGUOUS", "PER_DIEM_WARD", "PER_DIEM_SHORT_STAY", "DUPLICATE_SETTLEMENT_ID",
+                              "ZERO_COST", "INVALID_RECORD", "BAD_LOS", "SPECIAL_REVIEW_HOLD", "OUT_OF_PERIOD"}
+    line = next(x for x in summary_table(demo).splitlines() if x.startswith("fee for service "))
+    assert f"{by_reason['FFS_AMBIGUOUS']} FFS_AMBIGUOUS" in line
+
+
 def test_special_review_held_and_decided(demo):
     """特例单议: cases held by trigger in every month; the first months decided by a decisions
     file and settled again (revision 2); the year counts them and shows the ones still held."""

@@ -133,7 +133,8 @@ INC_BANDS = {"cmi_bands": [{"below": 0.9, "coefficient": 0.98}, {"below": 1.1, "
              "cost_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0},
                             {"coefficient": 0.99}],
              "time_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0},
-                            {"coefficient": 0.99}]}
+                            {"coefficient": 0.99}],
+             "index_form": "per_weight"}     # §9's first example: the indices per unit of weight
 
 
 def incentive_months():

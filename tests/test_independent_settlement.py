@@ -515,6 +515,7 @@ INCENTIVES = {"incentives": {
     "cmi_bands": [{"below": 0.9, "coefficient": 0.98}, {"below": 1.1, "coefficient": 1.0}, {"coefficient": 1.02}],
     "cost_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0}, {"coefficient": 0.99}],
     "time_bands": [{"below": 0.9, "coefficient": 1.01}, {"below": 1.1, "coefficient": 1.0}, {"coefficient": 0.99}]}}
+PER_WEIGHT = {"incentives": {**INCENTIVES["incentives"], "index_form": "per_weight"}}
 
 
 @pytest.mark.parametrize("los, coefficients", [
@@ -524,7 +525,7 @@ def test_the_incentives_worked_by_hand(los, coefficients):
     """settlement.md §9: indices, coefficients, settled points and payments."""
     cases = {("H1", "employee"): (40, 48, 4_800_000, 480), ("H2", "employee"): (40, 32, 3_840_000, 256),
              ("H3", "employee"): (20, 20, 1_360_000, 240)}
-    year = step_annual(_fund_limits_months(cases, los), {**FUND_LIMITS, **INCENTIVES}, "2026")
+    year = step_annual(_fund_limits_months(cases, los), {**FUND_LIMITS, **PER_WEIGHT}, "2026")
     h = [year["hospitals"][(x, "employee")] for x in ("H1", "H2", "H3")]
     assert [x["incentive"]["coefficient"] for x in h] == coefficients
     assert [x["incentive"]["cmi_index"] for x in h] == [Fraction("1.2"), Fraction("0.8"), Fraction(1)]
@@ -536,6 +537,38 @@ def test_the_incentives_worked_by_hand(los, coefficients):
         assert [x["payment"] for x in h] == [3_964_979, 2_539_406, 1_295_615]
     else:
         assert all(x["incentive"]["time_index"] is None for x in h)
+
+
+# settlement.md §9 group by group: hospital → group → (cases, cost cents, Σ length of stay); weights A 2, B 1, C 0.5
+GROUP_EXAMPLE = {"H1": {"A": (10, 2_100_000, 100), "B": (10, 900_000, 50)},
+                 "H2": {"B": (10, 1_100_000, 70), "C": (20, 2_400_000, 120)},
+                 "H3": {"A": (10, 1_400_000, 80), "C": (20, 1_600_000, 80)}}
+
+
+@pytest.mark.parametrize("form, coefficients, cost_index, time_index, payments", [
+    ("per_group", ["1.02", "0.960498", "1.0201"], ["1.05", "1.1667", "0.8"], ["0.9722", "1.1889", "0.8296"],
+     [3_977_273, 2_496_839, 1_325_888]),
+    ("per_weight", ["1.040502", "0.960498", "1.0201"], ["0.8421", "1.4737", "0.8421"], ["0.8", "1.52", "0.8533"],
+     [4_016_056, 2_471_508, 1_312_436])])
+def test_the_incentives_group_by_group_worked_by_hand(form, coefficients, cost_index, time_index, payments):
+    """settlement.md §9, the group-by-group example and the same year per weight, from the doc's numbers."""
+    w = {"A": Fraction(2), "B": Fraction(1), "C": Fraction(1, 2)}
+    months = _fund_limits_months()
+    for h, groups in GROUP_EXAMPLE.items():
+        m = months["2026-10"]["hospitals"][(h, "employee")]
+        m.update(cases=sum(v[0] for v in groups.values()), cost=sum(v[1] for v in groups.values()),
+                 weight_exact=sum(w[g] * v[0] for g, v in groups.items()),
+                 los=Fraction(sum(v[2] for v in groups.values())),
+                 groups={("drg", g): [v[0], v[1], Fraction(v[2])] for g, v in groups.items()})
+        months["2026-11"]["hospitals"][(h, "employee")].update(cases=0, cost=0)
+    inc = {"incentives": {**INCENTIVES["incentives"], "index_form": form}}
+    year = step_annual(months, {**FUND_LIMITS, **inc}, "2026")
+    h = [year["hospitals"][(x, "employee")] for x in ("H1", "H2", "H3")]
+    assert [x["incentive"]["coefficient"] for x in h] == [Fraction(c) for c in coefficients]
+    assert [x["incentive"]["cmi_index"] for x in h] == [Fraction("1.5"), Fraction("0.6667"), Fraction(1)]
+    assert [x["incentive"]["cost_index"] for x in h] == [Fraction(c) for c in cost_index]
+    assert [x["incentive"]["time_index"] for x in h] == [Fraction(c) for c in time_index]
+    assert [x["payment"] for x in h] == payments
 
 
 def test_the_dip_month_worked_by_hand():

@@ -106,6 +106,28 @@ def test_almost_everything_groups_and_bad_records_carry_reasons(grouped):
     assert set(grouped["fund"].to_pylist()) == {"employee", "resident"}
 
 
+def test_a_small_share_of_surgeries_unrelated_to_the_mdc_are_ambiguous(grouped, scheme):
+    """synth.toml unrelated_surgery_share: a medical case with an operating-room procedure of another MDC's
+    surgical ADRG; the teaching scheme's grouper puts it in its MDC's ambiguous group (歧义组 xQY)."""
+    status = np.array(grouped["status"].to_pylist(), dtype=object)
+    drg = np.array(pc.fill_null(grouped["drg"], "").to_pylist(), dtype=object)
+    amb = status == "ambiguous"
+    assert 0.003 < amb.mean() < 0.01
+    assert all(d.endswith("QY") and d[0] == m[3] for d, m in zip(drg[amb], np.array(grouped["mdc"].to_pylist())[amb]))
+    assert len(set(drg[amb])) >= 4                               # several MDCs
+    procs = grouped["procedures"].to_pylist()
+    is_or = dict(zip(scheme.proc_codes, np.asarray(scheme.proc_is_or).tolist()))
+    assert all(procs[i] and is_or[procs[i][0]] == 1 for i in np.flatnonzero(amb))   # an OR principal procedure
+    # dearer than the medical cases of their MDC (× unrelated_surgery_cost)
+    cost = grouped["total_cost"].to_numpy(zero_copy_only=False)
+    mdc = np.array(grouped["mdc"].to_pylist(), dtype=object)
+    adrg = np.array(pc.fill_null(grouped["adrg"], "").to_pylist(), dtype=object)
+    medical = (status == "grouped") & np.isin(np.array([a[1:2] for a in adrg]), list("RSTUVWXYZ"))
+    for m in set(mdc[amb]) - {"MDCO"}:
+        if (amb & (mdc == m)).sum() >= 5:
+            assert np.median(cost[amb & (mdc == m)]) > np.median(cost[medical & (mdc == m)]), m
+
+
 def test_newborns_and_birth_weight_bands(grouped):
     adrg = grouped["adrg"].to_numpy(zero_copy_only=False)
     bw = grouped["birth_weight_g"].to_numpy(zero_copy_only=False)

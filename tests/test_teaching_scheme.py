@@ -286,3 +286,37 @@ def test_the_project_compiles_and_groups_it_as_worked_by_hand():
     got = dict(zip(g["id"].to_pylist(), g["drg"].to_pylist()))
     assert got == {c[0]: c[7] for c in CASES}
     assert set(g["status"].to_pylist()) == {"grouped"}
+
+
+def test_the_teaching_rules_are_the_general_rules_with_ambiguous_groups():
+    """teaching_scheme/rules.toml = grouper/drg/rules/chs-drg-1.x.toml but its name and the MDCs with
+    an ambiguous group (歧义组 QY): the copy cannot drift from the general rules."""
+    from drgdip.grouper.drg.compile import DEFAULT_RULES
+    general = tomllib.loads(DEFAULT_RULES.read_text(encoding="utf-8"))
+    ours = tomllib.loads((FOLDER / "rules.toml").read_text(encoding="utf-8"))
+    assert ours.pop("ambiguous_group_mdcs") == ["MDCB", "MDCE", "MDCF", "MDCG", "MDCI", "MDCL", "MDCO"]
+    assert general.pop("ambiguous_group_mdcs") == []
+    ours.pop("name"), general.pop("name")
+    assert ours == general
+
+
+def test_a_surgery_unrelated_to_the_mdc_is_ambiguous():
+    """Heart failure (MDCF) with an appendectomy (GD1's procedure, MDCG): no surgical ADRG of MDCF takes it,
+    so FQY, status ambiguous; the same operation with appendicitis is GD1; a newborn's goes to PJ1's
+    MDC's medical ADRGs (MDCP has no ambiguous group)."""
+    import pyarrow as pa
+
+    from drgdip.grouper.drg.api import group_table, load_scheme
+
+    scheme = load_scheme(None)
+    assert [c for c in scheme.drg_codes if c.endswith("QY")] == ["BQY", "EQY", "FQY", "GQY", "IQY", "LQY", "OQY"]
+    t = pa.table({"id": ["hf-appendix", "appendicitis", "pneumonia-appendix", "newborn-appendix"],
+                  "sex": ["1"] * 4, "age": [70.0, 70.0, 70.0, 0.0], "age_days": pa.array([None, None, None, 3.0]),
+                  "birth_weight_g": pa.array([None, None, None, 3200.0]),
+                  "los_days": [9.0] * 4, "discharge_disposition": ["1"] * 4,
+                  "diagnoses": [["I50.000"], ["K35.800"], ["J18.900"], ["P59.900"]],
+                  "procedures": [["47.0900"]] * 4})
+    g = group_table(t, scheme)
+    assert g["drg"].to_pylist()[:3] == ["FQY", "GD15", "EQY"]     # GD15: GD1 without CC
+    assert g["status"].to_pylist()[:3] == ["ambiguous", "grouped", "ambiguous"]
+    assert g["mdc"].to_pylist()[3] == "MDCP" and g["status"].to_pylist()[3] != "ambiguous"

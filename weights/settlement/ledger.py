@@ -28,7 +28,8 @@ import pyarrow as pa
 from drgdip.arrowio import InputError
 
 SCHEMA_VERSION = 3      # 2: the fund's limits (issue 12): columns added, NULL in runs recorded before
-#                         3: readmission_tail (readmissions across months), created by the first run recorded
+#                         3: hospital_group_totals (consumption indices group by group, issue 12)
+#                            and readmission_tail (readmissions across months), created by the first run recorded
 
 #: the earlier months' stays a readmission can pair with (created inside a run's transaction, so a
 #: failed run leaves a ledger of before as it was)
@@ -65,6 +66,22 @@ ADDED_COLUMNS = (
     ("hospital_results", "held_cases", "INTEGER NOT NULL DEFAULT 0"),
     ("hospital_results", "held_cost_cents", "INTEGER NOT NULL DEFAULT 0"),
 )
+#: tables added after version 1: (name, DDL); created, like the columns, inside the transaction
+#: of the first run recorded with this version (a failed run leaves an old ledger as it was)
+ADDED_TABLES = (
+    # per monthly run, hospital, payment method and group: the priced cases, their cost and Σ length
+    # of stay, for 费用/时间消耗指数 group by group (docs/settlement.md §9); no rows in runs recorded before
+    ("hospital_group_totals", """CREATE TABLE IF NOT EXISTS hospital_group_totals (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    hospital_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    cases INTEGER NOT NULL,
+    cost_cents INTEGER NOT NULL,
+    los_days REAL NOT NULL,
+    PRIMARY KEY (run_id, hospital_id, method, group_key))"""),
+)
+GROUP_FIELDS = ("hospital_id", "method", "group_key", "cases", "cost_cents", "los_days")
 #: added columns read as 0 (not NULL) where a ledger of before has none
 ZERO_DEFAULT = frozenset(("held_cases", "held_cost_cents"))
 
@@ -154,6 +171,8 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     for stmt in TAIL_DDL.split(";"):
         if stmt.strip():
             conn.execute(stmt)
+    for _, ddl in ADDED_TABLES:
+        conn.execute(ddl)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
@@ -271,6 +290,7 @@ def record_run(conn: sqlite3.Connection, settlement, *, policy, inputs: dict[str
                 data = zip(*(part[c].to_pylist() for c in names))
                 conn.executemany(sql, [(run_id, lo + i, key_kind, *(None if isinstance(v, float) and v != v else v
                                                                     for v in r)) for i, r in enumerate(data)])
+        _record_groups(conn, run_id, getattr(settlement, "groups", None))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -324,6 +344,40 @@ def monthly_rows(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[st
     types = {"hospital_id": pa.string(), "fund": pa.string(), "weight_sum": pa.float64(), "points": pa.float64(),
              "point_value": pa.float64(), "los_days": pa.float64()}
     return pa.table({n: pa.array(list(c), types.get(n, pa.int64())) for n, c in zip(names, cols)}), months
+
+
+def _record_groups(conn: sqlite3.Connection, run_id: int, groups: pa.Table | None) -> None:
+    """A monthly run's totals per hospital, method and group (inside record_run's transaction)."""
+    if groups is None or groups.num_rows == 0:
+        return
+    conn.executemany(f"INSERT INTO hospital_group_totals (run_id, {', '.join(GROUP_FIELDS)}) VALUES "
+                     f"(?, {', '.join('?' * len(GROUP_FIELDS))})",
+                     [(run_id, *r) for r in zip(*(groups[c].to_pylist() for c in GROUP_FIELDS))])
+
+
+def group_totals(conn: sqlite3.Connection, year: str) -> tuple[pa.Table, list[str]]:
+    """The year's totals per hospital, method and group (GROUP_FIELDS, summed over its current
+    monthly runs; sorted), and the months with priced cases but no group rows (recorded before
+    the ledger kept them: the consumption indices group by group cannot be computed)."""
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    months = conn.execute(
+        "SELECT r.period, r.run_id, (SELECT COALESCE(SUM(h.cases), 0) FROM hospital_results h WHERE h.run_id=r.run_id)"
+        " FROM runs r WHERE r.kind='monthly' AND r.current=1 AND r.period LIKE ? ORDER BY r.period",
+        (f"{year}-%",)).fetchall()
+    if "hospital_group_totals" not in have:
+        return pa.table({c: pa.array([], pa.float64() if c == "los_days" else pa.string() if c in
+                                      ("hospital_id", "method", "group_key") else pa.int64()) for c in GROUP_FIELDS}), \
+            [p for p, _, c in months if c]
+    with_rows = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM hospital_group_totals")}
+    missing = [p for p, run, c in months if c and run not in with_rows]
+    data = conn.execute(
+        "SELECT g.hospital_id, g.method, g.group_key, SUM(g.cases), SUM(g.cost_cents), SUM(g.los_days)"
+        " FROM hospital_group_totals g JOIN runs r USING (run_id) WHERE r.kind='monthly' AND r.current=1"
+        " AND r.period LIKE ? GROUP BY g.hospital_id, g.method, g.group_key"
+        " ORDER BY g.hospital_id, g.method, g.group_key", (f"{year}-%",)).fetchall()
+    cols = list(zip(*data)) if data else [[] for _ in GROUP_FIELDS]
+    types = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.int64(), pa.float64())
+    return pa.table({n: pa.array(list(c), t) for n, c, t in zip(GROUP_FIELDS, cols, types)}), missing
 
 
 def annual_funds(conn: sqlite3.Connection, year: str) -> dict[str, tuple[float, int]]:

@@ -29,6 +29,7 @@ SMALL_GROUP_RULES = ("adrg", "raw", "none")
 RESERVE_CAPS = ("none", "budget", "budget_and_reserve")
 PROJECTIONS = ("none", "policy", "history")
 INDICATORS = ("cmi", "cost", "time")
+INDEX_FORMS = ("per_group", "per_weight")     # [incentives] index_form: 消耗指数 group by group, or per unit of weight
 SHORT_STAY_RULES = ("normal", "unpriced")
 FFS_CLASSES = ("ambiguous", "ungroupable", "unweighted")
 CODE_COLUMNS = ("drg", "code", "adrg", "group", "dip_group")   # a basic-groups file's code column, first found
@@ -187,6 +188,7 @@ class FundLimits:
     quality_bands: tuple[QualityBand, ...] = (QualityBand(None, 1.0),)   # 考核得分 → 返还比例
     quality_missing_refund: float = 1.0                 # a hospital without a score
     incentive_bands: dict = field(default_factory=dict)  # indicator → tuple[Band] (激励系数)
+    index_form: str = "per_group"                       # 消耗指数: per_group (DRG 绩效评价) | per_weight
 
     @property
     def quality_on(self) -> bool:
@@ -567,7 +569,7 @@ def parse_fund_limits(merged: dict, r: _Reader) -> FundLimits:
     if qb[-1].below is not None:
         r.fail("quality.bands", "the last band must have no 'below' (it covers the rest)")
     inc = merged["incentives"]
-    r.known(inc, "incentives", {f"{k}_bands" for k in INDICATORS})
+    r.known(inc, "incentives", {f"{k}_bands" for k in INDICATORS} | {"index_form"})
     incentive = {k: r.bands(inc, "incentives", f"{k}_bands", "coefficient", 0.0, None)
                  for k in INDICATORS if f"{k}_bands" in inc}
     incentive = {k: v for k, v in incentive.items() if v != (Band(None, 1.0),)}
@@ -578,7 +580,7 @@ def parse_fund_limits(merged: dict, r: _Reader) -> FundLimits:
         projected=projected, projected_points=pts, projected_personal_share=pps,
         projected_growth=r.number(pv, "point_value", "growth", -1.0),
         quality_bands=tuple(qb), quality_missing_refund=r.number(q, "quality", "missing_refund", 0.0, 1.0),
-        incentive_bands=incentive)
+        incentive_bands=incentive, index_form=r.choice(inc, "incentives", "index_form", INDEX_FORMS))
 
 
 def weight_table_map(section: dict, where: str = "policy") -> dict:

@@ -537,7 +537,7 @@ def settle_month(period: str, records_path, *, policy_path, weights_path, ledger
         scratch = tempfile.mkdtemp(prefix=".settle-") if tmp is None else None
         # the per-case state (13 bytes a case) and the cents go to files: flat memory
         totals = MonthTotals(policy, period, rows + (recovered.num_rows if recovered is not None else 0),
-                             pool_total=pool, spill=tmp if tmp is not None else scratch)
+                             pool_total=pool, spill=tmp if tmp is not None else scratch, group_column=group_column)
         reasons: dict[str, int] = {}
         methods: dict[str, int] = {}
         unpriced: dict[str, int] = {}
@@ -850,13 +850,14 @@ def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool
         monthly, months = ledger_mod.monthly_rows(conn, year)
         previous = ledger_mod.annual_funds(conn, str(int(year) - 1))
         pool = _annual_pool(conn, method, policy, year)
+        groups = _year_groups(conn, policy, year)
     if len(months) < 12:
         missing = [f"{year}-{m:02d}" for m in range(1, 13) if f"{year}-{m:02d}" not in months]
         if not partial_year:
             raise InputError(f"annual settlement of {year}: {len(missing)} month(s) not settled "
                              f"({', '.join(missing)}); settle them, or pass --partial-year to spread the year's "
                              f"budget over the {len(months)} settled month(s)")
-    result = settle_year(monthly, policy, year, scores=score_map, previous=previous, pool_total=pool)
+    result = settle_year(monthly, policy, year, scores=score_map, previous=previous, pool_total=pool, groups=groups)
     if len(months) < 12:
         result.notes.append(f"only {len(months)} month(s) settled in {year}: {', '.join(months)} (--partial-year)")
     inputs = {"policy": policy.sha256, "months": ",".join(months)}
@@ -878,6 +879,22 @@ def settle_annual(year: str, *, policy_path, ledger_path, out=None, reopen: bool
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _year_groups(conn, policy, year: str):
+    """The year's totals per hospital and group for the consumption indices group by group
+    (``incentives.index_form = "per_group"``), or None when the policy does not need them; a
+    month recorded before the ledger kept them is refused (its totals cannot be rebuilt)."""
+    lim = policy.fund_limits
+    if lim.index_form != "per_group" or not ({"cost", "time"} & set(lim.incentive_bands)):
+        return None
+    groups, missing = ledger_mod.group_totals(conn, year)
+    if missing:
+        raise InputError(f"annual settlement of {year}: incentives.index_form = \"per_group\" needs each month's "
+                         f"totals per hospital and group, which month(s) {', '.join(missing)} (recorded before the "
+                         "ledger kept them) lack; settle them again (--reopen), or set incentives.index_form = "
+                         "\"per_weight\"")
+    return groups
 
 
 def _annual_pool(conn, method: str, policy, year: str):

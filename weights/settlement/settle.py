@@ -50,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from drgdip.arrowio import canonical_columns, numeric, text
+from drgdip.arrowio import InputError, canonical_columns, numeric, text
 from drgdip.weights.settlement.points import price_cases  # noqa: F401  (re-exported: part of this API)
 from drgdip.weights.settlement.policy import FUNDS, Band, Policy
 
@@ -68,6 +68,7 @@ class Settlement:
     funds: dict[str, dict]                       # fund → figures (money in yuan)
     cases: pa.Table | None = None                # priced cases + amount, fund_amount (yuan)
     notes: list[str] = field(default_factory=list)
+    groups: pa.Table | None = None               # monthly: per hospital and group (GROUP_TOTAL_COLUMNS)
 
     def summary(self) -> dict:
         return {"period": self.period, "kind": self.kind, "funds": self.funds, "notes": self.notes}
@@ -528,6 +529,84 @@ def _np(a, fill):
     return pc.fill_null(a, fill).to_numpy(zero_copy_only=False)
 
 
+#: the month's totals per hospital and group (the ledger's ``hospital_group_totals``), for the
+#: consumption indices group by group (消耗指数, docs/settlement.md §9)
+GROUP_TOTAL_COLUMNS = ("hospital_id", "method", "group_key", "cases", "cost_cents", "los_days")
+
+
+class GroupTotals:
+    """Per (hospital, payment method, group) of the month's priced cases (those with points):
+    cases, cost in cents (exact integer sums) and Σ length of stay (float64, added in row
+    order). The group is the case's ``group_column`` value, a DIP-priced case's
+    ``dip_group``; "" when it has none. Per-diem and fee-for-service cases are kept too
+    (their method says so), so the rows add up to the hospital rows' cases and cost."""
+
+    def __init__(self, group_column: str = "drg"):
+        self.group_column = group_column
+        self._groups: dict[str, int] = {}
+        self._methods: dict[str, int] = {}
+        self._pairs: dict[int, int] = {}
+        self.cases = np.zeros(0, np.int64)
+        self.cost = np.zeros(0, np.int64)
+        self.los = np.zeros(0, np.float64)
+
+    @staticmethod
+    def _ids(values: pa.Array, known: dict[str, int]) -> np.ndarray:
+        enc = pc.dictionary_encode(values)
+        local = np.array([known.setdefault(v, len(known)) for v in enc.dictionary.to_pylist()] or [0],
+                         dtype=np.int64)
+        return local[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+    def add(self, priced, hid: np.ndarray, pool: np.ndarray, cost_cents: np.ndarray, los: np.ndarray) -> None:
+        """Count a batch: ``hid`` the cases' hospital ids (MonthTotals'), ``pool`` the priced rows."""
+        n = priced.num_rows
+        if not pool.any():
+            return
+        names = priced.schema.names
+        if "payment_method" in names:
+            method = pc.fill_null(priced.column("payment_method"), "")
+        else:
+            method = pa.array(["dip" if self.group_column.lower().startswith(("dip", "_dip")) else "drg"] * n,
+                              pa.string())
+        group = (text(priced.column(self.group_column), n) if self.group_column in names
+                 else pa.nulls(n, pa.string()))
+        if "dip_group" in names:
+            group = pc.if_else(pc.fill_null(pc.equal(method, "dip"), False), text(priced.column("dip_group"), n),
+                               group)
+        group = pc.fill_null(group, "")
+        method, group = (x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x for x in (method, group))
+        m = pa.array(pool, pa.bool_())
+        gid = self._ids(pc.filter(group, m), self._groups)
+        mid = self._ids(pc.filter(method, m), self._methods)
+        key = (hid[pool].astype(np.int64) << 40) | (mid << 32) | gid
+        uniq, inverse = np.unique(key, return_inverse=True)
+        pair = np.array([self._pairs.setdefault(int(x), len(self._pairs)) for x in uniq.tolist()],
+                        dtype=np.int64)[inverse.ravel()]
+        size = len(self._pairs)
+        if len(self.cases) < size:
+            extra = max(size, 2 * len(self.cases)) - len(self.cases)
+            self.cases = np.concatenate([self.cases, np.zeros(extra, np.int64)])
+            self.cost = np.concatenate([self.cost, np.zeros(extra, np.int64)])
+            self.los = np.concatenate([self.los, np.zeros(extra, np.float64)])
+        np.add.at(self.cases, pair, 1)
+        np.add.at(self.cost, pair, np.asarray(cost_cents, np.int64)[pool])
+        np.add.at(self.los, pair, np.asarray(los, np.float64)[pool])
+
+    def table(self, hospital_names: list[str]) -> pa.Table:
+        """The rows (GROUP_TOTAL_COLUMNS), sorted by hospital, method and group."""
+        keys = np.array(list(self._pairs), dtype=np.int64)
+        at = np.array(list(self._pairs.values()), dtype=np.int64)
+        groups, methods = list(self._groups), list(self._methods)
+        names = np.asarray(hospital_names, dtype=object)
+        t = pa.table({
+            "hospital_id": pa.array(names[keys >> 40].tolist() if len(keys) else [], pa.string()),
+            "method": pa.array([methods[i] for i in ((keys >> 32) & 0xFF).tolist()], pa.string()),
+            "group_key": pa.array([groups[i] for i in (keys & 0xFFFFFFFF).tolist()], pa.string()),
+            "cases": pa.array(self.cases[at], pa.int64()), "cost_cents": pa.array(self.cost[at], pa.int64()),
+            "los_days": pa.array(self.los[at], pa.float64())})
+        return t.sort_by([("hospital_id", "ascending"), ("method", "ascending"), ("group_key", "ascending")])
+
+
 class CaseStore:
     """Per case: points (float64, NaN when unpriced), fund (int8) and hospital (int32), 13 bytes,
     appended batch by batch and read back in chunks of CHUNK rows. In memory, or with
@@ -642,11 +721,15 @@ class MonthTotals:
     """
     WIDTH = len(FUNDS) + 1
 
-    def __init__(self, policy: Policy, period: str, rows: int | None = None, pool_total=None, spill=None):
+    def __init__(self, policy: Policy, period: str, rows: int | None = None, pool_total=None, spill=None,
+                 group_column: str = "drg"):
         """``rows``: the number of cases to come, when known (a check). ``pool_total``: see
         :func:`_point_value`. ``spill``: a folder for the per-case state (:class:`CaseStore`):
-        the memory is then flat in the number of cases."""
+        the memory is then flat in the number of cases. ``group_column``: the cases' group
+        (a DIP-priced case's is its ``dip_group``), for the totals per hospital and group
+        (:class:`GroupTotals`)."""
         self.policy, self.period, self.pool_total = policy, period, pool_total
+        self.groups = GroupTotals(group_column)
         self.store = CaseStore(spill)
         self._cap = rows
         self._finished = False
@@ -705,6 +788,9 @@ class MonthTotals:
             held = _np(pc.equal(priced.column("review_status"), "held"), False).astype(bool) & ~pool
             np.add.at(self.held, cell[held], 1)
             np.add.at(self.held_cost, cell[held], cost[held])
+        self.groups.add(priced, hid, pool, cost,
+                        np.nan_to_num(_np(numeric(priced.column(cols["los_days"]), n)[0], 0.0))
+                        if "los_days" in cols else np.zeros(n, np.float64))
         if self._cap is not None and self.rows + n > self._cap:
             raise ValueError(f"more than the {self._cap} cases announced")
         self.store.append(points, fcode, hid)
@@ -900,6 +986,7 @@ class MonthTotals:
             **({"held_cents": held} if hold_share else {}), "los_days": self.los[sorted_cells],
             "held_cases": self.held[sorted_cells], "held_cost_cents": self.held_cost[sorted_cells],
         }).filter(pa.array(keep_key, pa.bool_()))
+        groups = self.groups.table(names)
         for f in funds:
             m = np.asarray(hospitals["fund"].to_pylist(), dtype=object) == f
             h = hospitals.filter(pa.array(m, pa.bool_()))
@@ -915,7 +1002,7 @@ class MonthTotals:
         if int(hospitals["held_cases"].to_numpy().sum()):
             notes.append(held_note(hospitals["hospital_id"].to_pylist(), hospitals["held_cases"].to_numpy(),
                                    hospitals["held_cost_cents"].to_numpy()))
-        return Settlement(period, "monthly", hospitals, funds, None, notes), amount
+        return Settlement(period, "monthly", hospitals, funds, None, notes, groups), amount
 
 
 def case_amounts(priced: pa.Table | pa.RecordBatch, amount_cents: np.ndarray):
@@ -935,10 +1022,11 @@ def case_amounts(priced: pa.Table | pa.RecordBatch, amount_cents: np.ndarray):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def settle_period(priced: pa.Table, policy: Policy, period: str) -> Settlement:
+def settle_period(priced: pa.Table, policy: Policy, period: str, group_column: str = "drg") -> Settlement:
     """Monthly pre-settlement of cases priced by :func:`price_cases` (see the module doc);
-    :class:`MonthTotals` gives the same batch by batch."""
-    totals = MonthTotals(policy, period)
+    :class:`MonthTotals` gives the same batch by batch (``group_column``: the cases' group, for
+    the totals per hospital and group, :class:`GroupTotals`)."""
+    totals = MonthTotals(policy, period, group_column=group_column)
     totals.add(priced)
     result, amount = totals.finish()
     result.cases = case_amounts(priced, amount)
@@ -971,7 +1059,8 @@ def band_share(amount: np.ndarray, base: np.ndarray, bands: tuple[Band, ...]) ->
 
 
 def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, float] | None = None,
-                previous: dict[str, tuple[float, int]] | None = None, pool_total=None) -> Settlement:
+                previous: dict[str, tuple[float, int]] | None = None, pool_total=None,
+                groups: pa.Table | None = None) -> Settlement:
     """Annual settlement (年度清算) from the months' per-hospital rows (see the module doc and
     docs/settlement.md §1.6 and §7).
 
@@ -980,7 +1069,10 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
     unpriced_cost_cents, optionally los_days (one row per hospital, fund and month).
     ``scores``: hospital → year-end assessment score (质量考核得分) for the quality refund;
     ``previous``: fund → (total points, personal share in cents) of the previous year's
-    annual settlement, for ``point_value.projected = "history"``."""
+    annual settlement, for ``point_value.projected = "history"``; ``groups``: the year's totals
+    per hospital and group (GROUP_TOTAL_COLUMNS, the ledger's months summed:
+    :func:`weights.settlement.ledger.group_totals`), needed by ``incentives.index_form =
+    "per_group"`` with cost or time bands."""
     lim = policy.fund_limits
     hid, hfund, key = _hospital_keys(monthly["hospital_id"], fund_codes(monthly["fund"]))
     k = len(hid)
@@ -999,7 +1091,8 @@ def settle_year(monthly: pa.Table, policy: Policy, year: str, scores: dict[str, 
     los_h = None
     if "los_days" in monthly.column_names and monthly["los_days"].null_count == 0:
         los_h = ftot("los_days")
-    coef, indicators, inc_reason = incentive_coefficients(hid, cases_n, wsum, cost_h, los_h, lim.incentive_bands)
+    coef, indicators, inc_reason = incentive_coefficients(hid, cases_n, wsum, cost_h, los_h, lim.incentive_bands,
+                                                          lim.index_form, groups)
     settled_points = points_h
     if lim.incentive_bands:              # points × coefficient, exactly, then the nearest float64
         settled_points = np.array([float(exact_binary(p) * c) for p, c in zip(points_h.tolist(), coef)])
@@ -1157,14 +1250,64 @@ def _index4(x: float) -> float:
     return float(Fraction(half_up(Fraction(Decimal(repr(float(x)))) * 10000), 10000))
 
 
+def _exact4(x: Fraction) -> float:
+    """An exact indicator rounded half up to 4 decimals, as a float (banded as printed)."""
+    return float(Fraction(half_up(x * 10000), 10000))
+
+
+#: payment methods whose cases enter the indices group by group (priced by their group)
+GROUP_METHODS = ("drg", "dip")
+
+
+def group_indices(groups: pa.Table) -> dict[str, dict[str, float]]:
+    """费用消耗指数 and 时间消耗指数 group by group (DRG 绩效评价; DOMAIN.md §8), exactly, per hospital:
+
+    ``cost`` = Σ_g n_hg × k_hg ÷ Σ_g n_hg, k_hg = (C_hg ÷ n_hg) ÷ (C_g ÷ N_g): the hospital's mean
+    cost in group g over the region's mean cost in g, weighted by the hospital's cases in g
+    (n_hg, C_hg: its cases and cost in g; N_g, C_g: the region's, all hospitals); so
+    ``cost`` = Σ_g C_hg × N_g ÷ C_g ÷ Σ_g n_hg. ``time``: the same with the lengths of stay.
+    Over the cases priced by their group (payment method drg or dip; a DIP group is compared
+    with DIP cases, a DRG group with DRG cases); a group whose region total is 0 is left out
+    of both sums. Returns {hospital: {"cost": x, "time": y}}, each rounded half up to 4
+    decimals, NaN when no group is left."""
+    method = groups["method"].to_pylist()
+    keep = [m in GROUP_METHODS for m in method]
+    hosp = [h for h, k in zip(groups["hospital_id"].to_pylist(), keep) if k]
+    key = [(m, g) for m, g, k in zip(method, groups["group_key"].to_pylist(), keep) if k]
+    n = [c for c, k in zip(groups["cases"].to_pylist(), keep) if k]
+    cost = [c for c, k in zip(groups["cost_cents"].to_pylist(), keep) if k]
+    los = [exact_binary(x) for x, k in zip(groups["los_days"].to_pylist(), keep) if k]
+    region: dict[tuple, list] = {}
+    for g, c, m, lo in zip(key, n, cost, los):
+        r = region.setdefault(g, [0, 0, Fraction(0)])
+        r[0] += c
+        r[1] += m
+        r[2] += lo
+    acc: dict[str, list] = {}
+    for h, g, c, m, lo in zip(hosp, key, n, cost, los):
+        a = acc.setdefault(h, [Fraction(0), 0, Fraction(0), 0])   # Σ C_hg N_g / C_g, Σ n_hg, the same for time
+        big_n, big_c, big_l = region[g]
+        if big_c > 0:
+            a[0] += Fraction(m * big_n, big_c)
+            a[1] += c
+        if big_l > 0:
+            a[2] += lo * big_n / big_l
+            a[3] += c
+    return {h: {"cost": _exact4(a[0] / a[1]) if a[1] else np.nan,
+                "time": _exact4(a[2] / a[3]) if a[3] else np.nan} for h, a in acc.items()}
+
+
 def incentive_coefficients(hid: np.ndarray, cases: np.ndarray, wsum: np.ndarray, cost_cents: np.ndarray,
-                           los: np.ndarray | None, bands: dict) -> tuple[list[Fraction], dict, list[str]]:
+                           los: np.ndarray | None, bands: dict, form: str = "per_weight",
+                           groups: pa.Table | None = None) -> tuple[list[Fraction], dict, list[str]]:
     """激励系数 per (hospital, fund) row: the product of each indicator's band coefficient.
 
     Indicators per hospital (all its funds together) against the region (all hospitals), each
-    rounded half up to 4 decimals: ``cmi`` = (Σ weight / Σ cases) ÷ the region's; ``cost``
-    (费用消耗指数) = (Σ cost / Σ weight) ÷ the region's; ``time`` (时间消耗指数) = (Σ length
-    of stay / Σ weight) ÷ the region's (needs the months' lengths of stay in the ledger)."""
+    rounded half up to 4 decimals: ``cmi`` = (Σ weight / Σ cases) ÷ the region's. ``form``
+    ``per_group`` (policy ``incentives.index_form``): ``cost`` (费用消耗指数) and ``time``
+    (时间消耗指数) group by group from ``groups`` (:func:`group_indices`); ``per_weight``:
+    ``cost`` = (Σ cost / Σ weight) ÷ the region's, ``time`` = (Σ length of stay / Σ weight) ÷
+    the region's (needs the months' lengths of stay in the ledger)."""
     k = len(hid)
     names = sorted(set(hid.tolist()))
     pos = {h: i for i, h in enumerate(names)}
@@ -1176,12 +1319,21 @@ def incentive_coefficients(hid: np.ndarray, cases: np.ndarray, wsum: np.ndarray,
     out = {"cmi": np.full(k, np.nan), "cost": np.full(k, np.nan), "time": np.full(k, np.nan)}
     with np.errstate(invalid="ignore", divide="ignore"):
         region_cmi, region_cost = w.sum() / c.sum(), cost.sum() / w.sum()
-        raw = {"cmi": (w / c) / region_cmi, "cost": (cost / w) / region_cost}
-        if los is not None:
-            lo = np.bincount(idx, los, n)
-            raw["time"] = (lo / w) / (lo.sum() / w.sum())
+        raw = {"cmi": (w / c) / region_cmi}
+        if form == "per_weight":
+            raw["cost"] = (cost / w) / region_cost
+            if los is not None:
+                lo = np.bincount(idx, los, n)
+                raw["time"] = (lo / w) / (lo.sum() / w.sum())
     for name, v in raw.items():
         out[name] = np.array([_index4(x) if np.isfinite(x) else np.nan for x in v[idx]])
+    if form == "per_group" and groups is None and ("cost" in bands or "time" in bands):
+        raise InputError("incentives.index_form = \"per_group\" needs the year's totals per hospital and group "
+                         "(the months' group totals in the ledger)")
+    if form == "per_group" and groups is not None:
+        per = group_indices(groups)
+        for name in ("cost", "time"):
+            out[name] = np.array([per.get(h, {}).get(name, np.nan) for h in hid.tolist()], dtype=np.float64)
     coef = [Fraction(1)] * k                   # exact: the product of the bands' coefficients as written
     reason = ["INCENTIVE_BANDS"] * k
     for name, b in bands.items():
