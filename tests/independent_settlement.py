@@ -761,7 +761,8 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
             continue
         later = cases[ib]
         earlier = cases[ia] if ia < n else kept[ia - n]
-        later["readmission_of"] = earlier["id"]     # every stay paired (policy.md [readmission])
+        if later.get("pricing_reason") != "SETTLED_BY_OTHER_METHOD":   # settlement.md: no readmission columns
+            later["readmission_of"] = earlier["id"]     # every stay paired (policy.md [readmission])
         if later["points"] is not None and later["case_type"] != "special_review":
             later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS")
             if rd["payment"] == "second_unpaid":
@@ -1977,7 +1978,7 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
         decisions, drows = read_decisions(dpath) if dpath.exists() else (None, [])
         tail: list = []
         month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region, decisions,
-                                kept, tail)
+                                kept=kept, tail_out=tail)
         kept += tail
         if dpath.exists():
             got = _read_csv(dpath)

@@ -150,9 +150,12 @@ def test_combine_pair_split_over_batches_is_the_same(tmp_path):
                                                       [15000]), OCTOBER.slice(0, 1)])
     one, _ = _settle(tmp_path, "2026-10", both, policy, batch_size=1, name="one")
     with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:
-        conn.execute("DELETE FROM readmission_tail")
-        conn.execute("DELETE FROM hospital_results")
-        conn.execute("DELETE FROM fund_results")
+        # every table keyed by a run (the run ids are given again from 1)
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if t != "runs" and any(c[1] == "run_id" for c in conn.execute(f"PRAGMA table_info({t})"))]
+        assert {"readmission_tail", "hospital_results", "fund_results"} <= set(tables)
+        for t in tables:
+            conn.execute(f"DELETE FROM {t}")
         conn.execute("DELETE FROM runs")
         conn.commit()
     whole, _ = _settle(tmp_path, "2026-10", both, policy, name="whole")
