@@ -440,6 +440,63 @@ def text(array: pa.Array | pa.ChunkedArray | None, length: int) -> pa.Array:
     return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
 
 
+#: hash partitions of :func:`repeated_values` (by the hash's top bits): one is in memory at a time
+HASH_PARTITIONS = 16
+
+
+def value_hashes(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash (uint64) of each string of VALUES (no nulls), the same in every process."""
+    import pandas as pd
+    return np.asarray(pd.util.hash_array(np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)),
+                      np.uint64)
+
+
+def repeated_values(read, spill_dir=None) -> tuple[pa.Array, int]:
+    """(the strings occurring more than once, number of values read, nulls included) over the
+    string arrays ``read()`` yields (``read`` is called once, twice when two hashes are equal: a
+    file's id column read again). A first read writes a 64-bit hash per value into
+    :data:`HASH_PARTITIONS` files by the hash's top bits (in ``spill_dir``, default the
+    system's temporary folder), each partition is then sorted alone (memory: 8 bytes per value
+    of one partition); the second read collects the values of the repeated hashes and counts
+    them exactly, so a hash collision never makes a value repeated. Nulls are never repeated;
+    the result is in order of first occurrence."""
+    rows = 0
+    shift = np.uint64(64 - int(HASH_PARTITIONS).bit_length() + 1)
+    twice_parts = []
+    with tempfile.TemporaryDirectory(prefix=".drgdip-ids-", dir=spill_dir) as d:
+        files = [open(Path(d) / f"h{i}", "w+b") for i in range(HASH_PARTITIONS)]
+        try:
+            for values in read():
+                rows += len(values)
+                h = value_hashes(values.drop_null())
+                part = (h >> shift).astype(np.intp)
+                order = np.argsort(part, kind="stable")
+                bounds = np.searchsorted(part[order], np.arange(HASH_PARTITIONS + 1))
+                hs = h[order]
+                for i in range(HASH_PARTITIONS):
+                    if bounds[i + 1] > bounds[i]:
+                        hs[bounds[i]:bounds[i + 1]].tofile(files[i])
+            for fh in files:
+                fh.flush()
+                fh.seek(0)
+                h = np.fromfile(fh, np.uint64)
+                h.sort()
+                twice_parts.append(np.unique(h[1:][h[1:] == h[:-1]]))
+                del h
+        finally:
+            for fh in files:
+                fh.close()
+    twice = np.concatenate(twice_parts)
+    if twice.size == 0:
+        return pa.array([], pa.string()), rows
+    found = []
+    for values in read():
+        values = values.drop_null()
+        found.append(values.filter(pa.array(np.isin(value_hashes(values), twice))))
+    vc = pc.value_counts(pa.chunked_array(found, pa.string()))
+    return vc.field("values").filter(pc.greater(vc.field("counts"), 1)), rows
+
+
 # ---------------------------------------------------------------- writing
 
 class AtomicWriter:

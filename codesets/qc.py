@@ -153,7 +153,7 @@ class _View:
     """Canonical, typed columns of one batch, built on demand and cached."""
 
     def __init__(self, batch: pa.Table, code_tables: dict | None, limits: dict | None = None,
-                 grouping=None, fund_labels=None, seen_ids: set | None = None):
+                 grouping=None, fund_labels=None, seen_ids=None, first_row: int = 0):
         self.t = batch
         self.n = batch.num_rows
         self.cols = canonical_columns(batch.schema)
@@ -164,6 +164,7 @@ class _View:
         self.grouping = grouping
         self.fund_labels = fund_labels
         self.seen_ids = seen_ids
+        self.first_row = first_row       # the batch's first record's number in its file (ids of a file without any)
         self._cache: dict = {}
 
     def grouped(self) -> pa.Table | None:
@@ -197,7 +198,8 @@ class _View:
     def ids(self) -> pa.Array:
         if "ids" not in self._cache:
             ids = text(self.raw("id"), self.n)
-            fallback = pa.array([f"#{i}" for i in range(self.n)]) if not self.has("id") else None
+            fallback = pa.array([f"#{i}" for i in range(self.first_row, self.first_row + self.n)],
+                                pa.string()) if not self.has("id") else None
             self._cache["ids"] = fallback if fallback is not None else ids
         return self._cache["ids"]
 
@@ -566,7 +568,9 @@ def _k_duplicate_id(v: _View, r: Rule):
     dup = np.zeros(n, dtype=bool)
     lr = later["row"].to_numpy()
     dup[lr[lr > later["row_min"].to_numpy()]] = True
-    if v.seen_ids is not None:
+    if isinstance(v.seen_ids, RepeatedIds):
+        dup |= v.seen_ids.met_before(ids, first["id"])
+    elif v.seen_ids is not None:
         # the batch's distinct ids against those met before: work in the batch's size, not the file's
         distinct = first["id"].to_pylist()
         if v.seen_ids:
@@ -578,6 +582,31 @@ def _k_duplicate_id(v: _View, r: Rule):
         v.seen_ids.update(distinct)
     rows = np.flatnonzero(dup)
     return _Hits(rows, "id", ids.take(pa.array(rows, pa.int64())))
+
+
+class RepeatedIds:
+    """The duplicate-id state of one file in bounded memory (what :func:`check_file` keeps instead
+    of every id met): the ids occurring more than once in the file, found first by a read of its
+    id column alone (:func:`arrowio.repeated_values`), and which of them were met so far (a byte
+    each). Memory grows with the file's repeated ids, not with its records."""
+
+    def __init__(self, repeated: pa.Array):
+        self.repeated = repeated
+        self.met = np.zeros(len(repeated), dtype=bool)
+
+    def met_before(self, ids: pa.Array, distinct) -> np.ndarray:
+        """True for each of IDS (a batch's) met in an earlier batch; DISTINCT (the batch's distinct
+        non-null ids) are then marked met."""
+        if not len(self.repeated):
+            return np.zeros(len(ids), dtype=bool)
+        if isinstance(distinct, pa.ChunkedArray):
+            distinct = distinct.combine_chunks()
+        at = np.asarray(pc.index_in(distinct, value_set=self.repeated).drop_null().to_numpy(), np.int64)
+        before = at[self.met[at]]
+        self.met[at] = True
+        if not before.size:
+            return np.zeros(len(ids), dtype=bool)
+        return _np_bool(pc.is_in(ids, value_set=self.repeated.take(pa.array(before, pa.int64()))))
 
 
 def _np_bool(a) -> np.ndarray:
@@ -628,12 +657,12 @@ def run_qc(batch_or_table, rules=None, code_tables: dict | None = None, *, lang:
 
 
 def _findings(table: pa.Table, rules, code_tables, lang, scheme, only, *, grouping=None, fund_labels=None,
-              seen_ids=None) -> pa.Table:
+              seen_ids=None, first_row: int = 0) -> pa.Table:
     """Findings with the helper column ``_row`` (row index in ``table``)."""
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
     limits = grouper_limits(getattr(scheme, "validation", None))
-    view = _View(table, code_tables, limits, grouping, fund_labels, seen_ids)
+    view = _View(table, code_tables, limits, grouping, fund_labels, seen_ids, first_row)
     ids = view.ids()
     parts = []
     for order, rule in enumerate(rules):
@@ -727,8 +756,11 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
     ``progress``: called with the number of records of each batch done (a progress bar's update).
 
     ``scheme``, ``grouping``, ``fund_labels``: as for :func:`run_qc`. Duplicate ids are
-    found across the whole file (the ids met so far are kept in memory). Files are read
-    and written through the project's I/O module (``arrowio``, imported here only)."""
+    found across the whole file in bounded memory: a first read of the id column alone finds
+    the ids the file repeats (:class:`RepeatedIds`; hash partitions spilled beside ``out``, or
+    in the system's temporary folder), and the summary counts are merged batch by batch.
+    A file without an id column numbers its records ``#0``, ``#1``... across the file.
+    Files are read and written through the project's I/O module (``arrowio``, imported here only)."""
     from drgdip.arrowio import (
         DEFAULT_BATCH_SIZE,
         AtomicWriter,
@@ -737,8 +769,10 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
     )
     if rules is None or isinstance(rules, (str, os.PathLike)):
         rules = load_rules(rules)
-    counts, records, total, skipped, seen = [], 0, 0, None, set()
-    read = read_columns(file_columns(path), rules, grouping is not None)
+    counts, records, total, skipped = [], 0, 0, None
+    names = file_columns(path)
+    read = read_columns(names, rules, grouping is not None)
+    seen = _file_repeats(path, names, rules, only, batch_size or DEFAULT_BATCH_SIZE, out)
     writer = AtomicWriter(out, FINDING_SCHEMA) if out else None
     ctx = writer if writer is not None else _Null()
     batches = open_batches(path, batch_size or DEFAULT_BATCH_SIZE, columns=read)
@@ -757,10 +791,10 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
             if skipped is None:
                 skipped = rules_skipped(table.schema, rules, code_tables, grouping=grouping, fund_labels=fund_labels)
             f = _findings(table, rules, code_tables, lang, scheme, only, grouping=grouping,
-                          fund_labels=fund_labels, seen_ids=seen)
+                          fund_labels=fund_labels, seen_ids=seen, first_row=records)
             cols = canonical_columns(table.schema)
             hospital = text(table.column(cols["hospital_id"]) if "hospital_id" in cols else None, table.num_rows)
-            counts.append(_count(f, hospital))
+            counts = [_merge_counts([*counts, _count(f, hospital)])]    # one table of counts, not one a batch
             if w is not None:
                 if pending_write is not None:
                     pending_write.result()
@@ -773,6 +807,34 @@ def check_file(path, out=None, *, rules=None, code_tables=None, lang="en", only=
             pending_write.result()
     by_rule, by_hospital = summarize(counts, rules)
     return CheckSummary(records, total, by_rule, by_hospital, skipped or [])
+
+
+def _merge_counts(parts: list[pa.Table]) -> pa.Table:
+    """Per-batch counts (:func:`_count`) summed into one table, groups in order of first appearance."""
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables(parts).group_by(["hospital_id", "rule", "severity"], use_threads=False).aggregate(
+        [("findings", "sum"), ("records", "sum")]).rename_columns(
+        ["hospital_id", "rule", "severity", "findings", "records"])
+
+
+def _file_repeats(path, names, rules, only, batch_size, out) -> RepeatedIds | None:
+    """The file's repeated ids (a read of its id column alone) when a duplicate-id rule runs on it."""
+    from drgdip.arrowio import open_batches, repeated_values
+    if not any(r.kind == "duplicate_id" and (only is None or r.rule in only) for r in rules):
+        return None
+    id_column = canonical_columns(pa.schema([(n, pa.null()) for n in names])).get("id")
+    if id_column is None:
+        return None
+
+    def ids():
+        return (text(b.column(0), b.num_rows) for b in open_batches(path, batch_size, columns=[id_column]))
+    spill = None
+    if out is not None:
+        spill = Path(out).absolute().parent
+        while not spill.is_dir():
+            spill = spill.parent
+    return RepeatedIds(repeated_values(ids, spill)[0])
 
 
 class _Null:

@@ -32,6 +32,7 @@ from drgdip.arrowio import (
     file_format,
     open_batches,
     publish,
+    repeated_values,
     temp_path,
     text,
     write_table,
@@ -196,59 +197,14 @@ def column_batches(path, names: list[str], batch_size: int = DEFAULT_BATCH_SIZE)
         raise InputError(f"{path}: cannot read as parquet: {first}") from None
 
 
-def _id_hashes(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray]:
-    import pandas as pd
-    ids = text(batch.column(0), batch.num_rows).drop_null()
-    return ids, pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object))
-
-
-#: hash partitions of the duplicate-id pass (by the hash's top bits): one is in memory at a time
-ID_PARTITIONS = 16
-
-
 def duplicate_ids(path, id_column: str, batch_size: int = DEFAULT_BATCH_SIZE,
                   spill_dir=None) -> tuple[pa.Array, int]:
     """(settlement ids occurring more than once in the file, number of records), reading the
-    id column alone: a first read writes a 64-bit hash per record into ID_PARTITIONS files
-    by the hash's top bits (in ``spill_dir``, default the system's temporary folder), each
-    partition is then sorted alone (memory: 8 bytes per record of one partition); a second
-    read (only when two hashes are equal) collects the ids of those hashes and counts them
-    exactly."""
-    rows = 0
-    shift = np.uint64(64 - int(ID_PARTITIONS).bit_length() + 1)
-    twice_parts = []
-    with tempfile.TemporaryDirectory(prefix=".settle-ids-", dir=spill_dir) as d:
-        files = [open(Path(d) / f"h{i}", "w+b") for i in range(ID_PARTITIONS)]
-        try:
-            for b in column_batches(path, [id_column], batch_size):
-                rows += b.num_rows
-                h = np.asarray(_id_hashes(b)[1], np.uint64)
-                part = (h >> shift).astype(np.intp)
-                order = np.argsort(part, kind="stable")
-                bounds = np.searchsorted(part[order], np.arange(ID_PARTITIONS + 1))
-                hs = h[order]
-                for i in range(ID_PARTITIONS):
-                    if bounds[i + 1] > bounds[i]:
-                        hs[bounds[i]:bounds[i + 1]].tofile(files[i])
-            for fh in files:
-                fh.flush()
-                fh.seek(0)
-                h = np.fromfile(fh, np.uint64)
-                h.sort()
-                twice_parts.append(np.unique(h[1:][h[1:] == h[:-1]]))
-                del h
-        finally:
-            for fh in files:
-                fh.close()
-    twice = np.concatenate(twice_parts)
-    if twice.size == 0:
-        return pa.array([], pa.string()), rows
-    found = []
-    for b in column_batches(path, [id_column], batch_size):
-        ids, hh = _id_hashes(b)
-        found.append(ids.filter(pa.array(np.isin(hh, twice))))
-    vc = pc.value_counts(pa.chunked_array(found, pa.string()))
-    return vc.field("values").filter(pc.greater(vc.field("counts"), 1)), rows
+    id column alone, in bounded memory (hash partitions spilled to ``spill_dir``, default the
+    system's temporary folder; hash collisions resolved exactly): :func:`arrowio.repeated_values`."""
+    def ids():
+        return (text(b.column(0), b.num_rows) for b in column_batches(path, [id_column], batch_size))
+    return repeated_values(ids, spill_dir)
 
 
 def _existing_folder(out) -> Path | None:
