@@ -1998,7 +1998,7 @@ def check_region(folder: Path, region: Path, rep: Report, dip: bool = False,
         decisions, drows = read_decisions(dpath) if dpath.exists() else (None, [])
         tail: list = []
         month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, region, decisions,
-                                kept, tail)
+                                kept=kept, tail_out=tail)
         kept += tail
         if dpath.exists():
             got = _read_csv(dpath)
