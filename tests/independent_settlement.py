@@ -746,6 +746,8 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
         if any(isnull(x) or x == "" for x in (pid, hid, key)) or adm is None or dis is None or adm > dis \
                 or r.get("id") in duplicates:
             continue
+        if cases[i]["pricing_reason"] == "SETTLED_BY_OTHER_METHOD":
+            continue  # settlement.md "DRG and DIP in one region": no readmission columns, pairs within what it prices
         rows.append(((str(pid), str(hid) if rd["same_hospital"] else "", str(key), adm, dis, i), i))
     file_rows = list(rows)
     n = len(recs)
