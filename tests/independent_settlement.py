@@ -52,6 +52,8 @@ second round (tests/test_independent_rules.py runs each on real `drgdip settle` 
     step_stay_review            [incomplete_stays] payment / short_stay_payment = "review"
     step_readmission_diagnosis  [readmission] key = "principal_diagnosis", diagnosis_chars
     step_readmission_unpaid     [readmission] payment = "second_unpaid" (READMISSION_UNPAID)
+    step_readmission_combined   [readmission] payment = "combine" (READMISSION_COMBINED), within a
+                                month and across months (check_month's kept / tail_out; issue 12)
     step_projected_history      [point_value] projected = "history", growth
     step_method                 [dip_settlement] hospitals, pool = "separate" (SETTLED_BY_OTHER_METHOD)
                                 and `--method mixed` (recompute_month(method="mixed"))
@@ -59,7 +61,7 @@ second round (tests/test_independent_rules.py runs each on real `drgdip settle` 
     step_period_means           [deviation] group_mean = "period"
     step_annual_rate            the rate form's year with a published rate
 
-Not covered: readmission `payment = "combine"`; the `[dip]` catalogue build (the checker takes the catalogue as input, as it
+Not covered: the `[dip]` catalogue build (the checker takes the catalogue as input, as it
 takes the weight table). To add a rule, add its fields to ``COVERED`` with a function of its
 own and call it from ``recompute_cases`` / ``recompute_month`` / ``step_annual``.
 
@@ -169,7 +171,8 @@ COVERED = {
     "incomplete_stays.short_stay_payment": {"proportional_capped", "normal", "review"},
     "readmission.days": None, "readmission.key": {"adrg", "group", "principal_diagnosis"},
     "readmission.adrg_chars": None, "readmission.diagnosis_chars": None,
-    "readmission.same_hospital": None, "readmission.payment": {"flag_only", "halve_earlier", "second_unpaid"},
+    "readmission.same_hospital": None,
+    "readmission.payment": {"flag_only", "halve_earlier", "second_unpaid", "combine"},
     "readmission.share": None, "readmission.across_periods": None,
     "records.los_min_days": None, "records.los_max_days": None,
     "settlement.withholding_share": None, "settlement.surplus_bands": None,
@@ -212,7 +215,7 @@ KNOWN_PRICING_REASONS = {
     "SPECIAL_REVIEW_DECIDED_NORMAL", "SPECIAL_REVIEW_DECIDED_ACTUAL", "SPECIAL_REVIEW_REJECTED",
     "SPECIAL_REVIEW_GROUP", "SPECIAL_REVIEW_LOW_COST", "SPECIAL_REVIEW_LONG_STAY", "SPECIAL_REVIEW_NEW_TECH",
     "SPECIAL_REVIEW_SMALL_GROUP", "SPECIAL_REVIEW_UNGROUPABLE", "INCOMPLETE_STAY_REVIEW", "SHORT_STAY_REVIEW",
-    "READMISSION_UNPAID", "SETTLED_BY_OTHER_METHOD",
+    "READMISSION_UNPAID", "READMISSION_COMBINED", "SETTLED_BY_OTHER_METHOD",
 }
 KNOWN_CASE_TYPES = {"normal", "high_cost", "low_cost", "special_review", "unpriced", "per_diem", "fee_for_service",
                     "incomplete_stay", "short_stay", "readmission", "adjustment"}
@@ -743,6 +746,8 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
         if any(isnull(x) or x == "" for x in (pid, hid, key)) or adm is None or dis is None or adm > dis \
                 or r.get("id") in duplicates:
             continue
+        if cases[i]["pricing_reason"] == "SETTLED_BY_OTHER_METHOD":
+            continue  # settlement.md "DRG and DIP in one region": no readmission columns, pairs within what it prices
         rows.append(((str(pid), str(hid) if rd["same_hospital"] else "", str(key), adm, dis, i), i))
     file_rows = list(rows)
     n = len(recs)
@@ -767,6 +772,9 @@ def step_readmission(cases: list[dict], recs: list[dict], duplicates: set, polic
             later.update(case_type="readmission", pricing_reason="READMISSION_WITHIN_DAYS")
             if rd["payment"] == "second_unpaid":
                 step_readmission_unpaid(later)
+            elif rd["payment"] == "combine":
+                step_readmission_combined(later, usual[ib][0],
+                                          usual[ia] if ia < n else (earlier["points"], "readmission"))
         if ia >= n:
             if rd["payment"] == "halve_earlier" and earlier["points"] is not None and not earlier["cut"] \
                     and earlier["points"] != 0:
@@ -811,6 +819,19 @@ def step_readmission_diagnosis(r: dict, rd: dict) -> str | None:
         return None
     n = int(rd["diagnosis_chars"])
     return dx[:n] if n > 0 else dx
+
+
+def step_readmission_combined(later: dict, later_points: float, earlier: tuple) -> None:
+    """policy.md [readmission] payment = "combine" (合并结算), settlement.md "Incomplete stays and
+    readmissions": the readmission is paid max(0, its points − the earlier stay's points), both
+    by the usual rules (before any readmission payment; a chain's middle stay by its own points),
+    reason READMISSION_COMBINED; ``earlier`` is (its points, case type), for an earlier month's
+    kept stay its kept points ("Readmissions across months"). An earlier stay without a
+    readmission payment (unpriced, special review: no points) leaves the readmission flagged."""
+    points, ctype = earlier
+    if points is None or ctype == "special_review":
+        return
+    later.update(points=max(0.0, later_points - points), pricing_reason="READMISSION_COMBINED")
 
 
 def step_readmission_unpaid(later: dict) -> None:
@@ -1823,11 +1844,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def check_month(records_path, weights_path, policy_path, out_dir, period: str, benefits_path=None,
-                rep: Report | None = None, method: str = "drg", catalog_path=None, decisions_path=None) -> Report:
+                rep: Report | None = None, method: str = "drg", catalog_path=None, decisions_path=None,
+                kept: list | None = None, tail_out: list | None = None) -> Report:
     """One ``drgdip settle PERIOD RECORDS`` run's outputs (cases, review, hospitals, summary,
     decisions) against the recomputation. ``method`` as ``settle --method`` (dip and mixed: the
     DIP grouping taken from the output's dip_* columns, the scores from ``catalog_path``);
-    ``decisions_path``: the run's ``--decisions`` file."""
+    ``decisions_path``: the run's ``--decisions`` file. Months settled into one ledger: ``kept``
+    the earlier months' kept stays, ``tail_out`` gets this month's (step_readmission)."""
     rep = rep or Report()
     policy = read_policy(policy_path)
     policy_dir = Path(policy_path).parent
@@ -1845,7 +1868,7 @@ def check_month(records_path, weights_path, policy_path, out_dir, period: str, b
         grouping = out[[c for c in out.columns if c.startswith("dip_")]]
     decisions, drows = read_decisions(Path(decisions_path)) if decisions_path else (None, [])
     month = recompute_month(records, benefits, weights, policy, period, dip_ctx, grouping, rep, policy_dir, decisions,
-                            method)
+                            method, kept, tail_out)
     if decisions_path:
         got = _read_csv(out_dir / "decisions.csv")
         rep.check("decisions.csv", "rows (id, status, reason)", period, decision_statuses(drows, month["cases"]),

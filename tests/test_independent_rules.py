@@ -93,10 +93,11 @@ def settle_year(tmp: Path, name: str, year: str, method="drg") -> Path:
     return out
 
 
-def check(tmp, name, records, out, demo_dir, method="drg", decisions=None, rep=None, period=PERIOD):
+def check(tmp, name, records, out, demo_dir, method="drg", decisions=None, rep=None, period=PERIOD, kept=None,
+          tail_out=None):
     return check_month(records, demo_dir / "weights.parquet" if method != "dip" else None, tmp / f"{name}.toml", out,
                        period, rep=rep, method=method, catalog_path=demo_dir / "dip" / "catalog.parquet",
-                       decisions_path=decisions)
+                       decisions_path=decisions, kept=kept, tail_out=tail_out)
 
 
 def _day(s: str) -> date:
@@ -107,7 +108,8 @@ def _day(s: str) -> date:
 def month(demo_dir, tmp_path_factory) -> Path:
     """The demo's March with readmissions, two more ungroupable cases and a disposition or two
     planted: six stays copied as the same patient's next stay, 3 days after the first (the same
-    principal diagnosis; three of them in another ADRG and at another hospital)."""
+    principal diagnosis; three of them in another ADRG and at another hospital; the demo of
+    seed 7 ends four of the six in March)."""
     df = pq.read_table(demo_dir / "data" / f"{PERIOD}.parquet").to_pandas()
     early = df[(df["status"] == "grouped") & df["discharge_date"].map(lambda s: _day(s).day <= 18)].head(6)
     copies = []
@@ -321,3 +323,63 @@ def test_the_rate_form_year(demo_dir, month, tmp_path):
     assert summary["employee"]["rate"] == 17500.555 and summary["employee"]["budget"] is None
     assert summary["resident"]["rate"] is None and "reserve" in summary["resident"]
     assert rep.compared[("hospitals.csv (year)", "payment")] == 10
+
+
+def test_readmissions_combined_within_and_across_months(demo_dir, month, tmp_path):
+    """[readmission] payment = "combine" (合并结算): March (its planted readmissions) and April
+    settled into one ledger; April gets copies of six stays of March's last 12 days as the
+    same patient's next stay in April, in the same ADRG (every other one in its sibling DRG),
+    at the group's mean cost, and a readmission of the first of them. Each month against the
+    recomputation, April with March's kept stays."""
+    policy = demo_policy(demo_dir, readmission={"days": 15, "key": "adrg", "payment": "combine"})
+    weights = pq.read_table(demo_dir / "weights.parquet").to_pandas()
+    mean = weights.set_index("drg")["mean_cost"]
+    march = pq.read_table(month).to_pandas()
+    late = march[(march["status"] == "grouped") & march["discharge_date"].map(lambda s: _day(s).day >= 20)
+                 & march["discharge_disposition"].astype(str).eq("1") & march["drg"].isin(mean.index)
+                 & (march["los_days"] >= 3)].head(6)
+    april = pq.read_table(demo_dir / "data" / "2024-04.parquet").to_pandas()
+    copies = []
+    for n, (_, r) in enumerate(late.iterrows()):
+        c = r.copy()
+        siblings = sorted(d for d in mean.index if d[:3] == r["drg"][:3] and d != r["drg"])
+        if n % 2 and siblings:
+            c["drg"] = siblings[0]
+        adm = date(2024, 4, 1 + n % 3)
+        c["id"] = f"{r['id']}A"
+        c["admission_date"] = adm.isoformat()
+        c["discharge_date"] = (adm + timedelta(days=int(r["los_days"]))).isoformat()
+        c["total_cost"] = float(mean[c["drg"]])
+        c["personal_share"] = round(c["total_cost"] * 0.2, 2)
+        copies.append(c)
+    assert len(copies) == 6
+    chain = copies[0].copy()   # a chain March → April → April: paid max(0, its points − B's own) = 0
+    adm = _day(copies[0]["discharge_date"]) + timedelta(days=2)
+    chain["id"], chain["admission_date"] = f"{copies[0]['id']}2", adm.isoformat()
+    chain["los_days"], chain["discharge_date"] = 4.0, (adm + timedelta(days=4)).isoformat()
+    copies.append(chain)
+    april_path = tmp_path / "2024-04.parquet"
+    pq.write_table(pa.Table.from_pandas(pd.concat([april, pd.DataFrame(copies)], ignore_index=True),
+                                        preserve_index=False), april_path)
+    out3 = settle(tmp_path, "c", month, policy, demo_dir)
+    tail: list = []
+    rep = agree(check(tmp_path, "c", month, out3, demo_dir, tail_out=tail))
+    out4 = settle(tmp_path, "c", april_path, None, demo_dir, period="2024-04", new=False)
+    agree(check(tmp_path, "c", april_path, out4, demo_dir, rep=rep, period="2024-04", kept=tail))
+    m3, m4 = cases_of(out3), cases_of(out4)
+    within = m3[m3["pricing_reason"] == "READMISSION_COMBINED"]
+    assert len(within) >= 3 and within["readmission_of"].isin(m3["id"]).all()
+    # April: the planted readmissions of March's stays, paid max(0, own points − the earlier's)
+    planted = m4[m4["id"].isin([c["id"] for c in copies])].set_index("id")
+    assert set(planted["pricing_reason"]) == {"READMISSION_COMBINED"}, planted["pricing_reason"]
+    earlier = m3.set_index("id")["points"]
+    assert planted.loc[chain["id"], "readmission_of"] == copies[0]["id"]
+    assert planted.loc[chain["id"], "points"] == 0 < planted.loc[chain["id"], "base_points"]
+    normal = planted[(planted["cost_ratio"] == 1.0) & planted["readmission_of"].isin(m3["id"])]
+    assert len(normal) >= 4     # its own points: the base points
+    expected = (normal["base_points"] - normal["readmission_of"].map(earlier)).clip(lower=0.0)
+    assert (normal["points"] - expected).abs().max() < 1e-9
+    assert (normal["points"] > 0).any() and (normal["points"] == 0).any(), normal[["points", "base_points"]]
+    # the earlier stays are unchanged (paid as usual in March) and April has no recovery rows
+    assert not m4["case_type"].eq("adjustment").any()
+    assert rep.compared[("cases.parquet", "points")] > 300

@@ -135,7 +135,6 @@ def test_checker_finds_a_cent_that_is_off(demo_dir, tmp_path):
     ('[point_value]\nprojected = "budget"\n', "rule point_value.projected = 'budget' not covered"),
     ('[dip]\nmin_cases = 5\n', "rule dip not covered"),
     ('[dip_settlement]\npool = "merged"\n', "rule dip_settlement.pool = 'merged' not covered"),
-    ('[readmission]\npayment = "combine"\n', "rule readmission.payment = 'combine' not covered"),
     ('[incomplete_stays]\npayment = "per_diem"\n', "rule incomplete_stays.payment = 'per_diem' not covered"),
     ('[bundles]\nx = 1\n', "rule bundles not covered"),
     ('[settlement]\nreserve_share = 0.02\n', "rule settlement.reserve_share not covered"),
@@ -643,6 +642,47 @@ def test_the_stays_and_readmissions_month_worked_by_hand():
     assert (h1["cases"], h1["unpriced_cases"], h1["unpriced_cost"], h1["payment"], h1["amount_due"]) == \
         (3, 3, 1_000_000, 1_136_170, 786_170)
     assert (h2["cases"], h2["payment"], h2["amount_due"]) == (3, 1_533_830, 1_213_830)
+
+
+def test_the_two_months_combined_worked_by_hand():
+    """settlement.md "Two months worked by hand", `combine` (合并结算): November's B1 is paid
+    max(0, 150 − A1's kept 100) = 50, from the doc's numbers."""
+    policy = with_defaults({"region": {"base_points": 100},
+                            "budget": {"employee": {"2026-10": 10_000.00, "2026-11": 10_000.00}},
+                            "readmission": {"days": 15, "key": "adrg", "payment": "combine", "share": 0.5}})
+    weights = pd.DataFrame({"drg": ["ES21", "ES23", "FM19"], "weight": [1.0, 1.5, 2.5],
+                            "mean_cost": [10_000.0, 15_000.0, 25_000.0]})
+    mean = dict(zip(weights["drg"], weights["mean_cost"]))
+
+    def records(rows):
+        return pd.DataFrame([{"id": i, "hospital_id": "H1", "patient_id": pt, "drg": g, "status": "grouped",
+                              "admission_date": a, "discharge_date": d, "discharge_disposition": "1",
+                              "los_days": 5.0, "total_cost": mean[g], "personal_share": mean[g] / 10,
+                              "fund": "employee"} for i, pt, g, a, d in rows])
+    kept: list = []
+    october = recompute_month(records([("A1", "P1", "ES21", "2026-10-20", "2026-10-25"),
+                                       ("A2", "P2", "FM19", "2026-10-03", "2026-10-08")]),
+                              None, weights, policy, "2026-10", tail_out=kept)
+    assert [c["amount"] for c in october["cases"]] == [385_714, 964_286]
+    assert [(k["id"], k["points"], k["cut"]) for k in kept] == [("A1", 100.0, False)]
+    november = recompute_month(records([("B1", "P1", "ES23", "2026-11-05", "2026-11-09"),
+                                        ("B2", "P3", "FM19", "2026-11-15", "2026-11-20")]),
+                               None, weights, policy, "2026-11", kept=kept)
+    b1, b2 = november["cases"]
+    assert (b1["pricing_reason"], b1["readmission_of"], round(b1["points"], 9)) == ("READMISSION_COMBINED", "A1", 50)
+    assert (b2["pricing_reason"], round(b2["points"], 9)) == ("PRICED_NORMAL", 250)
+    assert [b1["amount"], b2["amount"]] == [233_333, 1_166_667]
+    assert len(november["cases"]) == 2     # no recovery row: A1 stays as paid in October
+    # a chain within a month, A → B → C (settlement.md: "C is paid max(0, C − B) with B's own
+    # points"): A 100, B max(0, 150 − 100) = 50, C max(0, 100 − 150) = 0 (not 100 − B's 50);
+    # Σ points 150, 13,500.00 spread: A 9,000.00, B 4,500.00, C 0.00
+    chain = recompute_month(records([("A", "P1", "ES21", "2026-10-01", "2026-10-05"),
+                                     ("B", "P1", "ES23", "2026-10-08", "2026-10-12"),
+                                     ("C", "P1", "ES21", "2026-10-15", "2026-10-19")]),
+                            None, weights, policy, "2026-10")["cases"]
+    assert [round(c["points"], 9) for c in chain] == [100, 50, 0]
+    assert [c["pricing_reason"] for c in chain] == ["PRICED_NORMAL", "READMISSION_COMBINED", "READMISSION_COMBINED"]
+    assert [c["amount"] for c in chain] == [900_000, 450_000, 0]
 
 
 def test_the_special_review_month_worked_by_hand(tmp_path):
