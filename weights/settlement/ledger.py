@@ -31,29 +31,6 @@ SCHEMA_VERSION = 3      # 2: the fund's limits (issue 12): columns added, NULL i
 #                         3: hospital_group_totals (consumption indices group by group, issue 12)
 #                            and readmission_tail (readmissions across months), created by the first run recorded
 
-#: the earlier months' stays a readmission can pair with (created inside a run's transaction, so a
-#: failed run leaves a ledger of before as it was)
-TAIL_DDL = """
-CREATE TABLE IF NOT EXISTS readmission_tail (
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    seq INTEGER NOT NULL,
-    key_kind TEXT NOT NULL,
-    settlement_id TEXT NOT NULL,
-    patient_id TEXT NOT NULL,
-    hospital_id TEXT NOT NULL,
-    readmission_key TEXT NOT NULL,
-    admission_day INTEGER NOT NULL,
-    discharge_day INTEGER NOT NULL,
-    fund_key TEXT,
-    points REAL,
-    cut INTEGER NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE INDEX IF NOT EXISTS readmission_tail_day ON readmission_tail (discharge_day);
-"""
-
-#: columns added after version 1: (table, column, SQL type); an older ledger gets them (NULL in its
-#: earlier runs) inside the transaction of the first run recorded with this version
 ADDED_COLUMNS = (
     ("fund_results", "projected_point_value", "REAL"), ("fund_results", "reserve_cents", "INTEGER"),
     ("fund_results", "reserve_used_cents", "INTEGER"), ("fund_results", "cap_cut_cents", "INTEGER"),
@@ -80,6 +57,24 @@ ADDED_TABLES = (
     cost_cents INTEGER NOT NULL,
     los_days REAL NOT NULL,
     PRIMARY KEY (run_id, hospital_id, method, group_key))"""),
+    # the earlier months' stays a readmission can pair with (docs/settlement.md "Readmissions
+    # across months"), then the index the next month's read uses
+    ("readmission_tail", """CREATE TABLE IF NOT EXISTS readmission_tail (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    seq INTEGER NOT NULL,
+    key_kind TEXT NOT NULL,
+    settlement_id TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    hospital_id TEXT NOT NULL,
+    readmission_key TEXT NOT NULL,
+    admission_day INTEGER NOT NULL,
+    discharge_day INTEGER NOT NULL,
+    fund_key TEXT,
+    points REAL,
+    cut INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+)"""),
+    ("readmission_tail", "CREATE INDEX IF NOT EXISTS readmission_tail_day ON readmission_tail (discharge_day)"),
 )
 GROUP_FIELDS = ("hospital_id", "method", "group_key", "cases", "cost_cents", "los_days")
 #: added columns read as 0 (not NULL) where a ledger of before has none
@@ -168,9 +163,6 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     for table, col, kind in ADDED_COLUMNS:
         if col not in table_columns(conn, table):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
-    for stmt in TAIL_DDL.split(";"):
-        if stmt.strip():
-            conn.execute(stmt)
     for _, ddl in ADDED_TABLES:
         conn.execute(ddl)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
