@@ -486,8 +486,7 @@ class QuotaFacts:
             priced = p.price_cases(t, p.review(t, accept_all=True), flags)
             hnames, hcode, ids = review_mod.quota_keys(priced)
             trig = priced["review_trigger"]
-            eligible = (pc.fill_null(pc.is_valid(priced["cost_ratio"]), False).to_numpy(zero_copy_only=False)
-                        | pc.fill_null(pc.equal(trig, "ungroupable"), False).to_numpy(zero_copy_only=False))
+            eligible = review_mod.quota_base(priced)
             cand = np.flatnonzero(pc.is_valid(trig).to_numpy(zero_copy_only=False))
             base = np.bincount(hcode[eligible], minlength=len(hnames))
             ratio = pc.fill_null(priced["cost_ratio"], np.nan).to_numpy(zero_copy_only=False).astype(np.float64)

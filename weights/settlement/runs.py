@@ -260,8 +260,7 @@ def _quota_pass(batches, rows: int, price) -> np.ndarray:
         local = np.array([names.setdefault(h, len(names)) for h in hnames] or [0], np.int64)
         code = local[hcode] if t.num_rows else hcode
         trig = priced["review_trigger"]
-        eligible = (pc.fill_null(pc.is_valid(priced["cost_ratio"]), False).to_numpy(zero_copy_only=False)
-                    | pc.fill_null(pc.equal(trig, "ungroupable"), False).to_numpy(zero_copy_only=False))
+        eligible = review_mod.quota_base(priced)
         cand = pc.is_valid(trig).to_numpy(zero_copy_only=False)
         if len(base) < len(names):
             base = np.concatenate([base, np.zeros(len(names) - len(base), np.int64)])

@@ -323,6 +323,15 @@ def assess(cases: pa.Table, group_weights: pa.Table, sr, context: ReviewContext 
     return trigger, under, over, dec, pts
 
 
+def quota_base(priced: pa.Table) -> np.ndarray:
+    """Per priced case, whether it counts in the quota's base (特例单议比例的分母): it has a
+    cost ratio, or it is an ungroupable case under review (docs/settlement.md "Special case
+    review" 2). ``priced``: cases priced with every candidate accepted."""
+    ratio = pc.fill_null(pc.is_valid(priced["cost_ratio"]), False).to_numpy(zero_copy_only=False)
+    ungroupable = pc.fill_null(pc.equal(priced["review_trigger"], "ungroupable"), False)
+    return ratio | ungroupable.to_numpy(zero_copy_only=False)
+
+
 def quota_keys(cases: pa.Table) -> tuple[list, np.ndarray, np.ndarray]:
     """(hospital names, hospital code per row, id text per row) of a table, for the quota."""
     from drgdip.arrowio import canonical_columns
