@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import shutil
 import stat
 import warnings
@@ -346,22 +345,13 @@ def coupled_month(n: int, seed: int) -> pa.Table:
 
 def region_policy(tmp_path, special_review: str = "", deviation: str = "", readmission: str = "") -> str:
     """examples/region.toml with lines added to its [special_review] and [deviation] sections and
-    a [readmission] section."""
-    from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "examples" / "region.toml").read_text(encoding="utf-8")
-    head = "[special_review]                    # 特病单议\n"
-    assert head in text and 'group_mean = "table"' in text
-    for line in special_review.splitlines():     # a key the example sets is replaced, others added
-        name = line.split("=")[0].strip()
-        text, hits = re.subn(rf"(?m)^{name} *=.*$", line, text)
-        if not hits:
-            text = text.replace(head, head + line + "\n")
-    if deviation:
-        text = text.replace('group_mean = "table"', deviation)
-    if readmission:
-        text += "\n[readmission]\n" + readmission + "\n"
-    p = tmp_path / "policy.toml"
-    p.write_text(text, encoding="utf-8")
+    a [readmission] section (the bench's own policy builder, so both settle the same policies)."""
+    from drgdip.bench.spark_settle import policy_file
+    p = policy_file(tmp_path, "policy", special_review, deviation, readmission)
+    text = p.read_text(encoding="utf-8")
+    for line in special_review.splitlines():    # every line asked for is in the file
+        assert line in text, line
+    assert not deviation or deviation in text
     return str(p)
 
 
