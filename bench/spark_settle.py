@@ -68,8 +68,11 @@ def policies(n: int) -> dict[str, tuple[str, str, str]]:
             "all": (quota + "\n" + small, period, readm)}
 
 
-def policy_file(folder: Path, name: str, special_review: str, deviation: str, readmission: str) -> Path:
-    text = (ROOT / "examples" / "region.toml").read_text(encoding="utf-8")
+def policy_file(folder: Path, name: str, special_review: str, deviation: str, readmission: str,
+                base: Path = ROOT / "examples" / "region.toml") -> Path:
+    """`base` (the repository's examples/region.toml) with the given lines put in its sections.
+    `base` is a parameter because an installed drgdip carries no examples/ folder."""
+    text = Path(base).read_text(encoding="utf-8")
     head = "[special_review]                    # 特病单议\n"
     for line in special_review.splitlines():
         key = line.split("=")[0].strip()

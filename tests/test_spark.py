@@ -347,7 +347,8 @@ def region_policy(tmp_path, special_review: str = "", deviation: str = "", readm
     """examples/region.toml with lines added to its [special_review] and [deviation] sections and
     a [readmission] section (the bench's own policy builder, so both settle the same policies)."""
     from drgdip.bench.spark_settle import policy_file
-    p = policy_file(tmp_path, "policy", special_review, deviation, readmission)
+    p = policy_file(tmp_path, "policy", special_review, deviation, readmission,
+                    base=Path(__file__).resolve().parents[1] / "examples" / "region.toml")
     text = p.read_text(encoding="utf-8")
     for line in special_review.splitlines():    # every line asked for is in the file
         assert line in text, line
