@@ -8,6 +8,7 @@ import pickle
 import shutil
 import stat
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
